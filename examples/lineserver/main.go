@@ -1,0 +1,187 @@
+// Command lineserver is tcpgrace's reference raw-TCP server: it echoes
+// every line it receives, on any number of TCP and Unix listeners, and
+// replaces itself without dropping a connection.
+//
+// Usage:
+//
+//	lineserver [-tcp ADDR]... [-unix PATH]... [-pidfile PATH] [-ready-timeout DUR] [-drain-timeout DUR]
+//
+// Signals: SIGUSR1 upgrades to the executable now at the path lineserver
+// was started from (a failed upgrade is logged and it keeps serving);
+// SIGTERM or SIGINT stop accepting, wait for open connections up to
+// -drain-timeout and exit 0; SIGHUP is logged and ignored (there is no
+// configuration to reload). After a successful upgrade the old process
+// finishes its open connections (or the drain timeout) and exits 0.
+// Logs are structured (log/slog text) on stderr, one line per event.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tcpgrace/tcpgrace/tcpgrace"
+)
+
+// listFlag is a flag that may be repeated.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+type config struct {
+	tcp, unix    listFlag
+	pidFile      string
+	readyTimeout time.Duration
+	drainTimeout time.Duration
+}
+
+func parseFlags(args []string) (*config, error) {
+	var c config
+	fs := flag.NewFlagSet("lineserver", flag.ContinueOnError)
+	fs.Var(&c.tcp, "tcp", "TCP address to listen on, e.g. 127.0.0.1:8080 (repeatable)")
+	fs.Var(&c.unix, "unix", "Unix socket path to listen on (repeatable)")
+	fs.StringVar(&c.pidFile, "pidfile", "", "write the serving process's pid here")
+	fs.DurationVar(&c.readyTimeout, "ready-timeout", tcpgrace.DefaultReadyTimeout, "how long an upgrade waits for the new process")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long open connections may take to finish on exit")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if len(c.tcp)+len(c.unix) == 0 {
+		return nil, errors.New("at least one -tcp or -unix listener is required")
+	}
+	return &c, nil
+}
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	// Signals first: a SIGTERM that arrives before Notify would kill us.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	base := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log := base.With("pid", os.Getpid())
+	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lineserver:", err)
+		return 2
+	}
+	u, err := tcpgrace.New(tcpgrace.Options{PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, Logger: base})
+	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+	if err := listenAll(u, cfg); err != nil {
+		u.Fail(err)
+		log.Error("start", "err", err)
+		return 1
+	}
+	if err := u.Ready(); err != nil {
+		log.Error("ready", "err", err)
+		if u.HasParent() {
+			return 1 // our parent keeps serving
+		}
+	}
+	return serve(u, cfg, sigs, log)
+}
+
+func listenAll(u *tcpgrace.Upgrader, cfg *config) error {
+	listen := func(network, addr string) error {
+		ln, err := u.Listen(network+":"+addr, network, addr)
+		if err != nil {
+			return err
+		}
+		go acceptLoop(ln)
+		return nil
+	}
+	for _, addr := range cfg.tcp {
+		if err := listen("tcp", addr); err != nil {
+			return err
+		}
+	}
+	for _, path := range cfg.unix {
+		if err := listen("unix", path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serve waits for signals until this generation is replaced or told to
+// stop, then drains.
+func serve(u *tcpgrace.Upgrader, cfg *config, sigs <-chan os.Signal, log *slog.Logger) int {
+	for {
+		select {
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGUSR1:
+				log.Info("SIGUSR1: upgrading")
+				go u.Upgrade(context.Background()) // logs its own outcome
+			case syscall.SIGHUP:
+				log.Info("SIGHUP: nothing to reload, ignored")
+			default:
+				log.Info("stopping", "signal", sig.String())
+				return drain(u, cfg, log)
+			}
+		case <-u.Exit():
+			return drain(u, cfg, log)
+		}
+	}
+}
+
+func drain(u *tcpgrace.Upgrader, cfg *config, log *slog.Logger) int {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.drainTimeout)
+	defer cancel()
+	if err := u.Shutdown(ctx); err != nil {
+		log.Warn("drain", "err", err)
+	}
+	log.Info("exit")
+	return 0
+}
+
+func acceptLoop(ln net.Listener) {
+	delay := 5 * time.Millisecond
+	for {
+		c, err := ln.Accept()
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil {
+			time.Sleep(delay) // EMFILE and friends: back off, never give up
+			delay = min(2*delay, time.Second)
+			continue
+		}
+		delay = 5 * time.Millisecond
+		go echo(c)
+	}
+}
+
+// echo writes every received line back verbatim until the peer closes.
+func echo(c net.Conn) {
+	defer c.Close()
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			return // EOF, a partial last line, or closed at the drain deadline
+		}
+		if _, err := c.Write(line); err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,316 @@
+package inherit
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Protocol constants. They are named here once; every other file refers to
+// them by name.
+const (
+	// EnvFDs is the variable a tcpgrace parent sets in its child's
+	// environment. Its value is
+	//
+	//	v1;pid=<writer pid>;gen=<generation>;ready=<fd>;fd=<entry>;fd=<entry>...
+	//
+	// where each entry is "name,fd,network,address" with name and address
+	// query-escaped (net/url.QueryEscape), so neither may contain a raw
+	// ',' or ';'. The pid is the parent's: the child honours the value only
+	// when it equals its own parent pid. ready is the write end of the
+	// readiness pipe.
+	EnvFDs = "TCPGRACE_FDS"
+
+	// Version is the first field of [EnvFDs]; a value of another version is
+	// rejected, never guessed at.
+	Version = "v1"
+
+	// EnvListenPID, EnvListenFDs and EnvListenFDNames are systemd's socket
+	// activation variables (sd_listen_fds(3)). Their fds start at
+	// [ListenFDsStart].
+	EnvListenPID     = "LISTEN_PID"
+	EnvListenFDs     = "LISTEN_FDS"
+	EnvListenFDNames = "LISTEN_FDNAMES"
+
+	// ListenFDsStart is the first inherited fd number: 0, 1 and 2 are stdio,
+	// and os/exec places ExtraFiles[i] at fd 3+i.
+	ListenFDsStart = 3
+
+	// MaxEntries bounds the number of entries one variable may carry.
+	MaxEntries = 1024
+
+	// MaxValueLen bounds the length of one variable's value in bytes.
+	MaxValueLen = 1 << 20
+
+	// MaxNameLen bounds the length of a socket name in bytes.
+	MaxNameLen = 255
+)
+
+// Sentinel errors. Every decoding error is a [*DecodeError] that unwraps to
+// one of them, so callers test with errors.Is.
+var (
+	// ErrMalformed reports a value that does not follow the wire format.
+	ErrMalformed = errors.New("inherit: malformed value")
+	// ErrDuplicate reports an fd or a name that appears twice.
+	ErrDuplicate = errors.New("inherit: duplicate entry")
+	// ErrBadFD reports an fd that is closed, not a socket, or not the kind
+	// of socket its entry says.
+	ErrBadFD = errors.New("inherit: bad file descriptor")
+	// ErrMismatch reports a name asked for with another network or
+	// address than it was inherited with.
+	ErrMismatch = errors.New("inherit: inherited with another network or address")
+	// ErrTaken reports a second call of [Take] in one process.
+	ErrTaken = errors.New("inherit: inherited sockets already taken")
+	// ErrNotSupported reports a platform without fd inheritance.
+	ErrNotSupported = errors.New("inherit: not supported on this platform")
+)
+
+// DecodeError says which variable, which entry (counted from 0, or -1 for
+// the value as a whole) and why. It unwraps to a sentinel error.
+type DecodeError struct {
+	Var    string // the environment variable, e.g. TCPGRACE_FDS
+	Entry  int    // index of the offending entry, -1 if none in particular
+	Reason string // what is wrong, in words
+	Err    error  // the sentinel: ErrMalformed, ErrDuplicate or ErrBadFD
+}
+
+// Error implements error.
+func (e *DecodeError) Error() string {
+	if e.Entry < 0 {
+		return fmt.Sprintf("inherit: %s: %s", e.Var, e.Reason)
+	}
+	return fmt.Sprintf("inherit: %s: entry %d: %s", e.Var, e.Entry, e.Reason)
+}
+
+// Unwrap returns the sentinel error.
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// Entry is one inherited socket.
+type Entry struct {
+	Name    string // the name the socket was registered under
+	FD      int    // the fd number in the child
+	Network string // tcp, tcp4, tcp6, unix, udp, udp4, udp6
+	Address string // the address as it was asked for, e.g. "127.0.0.1:0"
+}
+
+// Env is the decoded content of the environment.
+type Env struct {
+	Source     string  // the variable it came from: EnvFDs or EnvListenFDs
+	Writer     int     // pid of the process that wrote it
+	Generation int     // generation of the process reading it (1 on a cold start)
+	ReadyFD    int     // readiness pipe fd, -1 if none (systemd)
+	Entries    []Entry // in fd order
+}
+
+// Encode returns the value of [EnvFDs] for a child of process pid. It does
+// not validate e: what [Decode] would reject, Encode may still produce.
+func (e *Env) Encode(pid int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s;pid=%d;gen=%d;ready=%d", Version, pid, e.Generation, e.ReadyFD)
+	for _, en := range e.Entries {
+		fmt.Fprintf(&b, ";fd=%s,%d,%s,%s", url.QueryEscape(en.Name), en.FD,
+			en.Network, url.QueryEscape(en.Address))
+	}
+	return b.String()
+}
+
+// Lookup is the signature of os.LookupEnv: decoding reads the environment
+// only through it.
+type Lookup func(key string) (string, bool)
+
+// Decode reads the inherited sockets from the environment without touching
+// any fd or the environment itself: it is pure. pid and ppid are the
+// reading process's pid and parent pid.
+//
+// [EnvFDs] wins over systemd's variables. A value written for another
+// process (its pid is not ppid, or LISTEN_PID is not pid) is ignored.
+// Nothing inherited returns (nil, nil): a first start is not an error. A
+// present but malformed value returns a [*DecodeError].
+func Decode(lookup Lookup, pid, ppid int) (*Env, error) {
+	if v, ok := lookup(EnvFDs); ok {
+		return decodeFDs(v, ppid)
+	}
+	if _, ok := lookup(EnvListenFDs); ok {
+		return decodeSystemd(lookup, pid)
+	}
+	return nil, nil
+}
+
+func malformed(entry int, format string, args ...any) *DecodeError {
+	return &DecodeError{Var: EnvFDs, Entry: entry, Reason: fmt.Sprintf(format, args...), Err: ErrMalformed}
+}
+
+func decodeFDs(v string, ppid int) (*Env, error) {
+	if len(v) > MaxValueLen {
+		return nil, malformed(-1, "value is %d bytes, more than %d", len(v), MaxValueLen)
+	}
+	fields := strings.Split(v, ";")
+	if fields[0] != Version {
+		return nil, malformed(-1, "version %q is not %q", trunc(fields[0]), Version)
+	}
+	if n := len(fields) - 4; n > MaxEntries {
+		return nil, malformed(-1, "%d entries, more than %d", n, MaxEntries)
+	}
+	e := &Env{Source: EnvFDs, ReadyFD: -1}
+	seen := map[string]bool{}
+	for _, f := range fields[1:] {
+		key, val, ok := strings.Cut(f, "=")
+		if !ok {
+			return nil, malformed(-1, "field %q is not key=value", trunc(f))
+		}
+		if key != "fd" && seen[key] {
+			return nil, malformed(-1, "field %q given twice", key)
+		}
+		seen[key] = true
+		if err := e.setField(key, val); err != nil {
+			return nil, err
+		}
+	}
+	for _, key := range []string{"pid", "gen", "ready"} {
+		if !seen[key] {
+			return nil, malformed(-1, "field %q missing", key)
+		}
+	}
+	if e.Writer != ppid {
+		return nil, nil // written for another process: not ours to read
+	}
+	if err := checkUnique(e.Entries, EnvFDs, true); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *Env) setField(key, val string) error {
+	var err error
+	switch key {
+	case "pid":
+		e.Writer, err = parseInt(val, 1)
+	case "gen":
+		e.Generation, err = parseInt(val, 1)
+	case "ready":
+		e.ReadyFD, err = parseFD(val)
+	case "fd":
+		var en Entry
+		en, err = parseEntry(val, len(e.Entries))
+		e.Entries = append(e.Entries, en)
+		return err
+	default:
+		return malformed(-1, "unknown field %q", trunc(key))
+	}
+	if err != nil {
+		return malformed(-1, "field %q: %v", key, err)
+	}
+	return nil
+}
+
+func parseEntry(val string, i int) (Entry, error) {
+	parts := strings.Split(val, ",")
+	if len(parts) != 4 {
+		return Entry{}, malformed(i, "%d comma-separated parts, want 4 (name,fd,network,address)", len(parts))
+	}
+	name, err := url.QueryUnescape(parts[0])
+	if err != nil {
+		return Entry{}, malformed(i, "name: %v", err)
+	}
+	if err := CheckName(name); err != nil {
+		return Entry{}, malformed(i, "%v", err)
+	}
+	fd, err := parseFD(parts[1])
+	if err != nil {
+		return Entry{}, malformed(i, "name %q: %v", name, err)
+	}
+	if !KnownNetwork(parts[2]) {
+		return Entry{}, malformed(i, "name %q: unknown network %q", name, trunc(parts[2]))
+	}
+	addr, err := url.QueryUnescape(parts[3])
+	if err != nil || addr == "" || strings.IndexByte(addr, 0) >= 0 {
+		return Entry{}, malformed(i, "name %q: bad address %q", name, trunc(parts[3]))
+	}
+	return Entry{Name: name, FD: fd, Network: parts[2], Address: addr}, nil
+}
+
+// checkUnique rejects two entries with one fd, a ready fd reused as a
+// socket, and (when names is set) two entries with one name.
+func checkUnique(entries []Entry, variable string, names bool) error {
+	fds := map[int]int{}
+	byName := map[string]int{}
+	for i, en := range entries {
+		if j, dup := fds[en.FD]; dup {
+			return &DecodeError{Var: variable, Entry: i, Err: ErrDuplicate,
+				Reason: fmt.Sprintf("fd %d already named by entry %d", en.FD, j)}
+		}
+		fds[en.FD] = i
+		if !names {
+			continue
+		}
+		if j, dup := byName[en.Name]; dup {
+			return &DecodeError{Var: variable, Entry: i, Err: ErrDuplicate,
+				Reason: fmt.Sprintf("name %q already used by entry %d", en.Name, j)}
+		}
+		byName[en.Name] = i
+	}
+	return nil
+}
+
+// CheckName reports whether name may name a socket: 1 to [MaxNameLen]
+// bytes of valid UTF-8 with no control characters.
+func CheckName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty name")
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("name is %d bytes, more than %d", len(name), MaxNameLen)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("name %q is not valid UTF-8", name)
+	case strings.IndexFunc(name, unicode.IsControl) >= 0:
+		return fmt.Errorf("name %q contains a control character", name)
+	}
+	return nil
+}
+
+// KnownNetwork reports whether network is one tcpgrace hands on.
+func KnownNetwork(network string) bool {
+	switch network {
+	case "tcp", "tcp4", "tcp6", "unix", "udp", "udp4", "udp6":
+		return true
+	}
+	return false
+}
+
+// IsPacket reports whether network is a packet (datagram) network.
+func IsPacket(network string) bool { return strings.HasPrefix(network, "udp") }
+
+func parseInt(s string, min int) (int, error) {
+	n, err := strconv.ParseInt(s, 10, 32)
+	if err != nil || strconv.Itoa(int(n)) != s {
+		return 0, fmt.Errorf("%q is not a decimal number", trunc(s))
+	}
+	if int(n) < min {
+		return 0, fmt.Errorf("%d is less than %d", n, min)
+	}
+	return int(n), nil
+}
+
+func parseFD(s string) (int, error) {
+	fd, err := parseInt(s, 0)
+	if err != nil {
+		return 0, fmt.Errorf("fd: %w", err)
+	}
+	if fd < ListenFDsStart {
+		return 0, fmt.Errorf("fd %d is stdio, not an inherited fd", fd)
+	}
+	return fd, nil
+}
+
+// trunc shortens hostile input before it is quoted in an error message.
+func trunc(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
+}

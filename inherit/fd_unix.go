@@ -1,0 +1,104 @@
+//go:build unix
+
+package inherit
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// checkPipe makes sure fd is an open pipe and makes it close-on-exec.
+func checkPipe(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return describeErrno(err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return errors.New("not a pipe")
+	}
+	unix.CloseOnExec(fd)
+	return nil
+}
+
+// checkSocket makes sure en.FD is an open socket of the kind en says: a
+// listening stream socket for tcp and unix, a datagram socket for udp, of
+// the right address family. With fill set (systemd) it sets en.Network and
+// en.Address from the socket instead of checking them. It makes the fd
+// close-on-exec.
+func checkSocket(en *Entry, fill bool) error {
+	fd := en.FD
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return describeErrno(err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return errors.New("not a socket")
+	}
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return fmt.Errorf("SO_TYPE: %w", err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return fmt.Errorf("getsockname: %w", err)
+	}
+	network, addr := describe(sa, typ)
+	if network == "" {
+		return fmt.Errorf("unsupported socket (type %d, address %T)", typ, sa)
+	}
+	if fill {
+		en.Network, en.Address = network, addr
+	} else if !sameFamily(network, en.Network) {
+		return fmt.Errorf("is a %s socket, the entry says %s", network, en.Network)
+	}
+	if typ == unix.SOCK_STREAM {
+		listening, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+		if err != nil {
+			return fmt.Errorf("SO_ACCEPTCONN: %w", err)
+		}
+		if listening == 0 {
+			return errors.New("socket is not listening")
+		}
+	}
+	unix.CloseOnExec(fd)
+	return nil
+}
+
+// describe names the network of a socket and its local address.
+func describe(sa unix.Sockaddr, typ int) (network, addr string) {
+	stream := typ == unix.SOCK_STREAM
+	if typ != unix.SOCK_STREAM && typ != unix.SOCK_DGRAM {
+		return "", ""
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		addr = net.JoinHostPort(net.IP(sa.Addr[:]).String(), strconv.Itoa(sa.Port))
+		return pick(stream, "tcp4", "udp4"), addr
+	case *unix.SockaddrInet6:
+		addr = net.JoinHostPort(net.IP(sa.Addr[:]).String(), strconv.Itoa(sa.Port))
+		return pick(stream, "tcp6", "udp6"), addr
+	case *unix.SockaddrUnix:
+		if stream {
+			return "unix", sa.Name
+		}
+	}
+	return "", ""
+}
+
+func pick(stream bool, a, b string) string {
+	if stream {
+		return a
+	}
+	return b
+}
+
+func describeErrno(err error) error {
+	if errors.Is(err, unix.EBADF) {
+		return errors.New("fd is not open")
+	}
+	return err
+}

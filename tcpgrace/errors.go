@@ -1,0 +1,39 @@
+package tcpgrace
+
+import "errors"
+
+// Sentinel errors. Returned errors wrap them with details; test with
+// errors.Is.
+var (
+	// ErrUpgradeInProgress is returned by [Upgrader.Upgrade] while another
+	// upgrade of the same process runs.
+	ErrUpgradeInProgress = errors.New("tcpgrace: an upgrade is already in progress")
+	// ErrUpgraded is returned once this generation has been replaced: it
+	// no longer owns its sockets, so it can neither upgrade nor register.
+	ErrUpgraded = errors.New("tcpgrace: this generation was already replaced by the next one")
+	// ErrClosed is returned after [Upgrader.Shutdown] or [Upgrader.Close].
+	ErrClosed = errors.New("tcpgrace: upgrader is shut down")
+	// ErrChildStart reports that the next generation could not be
+	// started: the executable is missing, not executable, not a valid
+	// binary, or busy being written.
+	ErrChildStart = errors.New("tcpgrace: cannot start the next generation")
+	// ErrChildExited reports that the next generation exited (or closed
+	// its readiness pipe) before it was ready.
+	ErrChildExited = errors.New("tcpgrace: the next generation exited before it was ready")
+	// ErrChildFailed reports that the next generation said why it will not
+	// become ready; the error text carries its reason.
+	ErrChildFailed = errors.New("tcpgrace: the next generation failed to start")
+	// ErrReadyTimeout reports that the next generation was not ready
+	// within the ready timeout; it has been killed and reaped.
+	ErrReadyTimeout = errors.New("tcpgrace: the next generation was not ready in time")
+	// ErrNameConflict reports a name asked for with another network or
+	// address than it is registered (or was inherited) with.
+	ErrNameConflict = errors.New("tcpgrace: name already registered with another network or address")
+	// ErrNotReady is returned by Upgrade before Ready: a generation
+	// that its own parent still waits for cannot start the next one.
+	ErrNotReady = errors.New("tcpgrace: Upgrade before Ready")
+	// ErrAlreadyReady is returned by a second call of [Upgrader.Ready].
+	ErrAlreadyReady = errors.New("tcpgrace: Ready was already called")
+	// ErrNotSupported is returned on platforms without fd passing.
+	ErrNotSupported = errors.New("tcpgrace: not supported on this platform")
+)

@@ -1,0 +1,62 @@
+package tcpgrace
+
+import (
+	"io/fs"
+	"log/slog"
+	"time"
+)
+
+// Defaults for the zero values of [Options].
+const (
+	// DefaultReadyTimeout is how long Upgrade waits for the next
+	// generation to become ready.
+	DefaultReadyTimeout = time.Minute
+	// DefaultUnixMode is the permission of Unix socket files: only the
+	// owner may connect.
+	DefaultUnixMode fs.FileMode = 0o600
+)
+
+// Options configures an [Upgrader]. The zero value works.
+type Options struct {
+	// Executable is the program Upgrade starts. Default: os.Executable()
+	// as read by New, which on Linux follows a rename-deploy (a new file
+	// moved over the old path). For a "current -> release" symlink layout
+	// give the symlink's path: it is resolved at every upgrade.
+	Executable string
+
+	// Args is the next generation's argv, argv[0] included. Default:
+	// os.Args, so the next generation gets the same command line.
+	Args []string
+
+	// ReadyTimeout bounds how long Upgrade waits for the next generation
+	// to call Ready. Past it the child is killed and reaped. Default:
+	// DefaultReadyTimeout.
+	ReadyTimeout time.Duration
+
+	// PIDFile, if set, is written by Ready (a temp file renamed into
+	// place) with this process's pid, and removed on Shutdown only if it
+	// still holds this pid and no next generation took over.
+	PIDFile string
+
+	// UnixMode is the permission given to Unix socket files before they
+	// accept connections. Default: DefaultUnixMode (0600).
+	UnixMode fs.FileMode
+
+	// Logger receives one structured record per lifecycle event. Default:
+	// silent.
+	Logger *slog.Logger
+}
+
+func (o Options) readyTimeout() time.Duration {
+	if o.ReadyTimeout > 0 {
+		return o.ReadyTimeout
+	}
+	return DefaultReadyTimeout
+}
+
+func (o Options) unixMode() fs.FileMode {
+	if o.UnixMode != 0 {
+		return o.UnixMode
+	}
+	return DefaultUnixMode
+}

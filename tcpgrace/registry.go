@@ -1,0 +1,186 @@
+package tcpgrace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"syscall"
+
+	"github.com/tcpgrace/tcpgrace/inherit"
+)
+
+// socket is one registry entry: a named socket this generation owns and
+// will hand to the next one.
+type socket struct {
+	name, network, address string
+	raw                    syscall.Conn   // *net.TCPListener, *net.UnixListener or *net.UDPConn
+	ln                     *listener      // what Listen handed out (stream)
+	pc                     net.PacketConn // what ListenPacket handed out (packet)
+	unix                   *unixPath      // for unix sockets: the file to unlink on release
+}
+
+// closeRaw closes this process's copy of the socket without unlinking
+// anything; a copy held by another generation keeps it open.
+func (s *socket) closeRaw() error {
+	if s.pc != nil {
+		return s.pc.Close()
+	}
+	return s.ln.Listener.Close()
+}
+
+// Listen returns the stream listener registered as name, creating it on
+// first use: the socket inherited under that name if there is one,
+// otherwise a new socket bound to address. network is tcp, tcp4, tcp6 or
+// unix. A second Listen of the same name returns the same listener; asking
+// for it with another network or address fails with [ErrNameConflict].
+//
+// The listener counts the connections it accepts, which Shutdown waits
+// for. Closing it releases the socket (the port or path can be bound
+// again) unless a next generation already holds a copy. Unix socket files
+// get [Options.UnixMode] before they accept; a stale socket file (nobody
+// listening) is replaced on a cold start, a live one is an error wrapping
+// syscall.EADDRINUSE. Listen fails with [ErrUpgradeInProgress],
+// [ErrUpgraded] or [ErrClosed] outside the serving state.
+func (u *Upgrader) Listen(name, network, address string) (net.Listener, error) {
+	if !inherit.KnownNetwork(network) || inherit.IsPacket(network) {
+		return nil, fmt.Errorf("tcpgrace: Listen %q: network %q is not tcp, tcp4, tcp6 or unix", name, network)
+	}
+	s, err := u.register(name, network, address, u.newListener)
+	if err != nil {
+		return nil, err
+	}
+	return s.ln, nil
+}
+
+// ListenPacket is [Upgrader.Listen] for packet sockets: network is udp,
+// udp4 or udp6. The caller may use the result as a *net.UDPConn.
+func (u *Upgrader) ListenPacket(name, network, address string) (net.PacketConn, error) {
+	if !inherit.IsPacket(network) {
+		return nil, fmt.Errorf("tcpgrace: ListenPacket %q: network %q is not udp, udp4 or udp6", name, network)
+	}
+	s, err := u.register(name, network, address, u.newPacketConn)
+	if err != nil {
+		return nil, err
+	}
+	return s.pc, nil
+}
+
+// register is get-or-create under u.mu.
+func (u *Upgrader) register(name, network, address string, create func(*socket) error) (*socket, error) {
+	if err := inherit.CheckName(name); err != nil {
+		return nil, fmt.Errorf("tcpgrace: %w", err)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := u.stateErrLocked(); err != nil {
+		return nil, fmt.Errorf("tcpgrace: registering %q: %w", name, err)
+	}
+	if s := u.sockets[name]; s != nil && isOpen(s.raw) {
+		if s.network != network || s.address != address {
+			return nil, fmt.Errorf("%w: %q is %s %s, asked for as %s %s",
+				ErrNameConflict, name, s.network, s.address, network, address)
+		}
+		return s, nil
+	}
+	s := &socket{name: name, network: network, address: address}
+	if err := create(s); err != nil {
+		if errors.Is(err, inherit.ErrMismatch) {
+			err = fmt.Errorf("%w: %w", ErrNameConflict, err)
+		}
+		return nil, err
+	}
+	u.sockets[name] = s
+	return s, nil
+}
+
+func (u *Upgrader) newListener(s *socket) error {
+	ln, err := u.inh.Listener(s.name, s.network, s.address)
+	inherited := ln != nil
+	if err == nil && ln == nil {
+		ln, err = u.bindStream(s)
+	}
+	if err != nil {
+		return err
+	}
+	if ul, ok := ln.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(false) // the next generation may serve this path
+		if inherited {
+			s.unix = statUnixPath(s.address)
+		}
+	}
+	s.raw = ln.(syscall.Conn)
+	s.ln = &listener{Listener: ln, u: u, s: s}
+	u.log.Info("listening", "listener", s.name, "network", s.network, "addr", ln.Addr().String(), "inherited", inherited)
+	return nil
+}
+
+func (u *Upgrader) bindStream(s *socket) (net.Listener, error) {
+	if s.network == "unix" {
+		ln, path, err := listenUnix(s.address, u.opts.unixMode())
+		if err != nil {
+			return nil, fmt.Errorf("tcpgrace: Listen %q: %w", s.name, err)
+		}
+		s.unix = path
+		return ln, nil
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), s.network, s.address)
+	if err != nil {
+		return nil, fmt.Errorf("tcpgrace: Listen %q: %w", s.name, err)
+	}
+	return ln, nil
+}
+
+func (u *Upgrader) newPacketConn(s *socket) error {
+	pc, err := u.inh.PacketConn(s.name, s.network, s.address)
+	inherited := pc != nil
+	if err == nil && pc == nil {
+		var lc net.ListenConfig
+		pc, err = lc.ListenPacket(context.Background(), s.network, s.address)
+		if err != nil {
+			err = fmt.Errorf("tcpgrace: ListenPacket %q: %w", s.name, err)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	s.raw, s.pc = pc.(syscall.Conn), pc
+	u.log.Info("listening", "listener", s.name, "network", s.network, "addr", pc.LocalAddr().String(), "inherited", inherited)
+	return nil
+}
+
+// liveSocketsLocked returns the open sockets in name order, dropping the
+// ones the user closed. u.mu must be held.
+func (u *Upgrader) liveSocketsLocked() []*socket {
+	var out []*socket
+	for name, s := range u.sockets {
+		if !isOpen(s.raw) {
+			delete(u.sockets, name)
+			continue
+		}
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b *socket) int {
+		if a.name < b.name {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+// release is called when the user closes a listener: unless this
+// generation handed its sockets on, the Unix socket file goes too.
+func (u *Upgrader) release(s *socket) {
+	u.mu.Lock()
+	handing := u.handedOff || u.state == stateUpgrading
+	if u.sockets[s.name] == s {
+		delete(u.sockets, s.name)
+	}
+	u.mu.Unlock()
+	if !handing && s.unix != nil {
+		s.unix.remove()
+	}
+}

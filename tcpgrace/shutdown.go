@@ -1,0 +1,106 @@
+package tcpgrace
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/hashicorp/go-multierror"
+)
+
+// Shutdown ends this generation gracefully. In order it: cancels a running
+// Upgrade (the child is killed), closes every registered listener and
+// packet conn (releasing sockets and Unix socket files unless a next
+// generation took them over), removes the PID file if it still holds this
+// pid, closes [Upgrader.Exit], then waits until every connection accepted
+// through the registry's listeners is closed, or ctx ends.
+//
+// At ctx's end it closes the remaining connections and returns ctx's error
+// (joined with any close errors). It blocks until then. Calling it twice,
+// or after Close, is safe. Afterwards Listen and Upgrade fail with
+// [ErrClosed].
+func (u *Upgrader) Shutdown(ctx context.Context) error {
+	errs := u.stop()
+	if err := u.waitConns(ctx); err != nil {
+		errs = multierror.Append(errs, err)
+	}
+	return errs.ErrorOrNil()
+}
+
+// Close is Shutdown without the wait: open connections are closed at
+// once. It returns the close errors, and is safe to call twice.
+func (u *Upgrader) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	errs := u.stop()
+	u.waitConns(ctx)
+	return errs.ErrorOrNil()
+}
+
+// stop is the part Shutdown and Close share: no more upgrades, no more
+// sockets.
+func (u *Upgrader) stop() *multierror.Error {
+	u.mu.Lock()
+	first := u.state != stateClosed
+	u.state = stateClosed
+	cancel, done := u.cancelUpgrade, u.upgradeDone
+	u.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	u.mu.Lock()
+	handedOff := u.handedOff
+	sockets := u.liveSocketsLocked()
+	u.mu.Unlock()
+	var errs *multierror.Error
+	for _, s := range sockets {
+		if err := s.closeRaw(); err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("tcpgrace: closing %q: %w", s.name, err))
+		}
+		if !handedOff && s.unix != nil {
+			s.unix.remove()
+		}
+	}
+	if first && !handedOff && u.opts.PIDFile != "" {
+		if err := removePIDFile(u.opts.PIDFile, os.Getpid()); err != nil {
+			errs = multierror.Append(errs, err)
+		}
+	}
+	if first {
+		u.log.Info("shutting down", "handed_off", handedOff)
+	}
+	u.closeExit()
+	return errs
+}
+
+// waitConns waits for the tracked connections to close; at ctx's end it
+// closes the rest and returns ctx's error.
+func (u *Upgrader) waitConns(ctx context.Context) error {
+	u.mu.Lock()
+	if len(u.conns) == 0 {
+		u.mu.Unlock()
+		return nil
+	}
+	if u.connsDone == nil {
+		u.connsDone = make(chan struct{})
+	}
+	done := u.connsDone
+	u.mu.Unlock()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	u.mu.Lock()
+	var open []*trackedConn
+	for c := range u.conns {
+		open = append(open, c)
+	}
+	u.mu.Unlock()
+	for _, c := range open {
+		c.Close()
+	}
+	u.log.Warn("drain deadline: closed open connections", "closed", len(open))
+	return fmt.Errorf("tcpgrace: %d connections still open at the drain deadline, closed: %w", len(open), ctx.Err())
+}

@@ -1,0 +1,158 @@
+//go:build unix
+
+package tcpgrace
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// dupSocket duplicates the socket behind c as a close-on-exec fd, without
+// (*net.TCPListener).File, which would switch the shared socket to
+// blocking mode.
+func dupSocket(c syscall.Conn, name string) (*os.File, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	fd, derr := -1, error(nil)
+	err = rc.Control(func(s uintptr) {
+		fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if err == nil {
+		err = derr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tcpgrace: duplicating %q: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// isOpen reports whether the socket behind c has not been closed.
+func isOpen(c syscall.Conn) bool {
+	rc, err := c.SyscallConn()
+	return err == nil && rc.Control(func(uintptr) {}) == nil
+}
+
+// unixPath identifies a socket file by path and inode, so that releasing
+// it never removes a file that someone else put there since.
+type unixPath struct {
+	path     string
+	dev, ino uint64
+}
+
+func statUnixPath(path string) *unixPath {
+	var st unix.Stat_t
+	if len(path) == 0 || path[0] == '@' || unix.Lstat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return nil
+	}
+	return &unixPath{path: path, dev: uint64(st.Dev), ino: uint64(st.Ino)}
+}
+
+func (p *unixPath) remove() {
+	if q := statUnixPath(p.path); q != nil && *q == *p {
+		os.Remove(p.path)
+	}
+}
+
+// staleDialTimeout bounds the probe that tells a stale socket file from a
+// live one.
+const staleDialTimeout = time.Second
+
+// listenUnix binds a Unix stream socket at path, gives the file mode before
+// listen(2) (so nobody can connect while it has another mode), and
+// replaces a stale socket file. A path starting with '@' is an abstract
+// socket (Linux): no file, no mode.
+func listenUnix(path string, mode fs.FileMode) (*net.UnixListener, *unixPath, error) {
+	if err := clearStale(path); err != nil {
+		return nil, nil, err
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("socket for %s: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	sa := &unix.SockaddrUnix{Name: path}
+	if path[0] == '@' {
+		sa.Name = "\x00" + path[1:]
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return nil, nil, fmt.Errorf("bind %s: %w", path, err)
+	}
+	p := statUnixPath(path)
+	if p != nil {
+		if err := os.Chmod(path, mode); err != nil {
+			p.remove()
+			return nil, nil, fmt.Errorf("chmod %s: %w", path, err)
+		}
+	}
+	if err := unix.Listen(fd, listenBacklog()); err != nil {
+		if p != nil {
+			p.remove()
+		}
+		return nil, nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	ln, err := net.FileListener(f)
+	if err != nil {
+		if p != nil {
+			p.remove()
+		}
+		return nil, nil, fmt.Errorf("listener for %s: %w", path, err)
+	}
+	return ln.(*net.UnixListener), p, nil
+}
+
+// clearStale removes a socket file nobody listens on. A live one is
+// EADDRINUSE; a file that is not a socket is left alone and reported.
+func clearStale(path string) error {
+	if path == "" {
+		return errors.New("empty unix socket path")
+	}
+	if path[0] == '@' {
+		return nil
+	}
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("%s exists and is not a socket", path)
+	}
+	c, err := net.DialTimeout("unix", path, staleDialTimeout)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%s: a live server listens there: %w", path, syscall.EADDRINUSE)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("probing %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing stale socket %s: %w", path, err)
+	}
+	return nil
+}
+
+// listenBacklog is the backlog Go's own listeners use: the kernel's
+// somaxconn, which listen(2) caps it to anyway.
+func listenBacklog() int {
+	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	n := 0
+	if err == nil {
+		fmt.Sscanf(string(b), "%d", &n)
+	}
+	if n <= 0 {
+		n = unix.SOMAXCONN
+	}
+	return n
+}

@@ -1,0 +1,225 @@
+package tcpgrace
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/tcpgrace/tcpgrace/inherit"
+)
+
+// Upgrade starts the next generation from [Options.Executable] with the
+// same arguments, hands it every registered socket, and blocks until it
+// calls Ready, fails, or ctx ends.
+//
+// On success this generation's listeners and packet conns are closed (the
+// kernel sockets stay open in the next generation, so no queued connection
+// is lost and none is refused), [Upgrader.Exit] is closed, and the caller
+// should drain and exit; connections already accepted are the caller's to
+// finish.
+//
+// On failure nothing changes: this generation keeps every socket and keeps
+// serving, the child has been killed and reaped, no fd is left behind, and
+// a later Upgrade may try again. The error wraps [ErrChildStart],
+// [ErrChildExited], [ErrChildFailed] (with the child's reason),
+// [ErrReadyTimeout] or ctx's error. A second Upgrade while one runs fails
+// at once with [ErrUpgradeInProgress]; before Ready with [ErrNotReady];
+// after a successful one with [ErrUpgraded]; after Shutdown with
+// [ErrClosed]. Shutdown and Close cancel a running Upgrade.
+func (u *Upgrader) Upgrade(ctx context.Context) error {
+	ctx, files, env, err := u.beginUpgrade(ctx)
+	if err != nil {
+		return err
+	}
+	pid, err := u.runChild(ctx, files, env)
+	u.endUpgrade(err == nil)
+	if err != nil {
+		u.log.Error("upgrade failed", "err", err)
+		return err
+	}
+	u.log.Info("upgrade done: next generation serves", "child", pid)
+	return nil
+}
+
+// beginUpgrade moves serving -> upgrading and duplicates every socket.
+func (u *Upgrader) beginUpgrade(ctx context.Context) (context.Context, []*os.File, *inherit.Env, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, nil, fmt.Errorf("tcpgrace: upgrade: %w", err)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := u.stateErrLocked(); err != nil {
+		return nil, nil, nil, err
+	}
+	if !u.ready {
+		return nil, nil, nil, ErrNotReady
+	}
+	env := &inherit.Env{Generation: u.Generation() + 1, ReadyFD: inherit.ListenFDsStart}
+	var files []*os.File
+	for _, s := range u.liveSocketsLocked() {
+		f, err := dupSocket(s.raw, s.name)
+		if err != nil {
+			closeFiles(files)
+			return nil, nil, nil, err
+		}
+		files = append(files, f)
+		env.Entries = append(env.Entries, inherit.Entry{
+			Name: s.name, FD: inherit.ListenFDsStart + len(files), Network: s.network, Address: s.address,
+		})
+	}
+	u.state = stateUpgrading
+	ctx, cancel := context.WithCancel(ctx)
+	u.cancelUpgrade, u.upgradeDone = cancel, make(chan struct{})
+	return ctx, files, env, nil
+}
+
+// endUpgrade leaves the upgrading state: to upgraded on success (closing
+// this generation's copies of the sockets), back to serving on failure.
+func (u *Upgrader) endUpgrade(ok bool) {
+	u.mu.Lock()
+	u.cancelUpgrade()
+	close(u.upgradeDone)
+	u.cancelUpgrade, u.upgradeDone = nil, nil
+	var sockets []*socket
+	if ok {
+		u.handedOff = true
+		sockets = u.liveSocketsLocked()
+	}
+	if u.state == stateUpgrading && ok {
+		u.state = stateUpgraded
+	} else if u.state == stateUpgrading {
+		u.state = stateServing
+	}
+	u.mu.Unlock()
+	if !ok {
+		return
+	}
+	for _, s := range sockets {
+		s.closeRaw()
+	}
+	u.closeExit()
+}
+
+// child is a started next generation, reaped by its own goroutine.
+type child struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once reaped; err holds the result
+	err    error
+}
+
+func (u *Upgrader) runChild(ctx context.Context, files []*os.File, env *inherit.Env) (int, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		closeFiles(files)
+		return 0, fmt.Errorf("tcpgrace: readiness pipe: %w", err)
+	}
+	cmd := u.command(append([]*os.File{w}, files...), env)
+	err = cmd.Start()
+	w.Close()
+	closeFiles(files)
+	if err != nil {
+		r.Close()
+		return 0, fmt.Errorf("%w: %s: %w", ErrChildStart, u.executable, err)
+	}
+	u.log.Info("upgrade: started next generation", "child", cmd.Process.Pid, "executable", u.executable)
+	c := &child{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		c.err = cmd.Wait()
+		close(c.exited)
+	}()
+	return cmd.Process.Pid, u.waitReady(ctx, c, r)
+}
+
+// command builds the next generation's process: our stdio (real files, so
+// the child outlives us), our environment minus our own variables plus the
+// encoded hand-off.
+func (u *Upgrader) command(extra []*os.File, env *inherit.Env) *exec.Cmd {
+	var vars []string
+	for _, kv := range os.Environ() {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case inherit.EnvFDs, inherit.EnvListenPID, inherit.EnvListenFDs, inherit.EnvListenFDNames:
+			continue
+		}
+		vars = append(vars, kv)
+	}
+	vars = append(vars, inherit.EnvFDs+"="+env.Encode(os.Getpid()))
+	return &exec.Cmd{
+		Path:       u.executable,
+		Args:       u.args,
+		Env:        vars,
+		Stdin:      os.Stdin,
+		Stdout:     os.Stdout,
+		Stderr:     os.Stderr,
+		ExtraFiles: extra,
+	}
+}
+
+// readiness is what the child said on the pipe.
+type readiness struct {
+	ready  bool
+	reason string // FailByte's text, or a description of garbage
+	eof    bool   // closed without a word
+}
+
+func readReadiness(r io.Reader) readiness {
+	var b [1]byte
+	if n, _ := r.Read(b[:]); n == 0 {
+		return readiness{eof: true}
+	}
+	switch b[0] {
+	case inherit.ReadyByte:
+		return readiness{ready: true}
+	case inherit.FailByte:
+		text, _ := io.ReadAll(io.LimitReader(r, inherit.MaxFailLen))
+		return readiness{reason: strings.ToValidUTF8(string(text), "?")}
+	}
+	return readiness{reason: fmt.Sprintf("unexpected byte %q on the readiness pipe", b[0])}
+}
+
+// waitReady waits for the child's word, its exit, the ready timeout or
+// ctx. On any failure it kills and reaps the child before returning.
+func (u *Upgrader) waitReady(ctx context.Context, c *child, r *os.File) error {
+	msgs := make(chan readiness, 1)
+	go func() { msgs <- readReadiness(r) }()
+	defer func() {
+		r.Close() // unblocks the reader if a grandchild still holds the write end
+		if msgs != nil {
+			<-msgs
+		}
+	}()
+	timer := time.NewTimer(u.opts.readyTimeout())
+	defer timer.Stop()
+	var err error
+	for err == nil {
+		select {
+		case m := <-msgs:
+			msgs = nil
+			switch {
+			case m.ready:
+				return nil
+			case !m.eof:
+				err = fmt.Errorf("%w: %s", ErrChildFailed, m.reason)
+			}
+			// EOF: the child is on its way out; wait for its status.
+		case <-c.exited:
+			err = fmt.Errorf("%w: %v", ErrChildExited, c.err)
+		case <-timer.C:
+			err = fmt.Errorf("%w: no word within %v, killed", ErrReadyTimeout, u.opts.readyTimeout())
+		case <-ctx.Done():
+			err = fmt.Errorf("tcpgrace: upgrade cancelled, next generation killed: %w", ctx.Err())
+		}
+	}
+	c.cmd.Process.Kill()
+	<-c.exited
+	return err
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}

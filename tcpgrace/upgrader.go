@@ -1,0 +1,169 @@
+package tcpgrace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/tcpgrace/tcpgrace/inherit"
+)
+
+// state is the lifecycle of one generation.
+type state int
+
+const (
+	stateServing   state = iota // owns its sockets, may upgrade
+	stateUpgrading              // a child is starting
+	stateUpgraded               // a child took over; this one drains
+	stateClosed                 // Shutdown or Close was called
+)
+
+// Upgrader is one generation of a service: it owns the registry of named
+// sockets, hands them to the next generation on [Upgrader.Upgrade], and
+// tells its own parent (if any) when it is ready. Its methods are safe for
+// concurrent use.
+type Upgrader struct {
+	opts       Options
+	log        *slog.Logger
+	inh        *inherit.Files
+	executable string
+	args       []string
+
+	mu            sync.Mutex
+	state         state
+	ready         bool
+	handedOff     bool // a next generation took over the sockets
+	sockets       map[string]*socket
+	conns         map[*trackedConn]struct{}
+	cancelUpgrade context.CancelFunc
+	upgradeDone   chan struct{} // closed when the running Upgrade returns
+	connsDone     chan struct{} // closed when the last tracked conn closes during shutdown
+
+	exitOnce sync.Once
+	exit     chan struct{}
+}
+
+// New returns the Upgrader of this process. It takes the sockets this
+// process inherited from its parent generation (or from systemd) through
+// [inherit.Take], which reads and removes the variables from the
+// environment: New may therefore be called once per process, and a second
+// call fails with an error wrapping [inherit.ErrTaken].
+//
+// New registers no signal handler and starts no goroutine. If the
+// environment names sockets that fail their checks, New returns the error
+// and the parent's upgrade fails with the same reason.
+func New(opts Options) (*Upgrader, error) {
+	files, err := inherit.Take()
+	if err != nil {
+		return nil, fmt.Errorf("tcpgrace: inheriting sockets: %w", err)
+	}
+	return newUpgrader(opts, files)
+}
+
+// newUpgrader builds an Upgrader over given inherited files; tests inject
+// their own.
+func newUpgrader(opts Options, files *inherit.Files) (*Upgrader, error) {
+	u := &Upgrader{
+		opts:       opts,
+		log:        opts.Logger,
+		inh:        files,
+		executable: opts.Executable,
+		args:       opts.Args,
+		sockets:    map[string]*socket{},
+		conns:      map[*trackedConn]struct{}{},
+		exit:       make(chan struct{}),
+	}
+	if u.log == nil {
+		u.log = slog.New(slog.DiscardHandler)
+	}
+	u.log = u.log.With("pid", os.Getpid(), "generation", files.Generation())
+	if u.executable == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("tcpgrace: finding own executable (set Options.Executable): %w", err)
+		}
+		u.executable = exe
+	}
+	if u.args == nil {
+		u.args = append([]string(nil), os.Args...)
+	}
+	return u, nil
+}
+
+// Generation is 1 for a process started cold (or by systemd) and one more
+// than its parent's for a process started by Upgrade.
+func (u *Upgrader) Generation() int { return u.inh.Generation() }
+
+// HasParent reports whether this process was started by Upgrade and its
+// parent waits for Ready.
+func (u *Upgrader) HasParent() bool { return u.inh.HasParent() }
+
+// Exit returns a channel that is closed when this generation should go
+// away: after a successful Upgrade (the next generation serves; this one's
+// listeners are already closed) or after Shutdown or Close. It never
+// blocks.
+func (u *Upgrader) Exit() <-chan struct{} { return u.exit }
+
+func (u *Upgrader) closeExit() { u.exitOnce.Do(func() { close(u.exit) }) }
+
+// Ready declares this generation serving. Call it once every socket it
+// needs is registered. It writes the PID file (if configured), tells the
+// parent generation (if any) to stop accepting and drain, and closes the
+// inherited sockets nobody claimed. It does not block beyond those writes.
+//
+// If the PID file cannot be written, Ready returns that error and, in a
+// child, reports it to the parent, whose Upgrade then fails and which
+// kills this process: the old generation keeps serving. A parent that has
+// vanished meanwhile is not an error: this process then serves alone. A
+// second call returns [ErrAlreadyReady].
+func (u *Upgrader) Ready() error {
+	u.mu.Lock()
+	if u.ready {
+		u.mu.Unlock()
+		return ErrAlreadyReady
+	}
+	u.ready = true
+	u.mu.Unlock()
+	hasParent := u.inh.HasParent()
+	if u.opts.PIDFile != "" {
+		if err := writePIDFile(u.opts.PIDFile, os.Getpid()); err != nil {
+			u.inh.Fail(err)
+			return err
+		}
+	}
+	if err := u.inh.Ready(); err != nil && !errors.Is(err, syscall.EPIPE) {
+		return fmt.Errorf("tcpgrace: telling the parent we are ready: %w", err)
+	}
+	u.log.Info("ready", "parent", hasParent)
+	if err := u.inh.CloseUnclaimed(); err != nil {
+		return fmt.Errorf("tcpgrace: %w", err)
+	}
+	return nil
+}
+
+// Fail tells the parent generation that this one will not become ready,
+// and why: the parent's Upgrade returns an error that carries reason, and
+// the parent keeps serving. Call it when start-up fails, then exit. Without
+// a parent it does nothing.
+func (u *Upgrader) Fail(reason error) error {
+	u.log.Error("start-up failed", "err", reason)
+	return u.inh.Fail(reason)
+}
+
+// stateErrLocked explains why an operation that needs stateServing cannot
+// run. u.mu must be held.
+func (u *Upgrader) stateErrLocked() error {
+	switch u.state {
+	case stateUpgrading:
+		return ErrUpgradeInProgress
+	case stateUpgraded:
+		return ErrUpgraded
+	case stateClosed:
+		return ErrClosed
+	}
+	return nil
+}
