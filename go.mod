@@ -4,7 +4,11 @@ go 1.26.0
 
 require (
 	github.com/hashicorp/go-multierror v1.1.1
+	github.com/stretchr/testify v1.12.1
 	golang.org/x/sys v0.49.0
 )
 
-require github.com/hashicorp/errwrap v1.0.0 // indirect
+require (
+	github.com/hashicorp/errwrap v1.0.0 // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
+)

@@ -1,0 +1,71 @@
+// Package tests holds end-to-end tests: real lineserver processes on
+// loopback and Unix sockets, upgraded by real signals under real client
+// load.
+package tests
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpgrace/tcpgrace/tcpgrace"
+)
+
+// roleEnv makes the test binary play a server generation instead of
+// running tests: the rollback tests put a copy of it where lineserver's
+// next generation is expected.
+const roleEnv = "TCPGRACE_E2E_ROLE"
+
+// lineserverBin is the example built once for all tests.
+var lineserverBin string
+
+func TestMain(m *testing.M) {
+	if role := os.Getenv(roleEnv); role != "" {
+		os.Exit(playRole(role))
+	}
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	// Orphaned generations are re-parented to us, so we can reap them and
+	// read their exit status.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "tests: PR_SET_CHILD_SUBREAPER:", err)
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "tcpgrace-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tests:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	lineserverBin = filepath.Join(dir, "lineserver")
+	build := exec.Command("go", "build", "-o", lineserverBin, "../examples/lineserver")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "tests: building lineserver:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// playRole runs this test binary as a generation that fails on purpose.
+func playRole(role string) int {
+	u, err := tcpgrace.New(tcpgrace.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "role:", err)
+		return 1
+	}
+	switch role {
+	case "fail":
+		u.Fail(errors.New("e2e: refusing to start: config broken"))
+		return 1
+	}
+	fmt.Fprintln(os.Stderr, "role: unknown role", role)
+	return 1
+}

@@ -1,0 +1,52 @@
+package tests
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestRollback: every way a next generation can fail to start leaves the
+// old one serving without a single failed request, and a later upgrade
+// to a good binary works.
+func TestRollback(t *testing.T) {
+	self, err := os.Executable()
+	require.NoError(t, err)
+	selfBin, err := os.ReadFile(self)
+	require.NoError(t, err)
+	cases := []struct {
+		name   string
+		deploy func(s *server)
+		reason string
+	}{
+		{"missing", func(s *server) { require.NoError(t, os.Remove(s.bin)) }, "no such file or directory"},
+		{"not executable", func(s *server) { s.deployBytes(selfBin, 0o644) }, "permission denied"},
+		{"not a binary", func(s *server) { s.deployBytes([]byte("\x7fELF garbage, not a program"), 0o755) }, "exec format error"},
+		{"exits before ready", func(s *server) { s.deployBytes([]byte("#!/bin/sh\nexit 3\n"), 0o755) }, "exit status 3"},
+		{"crashes before ready", func(s *server) { s.deployBytes([]byte("#!/bin/sh\nkill -SEGV $$\n"), 0o755) }, "signal: segmentation fault"},
+		{"reports its failure", func(s *server) { s.deployBytes(selfBin, 0o755) }, "e2e: refusing to start: config broken"},
+		{"never ready", func(s *server) { s.deployBytes([]byte("#!/bin/sh\nexec sleep 60\n"), 0o755) }, "not ready in time"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "s.sock")
+			s := startServer(t, []string{roleEnv + "=fail"}, "-tcp", "127.0.0.1:0", "-unix", sock, "-ready-timeout", "500ms")
+			l := startLoad([]target{{"tcp", s.addr("tcp:127.0.0.1:0")}, {"unix", sock}}, 2, 1_000_000)
+			l.waitRequests(t, 100)
+			first := s.pid()
+			tc.deploy(s)
+			s.failUpgrade(tc.reason)
+			l.waitRequests(t, 100)
+			s.failUpgrade(tc.reason) // and again: the failure left nothing behind
+			l.waitRequests(t, 100)
+			s.deploy(lineserverBin)
+			assert.NotEqual(t, first, s.upgrade(), "a good binary takes over after the failures")
+			l.waitRequests(t, 100)
+			l.stopLoad(t)
+			s.stop()
+		})
+	}
+}

@@ -1,0 +1,260 @@
+package tests
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// waitTimeout bounds every wait for a process to do something.
+const waitTimeout = 15 * time.Second
+
+// server is a running lineserver and all its generations.
+type server struct {
+	t       *testing.T
+	dir     string
+	bin     string // the path it was started from; replaced to deploy
+	pidFile string
+	first   *exec.Cmd
+	logs    *logFile
+	mu      sync.Mutex
+	pids    []int // every generation seen, oldest first
+}
+
+// logFile is the stderr of every generation: a real file, since a pipe
+// would stay open in the generations that outlive the first.
+type logFile struct{ path string }
+
+func (l *logFile) String() string {
+	b, _ := os.ReadFile(l.path)
+	return string(b)
+}
+
+// startServer copies lineserver into a temp dir and starts it with args
+// plus a pid file, waiting until it is ready.
+func startServer(t *testing.T, env []string, args ...string) *server {
+	t.Helper()
+	dir := t.TempDir()
+	s := &server{t: t, dir: dir, bin: filepath.Join(dir, "lineserver"), pidFile: filepath.Join(dir, "lineserver.pid"), logs: &logFile{filepath.Join(dir, "stderr.log")}}
+	s.deploy(lineserverBin)
+	cmd := exec.Command(s.bin, append([]string{"-pidfile", s.pidFile}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := os.Create(s.logs.path)
+	require.NoError(t, err)
+	defer stderr.Close()
+	cmd.Stderr = stderr
+	require.NoError(t, cmd.Start(), "starting lineserver")
+	s.first = cmd
+	s.pids = []int{cmd.Process.Pid}
+	t.Cleanup(s.kill)
+	s.waitPID(cmd.Process.Pid)
+	return s
+}
+
+// deploy puts src at the server's path the way a deploy does: a new file
+// renamed over the old one.
+func (s *server) deploy(src string) {
+	s.t.Helper()
+	data, err := os.ReadFile(src)
+	require.NoError(s.t, err)
+	s.deployBytes(data, 0o755)
+}
+
+func (s *server) deployBytes(data []byte, mode os.FileMode) {
+	s.t.Helper()
+	tmp := s.bin + ".new"
+	require.NoError(s.t, os.WriteFile(tmp, data, mode))
+	require.NoError(s.t, os.Chmod(tmp, mode))
+	require.NoError(s.t, os.Rename(tmp, s.bin))
+}
+
+// pid is the pid the pid file names now (0 if none).
+func (s *server) pid() int {
+	b, err := os.ReadFile(s.pidFile)
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// waitPID waits until the pid file names pid.
+func (s *server) waitPID(pid int) {
+	s.t.Helper()
+	waitFor(s.t, fmt.Sprintf("pid file to name %d\nlogs:\n%s", pid, s.logs), func() bool { return s.pid() == pid })
+}
+
+// addr returns the concrete address of the listener registered as name
+// (e.g. "tcp:127.0.0.1:0"), read from the first generation's log.
+func (s *server) addr(name string) string {
+	s.t.Helper()
+	re := regexp.MustCompile(`msg=listening .*listener=` + regexp.QuoteMeta(name) + ` .*addr=(\S+)`)
+	var addr string
+	waitFor(s.t, "listening log line for "+name, func() bool {
+		if m := re.FindStringSubmatch(s.logs.String()); m != nil {
+			addr = m[1]
+			return true
+		}
+		return false
+	})
+	return addr
+}
+
+// upgrade sends SIGUSR1 and waits until a new generation is ready and the
+// old one has exited with status 0. It returns the new pid.
+func (s *server) upgrade() int {
+	s.t.Helper()
+	old := s.pid()
+	require.NoError(s.t, syscall.Kill(old, syscall.SIGUSR1), "signalling %d", old)
+	var pid int
+	waitFor(s.t, fmt.Sprintf("a new generation after %d\nlogs:\n%s", old, s.logs), func() bool {
+		pid = s.pid()
+		return pid != 0 && pid != old
+	})
+	s.mu.Lock()
+	s.pids = append(s.pids, pid)
+	s.mu.Unlock()
+	s.waitExit(old, 0)
+	return pid
+}
+
+// waitExit reaps pid (our child, or an orphan re-parented to us) and
+// checks its exit status.
+func (s *server) waitExit(pid, status int) {
+	s.t.Helper()
+	if s.first != nil && pid == s.first.Process.Pid {
+		done := make(chan error, 1)
+		go func() { done <- s.first.Wait() }()
+		select {
+		case err := <-done:
+			require.NoError(s.t, err, "first generation %d should exit 0\nlogs:\n%s", pid, s.logs)
+		case <-time.After(waitTimeout):
+			s.t.Fatalf("first generation %d did not exit\nlogs:\n%s", pid, s.logs)
+		}
+		return
+	}
+	ws, err := reap(pid, waitTimeout)
+	require.NoError(s.t, err, "reaping generation %d\nlogs:\n%s", pid, s.logs)
+	require.True(s.t, ws.Exited(), "generation %d should exit, not %v", pid, ws)
+	require.Equal(s.t, status, ws.ExitStatus(), "exit status of generation %d\nlogs:\n%s", pid, s.logs)
+}
+
+// stop sends SIGTERM to the serving generation and waits for its exit.
+func (s *server) stop() {
+	s.t.Helper()
+	pid := s.pid()
+	require.NoError(s.t, syscall.Kill(pid, syscall.SIGTERM))
+	s.waitExit(pid, 0)
+}
+
+// kill ends every generation still alive; it runs at cleanup.
+func (s *server) kill() {
+	s.mu.Lock()
+	pids := append([]int(nil), s.pids...)
+	s.mu.Unlock()
+	for _, pid := range pids {
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			reap(pid, time.Second)
+		}
+	}
+	if s.t.Failed() {
+		s.t.Logf("server logs:\n%s", s.logs)
+	}
+}
+
+// reap waits for pid to exit, up to timeout. A pid that another process
+// reaped (ECHILD) is waited for until it is gone from /proc.
+func reap(pid int, timeout time.Duration) (unix.WaitStatus, error) {
+	type result struct {
+		ws  unix.WaitStatus
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var ws unix.WaitStatus
+		_, err := unix.Wait4(pid, &ws, 0, nil)
+		done <- result{ws, err}
+	}()
+	select {
+	case r := <-done:
+		return r.ws, r.err
+	case <-time.After(timeout):
+		return 0, fmt.Errorf("process %d still running after %v", pid, timeout)
+	}
+}
+
+// waitFor polls cond every few milliseconds up to waitTimeout.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// fdCount is the number of open fds of process pid.
+func fdCount(t *testing.T, pid int) int {
+	t.Helper()
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	require.NoError(t, err)
+	return len(entries)
+}
+
+// echoOnce connects, sends one line and checks the echo.
+func echoOnce(network, addr, line string) error {
+	c, err := dial(network, addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, line+"\n"); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	got, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if got != line+"\n" {
+		return fmt.Errorf("sent %q, got %q", line, got)
+	}
+	return nil
+}
+
+// failUpgrade sends SIGUSR1 and waits for the serving generation to log a
+// failed upgrade whose error contains reason; the generation must stay.
+func (s *server) failUpgrade(reason string) {
+	s.t.Helper()
+	pid := s.pid()
+	before := strings.Count(s.logs.String(), `msg="upgrade failed"`)
+	require.NoError(s.t, syscall.Kill(pid, syscall.SIGUSR1))
+	var line string
+	waitFor(s.t, "a logged upgrade failure\nlogs:\n"+s.logs.String(), func() bool {
+		logs := s.logs.String()
+		if strings.Count(logs, `msg="upgrade failed"`) == before {
+			return false
+		}
+		i := strings.LastIndex(logs, `msg="upgrade failed"`)
+		line, _, _ = strings.Cut(logs[i:], "\n")
+		return true
+	})
+	require.Contains(s.t, line, reason, "the upgrade error should say why")
+	require.Equal(s.t, pid, s.pid(), "a failed upgrade leaves the pid file alone")
+	require.NoError(s.t, syscall.Kill(pid, 0), "the serving generation is still alive")
+}
