@@ -10,5 +10,6 @@ require (
 
 require (
 	github.com/hashicorp/errwrap v1.0.0 // indirect
+	go.uber.org/goleak v1.3.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 )

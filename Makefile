@@ -1,0 +1,36 @@
+# tcpgrace: build, test and demonstrate zero-downtime upgrades.
+GO      ?= go
+PYTHON  ?= python3
+BIN     := bin
+EXAMPLES := $(patsubst examples/%/,%,$(wildcard examples/*/))
+
+.PHONY: all build test demo fmt-check vet clean
+
+all: build
+
+## build: compile every example into bin/
+build:
+	@mkdir -p $(BIN)
+	@for ex in $(EXAMPLES); do \
+		echo "go build -o $(BIN)/$$ex ./examples/$$ex"; \
+		$(GO) build -o $(BIN)/$$ex ./examples/$$ex || exit 1; \
+	done
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+## test: formatting, vet, every example builds, all tests with the race detector
+test: fmt-check vet build
+	$(PYTHON) -m py_compile bench/stress.py bench/harness.py
+	$(GO) test -race -count=1 ./...
+
+## demo: build lineserver, upgrade it live five times under load, print the loss table
+demo: build
+	$(PYTHON) bench/harness.py --server $(BIN)/lineserver --upgrades 5 --interval 1
+
+clean:
+	rm -rf $(BIN)
