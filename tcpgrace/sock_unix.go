@@ -74,7 +74,7 @@ func listenUnix(path string, mode fs.FileMode) (*net.UnixListener, *unixPath, er
 	if err := clearStale(path); err != nil {
 		return nil, nil, err
 	}
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	fd, err := socketCloexec()
 	if err != nil {
 		return nil, nil, fmt.Errorf("socket for %s: %w", path, err)
 	}
@@ -108,6 +108,24 @@ func listenUnix(path string, mode fs.FileMode) (*net.UnixListener, *unixPath, er
 		return nil, nil, fmt.Errorf("listener for %s: %w", path, err)
 	}
 	return ln.(*net.UnixListener), p, nil
+}
+
+// socketCloexec makes a non-blocking, close-on-exec Unix stream socket.
+// The fork lock keeps a concurrent exec from inheriting it before
+// close-on-exec is set, where SOCK_CLOEXEC does not exist.
+func socketCloexec() (int, error) {
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return -1, err
+	}
+	unix.CloseOnExec(fd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }
 
 // clearStale removes a socket file nobody listens on. A live one is

@@ -24,9 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/tcpgrace/tcpgrace/tcpgrace"
@@ -69,8 +67,7 @@ func main() { os.Exit(run()) }
 
 func run() int {
 	// Signals first: a SIGTERM that arrives before Notify would kill us.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	sigs := tcpgrace.NotifySignals()
 	base := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	log := base.With("pid", os.Getpid())
 	cfg, err := parseFlags(os.Args[1:])
@@ -86,7 +83,8 @@ func run() int {
 		log.Error("start", "err", err)
 		return 1
 	}
-	if err := listenAll(u, cfg); err != nil {
+	lns, err := listenAll(u, cfg)
+	if err != nil {
 		u.Fail(err)
 		log.Error("start", "err", err)
 		return 1
@@ -97,82 +95,38 @@ func run() int {
 			return 1 // our parent keeps serving
 		}
 	}
-	return serve(u, cfg, sigs, log)
-}
-
-func listenAll(u *tcpgrace.Upgrader, cfg *config) error {
-	listen := func(network, addr string) error {
-		ln, err := u.Listen(network+":"+addr, network, addr)
-		if err != nil {
-			return err
-		}
-		go acceptLoop(ln)
-		return nil
-	}
-	for _, addr := range cfg.tcp {
-		if err := listen("tcp", addr); err != nil {
-			return err
-		}
-	}
-	for _, path := range cfg.unix {
-		if err := listen("unix", path); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// serve waits for signals until this generation is replaced or told to
-// stop, then drains.
-func serve(u *tcpgrace.Upgrader, cfg *config, sigs <-chan os.Signal, log *slog.Logger) int {
-	for {
-		select {
-		case sig := <-sigs:
-			switch sig {
-			case syscall.SIGUSR1:
-				log.Info("SIGUSR1: upgrading")
-				go u.Upgrade(context.Background()) // logs its own outcome
-			case syscall.SIGHUP:
-				log.Info("SIGHUP: nothing to reload, ignored")
-			default:
-				log.Info("stopping", "signal", sig.String())
-				return drain(u, cfg, log)
-			}
-		case <-u.Exit():
-			return drain(u, cfg, log)
-		}
-	}
-}
-
-func drain(u *tcpgrace.Upgrader, cfg *config, log *slog.Logger) int {
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.drainTimeout)
-	defer cancel()
-	if err := u.Shutdown(ctx); err != nil {
-		log.Warn("drain", "err", err)
+	srv := &tcpgrace.Server{Upgrader: u, Handler: echo, Signals: sigs, DrainTimeout: cfg.drainTimeout}
+	if err := srv.Serve(context.Background(), lns...); err != nil {
+		log.Warn("drained", "err", err)
 	}
 	log.Info("exit")
 	return 0
 }
 
-func acceptLoop(ln net.Listener) {
-	delay := 5 * time.Millisecond
-	for {
-		c, err := ln.Accept()
-		if errors.Is(err, net.ErrClosed) {
-			return
-		}
-		if err != nil {
-			time.Sleep(delay) // EMFILE and friends: back off, never give up
-			delay = min(2*delay, time.Second)
-			continue
-		}
-		delay = 5 * time.Millisecond
-		go echo(c)
+func listenAll(u *tcpgrace.Upgrader, cfg *config) ([]net.Listener, error) {
+	var lns []net.Listener
+	listen := func(network, addr string) error {
+		ln, err := u.Listen(network+":"+addr, network, addr)
+		lns = append(lns, ln)
+		return err
 	}
+	for _, addr := range cfg.tcp {
+		if err := listen("tcp", addr); err != nil {
+			return nil, err
+		}
+	}
+	for _, path := range cfg.unix {
+		if err := listen("unix", path); err != nil {
+			return nil, err
+		}
+	}
+	return lns, nil
 }
 
 // echo writes every received line back verbatim until the peer closes.
-func echo(c net.Conn) {
+// A line protocol has no way to end a connection cleanly, so draining does
+// not cut it: it ends when the client closes or at the drain deadline.
+func echo(_ context.Context, c net.Conn) {
 	defer c.Close()
 	r := bufio.NewReader(c)
 	for {
