@@ -79,8 +79,23 @@ func (u *Upgrader) track(c net.Conn) net.Conn {
 	tc := &trackedConn{Conn: c, u: u}
 	u.mu.Lock()
 	u.conns[tc] = struct{}{}
+	u.accepted++
 	u.mu.Unlock()
 	return tc
+}
+
+// Stats are connection counts for logs and metrics.
+type Stats struct {
+	Active      int    // connections accepted and not yet closed
+	Accepted    uint64 // connections accepted since New
+	ForceClosed uint64 // connections closed by Shutdown or Close at the drain deadline
+}
+
+// Stats returns the current connection counts. It never blocks for long.
+func (u *Upgrader) Stats() Stats {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return Stats{Active: len(u.conns), Accepted: u.accepted, ForceClosed: u.forceClosed}
 }
 
 func (u *Upgrader) untrack(tc *trackedConn) {

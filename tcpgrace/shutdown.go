@@ -97,6 +97,7 @@ func (u *Upgrader) waitConns(ctx context.Context) error {
 	for c := range u.conns {
 		open = append(open, c)
 	}
+	u.forceClosed += uint64(len(open))
 	u.mu.Unlock()
 	for _, c := range open {
 		c.Close()

@@ -42,6 +42,8 @@ type Upgrader struct {
 	cancelUpgrade context.CancelFunc
 	upgradeDone   chan struct{} // closed when the running Upgrade returns
 	connsDone     chan struct{} // closed when the last tracked conn closes during shutdown
+	accepted      uint64        // connections accepted through registry listeners
+	forceClosed   uint64        // connections closed at a drain deadline
 
 	exitOnce sync.Once
 	exit     chan struct{}
