@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -118,6 +119,16 @@ func (s *server) addr(name string) string {
 func (s *server) upgrade() int {
 	s.t.Helper()
 	old := s.pid()
+	pid := s.startUpgrade()
+	s.waitExit(old, 0)
+	return pid
+}
+
+// startUpgrade sends SIGUSR1 and waits until a new generation is ready,
+// leaving the old one to drain. It returns the new pid.
+func (s *server) startUpgrade() int {
+	s.t.Helper()
+	old := s.pid()
 	require.NoError(s.t, syscall.Kill(old, syscall.SIGUSR1), "signalling %d", old)
 	var pid int
 	waitFor(s.t, fmt.Sprintf("a new generation after %d\nlogs:\n%s", old, s.logs), func() bool {
@@ -127,7 +138,6 @@ func (s *server) upgrade() int {
 	s.mu.Lock()
 	s.pids = append(s.pids, pid)
 	s.mu.Unlock()
-	s.waitExit(old, 0)
 	return pid
 }
 
@@ -147,6 +157,12 @@ func (s *server) waitExit(pid, status int) {
 		return
 	}
 	ws, err := reap(pid, waitTimeout)
+	if errors.Is(err, unix.ECHILD) {
+		// Reaped by its parent, an older generation still draining: the
+		// status is its parent's to read; that it is gone is ours.
+		waitFor(s.t, fmt.Sprintf("generation %d to exit", pid), func() bool { return processAlive(pid) != nil })
+		return
+	}
 	require.NoError(s.t, err, "reaping generation %d\nlogs:\n%s", pid, s.logs)
 	require.True(s.t, ws.Exited(), "generation %d should exit, not %v", pid, ws)
 	require.Equal(s.t, status, ws.ExitStatus(), "exit status of generation %d\nlogs:\n%s", pid, s.logs)
@@ -257,4 +273,16 @@ func (s *server) failUpgrade(reason string) {
 	require.Contains(s.t, line, reason, "the upgrade error should say why")
 	require.Equal(s.t, pid, s.pid(), "a failed upgrade leaves the pid file alone")
 	require.NoError(s.t, syscall.Kill(pid, 0), "the serving generation is still alive")
+}
+
+// processAlive is nil if pid runs (and is not a zombie).
+func processAlive(pid int) error {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return fmt.Errorf("process %d: %w", pid, err)
+	}
+	if i := strings.LastIndexByte(string(b), ')'); i > 0 && strings.HasPrefix(string(b[i+1:]), " Z") {
+		return fmt.Errorf("process %d is a zombie", pid)
+	}
+	return nil
 }

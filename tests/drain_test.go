@@ -1,0 +1,116 @@
+package tests
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// chatter is one persistent connection that sends a line every interval
+// and checks each echo, until stopped.
+type chatter struct {
+	conn    net.Conn
+	replies atomic.Int64
+	done    chan error
+	stop    chan struct{}
+}
+
+func startChatter(t *testing.T, addr string, interval time.Duration) *chatter {
+	t.Helper()
+	c, err := dial("tcp", addr)
+	require.NoError(t, err)
+	ch := &chatter{conn: c, done: make(chan error, 1), stop: make(chan struct{})}
+	go func() {
+		r := bufio.NewReader(c)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for n := 0; ; n++ {
+			line := fmt.Sprintf("persistent-%d\n", n)
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.WriteString(c, line); err != nil {
+				ch.done <- fmt.Errorf("request %d: write: %w", n, err)
+				return
+			}
+			got, err := r.ReadString('\n')
+			if err != nil || got != line {
+				ch.done <- fmt.Errorf("request %d: sent %q, got %q (%v)", n, line, got, err)
+				return
+			}
+			ch.replies.Add(1)
+			select {
+			case <-ch.stop:
+				ch.done <- c.Close()
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return ch
+}
+
+// waitReplies waits for n more replies (or the chatter's failure).
+func (ch *chatter) waitReplies(t *testing.T, n int64) {
+	t.Helper()
+	target := ch.replies.Load() + n
+	waitFor(t, fmt.Sprintf("%d more replies on the persistent connection", n), func() bool {
+		return ch.replies.Load() >= target || len(ch.done) > 0
+	})
+}
+
+func (ch *chatter) finish(t *testing.T) {
+	t.Helper()
+	close(ch.stop)
+	assert.NoError(t, <-ch.done, "every request on the persistent connection gets its reply")
+	t.Logf("persistent connection: %d replies", ch.replies.Load())
+}
+
+// TestPersistentConnectionAcrossUpgrades: a client holding one connection
+// and sending a line every 50 ms across 3 upgrades gets every reply from
+// the generation it connected to, which exits only once the client
+// closes; meanwhile newer generations upgrade while it drains.
+func TestPersistentConnectionAcrossUpgrades(t *testing.T) {
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "60s")
+	addr := s.addr("tcp:127.0.0.1:0")
+	first := s.pid()
+	ch := startChatter(t, addr, 50*time.Millisecond)
+	ch.waitReplies(t, 3)
+	for i := range 3 {
+		s.startUpgrade()
+		ch.waitReplies(t, 3)
+		require.NoError(t, echoOnce("tcp", addr, fmt.Sprintf("new-%d", i)), "new connections are served meanwhile")
+	}
+	for _, pid := range s.pids[1:3] {
+		s.waitExit(pid, 0) // middle generations had no connection: they exit at once
+	}
+	assert.NoError(t, processAlive(first), "the first generation still drains its connection")
+	ch.finish(t)
+	s.waitExit(first, 0)
+}
+
+// TestIdleClientCutAtDrainDeadline: a client that never closes is cut at
+// the drain deadline, and the old generation then exits 0.
+func TestIdleClientCutAtDrainDeadline(t *testing.T) {
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "500ms")
+	addr := s.addr("tcp:127.0.0.1:0")
+	c, err := dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	r := bufio.NewReader(c)
+	_, err = io.WriteString(c, "hello\n")
+	require.NoError(t, err)
+	got, err := r.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "hello\n", got)
+	s.upgrade() // waits for the old generation's exit status 0
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = r.ReadString('\n')
+	assert.ErrorIs(t, err, io.EOF, "the idle connection is closed by the old generation at its drain deadline")
+	assert.NoError(t, echoOnce("tcp", addr, "still served"), "the new generation serves")
+}
