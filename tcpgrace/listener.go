@@ -26,9 +26,15 @@ func (l *listener) Accept() (net.Conn, error) {
 }
 
 // Close closes the listener; see Upgrader.Listen for what is released.
+// Closing a listener that the Upgrader already closed (after an upgrade or
+// in Shutdown) returns nil, so servers such as http.Server that close
+// their listeners on shutdown see no spurious error.
 func (l *listener) Close() error {
 	err := l.Listener.Close()
 	l.once.Do(func() { l.u.release(l.s) })
+	if l.s.closedByUpgrader.Load() {
+		return nil
+	}
 	return err
 }
 

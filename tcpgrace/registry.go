@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/tcpgrace/tcpgrace/inherit"
@@ -19,11 +20,13 @@ type socket struct {
 	ln                     *listener      // what Listen handed out (stream)
 	pc                     net.PacketConn // what ListenPacket handed out (packet)
 	unix                   *unixPath      // for unix sockets: the file to unlink on release
+	closedByUpgrader       atomic.Bool    // closed by a hand-off or Shutdown, not by the user
 }
 
 // closeRaw closes this process's copy of the socket without unlinking
 // anything; a copy held by another generation keeps it open.
 func (s *socket) closeRaw() error {
+	s.closedByUpgrader.Store(true)
 	if s.pc != nil {
 		return s.pc.Close()
 	}
