@@ -206,7 +206,15 @@ func (u *Upgrader) waitReady(ctx context.Context, c *child, r *os.File) error {
 			}
 			// EOF: the child is on its way out; wait for its status.
 		case <-c.exited:
-			err = fmt.Errorf("%w: %v", ErrChildExited, c.err)
+			// Its last word may still be in the pipe: the write end is
+			// closed now, so the reader finishes without waiting.
+			select {
+			case m := <-msgs:
+				msgs = nil
+				err = exitError(m, c.err)
+			case <-timer.C:
+				err = exitError(readiness{eof: true}, c.err)
+			}
 		case <-timer.C:
 			err = fmt.Errorf("%w: no word within %v, killed", ErrReadyTimeout, u.opts.readyTimeout())
 		case <-ctx.Done():
@@ -216,6 +224,18 @@ func (u *Upgrader) waitReady(ctx context.Context, c *child, r *os.File) error {
 	c.cmd.Process.Kill()
 	<-c.exited
 	return err
+}
+
+// exitError explains a child that exited before the parent took its
+// readiness: with the reason it sent, if any, and its exit status.
+func exitError(m readiness, status error) error {
+	switch {
+	case m.ready:
+		return fmt.Errorf("%w: it exited right after it said ready: %v", ErrChildExited, status)
+	case !m.eof:
+		return fmt.Errorf("%w: %s (%v)", ErrChildFailed, m.reason, status)
+	}
+	return fmt.Errorf("%w: %v", ErrChildExited, status)
 }
 
 func closeFiles(files []*os.File) {

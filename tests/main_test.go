@@ -21,8 +21,12 @@ import (
 // next generation is expected.
 const roleEnv = "TCPGRACE_E2E_ROLE"
 
-// lineserverBin is the example built once for all tests.
-var lineserverBin string
+// binDir holds every example, built once for all tests; lineserverBin is
+// the reference server among them.
+var binDir, lineserverBin string
+
+// exampleBin is the built example examples/name.
+func exampleBin(name string) string { return filepath.Join(binDir, name) }
 
 func TestMain(m *testing.M) {
 	if role := os.Getenv(roleEnv); role != "" {
@@ -44,11 +48,11 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	lineserverBin = filepath.Join(dir, "lineserver")
-	build := exec.Command("go", "build", "-o", lineserverBin, "../examples/lineserver")
+	binDir, lineserverBin = dir, filepath.Join(dir, "lineserver")
+	build := exec.Command("go", "build", "-o", dir+"/", "../examples/...")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "tests: building lineserver:", err)
+		fmt.Fprintln(os.Stderr, "tests: building the examples:", err)
 		return 1
 	}
 	return m.Run()

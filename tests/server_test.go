@@ -23,10 +23,11 @@ import (
 // waitTimeout bounds every wait for a process to do something.
 const waitTimeout = 15 * time.Second
 
-// server is a running lineserver and all its generations.
+// server is a running example server and all its generations.
 type server struct {
 	t       *testing.T
 	dir     string
+	src     string // the built example it deploys
 	bin     string // the path it was started from; replaced to deploy
 	pidFile string
 	first   *exec.Cmd
@@ -44,20 +45,28 @@ func (l *logFile) String() string {
 	return string(b)
 }
 
-// startServer copies lineserver into a temp dir and starts it with args
-// plus a pid file, waiting until it is ready.
+// startServer starts lineserver; see startExample.
 func startServer(t *testing.T, env []string, args ...string) *server {
 	t.Helper()
+	return startExample(t, lineserverBin, env, args...)
+}
+
+// startExample copies the built example src into a temp dir and starts it
+// with args plus "-pidfile PATH" (every example takes it), with env added
+// to ours, waiting until it is ready (its pid file names it).
+func startExample(t *testing.T, src string, env []string, args ...string) *server {
+	t.Helper()
 	dir := t.TempDir()
-	s := &server{t: t, dir: dir, bin: filepath.Join(dir, "lineserver"), pidFile: filepath.Join(dir, "lineserver.pid"), logs: &logFile{filepath.Join(dir, "stderr.log")}}
-	s.deploy(lineserverBin)
+	name := filepath.Base(src)
+	s := &server{t: t, dir: dir, src: src, bin: filepath.Join(dir, name), pidFile: filepath.Join(dir, name+".pid"), logs: &logFile{filepath.Join(dir, "stderr.log")}}
+	s.deploy(src)
 	cmd := exec.Command(s.bin, append([]string{"-pidfile", s.pidFile}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := os.Create(s.logs.path)
 	require.NoError(t, err)
 	defer stderr.Close()
 	cmd.Stderr = stderr
-	require.NoError(t, cmd.Start(), "starting lineserver")
+	require.NoError(t, cmd.Start(), "starting %s", name)
 	s.first = cmd
 	s.pids = []int{cmd.Process.Pid}
 	t.Cleanup(s.kill)
