@@ -16,13 +16,14 @@ const (
 	// EnvFDs is the variable a tcpgrace parent sets in its child's
 	// environment. Its value is
 	//
-	//	v1;pid=<writer pid>;gen=<generation>;ready=<fd>;fd=<entry>;fd=<entry>...
+	//	v1;pid=<writer pid>;gen=<generation>;ready=<fd>[;older=<pid>,<pid>...];fd=<entry>;fd=<entry>...
 	//
 	// where each entry is "name,fd,network,address" with name and address
 	// query-escaped (net/url.QueryEscape), so neither may contain a raw
 	// ',' or ';'. The pid is the parent's: the child honours the value only
 	// when it equals its own parent pid. ready is the write end of the
-	// readiness pipe.
+	// readiness pipe. older, optional, lists the pids of generations before
+	// the writer that were still alive (draining) when it wrote.
 	EnvFDs = "TCPGRACE_FDS"
 
 	// Version is the first field of [EnvFDs]; a value of another version is
@@ -103,6 +104,7 @@ type Env struct {
 	Writer     int     // pid of the process that wrote it
 	Generation int     // generation of the process reading it (1 on a cold start)
 	ReadyFD    int     // readiness pipe fd, -1 if none (systemd)
+	Older      []int   // pids of generations before the writer, still draining when it wrote
 	Entries    []Entry // in fd order
 }
 
@@ -111,6 +113,15 @@ type Env struct {
 func (e *Env) Encode(pid int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s;pid=%d;gen=%d;ready=%d", Version, pid, e.Generation, e.ReadyFD)
+	if len(e.Older) > 0 {
+		b.WriteString(";older=")
+		for i, p := range e.Older {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(strconv.Itoa(p))
+		}
+	}
 	for _, en := range e.Entries {
 		fmt.Fprintf(&b, ";fd=%s,%d,%s,%s", url.QueryEscape(en.Name), en.FD,
 			en.Network, url.QueryEscape(en.Address))
@@ -193,6 +204,8 @@ func (e *Env) setField(key, val string) error {
 		e.Generation, err = parseInt(val, 1)
 	case "ready":
 		e.ReadyFD, err = parseFD(val)
+	case "older":
+		e.Older, err = parsePIDs(val)
 	case "fd":
 		var en Entry
 		en, err = parseEntry(val, len(e.Entries))
@@ -293,6 +306,22 @@ func parseInt(s string, min int) (int, error) {
 		return 0, fmt.Errorf("%d is less than %d", n, min)
 	}
 	return int(n), nil
+}
+
+func parsePIDs(s string) ([]int, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) > MaxEntries {
+		return nil, fmt.Errorf("%d pids, more than %d", len(parts), MaxEntries)
+	}
+	pids := make([]int, 0, len(parts))
+	for _, p := range parts {
+		pid, err := parseInt(p, 1)
+		if err != nil {
+			return nil, err
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
 }
 
 func parseFD(s string) (int, error) {

@@ -104,6 +104,15 @@ func Open(env *Env) (*Files, error) {
 // socket-activated one), the parent's plus one after an upgrade.
 func (f *Files) Generation() int { return f.env.Generation }
 
+// Older lists the pids of the older generations that may still be
+// draining: the parent and the ones it listed. Empty on a first start.
+func (f *Files) Older() []int {
+	if f.env.Source != EnvFDs {
+		return nil
+	}
+	return append([]int{f.env.Writer}, f.env.Older...)
+}
+
 // HasParent reports whether a tcpgrace parent waits for this process to
 // become ready.
 func (f *Files) HasParent() bool { return f.ready != nil }

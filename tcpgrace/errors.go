@@ -26,6 +26,10 @@ var (
 	// ErrReadyTimeout reports that the next generation was not ready
 	// within the ready timeout; it has been killed and reaped.
 	ErrReadyTimeout = errors.New("tcpgrace: the next generation was not ready in time")
+	// ErrTooManyGenerations reports an Upgrade that would make more
+	// generations alive at once than Options.MaxGenerations allows; wait
+	// for older ones to finish draining.
+	ErrTooManyGenerations = errors.New("tcpgrace: too many generations alive")
 	// ErrNameConflict reports a name asked for with another network or
 	// address than it is registered (or was inherited) with.
 	ErrNameConflict = errors.New("tcpgrace: name already registered with another network or address")

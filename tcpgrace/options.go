@@ -14,6 +14,9 @@ const (
 	// DefaultUnixMode is the permission of Unix socket files: only the
 	// owner may connect.
 	DefaultUnixMode fs.FileMode = 0o600
+	// DefaultMaxGenerations bounds the generations alive at once: the
+	// serving one plus up to three still draining.
+	DefaultMaxGenerations = 4
 )
 
 // Options configures an [Upgrader]. The zero value works.
@@ -42,6 +45,13 @@ type Options struct {
 	// accept connections. Default: DefaultUnixMode (0600).
 	UnixMode fs.FileMode
 
+	// MaxGenerations bounds how many generations of this service may be
+	// alive at once, counting the serving one, older ones still draining
+	// and the one an Upgrade would start. An Upgrade past it fails with
+	// ErrTooManyGenerations and changes nothing. Default:
+	// DefaultMaxGenerations.
+	MaxGenerations int
+
 	// Logger receives one structured record per lifecycle event. Default:
 	// silent.
 	Logger *slog.Logger
@@ -52,6 +62,13 @@ func (o Options) readyTimeout() time.Duration {
 		return o.ReadyTimeout
 	}
 	return DefaultReadyTimeout
+}
+
+func (o Options) maxGenerations() int {
+	if o.MaxGenerations > 0 {
+		return o.MaxGenerations
+	}
+	return DefaultMaxGenerations
 }
 
 func (o Options) unixMode() fs.FileMode {

@@ -25,3 +25,5 @@ func (p *unixPath) remove() {}
 func listenUnix(path string, mode fs.FileMode) (*net.UnixListener, *unixPath, error) {
 	return nil, nil, ErrNotSupported
 }
+
+func processAlive(pid int) bool { return false }

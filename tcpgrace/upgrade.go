@@ -29,10 +29,12 @@ import (
 // [ErrReadyTimeout] or ctx's error. A second Upgrade while one runs fails
 // at once with [ErrUpgradeInProgress]; before Ready with [ErrNotReady];
 // after a successful one with [ErrUpgraded]; after Shutdown with
-// [ErrClosed]. Shutdown and Close cancel a running Upgrade.
+// [ErrClosed]; and with [ErrTooManyGenerations] if older generations still
+// draining would make more than [Options.MaxGenerations] alive. Shutdown and Close cancel a running Upgrade.
 func (u *Upgrader) Upgrade(ctx context.Context) error {
 	ctx, files, env, err := u.beginUpgrade(ctx)
 	if err != nil {
+		u.log.Error("upgrade failed", "err", err)
 		return err
 	}
 	pid, err := u.runChild(ctx, files, env)
@@ -58,7 +60,12 @@ func (u *Upgrader) beginUpgrade(ctx context.Context) (context.Context, []*os.Fil
 	if !u.ready {
 		return nil, nil, nil, ErrNotReady
 	}
-	env := &inherit.Env{Generation: u.Generation() + 1, ReadyFD: inherit.ListenFDsStart}
+	older := u.drainingOlder()
+	if n, max := len(older)+2, u.opts.maxGenerations(); n > max {
+		return nil, nil, nil, fmt.Errorf("%w: %d with the next one, limit %d (older generations still draining: %v)",
+			ErrTooManyGenerations, n, max, older)
+	}
+	env := &inherit.Env{Generation: u.Generation() + 1, ReadyFD: inherit.ListenFDsStart, Older: older}
 	var files []*os.File
 	for _, s := range u.liveSocketsLocked() {
 		f, err := dupSocket(s.raw, s.name)
@@ -75,6 +82,17 @@ func (u *Upgrader) beginUpgrade(ctx context.Context) (context.Context, []*os.Fil
 	ctx, cancel := context.WithCancel(ctx)
 	u.cancelUpgrade, u.upgradeDone = cancel, make(chan struct{})
 	return ctx, files, env, nil
+}
+
+// drainingOlder lists the older generations that are still alive.
+func (u *Upgrader) drainingOlder() []int {
+	var alive []int
+	for _, pid := range u.inh.Older() {
+		if processAlive(pid) {
+			alive = append(alive, pid)
+		}
+	}
+	return alive
 }
 
 // endUpgrade leaves the upgrading state: to upgraded on success (closing

@@ -114,3 +114,21 @@ func TestIdleClientCutAtDrainDeadline(t *testing.T) {
 	assert.ErrorIs(t, err, io.EOF, "the idle connection is closed by the old generation at its drain deadline")
 	assert.NoError(t, echoOnce("tcp", addr, "still served"), "the new generation serves")
 }
+
+// TestGenerationLimit: with -max-generations 2, an upgrade while the
+// previous generation still drains fails with a clear error and changes
+// nothing; once the old one is gone the same upgrade works.
+func TestGenerationLimit(t *testing.T) {
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "60s", "-max-generations", "2")
+	addr := s.addr("tcp:127.0.0.1:0")
+	first := s.pid()
+	ch := startChatter(t, addr, 50*time.Millisecond)
+	ch.waitReplies(t, 2)
+	second := s.startUpgrade()
+	s.failUpgrade("too many generations alive: 3 with the next one, limit 2")
+	assert.Equal(t, second, s.pid(), "the serving generation is unchanged")
+	assert.NoError(t, processAlive(first), "the draining generation is untouched")
+	ch.finish(t)
+	s.waitExit(first, 0)
+	s.upgrade()
+}

@@ -5,6 +5,7 @@
 // Usage:
 //
 //	lineserver [-tcp ADDR]... [-unix PATH]... [-pidfile PATH] [-ready-timeout DUR] [-drain-timeout DUR]
+//	           [-max-generations N]
 //
 // Signals: SIGUSR1 upgrades to the executable now at the path lineserver
 // was started from (a failed upgrade is logged and it keeps serving);
@@ -41,6 +42,7 @@ type config struct {
 	pidFile      string
 	readyTimeout time.Duration
 	drainTimeout time.Duration
+	maxGens      int
 }
 
 func parseFlags(args []string) (*config, error) {
@@ -51,6 +53,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the serving process's pid here")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", tcpgrace.DefaultReadyTimeout, "how long an upgrade waits for the new process")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long open connections may take to finish on exit")
+	fs.IntVar(&c.maxGens, "max-generations", tcpgrace.DefaultMaxGenerations, "how many generations may be alive at once, draining ones included")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -78,7 +81,9 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "lineserver:", err)
 		return 2
 	}
-	u, err := tcpgrace.New(tcpgrace.Options{PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, Logger: base})
+	u, err := tcpgrace.New(tcpgrace.Options{
+		PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, MaxGenerations: cfg.maxGens, Logger: base,
+	})
 	if err != nil {
 		log.Error("start", "err", err)
 		return 1
