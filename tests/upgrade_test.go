@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -85,4 +87,17 @@ func TestStaleVariableIgnored(t *testing.T) {
 	s := startServer(t, []string{stale}, "-tcp", "127.0.0.1:0")
 	assert.NoError(t, echoOnce("tcp", s.addr("tcp:127.0.0.1:0"), "cold"), "a cold start serves")
 	assert.Contains(t, s.logs.String(), "generation=1 ", "a stale variable must not make this generation 7")
+}
+
+// TestSIGHUPWithoutReloadHook: lineserver has nothing to reload; SIGHUP is
+// logged and ignored: same process, still serving, no new generation.
+func TestSIGHUPWithoutReloadHook(t *testing.T) {
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0")
+	addr := s.addr("tcp:127.0.0.1:0")
+	pid := s.pid()
+	require.NoError(t, syscall.Kill(pid, syscall.SIGHUP))
+	waitFor(t, "the SIGHUP log line", func() bool { return strings.Contains(s.logs.String(), "no reload hook, ignored") })
+	assert.NoError(t, echoOnce("tcp", addr, "after HUP"), "still serving after SIGHUP")
+	assert.Equal(t, pid, s.pid(), "SIGHUP starts no new generation")
+	assert.NoError(t, processAlive(pid))
 }
