@@ -34,13 +34,45 @@
 // shared socket to blocking mode. Closing a listener never calls
 // shutdown(2), which would stop every generation.
 //
+// # Draining
+//
+// A generation leaves in three steps. It stops accepting: after a
+// successful upgrade its listeners are closed (never shutdown(2), which
+// would stop every generation); on Shutdown they are closed and released.
+// It tells its handlers: [Upgrader.Exit] is closed, and [Server] cancels
+// the context its [Handler]s get, so that a protocol with a clean way to
+// end a connection (HTTP's keep-alive close, gRPC's GOAWAY, a goodbye
+// message) can use it between messages. It waits: [Upgrader.Shutdown]
+// waits for every connection accepted through the registry's listeners to
+// be closed, and at its context's deadline closes the rest and reports how
+// many ([Upgrader.Stats]). Connections already accepted are out of the
+// kernel's queue and no other generation can serve them, so they are never
+// cut before the deadline. A line protocol, which has no clean way to end a
+// connection, keeps being served until the client closes.
+//
+// Several generations may drain at once: a generation can upgrade while
+// its parent still drains long connections, up to [Options.MaxGenerations]
+// alive (serving and draining together); past that Upgrade fails with
+// [ErrTooManyGenerations].
+//
 // # Signals
 //
-// This package registers no signal handler. By convention (and in the
-// example servers) SIGUSR1 calls Upgrade, SIGHUP reloads configuration in
-// place where the program supports it, and SIGTERM or SIGINT call
-// Shutdown. Register with signal.Notify before calling New: Go kills a
-// process on SIGTERM that arrives earlier.
+// Nothing in this package registers a signal handler by itself. [Server]
+// acts on signals only when given a channel ([NotifySignals] makes one
+// with the defaults). Register before calling [New]: Go kills a process on
+// SIGTERM or SIGHUP that arrives before a handler exists, and a new
+// generation can be signalled as soon as it runs.
+//
+//	signal          Server default                      nginx                   tableflip examples
+//	SIGUSR1         upgrade: start the next generation  reopen log files        -
+//	SIGUSR2         -                                   binary upgrade          -
+//	SIGHUP          Server.Reload in place, if set      reload configuration    upgrade
+//	SIGTERM, SIGINT stop accepting, drain, return       fast shutdown           stop
+//	SIGQUIT         -                                   graceful shutdown       -
+//
+// Each set is a field of [Server] (UpgradeSignals, StopSignals,
+// ReloadSignals), so nginx's or tableflip's convention is one assignment
+// away. Without a reload hook SIGHUP is logged and ignored.
 //
 // # Platforms
 //
