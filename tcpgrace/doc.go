@@ -67,7 +67,7 @@
 //	SIGUSR1         upgrade: start the next generation  reopen log files        -
 //	SIGUSR2         -                                   binary upgrade          -
 //	SIGHUP          Server.Reload in place, if set      reload configuration    upgrade
-//	SIGTERM, SIGINT stop accepting, drain, return       fast shutdown           stop
+//	SIGTERM, SIGINT stop accepting, drain, return       fast shutdown           -
 //	SIGQUIT         -                                   graceful shutdown       -
 //
 // Each set is a field of [Server] (UpgradeSignals, StopSignals,
