@@ -66,8 +66,18 @@ func New(opts Options) (*Upgrader, error) {
 	return newUpgrader(opts, files)
 }
 
-// newUpgrader builds an Upgrader over given inherited files; tests inject
-// their own.
+// NewWithFiles is New over sockets the caller took itself, with
+// [inherit.Take] (to look at them first) or [inherit.Open] (a cold start
+// from inherit.Open(nil), as tests and benchmarks do, or a hand-built
+// environment). The Upgrader owns files from then on.
+func NewWithFiles(opts Options, files *inherit.Files) (*Upgrader, error) {
+	if files == nil {
+		return nil, errors.New("tcpgrace: NewWithFiles: nil files")
+	}
+	return newUpgrader(opts, files)
+}
+
+// newUpgrader builds an Upgrader over given inherited files.
 func newUpgrader(opts Options, files *inherit.Files) (*Upgrader, error) {
 	u := &Upgrader{
 		opts:       opts,
