@@ -163,7 +163,13 @@ func decodeFDs(v string, ppid int) (*Env, error) {
 	if fields[0] != Version {
 		return nil, malformed(-1, "version %q is not %q", trunc(fields[0]), Version)
 	}
-	if n := len(fields) - 4; n > MaxEntries {
+	n := 0
+	for _, f := range fields {
+		if strings.HasPrefix(f, "fd=") {
+			n++
+		}
+	}
+	if n > MaxEntries {
 		return nil, malformed(-1, "%d entries, more than %d", n, MaxEntries)
 	}
 	e := &Env{Source: EnvFDs, ReadyFD: -1}
@@ -191,6 +197,12 @@ func decodeFDs(v string, ppid int) (*Env, error) {
 	}
 	if err := checkUnique(e.Entries, EnvFDs, true); err != nil {
 		return nil, err
+	}
+	for i, en := range e.Entries {
+		if en.FD == e.ReadyFD {
+			return nil, &DecodeError{Var: EnvFDs, Entry: i, Err: ErrDuplicate,
+				Reason: fmt.Sprintf("fd %d is the ready fd", en.FD)}
+		}
 	}
 	return e, nil
 }

@@ -3,7 +3,6 @@ package inherit
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -43,6 +42,15 @@ func manyEntries(n int) string {
 		entries[i] = fmt.Sprintf("s%d,%d,tcp,127.0.0.1%%3A%d", i, 4+i, 1000+i)
 	}
 	return fdsValue(entries...)
+}
+
+// manyPIDs is a comma-separated list of n pids.
+func manyPIDs(n int) string {
+	pids := make([]string, n)
+	for i := range pids {
+		pids[i] = strconv.Itoa(1000 + i)
+	}
+	return strings.Join(pids, ",")
 }
 
 // decodeCase is one Decode call on a fake environment and what it must
@@ -110,6 +118,12 @@ func TestDecodeFDs(t *testing.T) {
 		{name: "fields in any order", env: fdsOnly("v1;fd=web,4,tcp,%3A80;ready=3;gen=2;pid=" + p),
 			want: &Env{Source: EnvFDs, Writer: testPPID, Generation: 2, ReadyFD: 3,
 				Entries: []Entry{{Name: "web", FD: 4, Network: "tcp", Address: ":80"}}}},
+		{name: "older generations", env: fdsOnly("v1;pid=100;gen=4;ready=3;older=90,80;fd=web,4,tcp,%3A80"),
+			want: &Env{Source: EnvFDs, Writer: testPPID, Generation: 4, ReadyFD: 3, Older: []int{90, 80},
+				Entries: []Entry{{Name: "web", FD: 4, Network: "tcp", Address: ":80"}}}},
+		{name: "older after the entries", env: fdsOnly("v1;pid=100;gen=3;ready=3;fd=web,4,tcp,%3A80;older=90"),
+			want: &Env{Source: EnvFDs, Writer: testPPID, Generation: 3, ReadyFD: 3, Older: []int{90},
+				Entries: []Entry{{Name: "web", FD: 4, Network: "tcp", Address: ":80"}}}},
 		{name: "another pid's value", env: fdsOnly(strings.Replace(good, "pid="+p, "pid=4242", 1))},
 		{name: "own pid instead of parent's", env: fdsOnly(strings.Replace(good, "pid="+p, "pid="+strconv.Itoa(testPID), 1))},
 		{name: "exactly MaxEntries", env: fdsOnly(manyEntries(MaxEntries)), want: func() *Env {
@@ -139,6 +153,17 @@ func TestDecodeFDs(t *testing.T) {
 		malformedFDs("gen overflow", ok(p, "99999999999", "3"), -1, `field "gen": "99999999999" is not a decimal number`),
 		malformedFDs("ready stdio", ok(p, "1", "2"), -1, `field "ready": fd 2 is stdio`),
 		malformedFDs("ready negative", ok(p, "1", "-1"), -1, `field "ready": fd: -1 is less than 0`),
+
+		malformedFDs("older empty", ok(p, "3", "3")+";older=", -1, `field "older": "" is not a decimal number`),
+		malformedFDs("older empty pid", ok(p, "3", "3")+";older=90,,80", -1, `field "older": "" is not a decimal number`),
+		malformedFDs("older trailing comma", ok(p, "3", "3")+";older=90,", -1, `field "older": "" is not a decimal number`),
+		malformedFDs("older pid zero", ok(p, "3", "3")+";older=0", -1, `field "older": 0 is less than 1`),
+		malformedFDs("older pid negative", ok(p, "3", "3")+";older=-90", -1, `field "older": -90 is less than 1`),
+		malformedFDs("older pid with plus sign", ok(p, "3", "3")+";older=+90", -1, `field "older": "+90" is not a decimal number`),
+		malformedFDs("older pid overflow", ok(p, "3", "3")+";older=99999999999", -1, `field "older": "99999999999" is not a decimal number`),
+		malformedFDs("older given twice", ok(p, "3", "3")+";older=90;older=80", -1, `field "older" given twice`),
+		malformedFDs("older too many pids", ok(p, "3", "3")+";older="+manyPIDs(MaxEntries+1), -1,
+			fmt.Sprintf(`field "older": %d pids, more than %d`, MaxEntries+1, MaxEntries)),
 
 		malformedFDs("fd non-numeric", fdsValue("web,four,tcp,%3A80"), 0, `name "web": fd: "four" is not a decimal number`),
 		malformedFDs("fd empty", fdsValue("web,,tcp,%3A80"), 0, `name "web": fd: "" is not a decimal number`),
@@ -307,6 +332,8 @@ func TestEncodeRoundTrip(t *testing.T) {
 		env  *Env
 	}{
 		{"no entries", &Env{Generation: 1, ReadyFD: 3}},
+		{"older generations", &Env{Generation: 5, ReadyFD: 3, Older: []int{97, 98, 99},
+			Entries: []Entry{{Name: "web", FD: 4, Network: "tcp", Address: ":80"}}}},
 		{"tricky strings", &Env{Generation: 7, ReadyFD: 3, Entries: []Entry{
 			{Name: "web", FD: 4, Network: "tcp", Address: "127.0.0.1:8080"},
 			{Name: "v6", FD: 5, Network: "tcp6", Address: "[::1]:8080"},
@@ -339,26 +366,34 @@ func TestEncodeFormat(t *testing.T) {
 	assert.Equal(t,
 		"v1;pid=4242;gen=2;ready=3;fd=web,4,tcp,127.0.0.1%3A8080;fd=ctl,5,unix,%2Frun%2Fctl.sock",
 		env.Encode(4242), "Encode must write the format documented in doc.go")
+	env.Generation, env.Older = 4, []int{4000, 4100}
+	assert.Equal(t,
+		"v1;pid=4242;gen=4;ready=3;older=4000,4100;fd=web,4,tcp,127.0.0.1%3A8080;fd=ctl,5,unix,%2Frun%2Fctl.sock",
+		env.Encode(4242), "Encode must write older pids after ready, as documented in env.go")
+	env.Older = []int{}
+	assert.NotContains(t, env.Encode(4242), "older", "an empty Older must not be written")
 }
 
-// TestDecodeReadyFDAsSocket pins a bug: checkUnique's comment promises to
+// TestDecodeMaxEntriesWithOlder is a regression test for a bug: decodeFDs counts entries as
+// len(fields)-4, assuming the three header fields pid, gen and ready, so
+// an optional older field counts as an entry and a value that Encode
+// writes for exactly MaxEntries sockets plus older pids is rejected.
+func TestDecodeMaxEntriesWithOlder(t *testing.T) {
+	env := &Env{Generation: 3, ReadyFD: 3, Older: []int{90}}
+	for i := range MaxEntries {
+		env.Entries = append(env.Entries, Entry{Name: fmt.Sprintf("s%d", i), FD: 4 + i, Network: "tcp", Address: ":80"})
+	}
+	got, err := Decode(fakeLookup(fdsOnly(env.Encode(testPPID))), testPID, testPPID)
+	require.NoError(t, err, "Decode must accept MaxEntries entries with an older field")
+	assert.Len(t, got.Entries, MaxEntries, "every entry must be decoded")
+}
+
+// TestDecodeReadyFDAsSocket is a regression test for a bug: checkUnique's comment promises to
 // reject "a ready fd reused as a socket", but it never looks at ReadyFD,
 // so ready=4 with an entry on fd 4 decodes without error.
 func TestDecodeReadyFDAsSocket(t *testing.T) {
-	skipBug(t, "checkUnique (env.go) does not reject an entry whose fd is the ready fd, although its comment says it does")
 	_, err := Decode(fakeLookup(fdsOnly("v1;pid=100;gen=2;ready=4;fd=web,4,tcp,%3A80")), testPID, testPPID)
 	assertDecodeError(t, err, ErrDuplicate, EnvFDs, 0, "fd 4")
-}
-
-// skipBug skips a test that pins a known bug in non-test code, unless
-// INHERIT_TEST_BUGS is set, so the bug can be shown failing with
-//
-//	INHERIT_TEST_BUGS=1 go test -run <Test> ./inherit
-func skipBug(t *testing.T, bug string) {
-	t.Helper()
-	if os.Getenv("INHERIT_TEST_BUGS") == "" {
-		t.Skip("BUG: " + bug)
-	}
 }
 
 func TestDecodeErrorMessage(t *testing.T) {

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/go-multierror"
@@ -46,13 +49,35 @@ func Take() (*Files, error) {
 	}
 	takeOnce.done = true
 	env, err := Decode(os.LookupEnv, os.Getpid(), os.Getppid())
+	raw, _ := os.LookupEnv(EnvFDs)
 	for _, k := range []string{EnvFDs, EnvListenPID, EnvListenFDs, EnvListenFDNames} {
 		os.Unsetenv(k)
 	}
 	if err != nil {
+		reportMalformed(raw, os.Getppid(), err)
 		return nil, err
 	}
 	return Open(env)
+}
+
+// reportMalformed sends a decoding error to the parent when the malformed
+// value still names our parent's pid and a readiness pipe that checks out:
+// the parent's upgrade then fails with the reason, not a bare exit.
+func reportMalformed(raw string, ppid int, reason error) {
+	pid, ready := -1, -1
+	for _, f := range strings.Split(raw, ";") {
+		if v, ok := strings.CutPrefix(f, "pid="); ok {
+			pid, _ = strconv.Atoi(v)
+		}
+		if v, ok := strings.CutPrefix(f, "ready="); ok {
+			ready, _ = parseFD(v)
+		}
+	}
+	if pid != ppid || ready < ListenFDsStart || checkPipe(ready) != nil {
+		return
+	}
+	f := &Files{ready: os.NewFile(uintptr(ready), "tcpgrace-ready"), env: Env{ReadyFD: ready}}
+	f.Fail(reason)
 }
 
 // Files holds the sockets a process inherited until they are claimed by
@@ -75,6 +100,7 @@ func Open(env *Env) (*Files, error) {
 	}
 	f.env = *env
 	f.env.Entries = append([]Entry(nil), env.Entries...)
+	f.env.Older = append([]int(nil), env.Older...)
 	if env.ReadyFD >= 0 {
 		if err := checkPipe(env.ReadyFD); err != nil {
 			return nil, &DecodeError{Var: env.Source, Entry: -1, Err: ErrBadFD,
@@ -110,7 +136,13 @@ func (f *Files) Older() []int {
 	if f.env.Source != EnvFDs {
 		return nil
 	}
-	return append([]int{f.env.Writer}, f.env.Older...)
+	pids := []int{f.env.Writer}
+	for _, pid := range f.env.Older {
+		if !slices.Contains(pids, pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // HasParent reports whether a tcpgrace parent waits for this process to
@@ -188,8 +220,8 @@ func (f *Files) claim(name, network, address string) (*os.File, error) {
 func (f *Files) find(name, network, address string) (int, error) {
 	systemd := f.env.Source == EnvListenFDs
 	for i, en := range f.env.Entries {
-		if f.files[i] == nil || en.Name != name {
-			continue
+		if f.files[i] == nil || en.Name != name || (systemd && en.Name == "") {
+			continue // unnamed systemd sockets are matched by address only
 		}
 		if systemd {
 			if sameFamily(en.Network, network) {

@@ -25,6 +25,10 @@ func FuzzDecode(f *testing.F) {
 		"v1;fd=a+b,4,udp6,%5Bfe80%3A%3A1%25eth0%5D%3A53;ready=3;gen=2;pid=100",
 		"v1;pid=100;gen=2;ready=3;fd=%E5%90%8D,4,unix,%2Fa%2Cb%3Bc%25d",
 		"v1;pid=4242;gen=2;ready=3;fd=web,4,tcp,%3A80", // another process's
+		"v1;pid=100;gen=4;ready=3;older=90,80;fd=web,4,tcp,%3A80",
+		"v1;pid=100;gen=4;ready=3;older=;fd=web,4,tcp,%3A80",
+		"v1;pid=100;gen=4;ready=3;older=90,,0,-1,+2;fd=web,4,tcp,%3A80",
+		"v1;pid=100;gen=4;ready=3;older=90;older=80",
 		// hostile
 		"",
 		"v1",
@@ -72,6 +76,10 @@ func FuzzDecode(f *testing.F) {
 		assert.Equal(t, EnvFDs, got.Source, "Source must be TCPGRACE_FDS")
 		assert.Equal(t, testPPID, got.Writer, "a value is only honoured when written by the parent")
 		assert.LessOrEqual(t, len(got.Entries), MaxEntries, "no more than MaxEntries entries")
+		assert.LessOrEqual(t, len(got.Older), MaxEntries, "no more than MaxEntries older pids")
+		for _, pid := range got.Older {
+			assert.Positive(t, pid, "every older pid must be positive")
+		}
 		for _, en := range got.Entries {
 			assert.NoError(t, CheckName(en.Name), "every decoded name must be valid")
 			assert.True(t, KnownNetwork(en.Network), "every decoded network must be known")
@@ -84,11 +92,12 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// FuzzDecodeSystemd feeds arbitrary LISTEN_FDS and LISTEN_FDNAMES values
-// (LISTEN_PID being ours) to Decode.
+// FuzzListenFDs feeds arbitrary LISTEN_FDS and LISTEN_FDNAMES values
+// (LISTEN_PID being ours) to Decode. Its name must not contain
+// "FuzzDecode", so that -fuzz=FuzzDecode selects one target only.
 //
-//	go test -fuzz=FuzzDecodeSystemd -fuzztime=10s ./inherit
-func FuzzDecodeSystemd(f *testing.F) {
+//	go test -fuzz=FuzzListenFDs -fuzztime=10s ./inherit
+func FuzzListenFDs(f *testing.F) {
 	for _, seed := range []struct {
 		fds, names string
 		withNames  bool
