@@ -4,7 +4,7 @@ PYTHON  ?= python3
 BIN     := bin
 EXAMPLES := $(patsubst examples/%/,%,$(wildcard examples/*/))
 
-.PHONY: all build test demo fmt-check vet clean
+.PHONY: all build test demo bench bench-go fmt-check vet clean
 
 all: build
 
@@ -28,9 +28,16 @@ test: fmt-check vet build
 	$(PYTHON) -m py_compile bench/stress.py bench/harness.py
 	$(GO) test -race -count=1 ./...
 
-## demo: build lineserver, upgrade it live five times under load, print the loss table
+## demo: build lineserver, upgrade it live five times under load (a new build each time), print the loss table
 demo: build
-	$(PYTHON) bench/harness.py --server $(BIN)/lineserver --upgrades 5 --interval 1
+	$(PYTHON) bench/harness.py --source ./examples/lineserver --upgrades 5 --interval 1
+
+## bench: Go benchmarks, then live upgrades against a naive stop-then-start restart under the same load
+bench: bench-go
+	$(PYTHON) bench/harness.py --source ./examples/lineserver --upgrades 10 --interval 2 --naive
+
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./bench
 
 clean:
 	rm -rf $(BIN)

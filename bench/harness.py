@@ -1,14 +1,26 @@
 #!/usr/bin/env python3
-"""Upgrade a running lineserver under load and print the loss table.
+"""Restart a running lineserver under load and print the loss table.
 
-Starts the given lineserver binary (copied into a temporary directory, so
-that each upgrade can deploy a new file over it) on a loopback TCP port and
-a Unix socket, runs stress.py against both, sends SIGUSR1 every --interval
-seconds, --upgrades times, and reports what the clients saw. Exit status 1
-if any request failed or any upgrade did not complete.
+Builds lineserver (once per restart, stamping a new version into each
+binary, so every upgrade really runs a new executable), starts it on a
+loopback TCP port and a Unix socket, runs stress.py against both, and
+restarts it --upgrades times, --interval seconds apart:
+
+  tcpgrace  SIGUSR1: the live upgrade (a new binary renamed over the old
+            one first); the new generation's /proc/PID/exe is checked to be
+            that new file
+  naive     SIGTERM, wait for the exit, start the new binary: the usual
+            stop-then-start restart, for contrast (--naive)
+
+For each mode it prints requests, failures by kind, requests/s, the
+hand-off time (signal until the new process's pid file names it) and the
+latency p99 of requests started during restart windows against steady
+state. Exit status 1 if the tcpgrace mode lost any request or a restart did
+not complete; the naive mode's losses are expected and only reported.
 
 Usage:
-  harness.py --server PATH [--upgrades N] [--interval SECONDS] [--workers N]
+  harness.py [--source PKG | --server PATH] [--upgrades N] [--interval SECONDS]
+             [--workers N] [--per-conn K] [--naive] [--json FILE]
 """
 
 import argparse
@@ -23,6 +35,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+KINDS = ["refused", "reset", "timeout", "closed", "mismatch"]
+WINDOW_TAIL = 0.2  # seconds after the new process is ready still counted as the restart window
 
 
 def free_port():
@@ -44,15 +58,8 @@ def wait_until(cond, timeout):
     while time.monotonic() < deadline:
         if cond():
             return True
-        time.sleep(0.001)
+        time.sleep(0.0005)
     return False
-
-
-def deploy(src, dst):
-    """Put a new copy of src at dst as a deploy does: write, then rename over."""
-    tmp = dst + ".new"
-    shutil.copy2(src, tmp)
-    os.rename(tmp, dst)
 
 
 def alive(pid):
@@ -64,84 +71,198 @@ def alive(pid):
         return False
 
 
-def run(args):
-    work = tempfile.mkdtemp(prefix="tcpgrace-harness-")
-    binary, pidfile = os.path.join(work, "lineserver"), os.path.join(work, "lineserver.pid")
-    sock, port = os.path.join(work, "line.sock"), free_port()
-    deploy(args.server, binary)
-    log = open(os.path.join(work, "server.log"), "w")
-    server = subprocess.Popen([binary, "-tcp", f"127.0.0.1:{port}", "-unix", sock, "-pidfile", pidfile,
-                               "-drain-timeout", "10s"], stdout=log, stderr=log)
-    pids, handoffs, problems = [], [], []
+def percentile(values, p):
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100.0 * len(values)))]
+
+
+class Builds:
+    """Produces a new lineserver binary per restart: built from source with
+    a version stamp, or copied from a prebuilt path."""
+
+    def __init__(self, work, source, server):
+        self.dir, self.source, self.server, self.n = os.path.join(work, "builds"), source, server, 0
+        os.makedirs(self.dir)
+
+    def next(self):
+        self.n += 1
+        out = os.path.join(self.dir, f"lineserver-{self.n}")
+        if self.source:
+            subprocess.run(["go", "build", "-ldflags", f"-X main.version=build-{self.n}", "-o", out, self.source],
+                           check=True)
+        else:
+            shutil.copy2(self.server, out)
+        return out
+
+
+def deploy(src, dst):
+    """Put src at dst as a deploy does: copy beside it, then rename over."""
+    shutil.copy2(src, dst + ".new")
+    os.rename(dst + ".new", dst)
+    st = os.stat(dst)
+    return st.st_dev, st.st_ino
+
+
+def runs_file(pid, ident):
+    """True if process pid executes the file identified by ident (dev, ino)."""
     try:
-        if not wait_until(lambda: read_pid(pidfile) == server.pid, 10):
-            raise SystemExit(f"harness: lineserver did not become ready; see {log.name}")
-        pids.append(server.pid)
-        duration = args.interval * (args.upgrades + 1) + 1
+        st = os.stat(f"/proc/{pid}/exe")
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == ident
+
+
+class Run:
+    """One mode: a server under load, restarted N times."""
+
+    def __init__(self, mode, args, work):
+        self.mode, self.args = mode, args
+        self.dir = os.path.join(work, mode)
+        os.makedirs(self.dir)
+        self.binary = os.path.join(self.dir, "lineserver")
+        self.pidfile = os.path.join(self.dir, "lineserver.pid")
+        self.sock = os.path.join(self.dir, "line.sock")
+        self.port = free_port()
+        self.log = open(os.path.join(self.dir, "server.log"), "w")
+        self.procs, self.handoffs, self.windows, self.problems = [], [], [], []
+
+    def start_server(self):
+        cmd = [self.binary, "-tcp", f"127.0.0.1:{self.port}", "-unix", self.sock, "-pidfile", self.pidfile,
+               "-drain-timeout", "10s"]
+        p = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
+        self.procs.append(p)
+        return p
+
+    def clients(self):
+        duration = self.args.interval * (self.args.upgrades + 1) + 2
         stress = os.path.join(HERE, "stress.py")
-        common = ["--workers", str(args.workers), "--duration", str(duration)]
-        clients = {
-            "tcp": subprocess.Popen([sys.executable, stress, "--tcp", f"127.0.0.1:{port}", *common],
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True),
-            "unix": subprocess.Popen([sys.executable, stress, "--unix", sock, *common],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True),
-        }
-        for n in range(1, args.upgrades + 1):
-            time.sleep(args.interval)
-            deploy(args.server, binary)
-            old = read_pid(pidfile)
+        common = ["--workers", str(self.args.workers), "--duration", str(duration),
+                  "--per-conn", str(self.args.per_conn)]
+        out = {}
+        for name, where in (("tcp", ["--tcp", f"127.0.0.1:{self.port}"]), ("unix", ["--unix", self.sock])):
+            trace = os.path.join(self.dir, f"{name}.trace")
+            out[name] = (subprocess.Popen([sys.executable, stress, *where, *common, "--trace", trace],
+                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True), trace)
+        return out
+
+    def restart(self, n, build):
+        old = read_pid(self.pidfile)
+        if self.mode == "tcpgrace":
+            ident = deploy(build, self.binary)
             t0 = time.monotonic()
             os.kill(old, signal.SIGUSR1)
-            if not wait_until(lambda: read_pid(pidfile) not in (0, old), 30):
-                problems.append(f"upgrade {n}: no new generation within 30s")
-                continue
-            handoffs.append((n, old, read_pid(pidfile), (time.monotonic() - t0) * 1000))
-            pids.append(read_pid(pidfile))
-            print(f"harness: upgrade {n}: pid {old} -> {pids[-1]} in {handoffs[-1][3]:.1f} ms",
-                  file=sys.stderr, flush=True)
-        results = {name: json.loads(p.communicate()[0] or "{}") for name, p in clients.items()}
-        for n, old, new, _ in handoffs:
-            if not wait_until(lambda: not alive(old), 15):
-                problems.append(f"upgrade {n}: old generation {old} still alive")
-    finally:
-        last = read_pid(pidfile) or server.pid
-        os.kill(last, signal.SIGTERM)
-        wait_until(lambda: not alive(last), 15)
-        server.wait(15)
-        log.close()
-    return results, handoffs, problems, work
+        else:
+            t0 = time.monotonic()
+            os.kill(old, signal.SIGTERM)
+            wait_until(lambda: not alive(old) or self.procs[-1].poll() is not None, 30)
+            self.procs[-1].wait(30)
+            ident = deploy(build, self.binary)
+            self.start_server()
+        if not wait_until(lambda: read_pid(self.pidfile) not in (0, old), 30):
+            self.problems.append(f"restart {n}: no new process ready within 30s")
+            return
+        t1 = time.monotonic()
+        new = read_pid(self.pidfile)
+        if not runs_file(new, ident):
+            self.problems.append(f"restart {n}: pid {new} does not run the binary just deployed")
+        self.handoffs.append((t1 - t0) * 1000.0)
+        self.windows.append((t0, t1 + WINDOW_TAIL))
+        print(f"harness: {self.mode} restart {n}: pid {old} -> {new} in {self.handoffs[-1]:.1f} ms",
+              file=sys.stderr, flush=True)
+
+    def execute(self, builds):
+        deploy(builds.next(), self.binary)
+        first = self.start_server()
+        try:
+            if not wait_until(lambda: read_pid(self.pidfile) == first.pid, 15):
+                raise SystemExit(f"harness: lineserver did not become ready; see {self.log.name}")
+            clients = self.clients()
+            for n in range(1, self.args.upgrades + 1):
+                build = builds.next()
+                time.sleep(self.args.interval)
+                self.restart(n, build)
+            results = {name: json.loads(p.communicate()[0] or "{}") for name, (p, _) in clients.items()}
+            self.latency_windows({name: trace for name, (_, trace) in clients.items()}, results)
+        finally:
+            last = read_pid(self.pidfile)
+            if last and alive(last):
+                os.kill(last, signal.SIGTERM)
+                wait_until(lambda: not alive(last), 15)
+            for p in self.procs:
+                if p.poll() is None:
+                    p.wait(15)
+            self.log.close()
+        return results
+
+    def latency_windows(self, traces, results):
+        for name, path in traces.items():
+            inside, outside = [], []
+            with open(path) as f:
+                for line in f:
+                    t0, lat, kind = line.split()
+                    if kind != "ok":
+                        continue
+                    t0 = float(t0)
+                    (inside if any(a <= t0 <= b for a, b in self.windows) else outside).append(float(lat))
+            results[name]["p99_steady_ms"] = round(percentile(outside, 99), 3)
+            results[name]["p99_restart_ms"] = round(percentile(inside, 99), 3)
+            results[name]["requests_in_restart_windows"] = len(inside)
 
 
-def print_table(results, handoffs, problems):
-    kinds = ["ok", "failed", "refused", "reset", "timeout", "closed", "mismatch"]
-    print()
-    print(f"{'client':<8}" + "".join(f"{k:>10}" for k in kinds) + f"{'req/s':>10}{'p99 ms':>10}")
-    for name, r in results.items():
-        print(f"{name:<8}" + "".join(f"{r.get(k, '?'):>10}" for k in kinds)
-              + f"{r.get('rps', '?'):>10}{r.get('p99_ms', '?'):>10}")
-    if handoffs:
-        ms = sorted(h[3] for h in handoffs)
-        print(f"\nupgrades: {len(handoffs)}   hand-off ms: p50 {ms[len(ms) // 2]:.1f}"
-              f"   max {ms[-1]:.1f}   (signal until the new generation's pid file)")
-    for p in problems:
-        print("PROBLEM:", p)
+def table(runs):
+    cols = ["ok", "failed", *KINDS, "rps", "p99_steady_ms", "p99_restart_ms"]
+    heads = ["ok", "failed", *KINDS, "req/s", "p99 steady", "p99 restart"]
+    lines = [f"{'mode':<9}{'client':<7}" + "".join(f"{h:>12}" for h in heads)]
+    for run, results in runs:
+        for name, r in results.items():
+            lines.append(f"{run.mode:<9}{name:<7}" + "".join(f"{r.get(c, '?'):>12}" for c in cols))
+    lines.append("")
+    lines.append(f"{'mode':<9}{'restarts':>9}{'hand-off p50 ms':>17}{'p99 ms':>9}{'max ms':>9}")
+    for run, _ in runs:
+        h = run.handoffs
+        if h:
+            lines.append(f"{run.mode:<9}{len(h):>9}{percentile(h, 50):>17.1f}{percentile(h, 99):>9.1f}{max(h):>9.1f}")
+        for p in run.problems:
+            lines.append(f"PROBLEM ({run.mode}): {p}")
+    return "\n".join(lines)
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--server", required=True, help="path of the lineserver binary to deploy")
-    p.add_argument("--upgrades", type=int, default=5, help="number of live upgrades (default 5)")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between upgrades (default 1)")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--source", help="Go package of lineserver to build for every restart, e.g. ./examples/lineserver")
+    what.add_argument("--server", help="prebuilt lineserver binary, copied for every restart")
+    p.add_argument("--upgrades", type=int, default=5, help="number of restarts per mode (default 5)")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between restarts (default 2)")
     p.add_argument("--workers", type=int, default=8, help="client threads per socket (default 8)")
+    p.add_argument("--per-conn", type=int, default=1, help="requests per client connection (default 1)")
+    p.add_argument("--naive", action="store_true", help="also run the stop-then-start restart for contrast")
+    p.add_argument("--json", help="write all results to this file as JSON")
     args = p.parse_args()
-    results, handoffs, problems, work = run(args)
-    print_table(results, handoffs, problems)
-    failed = sum(r.get("failed", 1) for r in results.values())
-    if failed or problems or len(handoffs) != args.upgrades:
-        print(f"\nFAILED: {failed} lost requests; server log kept in {work}")
+    if args.upgrades < 1 or args.interval <= 0 or args.workers < 1 or args.per_conn < 1:
+        p.error("--upgrades, --workers and --per-conn must be at least 1, --interval positive")
+    work = tempfile.mkdtemp(prefix="tcpgrace-harness-")
+    builds = Builds(work, args.source, args.server)
+    runs = []
+    for mode in ["tcpgrace"] + (["naive"] if args.naive else []):
+        run = Run(mode, args, work)
+        runs.append((run, run.execute(builds)))
+    print()
+    print(table(runs))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({run.mode: {"clients": r, "handoff_ms": run.handoffs, "problems": run.problems}
+                       for run, r in runs}, f, indent=2)
+    run, results = runs[0]
+    lost = sum(r.get("failed", 1) for r in results.values())
+    if lost or run.problems or len(run.handoffs) != args.upgrades:
+        print(f"\nFAILED: tcpgrace lost {lost} requests or a restart failed; logs kept in {work}")
         return 1
     shutil.rmtree(work, ignore_errors=True)
-    print("\nzero failed requests across all upgrades")
+    print(f"\ntcpgrace: zero failed requests across {args.upgrades} live upgrades")
     return 0
 
 

@@ -7,7 +7,7 @@ Every outcome is counted separately: ok, refused, reset, timeout, closed
 
 Usage:
   stress.py (--tcp HOST:PORT | --unix PATH) [--workers N] [--duration SECONDS]
-            [--max-requests N] [--per-conn K] [--timeout SECONDS]
+            [--max-requests N] [--per-conn K] [--timeout SECONDS] [--trace FILE]
 
 A progress line goes to stderr every second; a JSON summary goes to stdout.
 The exit status is 1 if any request failed, 2 on bad usage, 0 otherwise.
@@ -33,6 +33,7 @@ class Stats:
         self.counts = {"ok": 0, **{k: 0 for k in FAILURE_KINDS}}
         self.latencies = []
         self.issued = 0
+        self.trace = None  # (start, latency, kind) per request when --trace is given
 
     def take(self, limit):
         """Reserve one request; False once limit requests were issued."""
@@ -42,11 +43,13 @@ class Stats:
             self.issued += 1
             return True
 
-    def record(self, kind, latency=None):
+    def record(self, kind, latency=None, start=None):
         with self.lock:
             self.counts[kind] += 1
             if latency is not None:
                 self.latencies.append(latency)
+            if self.trace is not None and start is not None:
+                self.trace.append((start, latency if latency is not None else -1.0, kind))
 
     def failed(self):
         with self.lock:
@@ -111,7 +114,7 @@ def worker(wid, args, target, stats, stop):
             try:
                 sock.connect(target[1])
             except OSError as e:
-                stats.record(classify(e))
+                stats.record(classify(e), start=t0)
                 continue
             for i in range(args.per_conn):
                 if i > 0 and (stop.is_set() or not stats.take(args.max_requests)):
@@ -124,15 +127,15 @@ def worker(wid, args, target, stats, stop):
                     sock.sendall(line)
                     got, buf = read_line(sock, buf)
                 except OSError as e:
-                    stats.record(classify(e))
+                    stats.record(classify(e), start=t0)
                     break
                 if got is None:
-                    stats.record("closed")
+                    stats.record("closed", start=t0)
                     break
                 if got != line:
-                    stats.record("mismatch")
+                    stats.record("mismatch", start=t0)
                     break
-                stats.record("ok", time.monotonic() - t0)
+                stats.record("ok", time.monotonic() - t0, start=t0)
         finally:
             sock.close()
 
@@ -178,6 +181,9 @@ def parse_args(argv):
                    help="requests per connection: 1 opens a new connection per request (default 1)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                    help="per-operation socket timeout (default 5)")
+    p.add_argument("--trace", metavar="FILE",
+                   help="also write one line per request: start (CLOCK_MONOTONIC seconds), "
+                        "latency ms (-1 if failed), outcome")
     args = p.parse_args(argv)
     for name in ("workers", "max_requests", "per_conn"):
         if getattr(args, name) < 1:
@@ -197,6 +203,8 @@ def main(argv=None):
     else:
         target = (socket.AF_UNIX, args.unix)
     stats, stop = Stats(), threading.Event()
+    if args.trace:
+        stats.trace = []
     threads = [threading.Thread(target=worker, args=(w, args, target, stats, stop), daemon=True)
                for w in range(args.workers)]
     start = time.monotonic()
@@ -216,6 +224,10 @@ def main(argv=None):
     for t in threads:
         t.join(args.timeout + 1.0)
     result = summary(stats, time.monotonic() - start)
+    if args.trace:
+        with stats.lock, open(args.trace, "w") as f:
+            for t0, lat, kind in stats.trace:
+                f.write(f"{t0:.6f} {lat * 1000.0 if lat >= 0 else -1:.3f} {kind}\n")
     print(json.dumps(result), flush=True)
     return 1 if result["failed"] else 0
 
