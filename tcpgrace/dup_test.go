@@ -71,6 +71,7 @@ func TestDupSocketKeepsSocketsNonBlocking(t *testing.T) {
 	assertAll("after an upgrade that could not start its child")
 
 	h.useChild(childExit3)
+	h.u.opts.ReadyTimeout = exitReadyTimeout // no Upgrade runs: no race
 	assert.ErrorIs(t, h.u.Upgrade(context.Background()), ErrChildExited, "precondition: the child exits")
 	assertAll("after an upgrade whose child got the sockets and exited")
 

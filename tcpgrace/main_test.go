@@ -42,8 +42,11 @@ const (
 	childServe = "serve" // write childInfoFile, Ready, serve until SIGTERM
 	childGate  = "gate"  // report its pid on childGateSock, then like serve if the test answers 'R'; hang otherwise
 	childExit3 = "exit3" // exit with status 3 without a word to the parent
-	childFail  = "fail"  // Fail(errors.New(childFailReason)), then exit 1
+	childFail  = "fail"  // Fail(errors.New(childFailReason)), then exit 1 at once
 	childHang  = "hang"  // never ready: the parent's ready timeout kills it
+	// childExit3Close is exit3 the way a main that returns an exit code
+	// does it: its deferred Close runs first.
+	childExit3Close = "exit3-close"
 )
 
 const (
@@ -102,6 +105,9 @@ func runTestChild(mode string) int {
 	switch mode {
 	case childExit3:
 		os.Exit(3)
+	case childExit3Close:
+		u.Close()
+		return 3
 	case childFail:
 		u.Fail(errors.New(childFailReason))
 		os.Exit(1)
@@ -222,8 +228,8 @@ func newChildRecorder() *childRecorder {
 }
 
 func (r *childRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (r *childRecorder) WithAttrs([]slog.Attr) slog.Handler      { return r }
-func (r *childRecorder) WithGroup(string) slog.Handler           { return r }
+func (r *childRecorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *childRecorder) WithGroup(string) slog.Handler            { return r }
 
 func (r *childRecorder) Handle(_ context.Context, rec slog.Record) error {
 	rec.Attrs(func(a slog.Attr) bool {

@@ -21,6 +21,7 @@ type socket struct {
 	pc                     net.PacketConn // what ListenPacket handed out (packet)
 	unix                   *unixPath      // for unix sockets: the file to unlink on release
 	closedByUpgrader       atomic.Bool    // closed by a hand-off or Shutdown, not by the user
+	inherited              bool           // came from the parent, which still serves it until we are ready
 }
 
 // closeRaw closes this process's copy of the socket without unlinking
@@ -107,6 +108,7 @@ func (u *Upgrader) newListener(s *socket) error {
 	if err != nil {
 		return err
 	}
+	s.inherited = inherited
 	if ul, ok := ln.(*net.UnixListener); ok {
 		ul.SetUnlinkOnClose(false) // the next generation may serve this path
 		if inherited {
@@ -174,16 +176,24 @@ func (u *Upgrader) liveSocketsLocked() []*socket {
 	return out
 }
 
-// release is called when the user closes a listener: unless this
-// generation handed its sockets on, the Unix socket file goes too.
+// release is called when the user closes a listener: the Unix socket file
+// goes too if this generation owns it (see ownsPathLocked).
 func (u *Upgrader) release(s *socket) {
 	u.mu.Lock()
-	handing := u.handedOff || u.state == stateUpgrading
+	owned := u.ownsPathLocked(s)
 	if u.sockets[s.name] == s {
 		delete(u.sockets, s.name)
 	}
 	u.mu.Unlock()
-	if !handing && s.unix != nil {
+	if owned {
 		s.unix.remove()
 	}
+}
+
+// ownsPathLocked reports whether releasing s may remove its socket file:
+// not while a next generation takes it over or has taken it, and not
+// before this generation is ready if the parent, still serving, made it.
+// u.mu must be held.
+func (u *Upgrader) ownsPathLocked(s *socket) bool {
+	return s.unix != nil && !u.handedOff && u.state != stateUpgrading && (!s.inherited || u.ready)
 }

@@ -52,15 +52,21 @@ func (u *Upgrader) stop() *multierror.Error {
 	u.mu.Lock()
 	handedOff := u.handedOff
 	sockets := u.liveSocketsLocked()
+	var paths []*unixPath
+	for _, s := range sockets {
+		if u.ownsPathLocked(s) {
+			paths = append(paths, s.unix)
+		}
+	}
 	u.mu.Unlock()
 	var errs *multierror.Error
 	for _, s := range sockets {
 		if err := s.closeRaw(); err != nil {
 			errs = multierror.Append(errs, fmt.Errorf("tcpgrace: closing %q: %w", s.name, err))
 		}
-		if !handedOff && s.unix != nil {
-			s.unix.remove()
-		}
+	}
+	for _, p := range paths {
+		p.remove()
 	}
 	if first && !handedOff && u.opts.PIDFile != "" {
 		if err := removePIDFile(u.opts.PIDFile, os.Getpid()); err != nil {

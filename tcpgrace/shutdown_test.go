@@ -7,12 +7,16 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/tcpgrace/tcpgrace/inherit"
 )
 
 // connect dials ln and returns the client's end and the end ln accepted.
@@ -91,9 +95,12 @@ func TestShutdownWaitsForOpenConnections(t *testing.T) {
 	_, err = client.Write([]byte("still served"))
 	assert.NoError(t, err, "the open connection should still work while Shutdown waits")
 
+	assert.Equal(t, Stats{Active: 1, Accepted: 2}, u.Stats(), "while Shutdown waits, one of two accepted connections is open")
+
 	require.NoError(t, client.Close())
 	assert.NoError(t, waitErr(t, shutdown, "Shutdown"), "Shutdown should return nil once the last connection is closed")
 	assert.NoError(t, waitErr(t, handler, "the handler"), "the handler should have seen a clean EOF")
+	assert.Equal(t, Stats{Active: 0, Accepted: 2}, u.Stats(), "after the drain no connection is open and none was forced")
 }
 
 func TestShutdownDeadlineClosesConnections(t *testing.T) {
@@ -109,6 +116,7 @@ func TestShutdownDeadlineClosesConnections(t *testing.T) {
 	assert.ErrorIs(t, err, context.DeadlineExceeded, "Shutdown should give up at ctx's deadline and say so")
 	assertClosedByServer(t, client, "after the drain deadline")
 	assert.ErrorIs(t, waitErr(t, handler, "the handler"), net.ErrClosed, "the handler's connection should have been closed under it")
+	assert.Equal(t, Stats{Active: 0, Accepted: 1, ForceClosed: 1}, u.Stats(), "the connection should count as force-closed")
 }
 
 func TestCloseClosesConnectionsAtOnce(t *testing.T) {
@@ -176,6 +184,7 @@ func TestClosedUpgraderRefusesWork(t *testing.T) {
 			assert.NotErrorIs(t, err, ErrChildStart, "Upgrade after %s should not try to start a child", stop.name)
 			_, err = web.Accept()
 			assert.ErrorIs(t, err, net.ErrClosed, "%s should have closed the listener", stop.name)
+			assert.NoError(t, web.Close(), "closing a listener that %s closed should return nil", stop.name)
 		})
 	}
 }
@@ -212,4 +221,40 @@ func TestReadyTwice(t *testing.T) {
 func TestFailWithoutParent(t *testing.T) {
 	u := newColdUpgrader(t, Options{})
 	assert.NoError(t, u.Fail(errors.New("no parent to tell")), "Fail without a parent should do nothing")
+}
+
+func TestNewWithFiles(t *testing.T) {
+	_, err := NewWithFiles(Options{}, nil)
+	assert.Error(t, err, "NewWithFiles without files should fail")
+	files, err := inherit.Open(nil)
+	require.NoError(t, err)
+	u, err := NewWithFiles(Options{}, files)
+	require.NoError(t, err, "NewWithFiles over a cold start should succeed")
+	defer u.Close()
+	assert.Equal(t, 1, u.Generation(), "a cold start is generation 1")
+}
+
+// TestUpgradeLimitsGenerations runs Upgrade in a generation whose parent
+// (here: this very process, alive) and an older one (reaped) may still
+// be draining.
+func TestUpgradeLimitsGenerations(t *testing.T) {
+	dead := reapedChild(t).cmd.Process.Pid
+	files, err := inherit.Open(&inherit.Env{Source: inherit.EnvFDs, Writer: os.Getpid(), Generation: 3,
+		ReadyFD: -1, Older: []int{dead}})
+	require.NoError(t, err)
+	u, err := newUpgrader(Options{Executable: filepath.Join(t.TempDir(), "missing"), MaxGenerations: 2}, files)
+	require.NoError(t, err)
+	t.Cleanup(func() { u.Close() })
+	require.NoError(t, u.Ready())
+
+	err = u.Upgrade(context.Background())
+	assert.ErrorIs(t, err, ErrTooManyGenerations, "a live parent, us and the next one are 3 generations, over a limit of 2")
+	assert.NotErrorIs(t, err, ErrChildStart, "an Upgrade over the limit should not try to start a child")
+	assert.Contains(t, err.Error(), strconv.Itoa(os.Getpid()), "the error should name the generation still draining")
+	_, err = u.Listen("web", "tcp4", loopback)
+	assert.NoError(t, err, "an Upgrade refused for the limit should leave the Upgrader serving")
+
+	u.opts.MaxGenerations = 3 // no Upgrade runs: no race
+	err = u.Upgrade(context.Background())
+	assert.ErrorIs(t, err, ErrChildStart, "with a limit of 3 the Upgrade should go on (the reaped older one does not count)")
 }

@@ -226,13 +226,15 @@ func (u *Upgrader) waitReady(ctx context.Context, c *child, r *os.File) error {
 		case <-c.exited:
 			// Its last word may still be in the pipe: the write end is
 			// closed now, so the reader finishes without waiting.
-			select {
-			case m := <-msgs:
-				msgs = nil
-				err = exitError(m, c.err)
-			case <-timer.C:
-				err = exitError(readiness{eof: true}, c.err)
+			m := readiness{eof: true}
+			if msgs != nil {
+				select {
+				case m = <-msgs:
+					msgs = nil
+				case <-timer.C:
+				}
 			}
+			err = exitError(m, c.err)
 		case <-timer.C:
 			err = fmt.Errorf("%w: no word within %v, killed", ErrReadyTimeout, u.opts.readyTimeout())
 		case <-ctx.Done():

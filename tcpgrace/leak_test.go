@@ -1,0 +1,84 @@
+//go:build linux
+
+package tcpgrace
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+// openFDs lists this process's open fds and what they point at.
+func openFDs(t *testing.T) map[string]string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err, "/proc/self/fd should be readable")
+	fds := map[string]string{}
+	for _, e := range entries {
+		target, _ := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		fds[e.Name()] = target
+	}
+	return fds
+}
+
+// fdDiff describes how two openFDs listings differ, for failure messages.
+func fdDiff(before, after map[string]string) string {
+	var diff []string
+	for fd, target := range after {
+		if before[fd] != target {
+			diff = append(diff, fmt.Sprintf("+%s->%s", fd, target))
+		}
+	}
+	for fd, target := range before {
+		if after[fd] != target {
+			diff = append(diff, fmt.Sprintf("-%s->%s", fd, target))
+		}
+	}
+	sort.Strings(diff)
+	return strings.Join(diff, " ")
+}
+
+func TestFailedUpgradesLeakNothing(t *testing.T) {
+	h := newHarness(t, 10*time.Second)
+	kinds := []struct {
+		setup        func()
+		readyTimeout time.Duration
+		want         error
+	}{
+		{h.useMissing, 10 * time.Second, ErrChildStart},
+		{h.useGarbage, 10 * time.Second, ErrChildStart},
+		{func() { h.useNotExecutable(false) }, 10 * time.Second, ErrChildStart},
+		{func() { h.useChild(childExit3) }, exitReadyTimeout, ErrChildExited},
+		{func() { h.useChild(childFail) }, 10 * time.Second, ErrChildFailed},
+		{func() { h.useChild(childHang) }, 300 * time.Millisecond, ErrReadyTimeout},
+	}
+	run := func(i int) {
+		k := kinds[i%len(kinds)]
+		k.setup()
+		// Only the never-ready kind gets a short timeout, so that a slow
+		// start of the others on a loaded machine cannot turn into one.
+		h.u.opts.ReadyTimeout = k.readyTimeout // no Upgrade runs: no race
+		err := h.u.Upgrade(context.Background())
+		assert.ErrorIs(t, err, k.want, "failed upgrade %d should fail with %v", i, k.want)
+	}
+	for i := range kinds { // warm up: lazily opened runtime fds
+		run(i)
+	}
+	before := openFDs(t)
+	for i := range 20 {
+		run(i)
+	}
+	after := openFDs(t)
+	assert.Equal(t, len(before), len(after), "20 failed upgrades should leave the number of open fds unchanged: %s", fdDiff(before, after))
+	goleak.VerifyNone(t)
+	h.assertParentServes("after 20 failed upgrades")
+}
