@@ -145,9 +145,10 @@ func (f *Files) Older() []int {
 	return pids
 }
 
-// HasParent reports whether a tcpgrace parent waits for this process to
-// become ready.
-func (f *Files) HasParent() bool { return f.ready != nil }
+// HasParent reports whether this process was started by a tcpgrace
+// parent (which waits, or waited, for its readiness). It does not change
+// when Ready or Fail is sent.
+func (f *Files) HasParent() bool { return f.env.Source == EnvFDs && f.env.ReadyFD >= 0 }
 
 // Source is the variable the sockets came from ([EnvFDs] or
 // [EnvListenFDs]), or "" on a first start.

@@ -535,6 +535,7 @@ func TestReady(t *testing.T) {
 	assert.Equal(t, string(rune(ReadyByte)), readAll(t, r), "the parent must read exactly ReadyByte, then EOF")
 	assert.Error(t, f.Ready(), "a second Ready must fail")
 	assert.Error(t, f.Fail(errors.New("late")), "Fail after Ready must fail")
+	assert.True(t, f.HasParent(), "HasParent does not change once readiness is sent")
 }
 
 func TestFail(t *testing.T) {
@@ -557,6 +558,9 @@ func TestFail(t *testing.T) {
 			assert.Equal(t, string(rune(FailByte))+tt.want, readAll(t, r),
 				"the parent must read FailByte, the reason (at most MaxFailLen bytes), then EOF")
 			assert.Error(t, f.Ready(), "Ready after Fail must fail")
+			// Regression: HasParent turned false once Fail had closed the
+			// pipe, so a child whose Ready failed went on serving.
+			assert.True(t, f.HasParent(), "a child that failed still has a parent: it must exit")
 		})
 	}
 }

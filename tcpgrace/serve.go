@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -79,25 +80,15 @@ func (s *Server) Serve(ctx context.Context, listeners ...net.Listener) error {
 	if s.Upgrader == nil || s.Handler == nil || len(listeners) == 0 {
 		return errors.New("tcpgrace: Server needs an Upgrader, a Handler and at least one listener")
 	}
+	l := s.start(listeners)
+	defer l.draining()
 	u := s.Upgrader
-	accepted := make(chan Accepted)
-	stopAccept := make(chan struct{})
-	defer close(stopAccept)
-	for _, ln := range listeners {
-		go acceptLoop(ln, accepted, stopAccept, u)
-	}
-	connCtx, draining := context.WithCancel(context.Background())
-	defer draining()
 	upgrading := false
 	upgraded := make(chan error, 1)
 	for {
 		select {
-		case a := <-accepted:
-			if a.Err != nil {
-				u.log.Error("accept stopped", "listener", a.Listener.Addr().String(), "err", a.Err)
-				continue
-			}
-			go s.Handler(connCtx, a.Conn)
+		case a := <-l.accepted:
+			l.dispatch(a)
 		case sig := <-s.Signals:
 			switch {
 			case slices.Contains(or(s.UpgradeSignals, DefaultUpgradeSignals), sig):
@@ -110,18 +101,57 @@ func (s *Server) Serve(ctx context.Context, listeners ...net.Listener) error {
 				go func() { upgraded <- u.Upgrade(ctx) }()
 			case slices.Contains(or(s.StopSignals, DefaultStopSignals), sig):
 				u.log.Info("stop signal", "signal", sig.String())
-				return s.drain(nil, draining)
+				return l.drain(nil)
 			case slices.Contains(or(s.ReloadSignals, DefaultReloadSignals), sig):
 				s.reload(sig)
 			}
 		case <-upgraded:
 			upgrading = false // the outcome is logged by Upgrade; success closes Exit
 		case <-u.Exit():
-			return s.drain(nil, draining)
+			return l.drain(nil)
 		case <-ctx.Done():
-			return s.drain(ctx.Err(), draining)
+			return l.drain(ctx.Err())
 		}
 	}
+}
+
+// serveLoop is one run of Serve: its listeners, their accept goroutines
+// and the context its handlers get.
+type serveLoop struct {
+	s          *Server
+	listeners  []net.Listener
+	accepted   chan Accepted
+	acceptDone chan struct{} // closed when every accept goroutine has returned
+	closing    chan struct{} // closed when draining starts: no more back-off waits
+	connCtx    context.Context
+	draining   context.CancelFunc
+}
+
+func (s *Server) start(listeners []net.Listener) *serveLoop {
+	l := &serveLoop{s: s, listeners: listeners, accepted: make(chan Accepted),
+		acceptDone: make(chan struct{}), closing: make(chan struct{})}
+	l.connCtx, l.draining = context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, ln := range listeners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.acceptLoop(ln)
+		}()
+	}
+	go func() {
+		wg.Wait()
+		close(l.acceptDone)
+	}()
+	return l
+}
+
+func (l *serveLoop) dispatch(a Accepted) {
+	if a.Err != nil {
+		l.s.Upgrader.log.Error("accept stopped", "listener", a.Listener.Addr().String(), "err", a.Err)
+		return
+	}
+	go l.s.Handler(l.connCtx, a.Conn)
 }
 
 func (s *Server) reload(sig os.Signal) {
@@ -137,24 +167,39 @@ func (s *Server) reload(sig os.Signal) {
 	log.Info("reloaded")
 }
 
-// drain tells handlers, then shuts the Upgrader down within DrainTimeout.
-func (s *Server) drain(cause error, draining context.CancelFunc) error {
-	draining()
-	timeout := s.DrainTimeout
+// drain stops accepting, tells handlers, serves every connection the
+// accept goroutines already took (it is out of the kernel's queue: no
+// other generation can have it), then shuts the Upgrader down within
+// DrainTimeout.
+func (l *serveLoop) drain(cause error) error {
+	close(l.closing)
+	l.draining()
+	for _, ln := range l.listeners {
+		ln.Close() // nil or ErrClosed: after an upgrade they are closed already
+	}
+	for done := false; !done; {
+		select {
+		case a := <-l.accepted:
+			l.dispatch(a)
+		case <-l.acceptDone:
+			done = true
+		}
+	}
+	timeout := l.s.DrainTimeout
 	if timeout <= 0 {
 		timeout = DefaultDrainTimeout
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	err := s.Upgrader.Shutdown(ctx)
+	err := l.s.Upgrader.Shutdown(ctx)
 	if err != nil {
-		s.Upgrader.log.Warn("drain", "err", err)
+		l.s.Upgrader.log.Warn("drain", "err", err)
 	}
 	return errors.Join(cause, err)
 }
 
-// acceptLoop feeds accepted until ln is closed or stop is closed.
-func acceptLoop(ln net.Listener, accepted chan<- Accepted, stop <-chan struct{}, u *Upgrader) {
+// acceptLoop feeds l.accepted until ln is closed.
+func (l *serveLoop) acceptLoop(ln net.Listener) {
 	const minDelay, maxDelay = 5 * time.Millisecond, time.Second
 	delay := minDelay
 	for {
@@ -162,27 +207,18 @@ func acceptLoop(ln net.Listener, accepted chan<- Accepted, stop <-chan struct{},
 		switch {
 		case err == nil:
 			delay = minDelay
-			select {
-			case accepted <- Accepted{Conn: c, Listener: ln}:
-			case <-stop:
-				c.Close()
-				return
-			}
+			l.accepted <- Accepted{Conn: c, Listener: ln}
 		case errors.Is(err, net.ErrClosed):
 			return
 		case isTemporary(err):
-			u.log.Warn("accept: backing off", "listener", ln.Addr().String(), "delay", delay, "err", err)
+			l.s.Upgrader.log.Warn("accept: backing off", "listener", ln.Addr().String(), "delay", delay, "err", err)
 			select {
 			case <-time.After(delay):
-			case <-stop:
-				return
+			case <-l.closing:
 			}
 			delay = min(2*delay, maxDelay)
 		default:
-			select {
-			case accepted <- Accepted{Listener: ln, Err: fmt.Errorf("tcpgrace: accept: %w", err)}:
-			case <-stop:
-			}
+			l.accepted <- Accepted{Listener: ln, Err: fmt.Errorf("tcpgrace: accept: %w", err)}
 			return
 		}
 	}

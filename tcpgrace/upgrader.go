@@ -110,8 +110,9 @@ func newUpgrader(opts Options, files *inherit.Files) (*Upgrader, error) {
 // than its parent's for a process started by Upgrade.
 func (u *Upgrader) Generation() int { return u.inh.Generation() }
 
-// HasParent reports whether this process was started by Upgrade and its
-// parent waits for Ready.
+// HasParent reports whether this process was started by Upgrade: its
+// parent waits (or waited) for Ready. It does not change when Ready or
+// Fail is called, so a child whose Ready failed can tell that it must exit.
 func (u *Upgrader) HasParent() bool { return u.inh.HasParent() }
 
 // Exit returns a channel that is closed when this generation should go

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,12 +57,33 @@ func startServer(t *testing.T, env []string, args ...string) *server {
 // to ours, waiting until it is ready (its pid file names it).
 func startExample(t *testing.T, src string, env []string, args ...string) *server {
 	t.Helper()
+	return launch(t, src, launchOpts{env: env}, args...)
+}
+
+// launchOpts are the less common ways to start a server.
+type launchOpts struct {
+	env     []string // added to our environment
+	shell   string   // if set, run through sh -c with this prefix, e.g. "ulimit -n 30;"
+	pidFile string   // if set, use this pid file instead of one in the temp dir
+	noWait  bool     // do not wait for the pid file
+}
+
+func launch(t *testing.T, src string, o launchOpts, args ...string) *server {
+	t.Helper()
 	dir := t.TempDir()
 	name := filepath.Base(src)
 	s := &server{t: t, dir: dir, src: src, bin: filepath.Join(dir, name), pidFile: filepath.Join(dir, name+".pid"), logs: &logFile{filepath.Join(dir, "stderr.log")}}
+	if o.pidFile != "" {
+		s.pidFile = o.pidFile
+	}
 	s.deploy(src)
-	cmd := exec.Command(s.bin, append([]string{"-pidfile", s.pidFile}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
+	argv := append([]string{s.bin, "-pidfile", s.pidFile}, args...)
+	if o.shell != "" {
+		// exec keeps the pid and the path the server was started from.
+		argv = append([]string{"/bin/sh", "-c", o.shell + ` exec "$0" "$@"`}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), o.env...)
 	stderr, err := os.Create(s.logs.path)
 	require.NoError(t, err)
 	defer stderr.Close()
@@ -70,7 +92,9 @@ func startExample(t *testing.T, src string, env []string, args ...string) *serve
 	s.first = cmd
 	s.pids = []int{cmd.Process.Pid}
 	t.Cleanup(s.kill)
-	s.waitPID(cmd.Process.Pid)
+	if !o.noWait {
+		s.waitPID(cmd.Process.Pid)
+	}
 	return s
 }
 
@@ -241,6 +265,40 @@ func fdCount(t *testing.T, pid int) int {
 	return len(entries)
 }
 
+// fdKinds lists what the open fds of process pid are (a file's path, or
+// "socket", "pipe", "anon_inode"), sorted, without fd or inode numbers, so
+// that two processes compare equal.
+func fdKinds(t *testing.T, pid int) []string {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var kinds []string
+	for _, e := range entries {
+		target, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		kind, _, _ := strings.Cut(target, ":[")
+		kinds = append(kinds, kind)
+	}
+	slices.Sort(kinds)
+	return kinds
+}
+
+// idleFDKinds waits until process pid holds no sockets but its listeners
+// (connections of a finished load may take a moment to close), then
+// returns fdKinds.
+func idleFDKinds(t *testing.T, pid, listeners int) []string {
+	t.Helper()
+	var kinds []string
+	waitFor(t, fmt.Sprintf("process %d to hold only its %d listening sockets", pid, listeners), func() bool {
+		kinds = fdKinds(t, pid)
+		return slices.Index(kinds, "socket") >= 0 && len(slices.DeleteFunc(slices.Clone(kinds), func(k string) bool { return k != "socket" })) == listeners
+	})
+	return kinds
+}
+
 // echoOnce connects, sends one line and checks the echo.
 func echoOnce(network, addr, line string) error {
 	c, err := dial(network, addr)
@@ -294,4 +352,25 @@ func processAlive(pid int) error {
 		return fmt.Errorf("process %d is a zombie", pid)
 	}
 	return nil
+}
+
+// deployAs copies src to dst (beside the server's binary, say).
+func (s *server) deployAs(src, dst string) {
+	s.t.Helper()
+	data, err := os.ReadFile(src)
+	require.NoError(s.t, err)
+	require.NoError(s.t, os.WriteFile(dst, data, 0o755))
+}
+
+// liveGenerations counts the generations still running.
+func (s *server) liveGenerations() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, pid := range s.pids {
+		if processAlive(pid) == nil {
+			n++
+		}
+	}
+	return n
 }

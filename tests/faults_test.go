@@ -1,0 +1,189 @@
+package tests
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestParentKilledWhileDraining: the old generation is SIGKILLed in the
+// middle of draining a long connection; the new generation keeps serving
+// and no request it accepted fails.
+func TestParentKilledWhileDraining(t *testing.T) {
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "60s")
+	addr := s.addr("tcp:127.0.0.1:0")
+	first := s.pid()
+	ch := startChatter(t, addr, 50*time.Millisecond)
+	ch.waitReplies(t, 2)
+	s.startUpgrade()
+	waitFor(t, "the old generation to stop accepting", func() bool {
+		return strings.Contains(s.logs.String(), fmt.Sprintf(`msg="shutting down" pid=%d`, first))
+	})
+	l := startLoad([]target{{"tcp", addr}}, 4, 1_000_000)
+	l.waitRequests(t, 200)
+	require.NoError(t, syscall.Kill(first, syscall.SIGKILL))
+	err := s.first.Wait()
+	assert.ErrorContains(t, err, "signal: killed", "the draining generation died of SIGKILL")
+	l.waitRequests(t, 500)
+	l.stopLoad(t)
+	close(ch.stop)
+	<-ch.done // its connection died with the old generation: that is the point
+}
+
+// TestUpgradeSignalWhileUpgrading: a second SIGUSR1 while an upgrade runs
+// is refused with a clear log line, and the first upgrade completes.
+func TestUpgradeSignalWhileUpgrading(t *testing.T) {
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0")
+	slow := filepath.Join(s.dir, "lineserver.real")
+	s.deployAs(lineserverBin, slow)
+	// A next generation that takes a moment before it is the real server:
+	// exec keeps its pid and the inherited fds.
+	s.deployBytes([]byte(fmt.Sprintf("#!/bin/sh\nsleep 1\nexec %s \"$@\"\n", slow)), 0o755)
+	old := s.pid()
+	require.NoError(t, syscall.Kill(old, syscall.SIGUSR1))
+	waitFor(t, "the first upgrade to start", func() bool {
+		return strings.Contains(s.logs.String(), "upgrade: started next generation")
+	})
+	require.NoError(t, syscall.Kill(old, syscall.SIGUSR1))
+	waitFor(t, "the second upgrade to be refused", func() bool {
+		return strings.Contains(s.logs.String(), "an upgrade is already in progress")
+	})
+	waitFor(t, "the first upgrade to finish", func() bool { return s.pid() != old })
+	s.mu.Lock()
+	s.pids = append(s.pids, s.pid())
+	s.mu.Unlock()
+	s.waitExit(old, 0)
+	assert.NoError(t, echoOnce("tcp", s.addr("tcp:127.0.0.1:0"), "after"), "the new generation serves")
+}
+
+// TestHundredUpgrades: 100 upgrades as fast as readiness allows, under
+// load: no request fails, at most MaxGenerations (4) are ever alive, and
+// the serving process's fd count at upgrade 100 equals that at upgrade 10.
+func TestHundredUpgrades(t *testing.T) {
+	if testing.Short() {
+		t.Skip("100 upgrades")
+	}
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-unix", sock)
+	targets := []target{{"tcp", s.addr("tcp:127.0.0.1:0")}, {"unix", sock}}
+	fds := map[int][]string{}
+	for _, phase := range []int{10, 100} {
+		l := startLoad(targets, 3, 1_000_000)
+		for len(s.pids) <= phase {
+			s.upgradeWithinLimit()
+			assert.LessOrEqual(t, s.liveGenerations(), 4, "live generations after upgrade %d", len(s.pids)-1)
+		}
+		l.waitRequests(t, 100)
+		l.stopLoad(t)
+		pid := s.pid()
+		waitFor(t, "older generations to finish draining", func() bool { return s.liveGenerations() == 1 })
+		fds[phase] = idleFDKinds(t, pid, len(targets))
+	}
+	assert.Equal(t, fds[10], fds[100], "fds of the serving process at upgrade 10 and at upgrade 100")
+}
+
+// upgradeWithinLimit upgrades as soon as the generation limit allows: a
+// new generation can be signalled before its parent has even heard that
+// it is ready, and then the upgrade is refused with ErrTooManyGenerations;
+// wait for an older generation to go and try again.
+func (s *server) upgradeWithinLimit() {
+	s.t.Helper()
+	for try := 0; ; try++ {
+		old, refusals := s.pid(), strings.Count(s.logs.String(), "too many generations alive")
+		require.NoError(s.t, syscall.Kill(old, syscall.SIGUSR1))
+		var refused bool
+		waitFor(s.t, "a new generation or a refusal", func() bool {
+			refused = strings.Count(s.logs.String(), "too many generations alive") > refusals
+			return refused || (s.pid() != 0 && s.pid() != old)
+		})
+		if !refused {
+			s.mu.Lock()
+			s.pids = append(s.pids, s.pid())
+			s.mu.Unlock()
+			return
+		}
+		require.Less(s.t, try, 100, "upgrade refused 100 times in a row")
+		waitFor(s.t, "an older generation to exit", func() bool { return s.liveGenerations() < 4 })
+	}
+}
+
+// TestFDExhaustion: with a tiny RLIMIT_NOFILE the server runs out of fds
+// under a burst of connections; accept backs off instead of crashing, and
+// every waiting client is served once fds free up.
+func TestFDExhaustion(t *testing.T) {
+	s := launch(t, lineserverBin, launchOpts{shell: "ulimit -n 24;"}, "-tcp", "127.0.0.1:0")
+	addr := s.addr("tcp:127.0.0.1:0")
+	const n = 40 // more than the server can hold
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		c, err := dial("tcp", addr)
+		require.NoError(t, err, "connection %d queues in the backlog even when accept cannot take it", i)
+		conns[i] = c
+		defer c.Close()
+	}
+	replies := make(chan error, n)
+	for i, c := range conns {
+		go func() {
+			c.SetDeadline(time.Now().Add(waitTimeout))
+			line := fmt.Sprintf("burst-%d\n", i)
+			if _, err := io.WriteString(c, line); err != nil {
+				replies <- err
+				return
+			}
+			got, err := bufio.NewReader(c).ReadString('\n')
+			if err == nil && got != line {
+				err = fmt.Errorf("sent %q, got %q", line, got)
+			}
+			replies <- err
+			c.Close() // frees an fd in the server for the next one in the queue
+		}()
+	}
+	for i := range n {
+		require.NoError(t, <-replies, "reply %d", i)
+	}
+	assert.Contains(t, s.logs.String(), "accept: backing off", "the server ran out of fds and backed off")
+	assert.Contains(t, s.logs.String(), "too many open files")
+	assert.NoError(t, echoOnce("tcp", addr, "recovered"), "the server serves normally afterwards")
+	assert.NoError(t, processAlive(s.pid()), "no crash")
+}
+
+// TestPIDFileDirectoryMissing: the first generation cannot write its pid
+// file; Ready's error is logged, naming the path, and it serves anyway.
+func TestPIDFileDirectoryMissing(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "missing", "lineserver.pid")
+	s := launch(t, lineserverBin, launchOpts{pidFile: pidFile, noWait: true}, "-tcp", "127.0.0.1:0")
+	addr := s.addr("tcp:127.0.0.1:0")
+	waitFor(t, "the Ready error", func() bool { return strings.Contains(s.logs.String(), "level=ERROR msg=ready") })
+	assert.Contains(t, s.logs.String(), pidFile, "the error names the pid file")
+	assert.NoError(t, echoOnce("tcp", addr, "serving"), "serving continues without a pid file")
+}
+
+// TestPIDFileDirectoryGoneBeforeUpgrade: the pid file's directory vanishes
+// while the server runs; the next generation cannot write its pid file,
+// reports that to its parent, and the parent keeps serving.
+func TestPIDFileDirectoryGoneBeforeUpgrade(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	s := launch(t, lineserverBin, launchOpts{pidFile: filepath.Join(dir, "lineserver.pid")}, "-tcp", "127.0.0.1:0")
+	addr := s.addr("tcp:127.0.0.1:0")
+	l := startLoad([]target{{"tcp", addr}}, 2, 1_000_000)
+	l.waitRequests(t, 100)
+	pid := s.pid()
+	require.NoError(t, os.RemoveAll(dir))
+	require.NoError(t, syscall.Kill(pid, syscall.SIGUSR1))
+	waitFor(t, "the failed upgrade", func() bool { return strings.Contains(s.logs.String(), `msg="upgrade failed"`) })
+	assert.Contains(t, s.logs.String(), "writing pid file", "the parent's error carries the child's reason")
+	l.waitRequests(t, 100)
+	l.stopLoad(t)
+	assert.NoError(t, processAlive(pid), "the old generation keeps serving")
+}
