@@ -36,6 +36,16 @@ type Options struct {
 	// DefaultReadyTimeout.
 	ReadyTimeout time.Duration
 
+	// ReadyGrace is how long Upgrade keeps this generation accepting after
+	// the next one said ready, watching that it stays up. If it exits
+	// within the grace, Upgrade fails, this generation keeps serving and
+	// writes its own pid back into the PID file. Both generations accept
+	// during the grace, so it costs nothing but the time Upgrade takes.
+	// Default: 0, hand over at once; then a next generation that crashes
+	// right after Ready leaves nobody serving until a supervisor restarts
+	// the service, and the PID file names a dead process.
+	ReadyGrace time.Duration
+
 	// PIDFile, if set, is written by Ready (a temp file renamed into
 	// place) with this process's pid, and removed on Shutdown only if it
 	// still holds this pid and no next generation took over.

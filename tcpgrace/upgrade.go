@@ -2,6 +2,7 @@ package tcpgrace
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -218,7 +219,7 @@ func (u *Upgrader) waitReady(ctx context.Context, c *child, r *os.File) error {
 			msgs = nil
 			switch {
 			case m.ready:
-				return nil
+				return u.confirm(c)
 			case !m.eof:
 				err = fmt.Errorf("%w: %s", ErrChildFailed, m.reason)
 			}
@@ -243,6 +244,30 @@ func (u *Upgrader) waitReady(ctx context.Context, c *child, r *os.File) error {
 	}
 	c.cmd.Process.Kill()
 	<-c.exited
+	return err
+}
+
+// confirm watches a child that said ready for Options.ReadyGrace: if it
+// dies meanwhile, the upgrade fails and this generation, which never
+// stopped accepting, keeps serving and takes the PID file back.
+func (u *Upgrader) confirm(c *child) error {
+	grace := u.opts.ReadyGrace
+	if grace <= 0 {
+		return nil
+	}
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-c.exited:
+	}
+	err := fmt.Errorf("%w: it exited within the ready grace of %v after it said ready: %v", ErrChildExited, grace, c.err)
+	if u.opts.PIDFile != "" {
+		if perr := writePIDFile(u.opts.PIDFile, os.Getpid()); perr != nil {
+			err = errors.Join(err, perr)
+		}
+	}
 	return err
 }
 

@@ -187,3 +187,46 @@ func TestPIDFileDirectoryGoneBeforeUpgrade(t *testing.T) {
 	l.stopLoad(t)
 	assert.NoError(t, processAlive(pid), "the old generation keeps serving")
 }
+
+// TestReadyThenCrashWithinGrace: the next generation says ready and dies
+// 200 ms later. With -ready-grace 1s the old generation, still accepting during the grace,
+// sees it die, keeps serving without a failed request and takes its pid
+// file back.
+func TestReadyThenCrashWithinGrace(t *testing.T) {
+	self, err := os.Executable()
+	require.NoError(t, err)
+	s := startServer(t, []string{roleEnv + "=ready-crash"}, "-tcp", "127.0.0.1:0", "-ready-grace", "1s")
+	addr := s.addr("tcp:127.0.0.1:0")
+	l := startLoad([]target{{"tcp", addr}}, 4, 1_000_000)
+	l.waitRequests(t, 100)
+	pid := s.pid()
+	s.deploy(self)
+	s.failUpgrade("exited within the ready grace")
+	l.waitRequests(t, 200)
+	l.stopLoad(t)
+	assert.Equal(t, pid, s.pid(), "the pid file names the old generation again")
+	s.deploy(lineserverBin)
+	s.upgrade()
+}
+
+// TestReadyThenCrashWithoutGrace documents the hazard that -ready-grace
+// exists for: without it the old generation hands over the moment the
+// next one says ready and exits; if the next one then dies (200 ms later
+// here), nobody
+// serves (connections are refused) and the pid file names a dead
+// process, until a supervisor restarts the service.
+func TestReadyThenCrashWithoutGrace(t *testing.T) {
+	self, err := os.Executable()
+	require.NoError(t, err)
+	s := startServer(t, []string{roleEnv + "=ready-crash"}, "-tcp", "127.0.0.1:0")
+	addr := s.addr("tcp:127.0.0.1:0")
+	old := s.pid()
+	s.deploy(self)
+	require.NoError(t, syscall.Kill(old, syscall.SIGUSR1))
+	s.waitExit(old, 0) // the old generation handed over and left
+	dead := s.pid()
+	assert.NotEqual(t, old, dead, "the crashed generation had written its pid")
+	waitFor(t, "the crashed generation to be gone", func() bool { return processAlive(dead) != nil })
+	_, err = dial("tcp", addr)
+	assert.ErrorIs(t, err, syscall.ECONNREFUSED, "nobody serves: the documented cost of no ready grace")
+}

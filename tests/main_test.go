@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -58,9 +60,15 @@ func runTests(m *testing.M) int {
 	return m.Run()
 }
 
-// playRole runs this test binary as a generation that fails on purpose.
+// playRole runs this test binary, started with lineserver's arguments, as
+// a generation that fails on purpose:
+//
+//	fail         reports a start-up failure to its parent
+//	ready-crash  takes lineserver's sockets, writes the pid file, says
+//	             ready, and dies of SIGKILL 200 ms later
 func playRole(role string) int {
-	u, err := tcpgrace.New(tcpgrace.Options{})
+	args := lineserverArgs(os.Args[1:])
+	u, err := tcpgrace.New(tcpgrace.Options{PIDFile: args["-pidfile"][0]})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "role:", err)
 		return 1
@@ -69,7 +77,31 @@ func playRole(role string) int {
 	case "fail":
 		u.Fail(errors.New("e2e: refusing to start: config broken"))
 		return 1
+	case "ready-crash":
+		for _, network := range []string{"tcp", "unix"} {
+			for _, addr := range args["-"+network] {
+				if _, err := u.Listen(network+":"+addr, network, addr); err != nil {
+					u.Fail(err)
+					return 1
+				}
+			}
+		}
+		u.Ready()
+		time.Sleep(200 * time.Millisecond)
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}
 	fmt.Fprintln(os.Stderr, "role: unknown role", role)
 	return 1
+}
+
+// lineserverArgs collects "-flag value" pairs.
+func lineserverArgs(argv []string) map[string][]string {
+	out := map[string][]string{}
+	for i := 0; i+1 < len(argv); i += 2 {
+		out[argv[i]] = append(out[argv[i]], argv[i+1])
+	}
+	if len(out["-pidfile"]) == 0 {
+		out["-pidfile"] = []string{""}
+	}
+	return out
 }

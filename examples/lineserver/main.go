@@ -5,7 +5,7 @@
 // Usage:
 //
 //	lineserver [-tcp ADDR]... [-unix PATH]... [-pidfile PATH] [-ready-timeout DUR] [-drain-timeout DUR]
-//	           [-max-generations N]
+//	           [-ready-grace DUR] [-max-generations N]
 //
 // Signals: SIGUSR1 upgrades to the executable now at the path lineserver
 // was started from (a failed upgrade is logged and it keeps serving);
@@ -43,6 +43,7 @@ type config struct {
 	readyTimeout time.Duration
 	drainTimeout time.Duration
 	maxGens      int
+	readyGrace   time.Duration
 }
 
 func parseFlags(args []string) (*config, error) {
@@ -53,6 +54,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the serving process's pid here")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", tcpgrace.DefaultReadyTimeout, "how long an upgrade waits for the new process")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long open connections may take to finish on exit")
+	fs.DurationVar(&c.readyGrace, "ready-grace", 0, "after the new process is ready, keep serving this long and roll back if it dies")
 	fs.IntVar(&c.maxGens, "max-generations", tcpgrace.DefaultMaxGenerations, "how many generations may be alive at once, draining ones included")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -87,7 +89,8 @@ func run() int {
 	}
 	log.Info("start", "version", version)
 	u, err := tcpgrace.New(tcpgrace.Options{
-		PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, MaxGenerations: cfg.maxGens, Logger: base,
+		PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace,
+		MaxGenerations: cfg.maxGens, Logger: base,
 	})
 	if err != nil {
 		log.Error("start", "err", err)
