@@ -4,7 +4,7 @@ PYTHON  ?= python3
 BIN     := bin
 EXAMPLES := $(patsubst examples/%/,%,$(wildcard examples/*/))
 
-.PHONY: all build test demo bench bench-go fmt-check vet clean
+.PHONY: all build test fuzz demo bench bench-go soak fmt-check vet clean
 
 all: build
 
@@ -23,10 +23,17 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-## test: formatting, vet, every example builds, all tests with the race detector
+## test: formatting, vet, every example builds, all tests with the race detector, bounded fuzzing
 test: fmt-check vet build
 	$(PYTHON) -m py_compile bench/stress.py bench/harness.py
 	$(GO) test -race -count=1 ./...
+	$(MAKE) fuzz FUZZTIME=10s
+
+FUZZTIME ?= 30s
+## fuzz: run each fuzz target for FUZZTIME
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./inherit
+	$(GO) test -run '^$$' -fuzz '^FuzzListenFDs$$' -fuzztime $(FUZZTIME) ./inherit
 
 ## demo: build lineserver, upgrade it live five times under load (a new build each time), print the loss table
 demo: build
@@ -38,6 +45,10 @@ bench: bench-go
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./bench
+
+## soak: 1000 live upgrades under load; fds and RSS of the serving process at upgrades 1, 100 and 1000
+soak: build
+	$(PYTHON) bench/harness.py --server $(BIN)/lineserver --upgrades 1000 --interval 0.1 --workers 4 --report-at 1,100,1000
 
 clean:
 	rm -rf $(BIN)

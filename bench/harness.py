@@ -20,7 +20,7 @@ not complete; the naive mode's losses are expected and only reported.
 
 Usage:
   harness.py [--source PKG | --server PATH] [--upgrades N] [--interval SECONDS]
-             [--workers N] [--per-conn K] [--naive] [--json FILE]
+             [--workers N] [--per-conn K] [--naive] [--json FILE] [--report-at N,N...]
 """
 
 import argparse
@@ -69,6 +69,17 @@ def alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def resources(pid):
+    """Open fds and resident memory (KiB) of pid."""
+    try:
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        with open(f"/proc/{pid}/status") as f:
+            rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return -1, -1
+    return fds, rss
 
 
 def percentile(values, p):
@@ -127,6 +138,8 @@ class Run:
         self.port = free_port()
         self.log = open(os.path.join(self.dir, "server.log"), "w")
         self.procs, self.handoffs, self.windows, self.problems = [], [], [], []
+        self.resources = []  # (restart, pid, fds, rss_kib) at the restarts in --report-at
+        self.retries = 0  # upgrade signals sent again after a refusal
 
     def start_server(self):
         cmd = [self.binary, "-tcp", f"127.0.0.1:{self.port}", "-unix", self.sock, "-pidfile", self.pidfile,
@@ -153,6 +166,13 @@ class Run:
             ident = deploy(build, self.binary)
             t0 = time.monotonic()
             os.kill(old, signal.SIGUSR1)
+            # An upgrade is refused while too many older generations still
+            # drain (tcpgrace.ErrTooManyGenerations): ask again.
+            for _ in range(5):
+                if wait_until(lambda: read_pid(self.pidfile) not in (0, old), 5):
+                    break
+                self.retries += 1
+                os.kill(old, signal.SIGUSR1)
         else:
             t0 = time.monotonic()
             os.kill(old, signal.SIGTERM)
@@ -169,6 +189,8 @@ class Run:
             self.problems.append(f"restart {n}: pid {new} does not run the binary just deployed")
         self.handoffs.append((t1 - t0) * 1000.0)
         self.windows.append((t0, t1 + WINDOW_TAIL))
+        if n in self.args.report_at:
+            self.resources.append((n, new, *resources(new)))
         print(f"harness: {self.mode} restart {n}: pid {old} -> {new} in {self.handoffs[-1]:.1f} ms",
               file=sys.stderr, flush=True)
 
@@ -223,9 +245,16 @@ def table(runs):
     for run, _ in runs:
         h = run.handoffs
         if h:
-            lines.append(f"{run.mode:<9}{len(h):>9}{percentile(h, 50):>17.1f}{percentile(h, 99):>9.1f}{max(h):>9.1f}")
+            lines.append(f"{run.mode:<9}{len(h):>9}{percentile(h, 50):>17.1f}{percentile(h, 99):>9.1f}{max(h):>9.1f}"
+                         + (f"   ({run.retries} upgrade signals repeated after a refusal)" if run.retries else ""))
         for p in run.problems:
             lines.append(f"PROBLEM ({run.mode}): {p}")
+    for run, _ in runs:
+        if run.resources:
+            lines.append("")
+            lines.append(f"{'mode':<9}{'restart':>8}{'pid':>9}{'fds':>6}{'RSS KiB':>10}   (the new process, right after it is ready)")
+            for n, pid, fds, rss in run.resources:
+                lines.append(f"{run.mode:<9}{n:>8}{pid:>9}{fds:>6}{rss:>10}")
     return "\n".join(lines)
 
 
@@ -241,7 +270,13 @@ def main():
     p.add_argument("--per-conn", type=int, default=1, help="requests per client connection (default 1)")
     p.add_argument("--naive", action="store_true", help="also run the stop-then-start restart for contrast")
     p.add_argument("--json", help="write all results to this file as JSON")
+    p.add_argument("--report-at", default="1", help="restarts after which to record the new process's fds "
+                   "and RSS, comma-separated (default 1)")
     args = p.parse_args()
+    try:
+        args.report_at = {int(x) for x in args.report_at.split(",") if x}
+    except ValueError:
+        p.error("--report-at wants comma-separated restart numbers")
     if args.upgrades < 1 or args.interval <= 0 or args.workers < 1 or args.per_conn < 1:
         p.error("--upgrades, --workers and --per-conn must be at least 1, --interval positive")
     work = tempfile.mkdtemp(prefix="tcpgrace-harness-")
@@ -254,7 +289,8 @@ def main():
     print(table(runs))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({run.mode: {"clients": r, "handoff_ms": run.handoffs, "problems": run.problems}
+            json.dump({run.mode: {"clients": r, "handoff_ms": run.handoffs, "problems": run.problems,
+                                  "resources": run.resources}
                        for run, r in runs}, f, indent=2)
     run, results = runs[0]
     lost = sum(r.get("failed", 1) for r in results.values())
