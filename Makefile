@@ -26,8 +26,8 @@ vet:
 ## test: formatting, vet, every example builds, all tests with the race detector, bounded fuzzing
 test: fmt-check vet build
 	$(PYTHON) -m py_compile bench/stress.py bench/harness.py
-	$(GO) test -race -count=1 ./...
 	$(MAKE) fuzz FUZZTIME=10s
+	$(GO) test -race -count=1 ./...
 
 FUZZTIME ?= 30s
 ## fuzz: run each fuzz target for FUZZTIME
