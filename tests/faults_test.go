@@ -213,13 +213,12 @@ func TestReadyThenCrashWithinGrace(t *testing.T) {
 // exists for: without it the old generation hands over the moment the
 // next one says ready and exits; if the next one then dies (200 ms later
 // here), nobody
-// serves (connections are refused) and the pid file names a dead
-// process, until a supervisor restarts the service.
+// serves and the pid file names a dead process, until a supervisor
+// restarts the service.
 func TestReadyThenCrashWithoutGrace(t *testing.T) {
 	self, err := os.Executable()
 	require.NoError(t, err)
 	s := startServer(t, []string{roleEnv + "=ready-crash"}, "-tcp", "127.0.0.1:0")
-	addr := s.addr("tcp:127.0.0.1:0")
 	old := s.pid()
 	s.deploy(self)
 	require.NoError(t, syscall.Kill(old, syscall.SIGUSR1))
@@ -227,6 +226,8 @@ func TestReadyThenCrashWithoutGrace(t *testing.T) {
 	dead := s.pid()
 	assert.NotEqual(t, old, dead, "the crashed generation had written its pid")
 	waitFor(t, "the crashed generation to be gone", func() bool { return processAlive(dead) != nil })
-	_, err = dial("tcp", addr)
-	assert.ErrorIs(t, err, syscall.ECONNREFUSED, "nobody serves: the documented cost of no ready grace")
+	// Both generations that held the socket are gone, so nobody serves.
+	// (Dialing the address proves nothing either way: once freed, the
+	// port may be bound by any other process on the machine.)
+	assert.Equal(t, dead, s.pid(), "the pid file names the dead process")
 }

@@ -1,0 +1,213 @@
+// Command grpc is a gRPC server that replaces itself without failing a
+// call: grpc.Server serves on a listener from tcpgrace, and after an
+// upgrade the old process's GracefulStop sends GOAWAY (clients open their
+// next calls to the new process) and lets the calls in flight, streams
+// included, run to their end.
+//
+// Usage:
+//
+//	grpc [-grpc ADDR] [-stream-interval DUR] [-pidfile PATH] [-ready-timeout DUR]
+//	     [-drain-timeout DUR] [-ready-grace DUR] [-max-generations N]
+//
+// The service, tcpgrace.example.Demo, is described by hand (service.go)
+// with protobuf's well-known wrapper messages, so no protoc is needed:
+//
+//	rpc Echo(google.protobuf.StringValue) returns (google.protobuf.StringValue);      // "PID TEXT"
+//	rpc Count(google.protobuf.Int32Value) returns (stream google.protobuf.StringValue); // N x "PID SEQ"
+//
+// Count sends N messages, -stream-interval apart.
+//
+// Signals: SIGUSR1 upgrades to the executable now at the path grpc was
+// started from (a failed upgrade is logged and it keeps serving); SIGTERM
+// or SIGINT stop accepting, finish the calls in flight up to
+// -drain-timeout and exit 0; SIGHUP is logged and ignored. After a
+// successful upgrade the old process drains the same way and exits 0.
+// Logs are structured (log/slog text) on stderr, one line per event.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/tcpgrace/tcpgrace/tcpgrace"
+)
+
+type config struct {
+	addr           string
+	streamInterval time.Duration
+	pidFile        string
+	readyTimeout   time.Duration
+	drainTimeout   time.Duration
+	readyGrace     time.Duration
+	maxGens        int
+}
+
+func parseFlags(args []string) (*config, error) {
+	var c config
+	fs := flag.NewFlagSet("grpc", flag.ContinueOnError)
+	fs.StringVar(&c.addr, "grpc", "127.0.0.1:9090", "TCP address to serve gRPC on")
+	fs.DurationVar(&c.streamInterval, "stream-interval", 100*time.Millisecond, "delay between the messages of a Count stream")
+	fs.StringVar(&c.pidFile, "pidfile", "", "write the serving process's pid here")
+	fs.DurationVar(&c.readyTimeout, "ready-timeout", tcpgrace.DefaultReadyTimeout, "how long an upgrade waits for the new process")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long calls in flight may take to finish on exit")
+	fs.DurationVar(&c.readyGrace, "ready-grace", 0, "after the new process is ready, keep serving this long and roll back if it dies")
+	fs.IntVar(&c.maxGens, "max-generations", tcpgrace.DefaultMaxGenerations, "how many generations may be alive at once, draining ones included")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.streamInterval < 0 {
+		return nil, errors.New("-stream-interval must not be negative")
+	}
+	return &c, nil
+}
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	// Signals first: a SIGTERM that arrives before Notify would kill us.
+	sigs := tcpgrace.NotifySignals()
+	base := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log := base.With("pid", os.Getpid())
+	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grpc:", err)
+		return 2
+	}
+	u, err := tcpgrace.New(tcpgrace.Options{
+		PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace,
+		MaxGenerations: cfg.maxGens, Logger: base,
+	})
+	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+	// The socket inherited from the previous generation, or a new one.
+	ln, err := u.Listen("grpc", "tcp", cfg.addr)
+	if err != nil {
+		u.Fail(err) // the previous generation, if any, keeps serving
+		log.Error("start", "err", err)
+		return 1
+	}
+	srv := grpc.NewServer()
+	srv.RegisterService(&demoServiceDesc, &demo{pid: os.Getpid(), interval: cfg.streamInterval})
+	sv := &serving{done: make(chan struct{})}
+	go func() {
+		sv.err = srv.Serve(ln)
+		close(sv.done)
+	}()
+	if err := u.Ready(); err != nil {
+		log.Error("ready", "err", err)
+		if u.HasParent() {
+			return 1 // our parent keeps serving
+		}
+	}
+	reason, serveErr := serveUntilExit(u, sigs, sv, log)
+	log.Info("draining", "reason", reason)
+	drain(srv, sv, u, cfg.drainTimeout, log)
+	if serveErr != nil {
+		log.Error("exit", "err", serveErr)
+		return 1
+	}
+	log.Info("exit")
+	return 0
+}
+
+// serving is srv.Serve running in its own goroutine.
+type serving struct {
+	done chan struct{} // closed when Serve has returned
+	err  error         // what Serve returned; read it after done is closed
+}
+
+// serveUntilExit acts on signals until this generation has to go, and says
+// why: "upgraded" (the next generation serves; our listener is closed),
+// "stop signal", or "serve failed" with the error that ended srv.Serve.
+func serveUntilExit(u *tcpgrace.Upgrader, sigs <-chan os.Signal, sv *serving, log *slog.Logger) (string, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var upgraded chan error // non-nil while an upgrade runs
+	served := sv.done       // nil once Serve has ended at the hand-off
+	defer func() {
+		if upgraded != nil {
+			cancel() // a stop signal during an upgrade: kill the half-started child
+			<-upgraded
+		}
+	}()
+	for {
+		select {
+		case sig := <-sigs:
+			switch {
+			case slices.Contains(tcpgrace.DefaultUpgradeSignals, sig):
+				if upgraded != nil {
+					log.Warn("upgrade signal ignored: an upgrade is running")
+					continue
+				}
+				log.Info("upgrade signal", "signal", sig.String())
+				upgraded = make(chan error, 1)
+				go func(done chan<- error) { done <- u.Upgrade(ctx) }(upgraded)
+			case slices.Contains(tcpgrace.DefaultStopSignals, sig):
+				log.Info("stop signal", "signal", sig.String())
+				return "stop signal", nil
+			default:
+				log.Info("reload signal ignored: nothing to reload", "signal", sig.String())
+			}
+		case <-upgraded:
+			// Upgrade logged a failure itself (we keep serving); on
+			// success Exit is closed and the next case returns.
+			upgraded = nil
+		case <-u.Exit():
+			return "upgraded", nil
+		case <-served:
+			if errors.Is(sv.err, net.ErrClosed) {
+				// The Upgrader closed our listener at the hand-off;
+				// Exit is closed right after. grpc.Server keeps
+				// serving the connections it has.
+				served = nil
+				continue
+			}
+			return "serve failed", sv.err
+		}
+	}
+}
+
+// drain finishes this generation within timeout. GracefulStop sends
+// GOAWAY on every connection, so clients start their next calls elsewhere,
+// and waits for the calls in flight; it has no deadline of its own, so it
+// runs in a goroutine and Stop cancels what is left at the deadline. Once
+// Serve has returned, every connection it accepted is known to the
+// Upgrader, whose Shutdown waits for any still open, releases the socket
+// (after a stop) and removes the pid file if it is still ours.
+func drain(srv *grpc.Server, sv *serving, u *tcpgrace.Upgrader, timeout time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	stopped := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		log.Warn("drain deadline: cancelling the calls in flight")
+		srv.Stop()
+		<-stopped
+	}
+	<-sv.done // prompt: GracefulStop and Stop close the listener
+	if err := u.Shutdown(ctx); err != nil {
+		log.Warn("drained", "err", err)
+	}
+}

@@ -1,0 +1,227 @@
+// Command http is a net/http server that replaces itself without dropping
+// a request: http.Server serves on a listener from tcpgrace, and after an
+// upgrade the old process lets http.Server.Shutdown finish the requests in
+// flight and close its keep-alive connections cleanly, while the new
+// process already accepts.
+//
+// Usage:
+//
+//	http [-http ADDR] [-pidfile PATH] [-ready-timeout DUR] [-drain-timeout DUR]
+//	     [-ready-grace DUR] [-max-generations N]
+//
+// Endpoints: GET / answers with the serving process's pid; GET /slow?ms=N
+// sleeps N milliseconds, then answers 200 with the pid.
+//
+// Signals: SIGUSR1 upgrades to the executable now at the path http was
+// started from (a failed upgrade is logged and it keeps serving); SIGTERM
+// or SIGINT stop accepting, finish open requests up to -drain-timeout and
+// exit 0; SIGHUP is logged and ignored. After a successful upgrade the old
+// process drains the same way and exits 0. Logs are structured (log/slog
+// text) on stderr, one line per event.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/tcpgrace/tcpgrace/tcpgrace"
+)
+
+// maxSlow bounds /slow?ms=N.
+const maxSlow = time.Minute
+
+type config struct {
+	addr         string
+	pidFile      string
+	readyTimeout time.Duration
+	drainTimeout time.Duration
+	readyGrace   time.Duration
+	maxGens      int
+}
+
+func parseFlags(args []string) (*config, error) {
+	var c config
+	fs := flag.NewFlagSet("http", flag.ContinueOnError)
+	fs.StringVar(&c.addr, "http", "127.0.0.1:8080", "TCP address to serve HTTP on")
+	fs.StringVar(&c.pidFile, "pidfile", "", "write the serving process's pid here")
+	fs.DurationVar(&c.readyTimeout, "ready-timeout", tcpgrace.DefaultReadyTimeout, "how long an upgrade waits for the new process")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long open requests may take to finish on exit")
+	fs.DurationVar(&c.readyGrace, "ready-grace", 0, "after the new process is ready, keep serving this long and roll back if it dies")
+	fs.IntVar(&c.maxGens, "max-generations", tcpgrace.DefaultMaxGenerations, "how many generations may be alive at once, draining ones included")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return &c, nil
+}
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	// Signals first: a SIGTERM that arrives before Notify would kill us.
+	sigs := tcpgrace.NotifySignals()
+	base := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log := base.With("pid", os.Getpid())
+	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "http:", err)
+		return 2
+	}
+	u, err := tcpgrace.New(tcpgrace.Options{
+		PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace,
+		MaxGenerations: cfg.maxGens, Logger: base,
+	})
+	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+	// The socket inherited from the previous generation, or a new one.
+	ln, err := u.Listen("http", "tcp", cfg.addr)
+	if err != nil {
+		u.Fail(err) // the previous generation, if any, keeps serving
+		log.Error("start", "err", err)
+		return 1
+	}
+	srv := &http.Server{
+		Handler:           routes(log),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	sv := &serving{done: make(chan struct{})}
+	go func() {
+		sv.err = srv.Serve(ln)
+		close(sv.done)
+	}()
+	if err := u.Ready(); err != nil {
+		log.Error("ready", "err", err)
+		if u.HasParent() {
+			return 1 // our parent keeps serving
+		}
+	}
+	reason, serveErr := serveUntilExit(u, sigs, sv, log)
+	log.Info("draining", "reason", reason)
+	drain(srv, sv, u, cfg.drainTimeout, log)
+	if serveErr != nil {
+		log.Error("exit", "err", serveErr)
+		return 1
+	}
+	log.Info("exit")
+	return 0
+}
+
+// routes are the demo endpoints; both answer with this process's pid, so
+// a client sees which generation served it.
+func routes(log *slog.Logger) http.Handler {
+	pid := os.Getpid()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%d\n", pid)
+	})
+	mux.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
+		ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+		d := time.Duration(ms) * time.Millisecond
+		if err != nil || d < 0 || d > maxSlow {
+			http.Error(w, fmt.Sprintf("ms must be an integer from 0 to %d", maxSlow.Milliseconds()), http.StatusBadRequest)
+			return
+		}
+		log.Info("slow request", "ms", ms)
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			fmt.Fprintf(w, "%d\n", pid)
+		case <-r.Context().Done(): // the client left, or the drain deadline closed the connection
+		}
+	})
+	return mux
+}
+
+// serving is srv.Serve running in its own goroutine.
+type serving struct {
+	done chan struct{} // closed when Serve has returned
+	err  error         // what Serve returned; read it after done is closed
+}
+
+// serveUntilExit acts on signals until this generation has to go, and says
+// why: "upgraded" (the next generation serves; our listener is closed),
+// "stop signal", or "serve failed" with the error that ended srv.Serve.
+func serveUntilExit(u *tcpgrace.Upgrader, sigs <-chan os.Signal, sv *serving, log *slog.Logger) (string, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var upgraded chan error // non-nil while an upgrade runs
+	served := sv.done       // nil once Serve has ended at the hand-off
+	defer func() {
+		if upgraded != nil {
+			cancel() // a stop signal during an upgrade: kill the half-started child
+			<-upgraded
+		}
+	}()
+	for {
+		select {
+		case sig := <-sigs:
+			switch {
+			case slices.Contains(tcpgrace.DefaultUpgradeSignals, sig):
+				if upgraded != nil {
+					log.Warn("upgrade signal ignored: an upgrade is running")
+					continue
+				}
+				log.Info("upgrade signal", "signal", sig.String())
+				upgraded = make(chan error, 1)
+				go func(done chan<- error) { done <- u.Upgrade(ctx) }(upgraded)
+			case slices.Contains(tcpgrace.DefaultStopSignals, sig):
+				log.Info("stop signal", "signal", sig.String())
+				return "stop signal", nil
+			default:
+				log.Info("reload signal ignored: nothing to reload", "signal", sig.String())
+			}
+		case <-upgraded:
+			// Upgrade logged a failure itself (we keep serving); on
+			// success Exit is closed and the next case returns.
+			upgraded = nil
+		case <-u.Exit():
+			return "upgraded", nil
+		case <-served:
+			if errors.Is(sv.err, net.ErrClosed) {
+				// The Upgrader closed our listener at the hand-off;
+				// Exit is closed right after.
+				served = nil
+				continue
+			}
+			return "serve failed", sv.err
+		}
+	}
+}
+
+// drain finishes this generation within timeout: http.Server.Shutdown
+// stops taking requests, closes idle keep-alive connections, lets active
+// requests finish (their responses say "Connection: close") and waits for
+// them; at the deadline Close cuts the rest. Once Serve has returned, every
+// connection it accepted is known to the Upgrader, whose Shutdown waits for
+// any still open, releases the socket (after a stop) and removes the pid
+// file if it is still ours.
+func drain(srv *http.Server, sv *serving, u *tcpgrace.Upgrader, timeout time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("drain deadline: closing open connections", "err", err)
+		srv.Close()
+	}
+	<-sv.done // prompt: Shutdown and Close close the listener
+	if err := u.Shutdown(ctx); err != nil {
+		log.Warn("drained", "err", err)
+	}
+}
