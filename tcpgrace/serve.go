@@ -82,13 +82,34 @@ func (s *Server) Serve(ctx context.Context, listeners ...net.Listener) error {
 	}
 	l := s.start(listeners)
 	defer l.draining()
+	return l.drain(s.loop(ctx, l.accepted, l.dispatch))
+}
+
+// Wait is Serve's signal handling for a program whose server runs its own
+// accept loop on the Upgrader's listeners (net/http, gRPC): it acts on
+// upgrade, stop and reload signals until this generation must leave, and
+// returns nil after a successful upgrade (the listeners are closed
+// already) or a stop signal, ctx's error when ctx ends. It does not drain:
+// stop the server (http.Server.Shutdown, grpc.Server.GracefulStop), then
+// call Upgrader.Shutdown, which also cancels an upgrade still running.
+// Handler and DrainTimeout are not used.
+func (s *Server) Wait(ctx context.Context) error {
+	if s.Upgrader == nil {
+		return errors.New("tcpgrace: Server needs an Upgrader")
+	}
+	return s.loop(ctx, nil, nil)
+}
+
+// loop dispatches accepted connections and acts on signals until this
+// generation must leave; see Wait for what it returns.
+func (s *Server) loop(ctx context.Context, accepted <-chan Accepted, dispatch func(Accepted)) error {
 	u := s.Upgrader
 	upgrading := false
 	upgraded := make(chan error, 1)
 	for {
 		select {
-		case a := <-l.accepted:
-			l.dispatch(a)
+		case a := <-accepted:
+			dispatch(a)
 		case sig := <-s.Signals:
 			switch {
 			case slices.Contains(or(s.UpgradeSignals, DefaultUpgradeSignals), sig):
@@ -101,16 +122,16 @@ func (s *Server) Serve(ctx context.Context, listeners ...net.Listener) error {
 				go func() { upgraded <- u.Upgrade(ctx) }()
 			case slices.Contains(or(s.StopSignals, DefaultStopSignals), sig):
 				u.log.Info("stop signal", "signal", sig.String())
-				return l.drain(nil)
+				return nil
 			case slices.Contains(or(s.ReloadSignals, DefaultReloadSignals), sig):
 				s.reload(sig)
 			}
 		case <-upgraded:
 			upgrading = false // the outcome is logged by Upgrade; success closes Exit
 		case <-u.Exit():
-			return l.drain(nil)
+			return nil
 		case <-ctx.Done():
-			return l.drain(ctx.Err())
+			return ctx.Err()
 		}
 	}
 }

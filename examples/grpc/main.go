@@ -33,7 +33,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -116,8 +115,8 @@ func run() int {
 			return 1 // our parent keeps serving
 		}
 	}
-	reason, serveErr := serveUntilExit(u, sigs, sv, log)
-	log.Info("draining", "reason", reason)
+	serveErr := waitForExit(u, sigs, sv)
+	log.Info("draining", "reason", exitReason(u, serveErr))
 	drain(srv, sv, u, cfg.drainTimeout, log)
 	if serveErr != nil {
 		log.Error("exit", "err", serveErr)
@@ -133,55 +132,40 @@ type serving struct {
 	err  error         // what Serve returned; read it after done is closed
 }
 
-// serveUntilExit acts on signals until this generation has to go, and says
-// why: "upgraded" (the next generation serves; our listener is closed),
-// "stop signal", or "serve failed" with the error that ended srv.Serve.
-func serveUntilExit(u *tcpgrace.Upgrader, sigs <-chan os.Signal, sv *serving, log *slog.Logger) (string, error) {
+// waitForExit acts on signals (tcpgrace.Server.Wait) until this
+// generation has to go: after a successful upgrade (our listener is closed
+// already) or a stop signal it returns nil; if the server fails on its own
+// it returns that error.
+func waitForExit(u *tcpgrace.Upgrader, sigs <-chan os.Signal, sv *serving) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var upgraded chan error // non-nil while an upgrade runs
-	served := sv.done       // nil once Serve has ended at the hand-off
-	defer func() {
-		if upgraded != nil {
-			cancel() // a stop signal during an upgrade: kill the half-started child
-			<-upgraded
+	go func() {
+		select {
+		case <-sv.done:
+			if !(sv.err == nil || errors.Is(sv.err, net.ErrClosed)) {
+				cancel() // the server failed: stop waiting
+			}
+		case <-ctx.Done():
 		}
 	}()
-	for {
-		select {
-		case sig := <-sigs:
-			switch {
-			case slices.Contains(tcpgrace.DefaultUpgradeSignals, sig):
-				if upgraded != nil {
-					log.Warn("upgrade signal ignored: an upgrade is running")
-					continue
-				}
-				log.Info("upgrade signal", "signal", sig.String())
-				upgraded = make(chan error, 1)
-				go func(done chan<- error) { done <- u.Upgrade(ctx) }(upgraded)
-			case slices.Contains(tcpgrace.DefaultStopSignals, sig):
-				log.Info("stop signal", "signal", sig.String())
-				return "stop signal", nil
-			default:
-				log.Info("reload signal ignored: nothing to reload", "signal", sig.String())
-			}
-		case <-upgraded:
-			// Upgrade logged a failure itself (we keep serving); on
-			// success Exit is closed and the next case returns.
-			upgraded = nil
-		case <-u.Exit():
-			return "upgraded", nil
-		case <-served:
-			if errors.Is(sv.err, net.ErrClosed) {
-				// The Upgrader closed our listener at the hand-off;
-				// Exit is closed right after. grpc.Server keeps
-				// serving the connections it has.
-				served = nil
-				continue
-			}
-			return "serve failed", sv.err
-		}
+	if err := (&tcpgrace.Server{Upgrader: u, Signals: sigs}).Wait(ctx); err != nil {
+		<-sv.done
+		return sv.err
 	}
+	return nil
+}
+
+// exitReason says why this generation leaves, for the log.
+func exitReason(u *tcpgrace.Upgrader, serveErr error) string {
+	select {
+	case <-u.Exit():
+		return "upgraded" // Exit is closed by a successful upgrade (Shutdown comes later)
+	default:
+	}
+	if serveErr != nil {
+		return "serve failed"
+	}
+	return "stop signal"
 }
 
 // drain finishes this generation within timeout. GracefulStop sends
