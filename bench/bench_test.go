@@ -57,7 +57,7 @@ const childLinger = 500 * time.Millisecond
 // BenchmarkAccept compares the accept path of a plain listener with one
 // handed out by the registry (which tracks every connection).
 func BenchmarkAccept(b *testing.B) {
-	b.Run("plain", func(b *testing.B) {
+	b.Run("impl=plain", func(b *testing.B) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			b.Fatal(err)
@@ -65,7 +65,7 @@ func BenchmarkAccept(b *testing.B) {
 		defer ln.Close()
 		benchAccept(b, ln)
 	})
-	b.Run("tracked", func(b *testing.B) {
+	b.Run("impl=tracked", func(b *testing.B) {
 		u := coldUpgrader(b)
 		defer u.Close()
 		ln, err := u.Listen("bench", "tcp", "127.0.0.1:0")

@@ -205,7 +205,7 @@ func writeChildInfo(info childInfo) error {
 // newColdUpgrader returns an Upgrader as on a first start, without
 // consuming New's once-per-process inherited environment. It is closed
 // when the test ends.
-func newColdUpgrader(t *testing.T, opts Options) *Upgrader {
+func newColdUpgrader(t testing.TB, opts Options) *Upgrader {
 	t.Helper()
 	files, err := inherit.Open(nil)
 	require.NoError(t, err, "inherit.Open(nil) must give an empty set, as on a first start")
