@@ -149,7 +149,9 @@ class Run:
         return p
 
     def clients(self):
-        duration = self.args.interval * (self.args.upgrades + 1) + 2
+        # Stopped with SIGTERM after the last restart; the duration is only
+        # a bound in case the harness itself dies.
+        duration = (self.args.interval + 2) * (self.args.upgrades + 1) + 10
         stress = os.path.join(HERE, "stress.py")
         common = ["--workers", str(self.args.workers), "--duration", str(duration),
                   "--per-conn", str(self.args.per_conn)]
@@ -205,6 +207,9 @@ class Run:
                 build = builds.next()
                 time.sleep(self.args.interval)
                 self.restart(n, build)
+            time.sleep(min(self.args.interval, 1.0))  # load after the last restart too
+            for p, _ in clients.values():
+                p.send_signal(signal.SIGTERM)
             results = {name: json.loads(p.communicate()[0] or "{}") for name, (p, _) in clients.items()}
             self.latency_windows({name: trace for name, (_, trace) in clients.items()}, results)
         finally:

@@ -9,7 +9,8 @@ Usage:
   stress.py (--tcp HOST:PORT | --unix PATH) [--workers N] [--duration SECONDS]
             [--max-requests N] [--per-conn K] [--timeout SECONDS] [--trace FILE]
 
-A progress line goes to stderr every second; a JSON summary goes to stdout.
+A progress line goes to stderr every second; a JSON summary goes to stdout,
+also when SIGTERM or SIGINT ends the run early.
 The exit status is 1 if any request failed, 2 on bad usage, 0 otherwise.
 Only loopback addresses (127.0.0.0/8, ::1) and Unix sockets are accepted.
 """
@@ -17,6 +18,7 @@ Only loopback addresses (127.0.0.0/8, ::1) and Unix sockets are accepted.
 import argparse
 import ipaddress
 import json
+import signal
 import socket
 import sys
 import threading
@@ -207,13 +209,16 @@ def main(argv=None):
         stats.trace = []
     threads = [threading.Thread(target=worker, args=(w, args, target, stats, stop), daemon=True)
                for w in range(args.workers)]
+    ended = threading.Event()  # set by SIGTERM or SIGINT: stop now and report
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: ended.set())
     start = time.monotonic()
     for t in threads:
         t.start()
     deadline = start + args.duration
     last = (start, 0)
-    while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
-        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    while any(t.is_alive() for t in threads) and time.monotonic() < deadline and not ended.is_set():
+        ended.wait(min(1.0, max(0.0, deadline - time.monotonic())))
         now = time.monotonic()
         with stats.lock:
             ok = stats.counts["ok"]
