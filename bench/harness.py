@@ -20,7 +20,8 @@ not complete; the naive mode's losses are expected and only reported.
 
 Usage:
   harness.py [--source PKG | --server PATH] [--upgrades N] [--interval SECONDS]
-             [--workers N] [--per-conn K] [--naive] [--json FILE] [--report-at N,N...]
+             [--workers N] [--per-conn K] [--listeners N] [--naive] [--json FILE]
+             [--report-at N,N...]
 """
 
 import argparse
@@ -136,6 +137,7 @@ class Run:
         self.pidfile = os.path.join(self.dir, "lineserver.pid")
         self.sock = os.path.join(self.dir, "line.sock")
         self.port = free_port()
+        self.extra_ports = [free_port() for _ in range(max(0, args.listeners - 2))]
         self.log = open(os.path.join(self.dir, "server.log"), "w")
         self.procs, self.handoffs, self.windows, self.problems = [], [], [], []
         self.resources = []  # (restart, pid, fds, rss_kib) at the restarts in --report-at
@@ -144,6 +146,8 @@ class Run:
     def start_server(self):
         cmd = [self.binary, "-tcp", f"127.0.0.1:{self.port}", "-unix", self.sock, "-pidfile", self.pidfile,
                "-drain-timeout", "10s"]
+        for port in self.extra_ports:  # idle listeners, handed over like the others
+            cmd += ["-tcp", f"127.0.0.1:{port}"]
         p = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
         self.procs.append(p)
         return p
@@ -273,6 +277,8 @@ def main():
     p.add_argument("--interval", type=float, default=2.0, help="seconds between restarts (default 2)")
     p.add_argument("--workers", type=int, default=8, help="client threads per socket (default 8)")
     p.add_argument("--per-conn", type=int, default=1, help="requests per client connection (default 1)")
+    p.add_argument("--listeners", type=int, default=2,
+                   help="listening sockets of the server: one TCP and one Unix under load, the rest idle TCP (default 2)")
     p.add_argument("--naive", action="store_true", help="also run the stop-then-start restart for contrast")
     p.add_argument("--json", help="write all results to this file as JSON")
     p.add_argument("--report-at", default="1", help="restarts after which to record the new process's fds "

@@ -34,7 +34,10 @@ import (
 // listFlag is a flag that may be repeated.
 type listFlag []string
 
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+// String implements flag.Value.
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+// Set implements flag.Value: each use of the flag adds one value.
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 type config struct {

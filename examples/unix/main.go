@@ -39,13 +39,19 @@ import (
 // listFlag is a flag that may be repeated.
 type listFlag []string
 
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+// String implements flag.Value.
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+// Set implements flag.Value: each use of the flag adds one value.
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 // modeFlag is a file permission written in octal, e.g. 0660.
 type modeFlag fs.FileMode
 
+// String implements flag.Value.
 func (m *modeFlag) String() string { return fmt.Sprintf("%#o", uint32(*m)) }
+
+// Set implements flag.Value: an octal permission such as 0660.
 func (m *modeFlag) Set(s string) error {
 	v, err := strconv.ParseUint(s, 8, 32)
 	if err != nil || v == 0 || fs.FileMode(v)&^fs.ModePerm != 0 {
