@@ -101,11 +101,10 @@ class Builds:
     def next(self):
         self.n += 1
         out = os.path.join(self.dir, f"lineserver-{self.n}")
-        if self.source:
-            subprocess.run(["go", "build", "-ldflags", f"-X main.version=build-{self.n}", "-o", out, self.source],
-                           check=True)
-        else:
-            shutil.copy2(self.server, out)
+        if not self.source:
+            return self.server  # deploy() copies it: every restart still gets a new file
+        subprocess.run(["go", "build", "-ldflags", f"-X main.version=build-{self.n}", "-o", out, self.source],
+                       check=True)
         return out
 
 
