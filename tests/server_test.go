@@ -66,6 +66,7 @@ type launchOpts struct {
 	shell   string   // if set, run through sh -c with this prefix, e.g. "ulimit -n 30;"
 	pidFile string   // if set, use this pid file instead of one in the temp dir
 	noWait  bool     // do not wait for the pid file
+	extra   []*os.File // passed as fds 3 and up, as systemd passes sockets
 }
 
 func launch(t *testing.T, src string, o launchOpts, args ...string) *server {
@@ -84,6 +85,7 @@ func launch(t *testing.T, src string, o launchOpts, args ...string) *server {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), o.env...)
+	cmd.ExtraFiles = o.extra
 	stderr, err := os.Create(s.logs.path)
 	require.NoError(t, err)
 	defer stderr.Close()
