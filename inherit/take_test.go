@@ -20,6 +20,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
 
 // Take reads this process's environment once per process, so it is
@@ -47,7 +48,7 @@ const greeting = "hello from the child"
 func TestMain(m *testing.M) {
 	switch mode := os.Getenv(helperEnv); mode {
 	case "":
-		os.Exit(m.Run())
+		goleak.VerifyTestMain(m) // runs the tests; fails on a goroutine left behind
 	case helperTake:
 		rep := takeHelper()
 		if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
