@@ -62,10 +62,10 @@ func startExample(t *testing.T, src string, env []string, args ...string) *serve
 
 // launchOpts are the less common ways to start a server.
 type launchOpts struct {
-	env     []string // added to our environment
-	shell   string   // if set, run through sh -c with this prefix, e.g. "ulimit -n 30;"
-	pidFile string   // if set, use this pid file instead of one in the temp dir
-	noWait  bool     // do not wait for the pid file
+	env     []string   // added to our environment
+	shell   string     // if set, run through sh -c with this prefix, e.g. "ulimit -n 30;"
+	pidFile string     // if set, use this pid file instead of one in the temp dir
+	noWait  bool       // do not wait for the pid file
 	extra   []*os.File // passed as fds 3 and up, as systemd passes sockets
 }
 
