@@ -73,6 +73,8 @@ type Server struct {
 // its own goroutine. It returns after this generation has drained: nil
 // after a successful upgrade or a stop signal, ctx's error when ctx ends,
 // and the drain error (connections cut at the deadline) joined to either.
+// While it drains, an upgrade signal is refused and logged, and a second
+// stop signal cuts the drain short.
 // A failed upgrade is logged and serving goes on. Temporary accept errors
 // (EMFILE, ENFILE, ECONNABORTED...) back off from 5 ms, doubling up to 1 s,
 // and never end the loop.
@@ -212,11 +214,37 @@ func (l *serveLoop) drain(cause error) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	go l.signalsWhileDraining(ctx, cancel)
 	err := l.s.Upgrader.Shutdown(ctx)
 	if err != nil {
 		l.s.Upgrader.log.Warn("drain", "err", err)
 	}
 	return errors.Join(cause, err)
+}
+
+// signalsWhileDraining answers signals until the drain ends: an upgrade
+// signal is refused (this generation is shutting down, ErrClosed), a
+// second stop signal ends the drain at once (open connections are
+// closed), a reload signal is ignored.
+func (l *serveLoop) signalsWhileDraining(ctx context.Context, hurry context.CancelFunc) {
+	log := l.s.Upgrader.log
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case sig := <-l.s.Signals:
+			switch {
+			case slices.Contains(or(l.s.UpgradeSignals, DefaultUpgradeSignals), sig):
+				log.Warn("upgrade signal ignored while draining", "err", ErrClosed)
+			case slices.Contains(or(l.s.StopSignals, DefaultStopSignals), sig):
+				log.Warn("second stop signal: closing open connections now", "signal", sig.String())
+				hurry()
+				return
+			default:
+				log.Info("signal ignored while draining", "signal", sig.String())
+			}
+		}
+	}
 }
 
 // acceptLoop feeds l.accepted until ln is closed.

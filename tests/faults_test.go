@@ -41,7 +41,8 @@ func TestParentKilledWhileDraining(t *testing.T) {
 }
 
 // TestUpgradeSignalWhileUpgrading: a second SIGUSR1 while an upgrade runs
-// is refused with a clear log line, and the first upgrade completes.
+// is refused with a clear log line, and the first upgrade completes; no
+// request fails meanwhile.
 func TestUpgradeSignalWhileUpgrading(t *testing.T) {
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0")
 	slow := filepath.Join(s.dir, "lineserver.real")
@@ -49,6 +50,9 @@ func TestUpgradeSignalWhileUpgrading(t *testing.T) {
 	// A next generation that takes a moment before it is the real server:
 	// exec keeps its pid and the inherited fds.
 	s.deployBytes([]byte(fmt.Sprintf("#!/bin/sh\nsleep 1\nexec %s \"$@\"\n", slow)), 0o755)
+	addr := s.addr("tcp:127.0.0.1:0")
+	l := startLoad([]target{{"tcp", addr}}, 2, 1_000_000)
+	l.waitRequests(t, 100)
 	old := s.pid()
 	require.NoError(t, syscall.Kill(old, syscall.SIGUSR1))
 	waitFor(t, "the first upgrade to start", func() bool {
@@ -63,7 +67,35 @@ func TestUpgradeSignalWhileUpgrading(t *testing.T) {
 	s.pids = append(s.pids, s.pid())
 	s.mu.Unlock()
 	s.waitExit(old, 0)
-	assert.NoError(t, echoOnce("tcp", s.addr("tcp:127.0.0.1:0"), "after"), "the new generation serves")
+	l.waitRequests(t, 100)
+	l.stopLoad(t)
+}
+
+// TestSignalsWhileDraining: after SIGTERM, while a connection keeps the
+// server draining, SIGUSR1 is refused with a clear log line and a second
+// SIGTERM ends the drain at once: the connection is closed and the server
+// exits 0.
+func TestSignalsWhileDraining(t *testing.T) {
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "60s")
+	ch := startChatter(t, s.addr("tcp:127.0.0.1:0"), 50*time.Millisecond)
+	ch.waitReplies(t, 2)
+	pid := s.pid()
+	require.NoError(t, syscall.Kill(pid, syscall.SIGTERM))
+	waitFor(t, "the drain to start", func() bool { return strings.Contains(s.logs.String(), `msg="shutting down"`) })
+	ch.waitReplies(t, 2) // the open connection is still served while draining
+	require.NoError(t, syscall.Kill(pid, syscall.SIGUSR1))
+	waitFor(t, "the refused upgrade", func() bool {
+		return strings.Contains(s.logs.String(), `msg="upgrade signal ignored while draining" pid=`)
+	})
+	assert.Contains(t, s.logs.String(), "upgrader is shut down", "the refusal says why")
+	require.NoError(t, syscall.Kill(pid, syscall.SIGTERM))
+	s.waitExit(pid, 0)
+	select {
+	case err := <-ch.done:
+		assert.Error(t, err, "the next request on the connection fails: the second SIGTERM closed it")
+	case <-time.After(waitTimeout):
+		t.Fatal("the persistent client never noticed its connection was closed")
+	}
 }
 
 // TestHundredUpgrades: 100 upgrades as fast as readiness allows, under
