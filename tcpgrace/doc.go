@@ -72,7 +72,11 @@
 //
 // Each set is a field of [Server] (UpgradeSignals, StopSignals,
 // ReloadSignals), so nginx's or tableflip's convention is one assignment
-// away. Without a reload hook SIGHUP is logged and ignored.
+// away. Without a reload hook SIGHUP is logged and ignored. While
+// [Server.Serve] drains, an upgrade signal is refused (logged with
+// [ErrClosed]) and a second stop signal closes the open connections at
+// once. [Server.Wait] gives servers with their own accept loop (net/http,
+// gRPC) the same signal handling.
 //
 // # Platforms
 //
