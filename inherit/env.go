@@ -16,14 +16,16 @@ const (
 	// EnvFDs is the variable a tcpgrace parent sets in its child's
 	// environment. Its value is
 	//
-	//	v1;pid=<writer pid>;gen=<generation>;ready=<fd>[;older=<pid>,<pid>...];fd=<entry>;fd=<entry>...
+	//	v1;pid=<writer pid>;gen=<generation>;ready=<fd>[;older=<pid>,...][;keep=<name>,...];fd=<entry>;...
 	//
 	// where each entry is "name,fd,network,address" with name and address
 	// query-escaped (net/url.QueryEscape), so neither may contain a raw
 	// ',' or ';'. The pid is the parent's: the child honours the value only
 	// when it equals its own parent pid. ready is the write end of the
 	// readiness pipe. older, optional, lists the pids of generations before
-	// the writer that were still alive (draining) when it wrote.
+	// the writer that were still alive (draining) when it wrote. keep,
+	// optional, lists (query-escaped) the Unix sockets whose files belong
+	// to someone else (systemd): no generation may remove them.
 	EnvFDs = "TCPGRACE_FDS"
 
 	// Version is the first field of [EnvFDs]; a value of another version is
@@ -100,12 +102,13 @@ type Entry struct {
 
 // Env is the decoded content of the environment.
 type Env struct {
-	Source     string  // the variable it came from: EnvFDs or EnvListenFDs
-	Writer     int     // pid of the process that wrote it
-	Generation int     // generation of the process reading it (1 on a cold start)
-	ReadyFD    int     // readiness pipe fd, -1 if none (systemd)
-	Older      []int   // pids of generations before the writer, still draining when it wrote
-	Entries    []Entry // in fd order
+	Source     string   // the variable it came from: EnvFDs or EnvListenFDs
+	Writer     int      // pid of the process that wrote it
+	Generation int      // generation of the process reading it (1 on a cold start)
+	ReadyFD    int      // readiness pipe fd, -1 if none (systemd)
+	Older      []int    // pids of generations before the writer, still draining when it wrote
+	Keep       []string // names of Unix sockets whose files no generation may remove
+	Entries    []Entry  // in fd order
 }
 
 // Encode returns the value of [EnvFDs] for a child of process pid. It does
@@ -120,6 +123,15 @@ func (e *Env) Encode(pid int) string {
 				b.WriteByte(',')
 			}
 			b.WriteString(strconv.Itoa(p))
+		}
+	}
+	if len(e.Keep) > 0 {
+		b.WriteString(";keep=")
+		for i, name := range e.Keep {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(url.QueryEscape(name))
 		}
 	}
 	for _, en := range e.Entries {
@@ -195,14 +207,8 @@ func decodeFDs(v string, ppid int) (*Env, error) {
 	if e.Writer != ppid {
 		return nil, nil // written for another process: not ours to read
 	}
-	if err := checkUnique(e.Entries, EnvFDs, true); err != nil {
+	if err := e.checkFDs(); err != nil {
 		return nil, err
-	}
-	for i, en := range e.Entries {
-		if en.FD == e.ReadyFD {
-			return nil, &DecodeError{Var: EnvFDs, Entry: i, Err: ErrDuplicate,
-				Reason: fmt.Sprintf("fd %d is the ready fd", en.FD)}
-		}
 	}
 	return e, nil
 }
@@ -218,6 +224,8 @@ func (e *Env) setField(key, val string) error {
 		e.ReadyFD, err = parseFD(val)
 	case "older":
 		e.Older, err = parsePIDs(val)
+	case "keep":
+		e.Keep, err = parseNames(val)
 	case "fd":
 		var en Entry
 		en, err = parseEntry(val, len(e.Entries))
@@ -258,8 +266,23 @@ func parseEntry(val string, i int) (Entry, error) {
 	return Entry{Name: name, FD: fd, Network: parts[2], Address: addr}, nil
 }
 
-// checkUnique rejects two entries with one fd, a ready fd reused as a
-// socket, and (when names is set) two entries with one name.
+// checkFDs rejects two entries with one fd or one name (names may repeat
+// only in systemd's variables) and an entry on the ready fd.
+func (e *Env) checkFDs() error {
+	if err := checkUnique(e.Entries, e.Source, e.Source != EnvListenFDs); err != nil {
+		return err
+	}
+	for i, en := range e.Entries {
+		if en.FD == e.ReadyFD {
+			return &DecodeError{Var: e.Source, Entry: i, Err: ErrDuplicate,
+				Reason: fmt.Sprintf("fd %d is the ready fd", en.FD)}
+		}
+	}
+	return nil
+}
+
+// checkUnique rejects two entries with one fd and (when names is set) two
+// entries with one name.
 func checkUnique(entries []Entry, variable string, names bool) error {
 	fds := map[int]int{}
 	byName := map[string]int{}
@@ -334,6 +357,25 @@ func parsePIDs(s string) ([]int, error) {
 		pids = append(pids, pid)
 	}
 	return pids, nil
+}
+
+func parseNames(s string) ([]string, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) > MaxEntries {
+		return nil, fmt.Errorf("%d names, more than %d", len(parts), MaxEntries)
+	}
+	names := make([]string, 0, len(parts))
+	for _, p := range parts {
+		name, err := url.QueryUnescape(p)
+		if err == nil {
+			err = CheckName(name)
+		}
+		if err != nil {
+			return nil, err
+		}
+		names = append(names, name)
+	}
+	return names, nil
 }
 
 func parseFD(s string) (int, error) {

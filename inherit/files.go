@@ -98,9 +98,15 @@ func Open(env *Env) (*Files, error) {
 	if env == nil {
 		return f, nil
 	}
+	// A hand-built env gets the checks Decode makes: two *os.File on one
+	// fd would close an fd that is not ours.
+	if err := env.checkFDs(); err != nil {
+		return nil, err
+	}
 	f.env = *env
 	f.env.Entries = append([]Entry(nil), env.Entries...)
 	f.env.Older = append([]int(nil), env.Older...)
+	f.env.Keep = append([]string(nil), env.Keep...)
 	if env.ReadyFD >= 0 {
 		if err := checkPipe(env.ReadyFD); err != nil {
 			return nil, &DecodeError{Var: env.Source, Entry: -1, Err: ErrBadFD,
@@ -129,6 +135,13 @@ func Open(env *Env) (*Files, error) {
 // Generation is the generation of this process: 1 on a first start (or a
 // socket-activated one), the parent's plus one after an upgrade.
 func (f *Files) Generation() int { return f.env.Generation }
+
+// Foreign reports whether the file of the inherited Unix socket called
+// name belongs to someone else, so that no generation may remove it: every
+// socket systemd passed, and those the parent listed in keep.
+func (f *Files) Foreign(name string) bool {
+	return f.env.Source == EnvListenFDs || slices.Contains(f.env.Keep, name)
+}
 
 // Older lists the pids of the older generations that may still be
 // draining: the parent and the ones it listed. Empty on a first start.

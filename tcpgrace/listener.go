@@ -3,6 +3,7 @@ package tcpgrace
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -54,15 +55,25 @@ func (l *listener) SyscallConn() (syscall.RawConn, error) {
 // trackedConn is an accepted connection that Shutdown waits for.
 type trackedConn struct {
 	net.Conn
-	u    *Upgrader
-	once sync.Once
+	u      *Upgrader
+	closed atomic.Bool
 }
 
 // Close closes the connection and stops tracking it.
 func (c *trackedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() { c.u.untrack(c) })
+	err, _ := c.closeTracked()
 	return err
+}
+
+// closeTracked closes the connection; first reports whether this call is
+// the one that stopped tracking it.
+func (c *trackedConn) closeTracked() (err error, first bool) {
+	first = c.closed.CompareAndSwap(false, true) // before Close wakes the handler, which closes too
+	err = c.Conn.Close()
+	if first {
+		c.u.untrack(c)
+	}
+	return err, first
 }
 
 // CloseWrite shuts down the writing side, as *net.TCPConn does.

@@ -34,18 +34,21 @@ func writePIDFile(path string, pid int) error {
 	return nil
 }
 
+// readPIDFile returns the pid in path, or 0 if there is none.
+func readPIDFile(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
 // removePIDFile removes path only if it holds pid: a file that names
 // another process (the next generation) is never touched.
 func removePIDFile(path string, pid int) error {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("tcpgrace: reading pid file %s: %w", path, err)
-	}
-	if strings.TrimSpace(string(b)) != strconv.Itoa(pid) {
-		return nil
+	if readPIDFile(path) != pid {
+		return nil // gone, unreadable, or another process's
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("tcpgrace: removing pid file %s: %w", path, err)

@@ -21,13 +21,16 @@ type socket struct {
 	pc                     net.PacketConn // what ListenPacket handed out (packet)
 	unix                   *unixPath      // for unix sockets: the file to unlink on release
 	closedByUpgrader       atomic.Bool    // closed by a hand-off or Shutdown, not by the user
-	inherited              bool           // came from the parent, which still serves it until we are ready
+	inherited              bool           // came from the parent, which may still serve it
+	foreign                bool           // its file belongs to someone else (systemd): never removed
 }
 
 // closeRaw closes this process's copy of the socket without unlinking
 // anything; a copy held by another generation keeps it open.
 func (s *socket) closeRaw() error {
-	s.closedByUpgrader.Store(true)
+	if !s.closedByUpgrader.CompareAndSwap(false, true) {
+		return nil // a hand-off and a Shutdown may both get here
+	}
 	if s.pc != nil {
 		return s.pc.Close()
 	}
@@ -76,6 +79,9 @@ func (u *Upgrader) register(name, network, address string, create func(*socket) 
 	if err := inherit.CheckName(name); err != nil {
 		return nil, fmt.Errorf("tcpgrace: %w", err)
 	}
+	if address == "" {
+		return nil, fmt.Errorf("tcpgrace: %q: empty %s address (for any port say \":0\")", name, network)
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if err := u.stateErrLocked(); err != nil {
@@ -109,10 +115,11 @@ func (u *Upgrader) newListener(s *socket) error {
 		return err
 	}
 	s.inherited = inherited
+	s.foreign = inherited && u.inh.Foreign(s.name)
 	if ul, ok := ln.(*net.UnixListener); ok {
 		ul.SetUnlinkOnClose(false) // the next generation may serve this path
-		if inherited {
-			s.unix = statUnixPath(s.address)
+		if inherited && !s.foreign {
+			s.unix = statUnixPath(ln.Addr().String()) // the bound path, whatever was asked for
 		}
 	}
 	s.raw = ln.(syscall.Conn)
@@ -191,9 +198,14 @@ func (u *Upgrader) release(s *socket) {
 }
 
 // ownsPathLocked reports whether releasing s may remove its socket file:
-// not while a next generation takes it over or has taken it, and not
-// before this generation is ready if the parent, still serving, made it.
+// never a foreign one (s.unix is nil), not while a next generation takes
+// it over or has taken it, and an inherited one only as below.
 // u.mu must be held.
 func (u *Upgrader) ownsPathLocked(s *socket) bool {
-	return s.unix != nil && !u.handedOff && u.state != stateUpgrading && (!s.inherited || u.ready)
+	if s.unix == nil || u.handedOff || u.state == stateUpgrading {
+		return false
+	}
+	// An inherited file is ours once our parent heard that we serve: until
+	// then a failed start leaves the parent serving it.
+	return !s.inherited || u.ready
 }

@@ -103,11 +103,18 @@ func (s *Server) Wait(ctx context.Context) error {
 }
 
 // loop dispatches accepted connections and acts on signals until this
-// generation must leave; see Wait for what it returns.
+// generation must leave; see Wait for what it returns. Leaving on a stop
+// signal or ctx's end cancels an upgrade still running.
 func (s *Server) loop(ctx context.Context, accepted <-chan Accepted, dispatch func(Accepted)) error {
 	u := s.Upgrader
-	upgrading := false
+	var cancelUpgrade context.CancelFunc // set while an upgrade runs
 	upgraded := make(chan error, 1)
+	defer func() {
+		if cancelUpgrade != nil {
+			cancelUpgrade() // leaving: a next generation not yet ready is killed
+			<-upgraded
+		}
+	}()
 	for {
 		select {
 		case a := <-accepted:
@@ -115,13 +122,12 @@ func (s *Server) loop(ctx context.Context, accepted <-chan Accepted, dispatch fu
 		case sig := <-s.Signals:
 			switch {
 			case slices.Contains(or(s.UpgradeSignals, DefaultUpgradeSignals), sig):
-				if upgrading {
+				if cancelUpgrade != nil {
 					u.log.Warn("upgrade signal ignored", "err", ErrUpgradeInProgress)
 					continue
 				}
 				u.log.Info("upgrade signal", "signal", sig.String())
-				upgrading = true
-				go func() { upgraded <- u.Upgrade(ctx) }()
+				cancelUpgrade = startUpgrade(ctx, u, upgraded)
 			case slices.Contains(or(s.StopSignals, DefaultStopSignals), sig):
 				u.log.Info("stop signal", "signal", sig.String())
 				return nil
@@ -129,7 +135,9 @@ func (s *Server) loop(ctx context.Context, accepted <-chan Accepted, dispatch fu
 				s.reload(sig)
 			}
 		case <-upgraded:
-			upgrading = false // the outcome is logged by Upgrade; success closes Exit
+			// The outcome is logged by Upgrade; success closes Exit.
+			cancelUpgrade()
+			cancelUpgrade = nil
 		case <-u.Exit():
 			return nil
 		case <-ctx.Done():
@@ -175,6 +183,14 @@ func (l *serveLoop) dispatch(a Accepted) {
 		return
 	}
 	go l.s.Handler(l.connCtx, a.Conn)
+}
+
+// startUpgrade runs u.Upgrade in a goroutine that reports on done, and
+// returns what cancels it.
+func startUpgrade(ctx context.Context, u *Upgrader, done chan<- error) context.CancelFunc {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() { done <- u.Upgrade(ctx) }()
+	return cancel
 }
 
 func (s *Server) reload(sig os.Signal) {

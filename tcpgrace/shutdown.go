@@ -103,11 +103,19 @@ func (u *Upgrader) waitConns(ctx context.Context) error {
 	for c := range u.conns {
 		open = append(open, c)
 	}
-	u.forceClosed += uint64(len(open))
 	u.mu.Unlock()
+	closed := 0
 	for _, c := range open {
-		c.Close()
+		if _, first := c.closeTracked(); first {
+			closed++ // not closed meanwhile by its handler or another Shutdown
+		}
 	}
-	u.log.Warn("drain deadline: closed open connections", "closed", len(open))
-	return fmt.Errorf("tcpgrace: %d connections still open at the drain deadline, closed: %w", len(open), ctx.Err())
+	if closed == 0 {
+		return nil // the last ones closed by themselves as the deadline passed
+	}
+	u.mu.Lock()
+	u.forceClosed += uint64(closed)
+	u.mu.Unlock()
+	u.log.Warn("drain deadline: closed open connections", "closed", closed)
+	return fmt.Errorf("tcpgrace: %d connections still open at the drain deadline, closed: %w", closed, ctx.Err())
 }

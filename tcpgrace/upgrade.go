@@ -2,7 +2,6 @@ package tcpgrace
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -78,6 +77,9 @@ func (u *Upgrader) beginUpgrade(ctx context.Context) (context.Context, []*os.Fil
 		env.Entries = append(env.Entries, inherit.Entry{
 			Name: s.name, FD: inherit.ListenFDsStart + len(files), Network: s.network, Address: s.address,
 		})
+		if s.foreign {
+			env.Keep = append(env.Keep, s.name)
+		}
 	}
 	u.state = stateUpgrading
 	ctx, cancel := context.WithCancel(ctx)
@@ -219,7 +221,7 @@ func (u *Upgrader) waitReady(ctx context.Context, c *child, r *os.File) error {
 			msgs = nil
 			switch {
 			case m.ready:
-				return u.confirm(c)
+				return u.confirm(ctx, c)
 			case !m.eof:
 				err = fmt.Errorf("%w: %s", ErrChildFailed, m.reason)
 			}
@@ -233,10 +235,17 @@ func (u *Upgrader) waitReady(ctx context.Context, c *child, r *os.File) error {
 				case m = <-msgs:
 					msgs = nil
 				case <-timer.C:
+				case <-ctx.Done():
 				}
 			}
 			err = exitError(m, c.err)
 		case <-timer.C:
+			if m, ok := poll(msgs); ok {
+				msgs = nil
+				if m.ready {
+					return u.confirm(ctx, c) // ready at the last moment: take it
+				}
+			}
 			err = fmt.Errorf("%w: no word within %v, killed", ErrReadyTimeout, u.opts.readyTimeout())
 		case <-ctx.Done():
 			err = fmt.Errorf("tcpgrace: upgrade cancelled, next generation killed: %w", ctx.Err())
@@ -244,13 +253,27 @@ func (u *Upgrader) waitReady(ctx context.Context, c *child, r *os.File) error {
 	}
 	c.cmd.Process.Kill()
 	<-c.exited
+	u.reclaimPIDFile(c.cmd.Process.Pid)
 	return err
 }
 
-// confirm watches a child that said ready for Options.ReadyGrace: if it
-// dies meanwhile, the upgrade fails and this generation, which never
-// stopped accepting, keeps serving and takes the PID file back.
-func (u *Upgrader) confirm(c *child) error {
+// poll takes a message from msgs if one is there, without waiting.
+func poll(msgs <-chan readiness) (readiness, bool) {
+	select {
+	case m := <-msgs:
+		return m, true
+	default:
+		return readiness{}, false
+	}
+}
+
+// confirm watches a child that said ready for Options.ReadyGrace. If it
+// dies of a crash meanwhile, the upgrade fails and this generation, which
+// never stopped accepting, keeps serving and takes the PID file back. A
+// child that exits 0 left on purpose (it handed over to a generation of
+// its own, or was stopped), and ctx's end means this generation is being
+// stopped: both complete the hand-off.
+func (u *Upgrader) confirm(ctx context.Context, c *child) error {
 	grace := u.opts.ReadyGrace
 	if grace <= 0 {
 		return nil
@@ -260,15 +283,27 @@ func (u *Upgrader) confirm(c *child) error {
 	select {
 	case <-timer.C:
 		return nil
+	case <-ctx.Done():
+		return nil
 	case <-c.exited:
 	}
-	err := fmt.Errorf("%w: it exited within the ready grace of %v after it said ready: %v", ErrChildExited, grace, c.err)
-	if u.opts.PIDFile != "" {
-		if perr := writePIDFile(u.opts.PIDFile, os.Getpid()); perr != nil {
-			err = errors.Join(err, perr)
-		}
+	if c.err == nil {
+		u.log.Info("next generation exited 0 within the ready grace: hand-off stands", "child", c.cmd.Process.Pid)
+		return nil
 	}
-	return err
+	u.reclaimPIDFile(c.cmd.Process.Pid)
+	return fmt.Errorf("%w: it exited within the ready grace of %v after it said ready: %v", ErrChildExited, grace, c.err)
+}
+
+// reclaimPIDFile puts this process's pid back into the PID file if a
+// child that failed had written its own there.
+func (u *Upgrader) reclaimPIDFile(child int) {
+	if u.opts.PIDFile == "" || readPIDFile(u.opts.PIDFile) != child {
+		return
+	}
+	if err := writePIDFile(u.opts.PIDFile, os.Getpid()); err != nil {
+		u.log.Error("taking the pid file back from the failed next generation", "err", err)
+	}
 }
 
 // exitError explains a child that exited before the parent took its

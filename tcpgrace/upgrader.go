@@ -35,7 +35,8 @@ type Upgrader struct {
 
 	mu            sync.Mutex
 	state         state
-	ready         bool
+	readying      bool // Ready was called
+	ready         bool // Ready told the parent (if any): this generation serves
 	handedOff     bool // a next generation took over the sockets
 	sockets       map[string]*socket
 	conns         map[*trackedConn]struct{}
@@ -124,38 +125,53 @@ func (u *Upgrader) Exit() <-chan struct{} { return u.exit }
 func (u *Upgrader) closeExit() { u.exitOnce.Do(func() { close(u.exit) }) }
 
 // Ready declares this generation serving. Call it once every socket it
-// needs is registered. It writes the PID file (if configured), tells the
-// parent generation (if any) to stop accepting and drain, and closes the
-// inherited sockets nobody claimed. It does not block beyond those writes.
+// needs is registered, and accept connections only after it returned nil:
+// a next generation whose parent rolls back is killed, and connections it
+// accepted would be reset. Ready writes the PID file (if configured),
+// tells the parent generation (if any) to stop accepting and drain, and
+// closes the inherited sockets nobody claimed. It does not block beyond
+// those writes.
 //
-// If the PID file cannot be written, Ready returns that error and, in a
-// child, reports it to the parent, whose Upgrade then fails and which
-// kills this process: the old generation keeps serving. A parent that has
-// vanished meanwhile is not an error: this process then serves alone. A
-// second call returns [ErrAlreadyReady].
+// If the PID file cannot be written, Ready returns that error. In a child
+// it also reports the error to the parent, whose Upgrade then fails and
+// which kills this process: the old generation keeps serving. A first
+// generation counts as ready anyway (it serves alone and may upgrade
+// later). A parent that has vanished meanwhile is not an error: this
+// process then serves alone. A second call returns [ErrAlreadyReady].
 func (u *Upgrader) Ready() error {
 	u.mu.Lock()
-	if u.ready {
+	if u.readying {
 		u.mu.Unlock()
 		return ErrAlreadyReady
 	}
-	u.ready = true
+	u.readying = true
 	u.mu.Unlock()
 	hasParent := u.inh.HasParent()
 	if u.opts.PIDFile != "" {
 		if err := writePIDFile(u.opts.PIDFile, os.Getpid()); err != nil {
-			u.inh.Fail(err)
+			if hasParent {
+				u.inh.Fail(err)
+			} else {
+				u.setReady()
+			}
 			return err
 		}
 	}
 	if err := u.inh.Ready(); err != nil && !errors.Is(err, syscall.EPIPE) {
 		return fmt.Errorf("tcpgrace: telling the parent we are ready: %w", err)
 	}
+	u.setReady()
 	u.log.Info("ready", "parent", hasParent)
 	if err := u.inh.CloseUnclaimed(); err != nil {
 		return fmt.Errorf("tcpgrace: %w", err)
 	}
 	return nil
+}
+
+func (u *Upgrader) setReady() {
+	u.mu.Lock()
+	u.ready = true
+	u.mu.Unlock()
 }
 
 // Fail tells the parent generation that this one will not become ready,

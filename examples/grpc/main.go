@@ -104,17 +104,19 @@ func run() int {
 	}
 	srv := grpc.NewServer()
 	srv.RegisterService(&demoServiceDesc, &demo{pid: os.Getpid(), interval: cfg.streamInterval})
-	sv := &serving{done: make(chan struct{})}
-	go func() {
-		sv.err = srv.Serve(ln)
-		close(sv.done)
-	}()
+	// Accept only once Ready has told the parent: if our start failed,
+	// the parent kills us, and connections we had accepted would be reset.
 	if err := u.Ready(); err != nil {
 		log.Error("ready", "err", err)
 		if u.HasParent() {
 			return 1 // our parent keeps serving
 		}
 	}
+	sv := &serving{done: make(chan struct{})}
+	go func() {
+		sv.err = srv.Serve(ln)
+		close(sv.done)
+	}()
 	serveErr := waitForExit(u, sigs, sv)
 	log.Info("draining", "reason", exitReason(u, serveErr))
 	drain(srv, sv, u, cfg.drainTimeout, log)
