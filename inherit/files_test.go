@@ -662,3 +662,24 @@ func TestOpenSystemdEmptyNameClaimsByAddress(t *testing.T) {
 	t.Cleanup(func() { ln.Close() })
 	assert.Equal(t, lo2.Addr().String(), ln.Addr().String(), "the socket bound at the address asked for must be returned")
 }
+
+// TestOpenRejectsDuplicateFDs: a hand-built Env gets the checks Decode
+// makes. Regression: two entries on one fd became two *os.File, and
+// claiming one then closing the other closed an fd that was no longer
+// ours.
+func TestOpenRejectsDuplicateFDs(t *testing.T) {
+	tcp := listenTCP(t, "tcp", "127.0.0.1:0")
+	fd := dupFD(t, tcp.(syscall.Conn))
+	t.Cleanup(func() { unix.Close(fd) })
+	addr := tcp.Addr().String()
+	for _, env := range []*Env{
+		{Source: EnvFDs, Generation: 2, ReadyFD: -1, Entries: []Entry{
+			{Name: "a", FD: fd, Network: "tcp", Address: addr}, {Name: "b", FD: fd, Network: "tcp", Address: addr}}},
+		{Source: EnvFDs, Generation: 2, ReadyFD: fd, Entries: []Entry{{Name: "a", FD: fd, Network: "tcp", Address: addr}}},
+	} {
+		_, err := Open(env)
+		assert.ErrorIs(t, err, ErrDuplicate, "Open must refuse an fd named twice")
+		_, ferr := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+		assert.NoError(t, ferr, "and leave the fd alone")
+	}
+}

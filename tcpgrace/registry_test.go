@@ -313,3 +313,14 @@ func rawDup(t *testing.T, c syscall.Conn) int {
 	require.NoError(t, derr, "F_DUPFD_CLOEXEC should succeed")
 	return fd
 }
+
+// TestEmptyAddressRejected: net.Listen takes "" as any port, but the
+// hand-off could not name it; Listen says so at once instead of every
+// later Upgrade failing.
+func TestEmptyAddressRejected(t *testing.T) {
+	u := newColdUpgrader(t, Options{})
+	_, err := u.Listen("web", "tcp", "")
+	assert.ErrorContains(t, err, `empty tcp address (for any port say ":0")`)
+	_, err = u.ListenPacket("dns", "udp", "")
+	assert.ErrorContains(t, err, "empty udp address")
+}

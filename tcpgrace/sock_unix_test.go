@@ -3,6 +3,7 @@
 package tcpgrace
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -210,4 +211,81 @@ func TestFailedChildKeepsParentUnixSocketFile(t *testing.T) {
 	_, err = os.Lstat(sock)
 	assert.NoError(t, err, "the parent's socket file should survive the failed child")
 	assertAccepts(t, ctl, "the parent, still serving after the failed upgrade")
+}
+
+// inheritedChild builds, in this process, a next generation that inherited
+// ln under name: env as its parent would write it, plus the parent's end
+// of the readiness pipe.
+func inheritedChild(t *testing.T, opts Options, env *inherit.Env, name, network, addr string, ln syscall.Conn) (*Upgrader, *os.File) {
+	t.Helper()
+	var p [2]int
+	require.NoError(t, unix.Pipe2(p[:], unix.O_CLOEXEC), "creating the readiness pipe should succeed")
+	r := os.NewFile(uintptr(p[0]), "ready-r")
+	t.Cleanup(func() { r.Close() })
+	env.ReadyFD = p[1]
+	env.Entries = []inherit.Entry{{Name: name, FD: rawDup(t, ln), Network: network, Address: addr}}
+	files, err := inherit.Open(env)
+	require.NoError(t, err)
+	child, err := newUpgrader(opts, files)
+	require.NoError(t, err)
+	t.Cleanup(func() { child.Close() })
+	return child, r
+}
+
+// TestFailedReadyKeepsParentUnixSocketFile: a next generation whose Ready
+// fails (its pid file cannot be written) has not taken over; its Close on
+// the way out must leave the socket file the parent still serves.
+// Regression: Ready counted the generation as ready before it had told
+// its parent, and Close then removed the file.
+func TestFailedReadyKeepsParentUnixSocketFile(t *testing.T) {
+	parent := newColdUpgrader(t, Options{})
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ctl, err := parent.Listen("ctl", "unix", sock)
+	require.NoError(t, err)
+	opts := Options{PIDFile: filepath.Join(t.TempDir(), "missing", "x.pid")}
+	child, r := inheritedChild(t, opts, &inherit.Env{Source: inherit.EnvFDs, Generation: 2}, "ctl", "unix", sock, ctl.(syscall.Conn))
+	_, err = child.Listen("ctl", "unix", sock)
+	require.NoError(t, err)
+	require.Error(t, child.Ready(), "Ready must fail: the pid file's directory is missing")
+	msg, _ := io.ReadAll(r)
+	assert.Contains(t, string(msg), "writing pid file", "the parent hears why")
+	assert.ErrorIs(t, child.Upgrade(context.Background()), ErrNotReady, "a generation whose Ready failed may not upgrade")
+	child.Close()
+	_, err = os.Lstat(sock)
+	assert.NoError(t, err, "the parent's socket file survives the child whose Ready failed")
+	assertAccepts(t, ctl, "the parent, still serving")
+}
+
+// TestForeignSocketFileNeverRemoved: a Unix socket whose file belongs to
+// systemd (inherited through LISTEN_FDS, or listed in keep by a parent
+// that had it from systemd) is never removed, not even by the last
+// generation's Shutdown, and is listed in keep for the next generation.
+func TestForeignSocketFileNeverRemoved(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  *inherit.Env
+	}{
+		{"systemd", &inherit.Env{Source: inherit.EnvListenFDs, Generation: 1}},
+		{"keep", &inherit.Env{Source: inherit.EnvFDs, Generation: 2, Keep: []string{"ctl"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "s.sock")
+			owner, err := net.Listen("unix", sock) // systemd's socket
+			require.NoError(t, err)
+			owner.(*net.UnixListener).SetUnlinkOnClose(false)
+			defer owner.Close()
+			child, _ := inheritedChild(t, Options{}, tc.env, "ctl", "unix", sock, owner.(syscall.Conn))
+			ln, err := child.Listen("ctl", "unix", sock)
+			require.NoError(t, err)
+			require.NoError(t, child.Ready())
+			child.mu.Lock()
+			s := child.sockets["ctl"]
+			child.mu.Unlock()
+			assert.True(t, s.foreign, "the socket is marked as someone else's, so the next generation is told (keep)")
+			ln.Close()
+			require.NoError(t, child.Shutdown(context.Background()))
+			_, err = os.Lstat(sock)
+			assert.NoError(t, err, "the socket file stays with its owner")
+		})
+	}
 }

@@ -263,3 +263,48 @@ func TestReadyThenCrashWithoutGrace(t *testing.T) {
 	// port may be bound by any other process on the machine.)
 	assert.Equal(t, dead, s.pid(), "the pid file names the dead process")
 }
+
+// TestFailedChildPIDTakenBack: a next generation that wrote its pid into
+// the pid file and then died before saying ready leaves the old
+// generation serving, and the pid file names the old one again.
+func TestFailedChildPIDTakenBack(t *testing.T) {
+	self, err := os.Executable()
+	require.NoError(t, err)
+	s := startServer(t, []string{roleEnv + "=pid-crash"}, "-tcp", "127.0.0.1:0")
+	pid := s.pid()
+	s.deploy(self)
+	s.failUpgrade("signal: killed") // failUpgrade also checks the pid file names pid again
+	assert.Equal(t, pid, s.pid())
+}
+
+// TestChildExitsCleanlyWithinGrace: a next generation that says ready and
+// exits 0 within the ready grace left on purpose (it handed over to a
+// generation of its own, or was stopped): the hand-off stands and the old
+// generation leaves too, rather than serving again beside a newer one.
+func TestChildExitsCleanlyWithinGrace(t *testing.T) {
+	self, err := os.Executable()
+	require.NoError(t, err)
+	s := startServer(t, []string{roleEnv + "=ready-exit0"}, "-tcp", "127.0.0.1:0", "-ready-grace", "2s")
+	old := s.pid()
+	s.deploy(self)
+	require.NoError(t, syscall.Kill(old, syscall.SIGUSR1))
+	s.waitExit(old, 0)
+	assert.Contains(t, s.logs.String(), "exited 0 within the ready grace: hand-off stands")
+}
+
+// TestStopCancelsUpgrade: SIGTERM while an upgrade waits for a slow next
+// generation kills that generation; the server then drains and exits 0
+// and no new generation appears.
+func TestStopCancelsUpgrade(t *testing.T) {
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0")
+	s.deployBytes([]byte("#!/bin/sh\nexec sleep 30\n"), 0o755)
+	old := s.pid()
+	require.NoError(t, syscall.Kill(old, syscall.SIGUSR1))
+	waitFor(t, "the upgrade to start", func() bool {
+		return strings.Contains(s.logs.String(), "upgrade: started next generation")
+	})
+	require.NoError(t, syscall.Kill(old, syscall.SIGTERM))
+	s.waitExit(old, 0)
+	assert.Contains(t, s.logs.String(), "upgrade cancelled, next generation killed")
+	assert.Equal(t, 1, strings.Count(s.logs.String(), "msg=start "), "no next generation ever ran lineserver")
+}

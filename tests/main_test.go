@@ -66,6 +66,9 @@ func runTests(m *testing.M) int {
 //	fail         reports a start-up failure to its parent
 //	ready-crash  takes lineserver's sockets, writes the pid file, says
 //	             ready, and dies of SIGKILL 200 ms later
+//	ready-exit0  the same, but exits 0 at once (it left on purpose)
+//	pid-crash    writes its pid into the pid file, then dies before
+//	             saying ready
 func playRole(role string) int {
 	args := lineserverArgs(os.Args[1:])
 	u, err := tcpgrace.New(tcpgrace.Options{PIDFile: args["-pidfile"][0]})
@@ -77,7 +80,7 @@ func playRole(role string) int {
 	case "fail":
 		u.Fail(errors.New("e2e: refusing to start: config broken"))
 		return 1
-	case "ready-crash":
+	case "ready-crash", "ready-exit0":
 		for _, network := range []string{"tcp", "unix"} {
 			for _, addr := range args["-"+network] {
 				if _, err := u.Listen(network+":"+addr, network, addr); err != nil {
@@ -87,7 +90,13 @@ func playRole(role string) int {
 			}
 		}
 		u.Ready()
+		if role == "ready-exit0" {
+			return 0
+		}
 		time.Sleep(200 * time.Millisecond)
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	case "pid-crash":
+		os.WriteFile(args["-pidfile"][0], []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644)
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}
 	fmt.Fprintln(os.Stderr, "role: unknown role", role)
