@@ -14,7 +14,11 @@
 // gen is the generation of the reader. ready is the write end of a pipe on
 // which the child sends [ReadyByte] once it serves, or [FailByte] and the
 // reason when it gives up. Each fd entry is name, fd, network and address;
-// name and address are query-escaped.
+// name and address are query-escaped. Two optional fields may follow
+// ready: older lists the pids of generations before the parent that still
+// drain (so that a bound on live generations holds across them), and keep
+// lists the Unix sockets whose files belong to systemd, which no
+// generation may remove.
 //
 // Decoding is strict: every malformed part, a duplicate fd or name, and an
 // fd that is closed, not a socket, not listening or of the wrong family is
