@@ -48,8 +48,10 @@ func (s *socket) closeRaw() error {
 // again) unless a next generation already holds a copy. Unix socket files
 // get [Options.UnixMode] before they accept; a stale socket file (nobody
 // listening) is replaced on a cold start, a live one is an error wrapping
-// syscall.EADDRINUSE. Listen fails with [ErrUpgradeInProgress],
-// [ErrUpgraded] or [ErrClosed] outside the serving state.
+// syscall.EADDRINUSE; a socket file that systemd made is never removed.
+// An empty address is an error (for any port say ":0"). Listen fails with
+// [ErrUpgradeInProgress], [ErrUpgraded] or [ErrClosed] outside the serving
+// state.
 func (u *Upgrader) Listen(name, network, address string) (net.Listener, error) {
 	if !inherit.KnownNetwork(network) || inherit.IsPacket(network) {
 		return nil, fmt.Errorf("tcpgrace: Listen %q: network %q is not tcp, tcp4, tcp6 or unix", name, network)
