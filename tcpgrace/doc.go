@@ -75,8 +75,10 @@
 // away. Without a reload hook SIGHUP is logged and ignored. While
 // [Server.Serve] drains, an upgrade signal is refused (logged with
 // [ErrClosed]) and a second stop signal closes the open connections at
-// once. [Server.Wait] gives servers with their own accept loop (net/http,
-// gRPC) the same signal handling.
+// once (after an upgrade, the first stop signal only counts as the first).
+// [Server.Wait] gives servers with their own accept loop (net/http, gRPC)
+// the same signal handling until they must leave; while such a server
+// drains, signals are its own to watch.
 //
 // # Platforms
 //

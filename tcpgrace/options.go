@@ -41,6 +41,9 @@ type Options struct {
 	// within the grace, Upgrade fails, this generation keeps serving and
 	// writes its own pid back into the PID file. Both generations accept
 	// during the grace, so it costs nothing but the time Upgrade takes.
+	// A child that exits with status 0 within the grace left on purpose
+	// (it upgraded again, or was stopped): the hand-off stands. The end of
+	// Upgrade's context ends the grace early, and the hand-off stands.
 	// Default: 0, hand over at once; then a next generation that crashes
 	// right after Ready leaves nobody serving until a supervisor restarts
 	// the service, and the PID file names a dead process.

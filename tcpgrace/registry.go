@@ -117,7 +117,7 @@ func (u *Upgrader) newListener(s *socket) error {
 		return err
 	}
 	s.inherited = inherited
-	s.foreign = inherited && u.inh.Foreign(s.name)
+	s.foreign = inherited && s.network == "unix" && u.inh.Foreign(s.name)
 	if ul, ok := ln.(*net.UnixListener); ok {
 		ul.SetUnlinkOnClose(false) // the next generation may serve this path
 		if inherited && !s.foreign {

@@ -84,7 +84,8 @@ func (s *Server) Serve(ctx context.Context, listeners ...net.Listener) error {
 	}
 	l := s.start(listeners)
 	defer l.draining()
-	return l.drain(s.loop(ctx, l.accepted, l.dispatch))
+	stopped, err := s.loop(ctx, l.accepted, l.dispatch)
+	return l.drain(err, stopped)
 }
 
 // Wait is Serve's signal handling for a program whose server runs its own
@@ -99,13 +100,15 @@ func (s *Server) Wait(ctx context.Context) error {
 	if s.Upgrader == nil {
 		return errors.New("tcpgrace: Server needs an Upgrader")
 	}
-	return s.loop(ctx, nil, nil)
+	_, err := s.loop(ctx, nil, nil)
+	return err
 }
 
 // loop dispatches accepted connections and acts on signals until this
-// generation must leave; see Wait for what it returns. Leaving on a stop
-// signal or ctx's end cancels an upgrade still running.
-func (s *Server) loop(ctx context.Context, accepted <-chan Accepted, dispatch func(Accepted)) error {
+// generation must leave; see Wait for what it returns, and stopped says
+// whether a stop signal was the reason. Leaving on a stop signal or ctx's
+// end cancels an upgrade still running.
+func (s *Server) loop(ctx context.Context, accepted <-chan Accepted, dispatch func(Accepted)) (stopped bool, err error) {
 	u := s.Upgrader
 	var cancelUpgrade context.CancelFunc // set while an upgrade runs
 	upgraded := make(chan error, 1)
@@ -130,7 +133,7 @@ func (s *Server) loop(ctx context.Context, accepted <-chan Accepted, dispatch fu
 				cancelUpgrade = startUpgrade(ctx, u, upgraded)
 			case slices.Contains(or(s.StopSignals, DefaultStopSignals), sig):
 				u.log.Info("stop signal", "signal", sig.String())
-				return nil
+				return true, nil
 			case slices.Contains(or(s.ReloadSignals, DefaultReloadSignals), sig):
 				s.reload(sig)
 			}
@@ -139,9 +142,9 @@ func (s *Server) loop(ctx context.Context, accepted <-chan Accepted, dispatch fu
 			cancelUpgrade()
 			cancelUpgrade = nil
 		case <-u.Exit():
-			return nil
+			return false, nil
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 	}
 }
@@ -210,7 +213,7 @@ func (s *Server) reload(sig os.Signal) {
 // accept goroutines already took (it is out of the kernel's queue: no
 // other generation can have it), then shuts the Upgrader down within
 // DrainTimeout.
-func (l *serveLoop) drain(cause error) error {
+func (l *serveLoop) drain(cause error, stopped bool) error {
 	close(l.closing)
 	l.draining()
 	for _, ln := range l.listeners {
@@ -230,7 +233,7 @@ func (l *serveLoop) drain(cause error) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	go l.signalsWhileDraining(ctx, cancel)
+	go l.signalsWhileDraining(ctx, cancel, stopped)
 	err := l.s.Upgrader.Shutdown(ctx)
 	if err != nil {
 		l.s.Upgrader.log.Warn("drain", "err", err)
@@ -239,10 +242,12 @@ func (l *serveLoop) drain(cause error) error {
 }
 
 // signalsWhileDraining answers signals until the drain ends: an upgrade
-// signal is refused (this generation is shutting down, ErrClosed), a
-// second stop signal ends the drain at once (open connections are
-// closed), a reload signal is ignored.
-func (l *serveLoop) signalsWhileDraining(ctx context.Context, hurry context.CancelFunc) {
+// signal is refused (this generation is shutting down, ErrClosed); a stop
+// signal after the one that started the drain ends it at once (open
+// connections are closed); a first stop signal to a generation that drains
+// after an upgrade only counts as that first one; a reload signal is
+// ignored.
+func (l *serveLoop) signalsWhileDraining(ctx context.Context, hurry context.CancelFunc, stopped bool) {
 	log := l.s.Upgrader.log
 	for {
 		select {
@@ -252,6 +257,9 @@ func (l *serveLoop) signalsWhileDraining(ctx context.Context, hurry context.Canc
 			switch {
 			case slices.Contains(or(l.s.UpgradeSignals, DefaultUpgradeSignals), sig):
 				log.Warn("upgrade signal ignored while draining", "err", ErrClosed)
+			case slices.Contains(or(l.s.StopSignals, DefaultStopSignals), sig) && !stopped:
+				log.Info("stop signal: already draining; another one closes open connections", "signal", sig.String())
+				stopped = true
 			case slices.Contains(or(l.s.StopSignals, DefaultStopSignals), sig):
 				log.Warn("second stop signal: closing open connections now", "signal", sig.String())
 				hurry()

@@ -30,7 +30,12 @@ import (
 // at once with [ErrUpgradeInProgress]; before Ready with [ErrNotReady];
 // after a successful one with [ErrUpgraded]; after Shutdown with
 // [ErrClosed]; and with [ErrTooManyGenerations] if older generations still
-// draining would make more than [Options.MaxGenerations] alive. Shutdown and Close cancel a running Upgrade.
+// draining would make more than [Options.MaxGenerations] alive.
+//
+// Shutdown and Close cancel a running Upgrade, as ctx's end does, until the
+// child says ready; within [Options.ReadyGrace] after that, both end the
+// grace early and the hand-off stands (the child serves, and killing it
+// would reset what it accepted).
 func (u *Upgrader) Upgrade(ctx context.Context) error {
 	ctx, files, env, err := u.beginUpgrade(ctx)
 	if err != nil {
@@ -238,6 +243,9 @@ func (u *Upgrader) waitReady(ctx context.Context, c *child, r *os.File) error {
 				case <-ctx.Done():
 				}
 			}
+			if m.ready {
+				return u.exitedAfterReady(c) // as if seen during the grace
+			}
 			err = exitError(m, c.err)
 		case <-timer.C:
 			if m, ok := poll(msgs); ok {
@@ -271,8 +279,9 @@ func poll(msgs <-chan readiness) (readiness, bool) {
 // dies of a crash meanwhile, the upgrade fails and this generation, which
 // never stopped accepting, keeps serving and takes the PID file back. A
 // child that exits 0 left on purpose (it handed over to a generation of
-// its own, or was stopped), and ctx's end means this generation is being
-// stopped: both complete the hand-off.
+// its own, or was stopped): the hand-off stands. ctx's end (the caller's,
+// or Shutdown's) ends the grace early, and the hand-off stands too: the
+// child serves, and killing it would reset what it accepted.
 func (u *Upgrader) confirm(ctx context.Context, c *child) error {
 	grace := u.opts.ReadyGrace
 	if grace <= 0 {
@@ -287,12 +296,19 @@ func (u *Upgrader) confirm(ctx context.Context, c *child) error {
 		return nil
 	case <-c.exited:
 	}
+	return u.exitedAfterReady(c)
+}
+
+// exitedAfterReady decides about a child that said ready and has exited:
+// with status 0 it left on purpose and the hand-off stands; otherwise it
+// crashed, the upgrade fails and the PID file is ours again.
+func (u *Upgrader) exitedAfterReady(c *child) error {
 	if c.err == nil {
-		u.log.Info("next generation exited 0 within the ready grace: hand-off stands", "child", c.cmd.Process.Pid)
+		u.log.Info("next generation exited 0 after it said ready: hand-off stands", "child", c.cmd.Process.Pid)
 		return nil
 	}
 	u.reclaimPIDFile(c.cmd.Process.Pid)
-	return fmt.Errorf("%w: it exited within the ready grace of %v after it said ready: %v", ErrChildExited, grace, c.err)
+	return fmt.Errorf("%w: it exited after it said ready: %v", ErrChildExited, c.err)
 }
 
 // reclaimPIDFile puts this process's pid back into the PID file if a
@@ -310,8 +326,6 @@ func (u *Upgrader) reclaimPIDFile(child int) {
 // readiness: with the reason it sent, if any, and its exit status.
 func exitError(m readiness, status error) error {
 	switch {
-	case m.ready:
-		return fmt.Errorf("%w: it exited right after it said ready: %v", ErrChildExited, status)
 	case !m.eof:
 		return fmt.Errorf("%w: %s (%v)", ErrChildFailed, m.reason, status)
 	}

@@ -139,9 +139,11 @@ func (s *server) upgradeWithinLimit() {
 			return refused || (s.pid() != 0 && s.pid() != old)
 		})
 		if !refused {
+			pid := s.pid()
 			s.mu.Lock()
-			s.pids = append(s.pids, s.pid())
+			s.pids = append(s.pids, pid)
 			s.mu.Unlock()
+			s.waitReadyLog(pid)
 			return
 		}
 		require.Less(s.t, try, 100, "upgrade refused 100 times in a row")
@@ -233,7 +235,7 @@ func TestReadyThenCrashWithinGrace(t *testing.T) {
 	l.waitRequests(t, 100)
 	pid := s.pid()
 	s.deploy(self)
-	s.failUpgrade("exited within the ready grace")
+	s.failUpgrade("exited after it said ready")
 	l.waitRequests(t, 200)
 	l.stopLoad(t)
 	assert.Equal(t, pid, s.pid(), "the pid file names the old generation again")
@@ -289,7 +291,7 @@ func TestChildExitsCleanlyWithinGrace(t *testing.T) {
 	s.deploy(self)
 	require.NoError(t, syscall.Kill(old, syscall.SIGUSR1))
 	s.waitExit(old, 0)
-	assert.Contains(t, s.logs.String(), "exited 0 within the ready grace: hand-off stands")
+	assert.Contains(t, s.logs.String(), "exited 0 after it said ready: hand-off stands")
 }
 
 // TestStopCancelsUpgrade: SIGTERM while an upgrade waits for a slow next
@@ -307,4 +309,29 @@ func TestStopCancelsUpgrade(t *testing.T) {
 	s.waitExit(old, 0)
 	assert.Contains(t, s.logs.String(), "upgrade cancelled, next generation killed")
 	assert.Equal(t, 1, strings.Count(s.logs.String(), "msg=start "), "no next generation ever ran lineserver")
+}
+
+// TestStopSignalToDrainingGeneration: a generation that drains after an
+// upgrade takes a first SIGTERM (as a service manager sends to every
+// process of the service) as the start of its drain, not as a reason to
+// cut its connections; a second one cuts them.
+func TestStopSignalToDrainingGeneration(t *testing.T) {
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "60s")
+	ch := startChatter(t, s.addr("tcp:127.0.0.1:0"), 50*time.Millisecond)
+	ch.waitReplies(t, 2)
+	old := s.pid()
+	s.startUpgrade()
+	require.NoError(t, syscall.Kill(old, syscall.SIGTERM))
+	waitFor(t, "the first stop signal to be noted", func() bool {
+		return strings.Contains(s.logs.String(), fmt.Sprintf(`msg="stop signal: already draining; another one closes open connections" pid=%d `, old))
+	})
+	ch.waitReplies(t, 3) // still served
+	require.NoError(t, syscall.Kill(old, syscall.SIGTERM))
+	s.waitExit(old, 0)
+	select {
+	case err := <-ch.done:
+		assert.Error(t, err, "the second SIGTERM closed the connection")
+	case <-time.After(waitTimeout):
+		t.Fatal("the persistent client never noticed its connection was closed")
+	}
 }

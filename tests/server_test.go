@@ -173,7 +173,17 @@ func (s *server) startUpgrade() int {
 	s.mu.Lock()
 	s.pids = append(s.pids, pid)
 	s.mu.Unlock()
+	s.waitReadyLog(pid)
 	return pid
+}
+
+// waitReadyLog waits for generation pid's "ready" log line: Ready writes
+// the pid file first and logs after it has told its parent and closed the
+// readiness pipe, so fd counts taken after it are settled.
+func (s *server) waitReadyLog(pid int) {
+	s.t.Helper()
+	line := fmt.Sprintf("msg=ready pid=%d ", pid)
+	waitFor(s.t, line, func() bool { return strings.Contains(s.logs.String(), line) })
 }
 
 // waitExit reaps pid (our child, or an orphan re-parented to us) and
