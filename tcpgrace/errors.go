@@ -38,6 +38,9 @@ var (
 	ErrNotReady = errors.New("tcpgrace: Upgrade before Ready")
 	// ErrAlreadyReady is returned by a second call of [Upgrader.Ready].
 	ErrAlreadyReady = errors.New("tcpgrace: Ready was already called")
+	// ErrServeFailed wraps the error of a server that Server.Run runs when
+	// it stopped by itself (not by a hand-off or a drain).
+	ErrServeFailed = errors.New("tcpgrace: the server stopped with an error")
 	// ErrNotSupported is returned on platforms without fd passing.
 	ErrNotSupported = errors.New("tcpgrace: not supported on this platform")
 )

@@ -188,6 +188,13 @@ func (l *serveLoop) dispatch(a Accepted) {
 	go l.s.Handler(l.connCtx, a.Conn)
 }
 
+func (s *Server) drainTimeout() time.Duration {
+	if s.DrainTimeout > 0 {
+		return s.DrainTimeout
+	}
+	return DefaultDrainTimeout
+}
+
 // startUpgrade runs u.Upgrade in a goroutine that reports on done, and
 // returns what cancels it.
 func startUpgrade(ctx context.Context, u *Upgrader, done chan<- error) context.CancelFunc {
@@ -227,13 +234,9 @@ func (l *serveLoop) drain(cause error, stopped bool) error {
 			done = true
 		}
 	}
-	timeout := l.s.DrainTimeout
-	if timeout <= 0 {
-		timeout = DefaultDrainTimeout
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), l.s.drainTimeout())
 	defer cancel()
-	go l.signalsWhileDraining(ctx, cancel, stopped)
+	go l.s.signalsWhileDraining(ctx, cancel, stopped)
 	err := l.s.Upgrader.Shutdown(ctx)
 	if err != nil {
 		l.s.Upgrader.log.Warn("drain", "err", err)
@@ -247,20 +250,20 @@ func (l *serveLoop) drain(cause error, stopped bool) error {
 // connections are closed); a first stop signal to a generation that drains
 // after an upgrade only counts as that first one; a reload signal is
 // ignored.
-func (l *serveLoop) signalsWhileDraining(ctx context.Context, hurry context.CancelFunc, stopped bool) {
-	log := l.s.Upgrader.log
+func (s *Server) signalsWhileDraining(ctx context.Context, hurry context.CancelFunc, stopped bool) {
+	log := s.Upgrader.log
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case sig := <-l.s.Signals:
+		case sig := <-s.Signals:
 			switch {
-			case slices.Contains(or(l.s.UpgradeSignals, DefaultUpgradeSignals), sig):
+			case slices.Contains(or(s.UpgradeSignals, DefaultUpgradeSignals), sig):
 				log.Warn("upgrade signal ignored while draining", "err", ErrClosed)
-			case slices.Contains(or(l.s.StopSignals, DefaultStopSignals), sig) && !stopped:
+			case slices.Contains(or(s.StopSignals, DefaultStopSignals), sig) && !stopped:
 				log.Info("stop signal: already draining; another one closes open connections", "signal", sig.String())
 				stopped = true
-			case slices.Contains(or(l.s.StopSignals, DefaultStopSignals), sig):
+			case slices.Contains(or(s.StopSignals, DefaultStopSignals), sig):
 				log.Warn("second stop signal: closing open connections now", "signal", sig.String())
 				hurry()
 				return

@@ -26,7 +26,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -108,16 +107,21 @@ func run() int {
 			return 1 // our parent keeps serving
 		}
 	}
-	sv := &serving{done: make(chan struct{})}
-	go func() {
-		sv.err = srv.Serve(ln)
-		close(sv.done)
-	}()
-	serveErr := waitForExit(u, sigs, sv)
-	log.Info("draining", "reason", exitReason(u, serveErr))
-	drain(srv, sv, u, cfg.drainTimeout, log)
-	if serveErr != nil {
-		log.Error("exit", "err", serveErr)
+	// Run serves until this generation must go (upgraded, or a stop
+	// signal), then drains: http.Server.Shutdown stops taking requests,
+	// closes idle keep-alive connections and lets active requests finish
+	// (their responses say "Connection: close"); at the drain deadline
+	// Close cuts the rest.
+	server := &tcpgrace.Server{Upgrader: u, Signals: sigs, DrainTimeout: cfg.drainTimeout}
+	err = server.Run(context.Background(), func() error { return srv.Serve(ln) }, func(ctx context.Context) error {
+		if err := srv.Shutdown(ctx); err != nil {
+			srv.Close()
+			return err
+		}
+		return nil
+	})
+	if errors.Is(err, tcpgrace.ErrServeFailed) {
+		log.Error("exit", "err", err)
 		return 1
 	}
 	log.Info("exit")
@@ -149,66 +153,4 @@ func routes(log *slog.Logger) http.Handler {
 		}
 	})
 	return mux
-}
-
-// serving is srv.Serve running in its own goroutine.
-type serving struct {
-	done chan struct{} // closed when Serve has returned
-	err  error         // what Serve returned; read it after done is closed
-}
-
-// waitForExit acts on signals (tcpgrace.Server.Wait) until this
-// generation has to go: after a successful upgrade (our listener is closed
-// already) or a stop signal it returns nil; if the server fails on its own
-// it returns that error.
-func waitForExit(u *tcpgrace.Upgrader, sigs <-chan os.Signal, sv *serving) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-sv.done:
-			if !(errors.Is(sv.err, net.ErrClosed) || errors.Is(sv.err, http.ErrServerClosed)) {
-				cancel() // the server failed: stop waiting
-			}
-		case <-ctx.Done():
-		}
-	}()
-	if err := (&tcpgrace.Server{Upgrader: u, Signals: sigs}).Wait(ctx); err != nil {
-		<-sv.done
-		return sv.err
-	}
-	return nil
-}
-
-// exitReason says why this generation leaves, for the log.
-func exitReason(u *tcpgrace.Upgrader, serveErr error) string {
-	select {
-	case <-u.Exit():
-		return "upgraded" // Exit is closed by a successful upgrade (Shutdown comes later)
-	default:
-	}
-	if serveErr != nil {
-		return "serve failed"
-	}
-	return "stop signal"
-}
-
-// drain finishes this generation within timeout: http.Server.Shutdown
-// stops taking requests, closes idle keep-alive connections, lets active
-// requests finish (their responses say "Connection: close") and waits for
-// them; at the deadline Close cuts the rest. Once Serve has returned, every
-// connection it accepted is known to the Upgrader, whose Shutdown waits for
-// any still open, releases the socket (after a stop) and removes the pid
-// file if it is still ours.
-func drain(srv *http.Server, sv *serving, u *tcpgrace.Upgrader, timeout time.Duration, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		log.Warn("drain deadline: closing open connections", "err", err)
-		srv.Close()
-	}
-	<-sv.done // prompt: Shutdown and Close close the listener
-	if err := u.Shutdown(ctx); err != nil {
-		log.Warn("drained", "err", err)
-	}
 }

@@ -1,0 +1,83 @@
+package tcpgrace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+)
+
+// Run is Serve for a server with its own accept loop on the Upgrader's
+// listeners (net/http, gRPC). serve runs that server until its listeners
+// close, e.g. func() error { return srv.Serve(ln) }; Run calls it in a
+// goroutine once, so call Ready before Run. Run handles signals as Serve
+// does until this generation must leave: after a successful upgrade, a
+// stop signal, ctx's end, or serve returning an error other than a closed
+// listener.
+//
+// Then it logs "draining" and calls shutdown with a context that ends at
+// DrainTimeout, or at once on a second stop signal. shutdown must stop the
+// server gracefully, and hard when its context ends first (http.Server:
+// Shutdown, then Close; grpc.Server: GracefulStop, then Stop), so that
+// serve returns. Run waits for serve, then shuts the Upgrader down
+// (connections still tracked, the PID file, the sockets) within the same
+// deadline.
+//
+// Run returns nil after an upgrade or a stop signal, ctx's error when ctx
+// ended, an error wrapping [ErrServeFailed] when serve failed, joined with
+// shutdown's and the drain's errors.
+func (s *Server) Run(ctx context.Context, serve func() error, shutdown func(context.Context) error) error {
+	if s.Upgrader == nil || serve == nil || shutdown == nil {
+		return errors.New("tcpgrace: Run needs an Upgrader, a serve and a shutdown function")
+	}
+	served := make(chan struct{})
+	var serveErr error
+	go func() {
+		serveErr = serve()
+		close(served)
+	}()
+	loopCtx, cancel := context.WithCancel(ctx)
+	failed := make(chan struct{})
+	go func() {
+		select {
+		case <-served:
+			if serveErr != nil && !errors.Is(serveErr, net.ErrClosed) {
+				close(failed) // a closed listener is the hand-off; anything else ends serving
+				cancel()
+			}
+		case <-loopCtx.Done():
+		}
+	}()
+	stopped, cause := s.loop(loopCtx, nil, nil)
+	cancel()
+	reason := "stop signal"
+	select {
+	case <-failed:
+		reason, cause = "serve failed", fmt.Errorf("%w: %w", ErrServeFailed, serveErr)
+	default:
+		if cause != nil {
+			reason = "context done"
+		} else if !stopped {
+			reason = "upgraded"
+		}
+	}
+	s.Upgrader.log.Info("draining", "reason", reason)
+	return errors.Join(cause, s.drainOwn(stopped, shutdown, served))
+}
+
+// drainOwn stops a server with its own accept loop, waits for it, and
+// shuts the Upgrader down, all within DrainTimeout.
+func (s *Server) drainOwn(stopped bool, shutdown func(context.Context) error, served <-chan struct{}) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.drainTimeout())
+	defer cancel()
+	go s.signalsWhileDraining(ctx, cancel, stopped)
+	err := shutdown(ctx)
+	<-served
+	if uerr := s.Upgrader.Shutdown(ctx); uerr != nil {
+		err = errors.Join(err, uerr)
+	}
+	if err != nil {
+		s.Upgrader.log.Warn("drain", "err", err)
+	}
+	return err
+}
