@@ -116,29 +116,28 @@ type Env struct {
 func (e *Env) Encode(pid int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s;pid=%d;gen=%d;ready=%d", Version, pid, e.Generation, e.ReadyFD)
-	if len(e.Older) > 0 {
-		b.WriteString(";older=")
-		for i, p := range e.Older {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(strconv.Itoa(p))
-		}
+	older := make([]string, len(e.Older))
+	for i, p := range e.Older {
+		older[i] = strconv.Itoa(p)
 	}
-	if len(e.Keep) > 0 {
-		b.WriteString(";keep=")
-		for i, name := range e.Keep {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(url.QueryEscape(name))
-		}
+	keep := make([]string, len(e.Keep))
+	for i, name := range e.Keep {
+		keep[i] = url.QueryEscape(name)
 	}
+	writeList(&b, "older", older)
+	writeList(&b, "keep", keep)
 	for _, en := range e.Entries {
 		fmt.Fprintf(&b, ";fd=%s,%d,%s,%s", url.QueryEscape(en.Name), en.FD,
 			en.Network, url.QueryEscape(en.Address))
 	}
 	return b.String()
+}
+
+// writeList appends ";key=v1,v2..." unless values is empty.
+func writeList(b *strings.Builder, key string, values []string) {
+	if len(values) > 0 {
+		fmt.Fprintf(b, ";%s=%s", key, strings.Join(values, ","))
+	}
 }
 
 // Lookup is the signature of os.LookupEnv: decoding reads the environment
