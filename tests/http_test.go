@@ -158,30 +158,3 @@ func waitLog(t *testing.T, s *server, text string) {
 		return strings.Contains(s.logs.String(), text)
 	})
 }
-
-// startFuncLoad is startLoad for any request: workers goroutines call
-// do(worker, n) until stopLoad, maxRequests in all, or maxLoadTime, and
-// record its result.
-func startFuncLoad(workers int, maxRequests int64, do func(worker, n int) error) *load {
-	l := &load{stop: make(chan struct{})}
-	deadline := time.Now().Add(maxLoadTime)
-	var issued atomic.Int64
-	for w := range workers {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			for n := 0; ; n++ {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				if issued.Add(1) > maxRequests || time.Now().After(deadline) {
-					return
-				}
-				l.record(do(w, n))
-			}
-		}()
-	}
-	return l
-}

@@ -71,6 +71,10 @@ func parseFlags(args []string) (*config, error) {
 	return &c, nil
 }
 
+// version is stamped at build time (-ldflags "-X main.version=...") so that
+// the logs show which binary each generation runs.
+var version = "dev"
+
 func main() { os.Exit(run()) }
 
 func run() int {
@@ -86,6 +90,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "grpc:", err)
 		return 2
 	}
+	log.Info("start", "version", version)
 	u, err := tcpgrace.New(tcpgrace.Options{
 		PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace,
 		MaxGenerations: cfg.maxGens, Logger: base,

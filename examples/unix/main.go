@@ -93,6 +93,10 @@ func parseFlags(args []string) (*config, error) {
 	return &c, nil
 }
 
+// version is stamped at build time (-ldflags "-X main.version=...") so that
+// the logs show which binary each generation runs.
+var version = "dev"
+
 func main() { os.Exit(run()) }
 
 func run() int {
@@ -108,6 +112,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "unix:", err)
 		return 2
 	}
+	log.Info("start", "version", version)
 	u, err := tcpgrace.New(tcpgrace.Options{
 		PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace,
 		MaxGenerations: cfg.maxGens, UnixMode: fs.FileMode(cfg.mode), Logger: base,
