@@ -67,6 +67,9 @@ type Server struct {
 	// DrainTimeout bounds the wait for open connections when this
 	// generation leaves. Default: DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// IdleGrace is how long [Server.RunHTTP]'s drain lets a keep-alive
+	// connection stay idle before closing it. Default: DefaultIdleGrace.
+	IdleGrace time.Duration
 }
 
 // Serve accepts on every listener and hands each connection to Handler in

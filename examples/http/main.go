@@ -1,15 +1,16 @@
 // Command http is a net/http server that replaces itself without dropping
 // a request: http.Server serves on a listener from tcpgrace, and after an
-// upgrade the old process lets http.Server.Shutdown finish the requests in
-// flight and close its keep-alive connections cleanly, while the new
-// process already accepts.
+// upgrade the old process, while the new one already accepts, keeps
+// answering the requests on its open connections, each with "Connection:
+// close", so that clients reconnect to the new process without an error.
 //
 // Usage:
 //
 //	http [-http ADDR] [-pidfile PATH] [-ready-timeout DUR] [-drain-timeout DUR]
-//	     [-ready-grace DUR] [-max-generations N]
+//	     [-ready-grace DUR] [-idle-grace DUR] [-max-generations N]
 //
-// Endpoints: GET / answers with the serving process's pid; GET /slow?ms=N
+// Endpoints: GET / answers with the serving process's pid, and so does
+// POST / (after reading the body); GET /slow?ms=N
 // sleeps N milliseconds, then answers 200 with the pid.
 //
 // Signals: SIGUSR1 upgrades to the executable now at the path http was
@@ -25,6 +26,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -43,6 +45,7 @@ type config struct {
 	readyTimeout time.Duration
 	drainTimeout time.Duration
 	readyGrace   time.Duration
+	idleGrace    time.Duration
 	maxGens      int
 }
 
@@ -54,6 +57,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", tcpgrace.DefaultReadyTimeout, "how long an upgrade waits for the new process")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long open requests may take to finish on exit")
 	fs.DurationVar(&c.readyGrace, "ready-grace", 0, "after the new process is ready, keep serving this long and roll back if it dies")
+	fs.DurationVar(&c.idleGrace, "idle-grace", tcpgrace.DefaultIdleGrace, "while draining, close a keep-alive connection idle this long")
 	fs.IntVar(&c.maxGens, "max-generations", tcpgrace.DefaultMaxGenerations, "how many generations may be alive at once, draining ones included")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -112,19 +116,14 @@ func run() int {
 			return 1 // our parent keeps serving
 		}
 	}
-	// Run serves until this generation must go (upgraded, or a stop
-	// signal), then drains: http.Server.Shutdown stops taking requests,
-	// closes idle keep-alive connections and lets active requests finish
-	// (their responses say "Connection: close"); at the drain deadline
-	// Close cuts the rest.
-	server := &tcpgrace.Server{Upgrader: u, Signals: sigs, DrainTimeout: cfg.drainTimeout}
-	err = server.Run(context.Background(), func() error { return srv.Serve(ln) }, func(ctx context.Context) error {
-		if err := srv.Shutdown(ctx); err != nil {
-			srv.Close()
-			return err
-		}
-		return nil
-	})
+	// RunHTTP serves until this generation must go (upgraded, or a stop
+	// signal), then drains: it keeps serving the requests that arrive on
+	// open connections, answers each with "Connection: close" so the
+	// client's next request reaches the new generation, closes
+	// connections left idle for -idle-grace, and at the drain deadline cuts
+	// the rest.
+	server := &tcpgrace.Server{Upgrader: u, Signals: sigs, DrainTimeout: cfg.drainTimeout, IdleGrace: cfg.idleGrace}
+	err = server.RunHTTP(context.Background(), srv, ln)
 	if errors.Is(err, tcpgrace.ErrServeFailed) {
 		log.Error("exit", "err", err)
 		return 1
@@ -139,6 +138,13 @@ func routes(log *slog.Logger) http.Handler {
 	pid := os.Getpid()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%d\n", pid)
+	})
+	mux.HandleFunc("POST /{$}", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			http.Error(w, "reading the body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
 		fmt.Fprintf(w, "%d\n", pid)
 	})
 	mux.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,193 @@
+package tcpgrace
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultIdleGrace is how long a keep-alive connection may stay idle
+// while [Server.RunHTTP] drains before the draining generation closes it.
+const DefaultIdleGrace = time.Second
+
+// RunHTTP is [Server.Run] for a net/http server: it serves hs on
+// listeners (from the Upgrader) until this generation must leave, then
+// drains hs so that no client sees a failed request, including clients
+// that never retry.
+//
+// The drain keeps every HTTP/1.x connection open and keeps serving the
+// requests that arrive on it. Each response sent from then on carries
+// "Connection: close", and the server closes the connection after it, so
+// the client's next request opens a new connection, which reaches the
+// next generation. A connection that sends nothing for [Server.IdleGrace]
+// (the clock starts at its last response, or at its accept) is closed by
+// this generation. Closing it races with a request the client may send at
+// that very moment; only such a client can see an error. At the drain
+// deadline the remaining connections are closed. hs.Shutdown is called
+// only once no HTTP/1.x connection is left, because a request read after
+// Shutdown began is dropped without an answer. HTTP/2 connections over
+// TLS are then drained by Shutdown's GOAWAY.
+//
+// RunHTTP wraps hs.Handler and hs.ConnState (the previous ones still
+// run), so hs must not be shared with another RunHTTP. It returns what
+// Run returns; the servers' closed-listener and ErrServerClosed results
+// count as a normal end.
+func (s *Server) RunHTTP(ctx context.Context, hs *http.Server, listeners ...net.Listener) error {
+	if hs == nil || len(listeners) == 0 {
+		return errors.New("tcpgrace: RunHTTP needs an http.Server and at least one listener")
+	}
+	d := newHTTPDrain(hs, s.idleGrace())
+	return s.Run(ctx, func() error { return serveAll(hs, listeners) }, func(ctx context.Context) error {
+		return d.drain(ctx, listeners)
+	})
+}
+
+func (s *Server) idleGrace() time.Duration {
+	if s.IdleGrace > 0 {
+		return s.IdleGrace
+	}
+	return DefaultIdleGrace
+}
+
+// serveAll runs hs.Serve on every listener and returns when all have
+// returned: nil if each ended because its listener closed, else the first
+// other error.
+func serveAll(hs *http.Server, listeners []net.Listener) error {
+	errs := make(chan error, len(listeners))
+	for _, ln := range listeners {
+		go func() { errs <- hs.Serve(ln) }()
+	}
+	var first error
+	for range listeners {
+		err := <-errs
+		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+			continue
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// httpDrain follows the state of every connection of one http.Server.
+type httpDrain struct {
+	hs       *http.Server
+	grace    time.Duration
+	draining atomic.Bool
+	changed  chan struct{} // a connection changed state: look again
+
+	mu    sync.Mutex
+	conns map[net.Conn]httpConn
+}
+
+// httpConn is the last state net/http reported for a connection, and when.
+type httpConn struct {
+	state http.ConnState
+	since time.Time
+}
+
+func newHTTPDrain(hs *http.Server, grace time.Duration) *httpDrain {
+	d := &httpDrain{hs: hs, grace: grace, changed: make(chan struct{}, 1), conns: map[net.Conn]httpConn{}}
+	inner := hs.Handler
+	if inner == nil {
+		inner = http.DefaultServeMux
+	}
+	hs.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d.draining.Load() && r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close") // the client reconnects, to the next generation
+		}
+		inner.ServeHTTP(w, r)
+	})
+	hook := hs.ConnState
+	hs.ConnState = func(c net.Conn, st http.ConnState) {
+		d.setState(c, st)
+		if hook != nil {
+			hook(c, st)
+		}
+	}
+	return d
+}
+
+func (d *httpDrain) setState(c net.Conn, st http.ConnState) {
+	d.mu.Lock()
+	switch st {
+	case http.StateHijacked, http.StateClosed:
+		delete(d.conns, c) // hijacked ones are the handler's; the Upgrader still waits for them
+	default:
+		d.conns[c] = httpConn{state: st, since: time.Now()}
+	}
+	d.mu.Unlock()
+	select {
+	case d.changed <- struct{}{}:
+	default:
+	}
+}
+
+// drain stops accepting, then waits for the HTTP/1.x connections as
+// RunHTTP describes, closing idle ones after the grace; then it shuts hs
+// down for what is left (HTTP/2), hard at ctx's end.
+func (d *httpDrain) drain(ctx context.Context, listeners []net.Listener) error {
+	d.draining.Store(true)
+	for _, ln := range listeners {
+		ln.Close() // already closed after an upgrade; on a stop, no new connections
+	}
+	for {
+		left, wake := d.closeIdle(time.Now())
+		if left == 0 {
+			break
+		}
+		timer := time.NewTimer(wake)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			d.hs.Close()
+			return ctx.Err()
+		case <-d.changed:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+	if err := d.hs.Shutdown(ctx); err != nil {
+		d.hs.Close()
+		return err
+	}
+	return nil
+}
+
+// closeIdle closes the connections idle (or new and silent) for the
+// grace. It returns how many HTTP/1.x connections are left and when the
+// next one may reach the grace.
+func (d *httpDrain) closeIdle(now time.Time) (left int, wake time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	wake = d.grace
+	for c, st := range d.conns {
+		if isHTTP2(c) {
+			continue
+		}
+		idle := now.Sub(st.since)
+		if (st.state == http.StateIdle || st.state == http.StateNew) && idle >= d.grace {
+			c.Close()
+			delete(d.conns, c)
+			continue
+		}
+		if st.state == http.StateIdle || st.state == http.StateNew {
+			wake = min(wake, d.grace-idle)
+		}
+		left++
+	}
+	return left, wake
+}
+
+// isHTTP2 reports a TLS connection that negotiated HTTP/2: net/http
+// reports it active for its whole life, and Shutdown drains it.
+func isHTTP2(c net.Conn) bool {
+	tc, ok := c.(*tls.Conn)
+	return ok && tc.ConnectionState().NegotiatedProtocol == "h2"
+}
