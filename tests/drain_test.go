@@ -14,60 +14,92 @@ import (
 )
 
 // chatter is one persistent connection that sends a line every interval
-// and checks each echo, until stopped.
+// and checks each echo within requestBudget, until stopped or its first
+// failure.
 type chatter struct {
 	conn    net.Conn
 	replies atomic.Int64
-	done    chan error
 	stop    chan struct{}
+	done    chan struct{} // closed when it has ended; err says why
+	err     error         // nil if stopped, else the failure
 }
 
 func startChatter(t *testing.T, addr string, interval time.Duration) *chatter {
 	t.Helper()
 	c, err := dial("tcp", addr)
 	require.NoError(t, err)
-	ch := &chatter{conn: c, done: make(chan error, 1), stop: make(chan struct{})}
+	ch := &chatter{conn: c, done: make(chan struct{}), stop: make(chan struct{})}
+	t.Cleanup(func() { c.Close() })
 	go func() {
-		r := bufio.NewReader(c)
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
-		for n := 0; ; n++ {
-			line := fmt.Sprintf("persistent-%d\n", n)
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			if _, err := io.WriteString(c, line); err != nil {
-				ch.done <- fmt.Errorf("request %d: write: %w", n, err)
-				return
-			}
-			got, err := r.ReadString('\n')
-			if err != nil || got != line {
-				ch.done <- fmt.Errorf("request %d: sent %q, got %q (%v)", n, line, got, err)
-				return
-			}
-			ch.replies.Add(1)
-			select {
-			case <-ch.stop:
-				ch.done <- c.Close()
-				return
-			case <-tick.C:
-			}
-		}
+		defer close(ch.done)
+		ch.err = ch.run(interval)
+		c.Close()
 	}()
 	return ch
 }
 
-// waitReplies waits for n more replies (or the chatter's failure).
+func (ch *chatter) run(interval time.Duration) error {
+	r := bufio.NewReader(ch.conn)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for n := 0; ; n++ {
+		line := fmt.Sprintf("persistent-%d\n", n)
+		ch.conn.SetDeadline(time.Now().Add(requestBudget))
+		if _, err := io.WriteString(ch.conn, line); err != nil {
+			return fmt.Errorf("request %d: write: %w", n, err)
+		}
+		got, err := r.ReadString('\n')
+		if err != nil || got != line {
+			return fmt.Errorf("request %d: sent %q, got %q (%v)", n, line, got, err)
+		}
+		ch.replies.Add(1)
+		select {
+		case <-ch.stop:
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// waitReplies waits for n more replies; it fails the test if the chatter
+// fails first.
 func (ch *chatter) waitReplies(t *testing.T, n int64) {
 	t.Helper()
 	target := ch.replies.Load() + n
 	waitFor(t, fmt.Sprintf("%d more replies on the persistent connection", n), func() bool {
-		return ch.replies.Load() >= target || len(ch.done) > 0
+		select {
+		case <-ch.done:
+			require.NoError(t, ch.err, "the persistent connection should keep getting replies")
+			require.FailNow(t, "the persistent connection ended")
+		default:
+		}
+		return ch.replies.Load() >= target
 	})
 }
 
+// ended waits for the chatter to end by itself (its connection closed
+// under it) and returns why.
+func (ch *chatter) ended(t *testing.T) error {
+	t.Helper()
+	select {
+	case <-ch.done:
+		return ch.err
+	case <-time.After(waitTimeout):
+		t.Fatal("the persistent client never noticed its connection was closed")
+		return nil
+	}
+}
+
+// finish stops the chatter and checks it got every reply.
 func (ch *chatter) finish(t *testing.T) {
 	t.Helper()
 	close(ch.stop)
-	assert.NoError(t, <-ch.done, "every request on the persistent connection gets its reply")
+	select {
+	case <-ch.done:
+	case <-time.After(waitTimeout):
+		t.Fatal("the persistent client did not stop")
+	}
+	assert.NoError(t, ch.err, "every request on the persistent connection gets its reply")
 	t.Logf("persistent connection: %d replies", ch.replies.Load())
 }
 

@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,36 +19,43 @@ import (
 )
 
 // TestParentKilledWhileDraining: the old generation is SIGKILLed in the
-// middle of draining a long connection; the new generation keeps serving
-// and no request it accepted fails.
+// middle of draining a long connection; under load from before the
+// hand-off until after the kill, not one request fails: the new
+// generation serves throughout and the kill does not disturb it.
 func TestParentKilledWhileDraining(t *testing.T) {
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "60s")
 	addr := s.addr("tcp:127.0.0.1:0")
 	first := s.pid()
 	ch := startChatter(t, addr, 50*time.Millisecond)
 	ch.waitReplies(t, 2)
+	l := startLoad([]target{{"tcp", addr}}, 4, 1_000_000)
+	l.waitRequests(t, 200)
 	s.startUpgrade()
 	waitFor(t, "the old generation to stop accepting", func() bool {
 		return strings.Contains(s.logs.String(), fmt.Sprintf(`msg="shutting down" pid=%d`, first))
 	})
-	l := startLoad([]target{{"tcp", addr}}, 4, 1_000_000)
 	l.waitRequests(t, 200)
+	// Its listeners are closed and the load's connections it had taken
+	// are done: its one socket left is the long connection.
+	idleFDKinds(t, first, 1)
+	ch.waitReplies(t, 2) // still served while it drains
 	require.NoError(t, syscall.Kill(first, syscall.SIGKILL))
 	err := s.first.Wait()
+	s.exited[first] = true
 	assert.ErrorContains(t, err, "signal: killed", "the draining generation died of SIGKILL")
 	l.waitRequests(t, 500)
 	l.stopLoad(t)
-	close(ch.stop)
-	<-ch.done // its connection died with the old generation: that is the point
+	assert.Error(t, ch.ended(t), "the long connection died with the old generation: that is the point")
 }
 
 // TestUpgradeSignalWhileUpgrading: a second SIGUSR1 while an upgrade runs
 // is refused with a clear log line, and the first upgrade completes; no
 // request fails meanwhile.
 func TestUpgradeSignalWhileUpgrading(t *testing.T) {
+	needShell(t, "sleep")
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0")
 	slow := filepath.Join(s.dir, "lineserver.real")
-	s.deployAs(lineserverBin, slow)
+	version := s.deployAs(lineserverBin, slow)
 	// A next generation that takes a moment before it is the real server:
 	// exec keeps its pid and the inherited fds.
 	s.deployBytes([]byte(fmt.Sprintf("#!/bin/sh\nsleep 1\nexec %s \"$@\"\n", slow)), 0o755)
@@ -63,9 +72,11 @@ func TestUpgradeSignalWhileUpgrading(t *testing.T) {
 		return strings.Contains(s.logs.String(), "an upgrade is already in progress")
 	})
 	waitFor(t, "the first upgrade to finish", func() bool { return s.pid() != old })
+	pid := s.pid()
 	s.mu.Lock()
-	s.pids = append(s.pids, s.pid())
+	s.pids = append(s.pids, pid)
 	s.mu.Unlock()
+	s.upgraded(pid, version, slow) // the script exec'd the new build
 	s.waitExit(old, 0)
 	l.waitRequests(t, 100)
 	l.stopLoad(t)
@@ -90,17 +101,14 @@ func TestSignalsWhileDraining(t *testing.T) {
 	assert.Contains(t, s.logs.String(), "upgrader is shut down", "the refusal says why")
 	require.NoError(t, syscall.Kill(pid, syscall.SIGTERM))
 	s.waitExit(pid, 0)
-	select {
-	case err := <-ch.done:
-		assert.Error(t, err, "the next request on the connection fails: the second SIGTERM closed it")
-	case <-time.After(waitTimeout):
-		t.Fatal("the persistent client never noticed its connection was closed")
-	}
+	assert.Error(t, ch.ended(t), "the next request on the connection fails: the second SIGTERM closed it")
 }
 
 // TestHundredUpgrades: 100 upgrades as fast as readiness allows, under
-// load: no request fails, at most MaxGenerations (4) are ever alive, and
-// the serving process's fd count at upgrade 100 equals that at upgrade 10.
+// load: no request fails, each new generation runs the build just
+// deployed, at most MaxGenerations (4) are ever alive, every old one
+// exits 0, and the serving process's fds at upgrade 100 are those at
+// upgrade 10.
 func TestHundredUpgrades(t *testing.T) {
 	if testing.Short() {
 		t.Skip("100 upgrades")
@@ -119,6 +127,11 @@ func TestHundredUpgrades(t *testing.T) {
 		l.stopLoad(t)
 		pid := s.pid()
 		waitFor(t, "older generations to finish draining", func() bool { return s.liveGenerations() == 1 })
+		for _, old := range s.pids[:len(s.pids)-1] {
+			if !s.exited[old] {
+				s.waitExit(old, 0)
+			}
+		}
 		fds[phase] = idleFDKinds(t, pid, len(targets))
 	}
 	assert.Equal(t, fds[10], fds[100], "fds of the serving process at upgrade 10 and at upgrade 100")
@@ -130,6 +143,7 @@ func TestHundredUpgrades(t *testing.T) {
 // wait for an older generation to go and try again.
 func (s *server) upgradeWithinLimit() {
 	s.t.Helper()
+	version := s.deployNext()
 	for try := 0; ; try++ {
 		old, refusals := s.pid(), strings.Count(s.logs.String(), "too many generations alive")
 		require.NoError(s.t, syscall.Kill(old, syscall.SIGUSR1))
@@ -144,6 +158,7 @@ func (s *server) upgradeWithinLimit() {
 			s.pids = append(s.pids, pid)
 			s.mu.Unlock()
 			s.waitReadyLog(pid)
+			s.upgraded(pid, version, s.bin)
 			return
 		}
 		require.Less(s.t, try, 100, "upgrade refused 100 times in a row")
@@ -259,6 +274,7 @@ func TestReadyThenCrashWithoutGrace(t *testing.T) {
 	s.waitExit(old, 0) // the old generation handed over and left
 	dead := s.pid()
 	assert.NotEqual(t, old, dead, "the crashed generation had written its pid")
+	assert.Equal(t, roleVersion, startVersion(s.logs.String(), dead), "the crashed generation ran the file deployed")
 	waitFor(t, "the crashed generation to be gone", func() bool { return processAlive(dead) != nil })
 	// Both generations that held the socket are gone, so nobody serves.
 	// (Dialing the address proves nothing either way: once freed, the
@@ -291,13 +307,17 @@ func TestChildExitsCleanlyWithinGrace(t *testing.T) {
 	s.deploy(self)
 	require.NoError(t, syscall.Kill(old, syscall.SIGUSR1))
 	s.waitExit(old, 0)
-	assert.Contains(t, s.logs.String(), "exited 0 after it said ready: hand-off stands")
+	m := regexp.MustCompile(`exited 0 after it said ready: hand-off stands".* child=(\d+)`).FindStringSubmatch(s.logs.String())
+	require.NotNil(t, m, "the old generation should log that the hand-off stands\nlogs:\n%s", s.logs)
+	child, _ := strconv.Atoi(m[1])
+	assert.Equal(t, roleVersion, startVersion(s.logs.String(), child), "the next generation ran the file deployed")
 }
 
 // TestStopCancelsUpgrade: SIGTERM while an upgrade waits for a slow next
 // generation kills that generation; the server then drains and exits 0
 // and no new generation appears.
 func TestStopCancelsUpgrade(t *testing.T) {
+	needShell(t, "sleep")
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0")
 	s.deployBytes([]byte("#!/bin/sh\nexec sleep 30\n"), 0o755)
 	old := s.pid()
@@ -328,10 +348,5 @@ func TestStopSignalToDrainingGeneration(t *testing.T) {
 	ch.waitReplies(t, 3) // still served
 	require.NoError(t, syscall.Kill(old, syscall.SIGTERM))
 	s.waitExit(old, 0)
-	select {
-	case err := <-ch.done:
-		assert.Error(t, err, "the second SIGTERM closed the connection")
-	case <-time.After(waitTimeout):
-		t.Fatal("the persistent client never noticed its connection was closed")
-	}
+	assert.Error(t, ch.ended(t), "the second SIGTERM closed the connection")
 }

@@ -6,6 +6,7 @@ package tests
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,12 +24,26 @@ import (
 // next generation is expected.
 const roleEnv = "TCPGRACE_E2E_ROLE"
 
-// binDir holds every example, built once for all tests; lineserverBin is
-// the reference server among them.
+// binDir holds every example, built once for all tests in each of
+// versions (binDir/VERSION/NAME); lineserverBin is the reference server
+// among them, in the first version.
 var binDir, lineserverBin string
 
-// exampleBin is the built example examples/name.
-func exampleBin(name string) string { return filepath.Join(binDir, name) }
+// versions are the builds of every example, the same source with the
+// version stamped in (-ldflags "-X main.version=..."), which each logs at
+// start ("msg=start pid=N version=V"). A server starts on the first; each
+// upgrade deploys another one than its serving generation runs, so that a
+// test can tell the new generation runs the file just deployed, not the
+// old one again.
+var versions = []string{"v1", "v2"}
+
+// roleVersion is the version the test binary logs when it plays a
+// generation (playRole): deployed in place of an example, it is a
+// different build too.
+const roleVersion = "e2e-role"
+
+// exampleBin is the built example examples/name, in the first version.
+func exampleBin(name string) string { return filepath.Join(binDir, versions[0], name) }
 
 func TestMain(m *testing.M) {
 	if role := os.Getenv(roleEnv); role != "" {
@@ -50,12 +65,16 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	binDir, lineserverBin = dir, filepath.Join(dir, "lineserver")
-	build := exec.Command("go", "build", "-o", dir+"/", "../examples/...")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "tests: building the examples:", err)
-		return 1
+	binDir = dir
+	lineserverBin = exampleBin("lineserver")
+	for _, v := range versions {
+		out := filepath.Join(dir, v) + "/"
+		build := exec.Command("go", "build", "-ldflags", "-X main.version="+v, "-o", out, "../examples/...")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "tests: building the examples (%s): %v\n", v, err)
+			return 1
+		}
 	}
 	return m.Run()
 }
@@ -70,6 +89,9 @@ func runTests(m *testing.M) int {
 //	pid-crash    writes its pid into the pid file, then dies before
 //	             saying ready
 func playRole(role string) int {
+	// The start line every example writes, so that a test can tell this
+	// build was run.
+	slog.New(slog.NewTextHandler(os.Stderr, nil)).Info("start", "pid", os.Getpid(), "version", roleVersion, "role", role)
 	args := lineserverArgs(os.Args[1:])
 	u, err := tcpgrace.New(tcpgrace.Options{PIDFile: args["-pidfile"][0]})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 // old one serving without a single failed request, and a later upgrade
 // to a good binary works.
 func TestRollback(t *testing.T) {
+	needShell(t, "sleep")
 	self, err := os.Executable()
 	require.NoError(t, err)
 	selfBin, err := os.ReadFile(self)

@@ -2,9 +2,11 @@ package tests
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,6 +37,11 @@ type server struct {
 	logs    *logFile
 	mu      sync.Mutex
 	pids    []int // every generation seen, oldest first
+
+	running string       // the version the serving generation runs
+	pending string       // the version at bin that no generation runs yet, if any
+	foreign bool         // bin holds no build of a known version (a script, garbage)
+	exited  map[int]bool // generations whose exit status was checked
 }
 
 // logFile is the stderr of every generation: a real file, since a pipe
@@ -73,13 +80,16 @@ func launch(t *testing.T, src string, o launchOpts, args ...string) *server {
 	t.Helper()
 	dir := t.TempDir()
 	name := filepath.Base(src)
-	s := &server{t: t, dir: dir, src: src, bin: filepath.Join(dir, name), pidFile: filepath.Join(dir, name+".pid"), logs: &logFile{filepath.Join(dir, "stderr.log")}}
+	s := &server{t: t, dir: dir, src: src, bin: filepath.Join(dir, name), pidFile: filepath.Join(dir, name+".pid"),
+		logs: &logFile{filepath.Join(dir, "stderr.log")}, exited: map[int]bool{}}
 	if o.pidFile != "" {
 		s.pidFile = o.pidFile
 	}
-	s.deploy(src)
+	s.deployBytes(readFile(t, src), 0o755)
+	s.running, s.foreign = buildVersion(src), false
 	argv := append([]string{s.bin, "-pidfile", s.pidFile}, args...)
 	if o.shell != "" {
+		needShell(t)
 		// exec keeps the pid and the path the server was started from.
 		argv = append([]string{"/bin/sh", "-c", o.shell + ` exec "$0" "$@"`}, argv...)
 	}
@@ -101,20 +111,101 @@ func launch(t *testing.T, src string, o launchOpts, args ...string) *server {
 }
 
 // deploy puts src at the server's path the way a deploy does: a new file
-// renamed over the old one.
+// renamed over the old one. For a built example (any of its versions) it
+// deploys the build of another version than the serving generation runs,
+// so that the next upgrade can check it runs the new file; the test
+// binary (which plays roles) is a build of its own.
 func (s *server) deploy(src string) {
 	s.t.Helper()
-	data, err := os.ReadFile(src)
-	require.NoError(s.t, err)
-	s.deployBytes(data, 0o755)
+	version, build := s.nextBuild(src)
+	s.deployBytes(readFile(s.t, build), 0o755)
+	s.pending, s.foreign = version, version == ""
 }
 
+// deployBytes puts data at the server's path as deploy does: a file that
+// is no build of ours, so no upgrade may take it for one.
 func (s *server) deployBytes(data []byte, mode os.FileMode) {
 	s.t.Helper()
 	tmp := s.bin + ".new"
 	require.NoError(s.t, os.WriteFile(tmp, data, mode))
 	require.NoError(s.t, os.Chmod(tmp, mode))
 	require.NoError(s.t, os.Rename(tmp, s.bin))
+	s.pending, s.foreign = "", true
+}
+
+// nextBuild returns what deploying src deploys, and its version ("" for
+// a file that is no build of ours): for a built example, the build of
+// the first version that the serving generation does not run.
+func (s *server) nextBuild(src string) (version, path string) {
+	version = buildVersion(src)
+	if version == "" || version == roleVersion {
+		return version, src
+	}
+	for _, v := range versions {
+		if v != s.running {
+			return v, filepath.Join(binDir, v, filepath.Base(src))
+		}
+	}
+	s.t.Fatalf("no build of %s other than %s", src, s.running)
+	return "", ""
+}
+
+// buildVersion is the version of the file at path: one of versions for a
+// built example, roleVersion for the test binary, "" for anything else.
+func buildVersion(path string) string {
+	if self, err := os.Executable(); err == nil && path == self {
+		return roleVersion
+	}
+	rel, err := filepath.Rel(binDir, path)
+	if v, _, ok := strings.Cut(rel, string(filepath.Separator)); err == nil && ok && slices.Contains(versions, v) {
+		return v
+	}
+	return ""
+}
+
+// deployNext makes sure the server's path holds a build that no
+// generation runs yet, deploying the next build of the server's example
+// unless the test deployed one, and returns its version.
+func (s *server) deployNext() string {
+	s.t.Helper()
+	if s.foreign {
+		s.t.Fatalf("an upgrade to %s, which holds no build of a known version: deploy a build first", s.bin)
+	}
+	if s.pending == "" {
+		s.deploy(s.src)
+	}
+	return s.pending
+}
+
+// checkRuns checks that generation pid runs the build of version at exe:
+// its start line names the version, and /proc/PID/exe, while it still
+// runs, names exe itself, not a file since replaced ("exe (deleted)").
+func (s *server) checkRuns(pid int, version, exe string) {
+	s.t.Helper()
+	got := startVersion(s.logs.String(), pid)
+	require.Equal(s.t, version, got, "generation %d should run the build just deployed, version %q, and log it at start\nlogs:\n%s", pid, version, s.logs)
+	if link, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil {
+		want, err := filepath.EvalSymlinks(exe)
+		require.NoError(s.t, err)
+		require.Equal(s.t, want, link, "generation %d should run the file at %s", pid, exe)
+	}
+}
+
+// startVersion is the version that generation pid logged at start ("" if
+// it logged none).
+func startVersion(logs string, pid int) string {
+	m := regexp.MustCompile(fmt.Sprintf(`msg=start pid=%d version=(\S+)`, pid)).FindStringSubmatch(logs)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return data
 }
 
 // pid is the pid the pid file names now (0 if none).
@@ -149,8 +240,9 @@ func (s *server) addr(name string) string {
 	return addr
 }
 
-// upgrade sends SIGUSR1 and waits until a new generation is ready and the
-// old one has exited with status 0. It returns the new pid.
+// upgrade deploys the next build (unless the test deployed one), sends
+// SIGUSR1 and waits until a new generation runs that build and is ready,
+// and the old one has exited with status 0. It returns the new pid.
 func (s *server) upgrade() int {
 	s.t.Helper()
 	old := s.pid()
@@ -159,10 +251,12 @@ func (s *server) upgrade() int {
 	return pid
 }
 
-// startUpgrade sends SIGUSR1 and waits until a new generation is ready,
-// leaving the old one to drain. It returns the new pid.
+// startUpgrade deploys the next build (unless the test deployed one),
+// sends SIGUSR1 and waits until a new generation runs that build and is
+// ready, leaving the old one to drain. It returns the new pid.
 func (s *server) startUpgrade() int {
 	s.t.Helper()
+	version := s.deployNext()
 	old := s.pid()
 	require.NoError(s.t, syscall.Kill(old, syscall.SIGUSR1), "signalling %d", old)
 	var pid int
@@ -174,7 +268,16 @@ func (s *server) startUpgrade() int {
 	s.pids = append(s.pids, pid)
 	s.mu.Unlock()
 	s.waitReadyLog(pid)
+	s.upgraded(pid, version, s.bin)
 	return pid
+}
+
+// upgraded checks that the new generation pid runs the build of version
+// at exe, which is now the serving one.
+func (s *server) upgraded(pid int, version, exe string) {
+	s.t.Helper()
+	s.checkRuns(pid, version, exe)
+	s.running, s.pending = version, ""
 }
 
 // waitReadyLog waits for generation pid's "ready" log line: Ready writes
@@ -186,16 +289,31 @@ func (s *server) waitReadyLog(pid int) {
 	waitFor(s.t, line, func() bool { return strings.Contains(s.logs.String(), line) })
 }
 
-// waitExit reaps pid (our child, or an orphan re-parented to us) and
-// checks its exit status.
+// waitExit waits for generation pid to exit and checks its exit status.
+//
+// The first generation is our child. Every other one is the child of the
+// generation before it, and is re-parented to us (a child subreaper) if
+// that one exits first: then we reap it and read its status. A generation
+// that exits while its parent still runs (a middle generation whose parent
+// drains longer) is reaped by that parent, whose exec.Cmd.Wait takes the
+// status and tells nobody. Its own last log line then stands in: every
+// example logs "level=INFO msg=exit pid=N" just before main returns 0, and
+// only a signal could change the status after it. So such a generation
+// passes only for status 0, with that line, and no Go crash report
+// anywhere in the logs.
 func (s *server) waitExit(pid, status int) {
 	s.t.Helper()
+	defer func() { s.exited[pid] = true }()
 	if s.first != nil && pid == s.first.Process.Pid {
 		done := make(chan error, 1)
 		go func() { done <- s.first.Wait() }()
 		select {
 		case err := <-done:
-			require.NoError(s.t, err, "first generation %d should exit 0\nlogs:\n%s", pid, s.logs)
+			if status == 0 {
+				require.NoError(s.t, err, "first generation %d should exit 0\nlogs:\n%s", pid, s.logs)
+			} else {
+				require.ErrorContains(s.t, err, fmt.Sprintf("exit status %d", status), "first generation %d's exit status\nlogs:\n%s", pid, s.logs)
+			}
 		case <-time.After(waitTimeout):
 			s.t.Fatalf("first generation %d did not exit\nlogs:\n%s", pid, s.logs)
 		}
@@ -203,13 +321,15 @@ func (s *server) waitExit(pid, status int) {
 	}
 	ws, err := reap(pid, waitTimeout)
 	if errors.Is(err, unix.ECHILD) {
-		// Reaped by its parent, an older generation still draining: the
-		// status is its parent's to read; that it is gone is ours.
-		waitFor(s.t, fmt.Sprintf("generation %d to exit", pid), func() bool { return processAlive(pid) != nil })
+		require.Zero(s.t, status, "generation %d was reaped by its parent: only a clean exit can be told from its logs", pid)
+		logs := s.logs.String()
+		require.Regexp(s.t, fmt.Sprintf(`level=INFO msg=exit pid=%d(\s|$)`, pid), logs,
+			"generation %d, reaped by its parent, should have logged its clean exit\nlogs:\n%s", pid, logs)
+		require.NotRegexp(s.t, `(?m)^(panic: |fatal error: )`, logs, "no generation should have crashed")
 		return
 	}
 	require.NoError(s.t, err, "reaping generation %d\nlogs:\n%s", pid, s.logs)
-	require.True(s.t, ws.Exited(), "generation %d should exit, not %v", pid, ws)
+	require.True(s.t, ws.Exited(), "generation %d should exit, not %v\nlogs:\n%s", pid, ws, s.logs)
 	require.Equal(s.t, status, ws.ExitStatus(), "exit status of generation %d\nlogs:\n%s", pid, s.logs)
 }
 
@@ -236,25 +356,34 @@ func (s *server) kill() {
 	}
 }
 
-// reap waits for pid to exit, up to timeout. A pid that another process
-// reaped (ECHILD) is waited for until it is gone from /proc.
+// reap waits up to timeout for pid to exit and reaps it. If pid is not
+// our child it waits until the process is gone, and returns ECHILD: its
+// parent reaped it. A process that becomes our child while it runs (its
+// parent exited first) is reaped by us when it exits.
 func reap(pid int, timeout time.Duration) (unix.WaitStatus, error) {
-	type result struct {
-		ws  unix.WaitStatus
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
+	deadline := time.Now().Add(timeout)
+	for {
 		var ws unix.WaitStatus
-		_, err := unix.Wait4(pid, &ws, 0, nil)
-		done <- result{ws, err}
-	}()
-	select {
-	case r := <-done:
-		return r.ws, r.err
-	case <-time.After(timeout):
-		return 0, fmt.Errorf("process %d still running after %v", pid, timeout)
+		wpid, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		switch {
+		case err == nil && wpid == pid:
+			return ws, nil
+		case errors.Is(err, unix.ECHILD) && !processExists(pid):
+			return 0, err
+		case err != nil && !errors.Is(err, unix.ECHILD) && !errors.Is(err, unix.EINTR):
+			return 0, err
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("process %d still running after %v", pid, timeout)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// processExists reports whether pid has a /proc entry: a zombie still has.
+func processExists(pid int) bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	return err == nil
 }
 
 // waitFor polls cond every few milliseconds up to waitTimeout.
@@ -311,20 +440,35 @@ func idleFDKinds(t *testing.T, pid, listeners int) []string {
 	return kinds
 }
 
-// echoOnce connects, sends one line and checks the echo.
+// echoOnce connects, sends one line and checks the echo, all within
+// requestBudget.
 func echoOnce(network, addr, line string) error {
-	c, err := dial(network, addr)
+	return echo(context.Background(), network, addr, line)
+}
+
+// echo is echoOnce, cut short when ctx ends.
+func echo(ctx context.Context, network, addr, line string) error {
+	begin := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, requestBudget)
+	defer cancel()
+	fail := func(what string, err error) error {
+		return fmt.Errorf("%s after %v: %w", what, time.Since(begin).Round(time.Millisecond), err)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, addr)
 	if err != nil {
-		return err
+		return fail("dial", err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	deadline, _ := ctx.Deadline()
+	c.SetDeadline(deadline)
+	defer context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })()
 	if _, err := io.WriteString(c, line+"\n"); err != nil {
-		return fmt.Errorf("write: %w", err)
+		return fail("write", err)
 	}
 	got, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
-		return fmt.Errorf("read: %w", err)
+		return fail("read", err)
 	}
 	if got != line+"\n" {
 		return fmt.Errorf("sent %q, got %q", line, got)
@@ -366,12 +510,14 @@ func processAlive(pid int) error {
 	return nil
 }
 
-// deployAs copies src to dst (beside the server's binary, say).
-func (s *server) deployAs(src, dst string) {
+// deployAs copies what deploying src would deploy to dst (beside the
+// server's binary, say) and returns its version; the server's path is
+// left alone.
+func (s *server) deployAs(src, dst string) string {
 	s.t.Helper()
-	data, err := os.ReadFile(src)
-	require.NoError(s.t, err)
-	require.NoError(s.t, os.WriteFile(dst, data, 0o755))
+	version, build := s.nextBuild(src)
+	require.NoError(s.t, os.WriteFile(dst, readFile(s.t, build), 0o755))
+	return version
 }
 
 // liveGenerations counts the generations still running.

@@ -19,6 +19,7 @@ var stressScript = filepath.Join("..", "bench", "stress.py")
 // runStress runs stress.py and returns its JSON summary and exit status.
 func runStress(t *testing.T, args ...string) (map[string]float64, int) {
 	t.Helper()
+	needPython(t)
 	cmd := exec.Command("python3", append([]string{stressScript}, args...)...)
 	out, err := cmd.Output()
 	status := 0
@@ -76,6 +77,7 @@ func TestStressClientCountsFailures(t *testing.T) {
 // TestStressClientRefusesNonLoopback: any address off this machine is
 // refused with a clear message before a packet is sent.
 func TestStressClientRefusesNonLoopback(t *testing.T) {
+	needPython(t)
 	out, err := exec.Command("python3", stressScript, "--tcp", "192.0.2.1:80", "--duration", "1").CombinedOutput()
 	var exit *exec.ExitError
 	require.ErrorAs(t, err, &exit)

@@ -61,8 +61,10 @@ func TestIdleUpgrade(t *testing.T) {
 
 // TestFDCountStable: the serving process holds as many fds after ten
 // upgrades as after one, and as many after twenty failed upgrades as
-// before them.
+// before them; with a TCP listener on each of IPv4 and IPv6 loopback and
+// a Unix socket.
 func TestFDCountStable(t *testing.T) {
+	needIPv6Loopback(t)
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-tcp", "[::1]:0", "-unix", filepath.Join(t.TempDir(), "s.sock"))
 	after1 := fdCount(t, s.upgrade())
 	var pid int
