@@ -4,7 +4,7 @@ PYTHON  ?= python3
 BIN     := bin
 EXAMPLES := $(patsubst examples/%/,%,$(wildcard examples/*/))
 
-.PHONY: all build test fuzz demo bench bench-go soak fmt-check vet clean
+.PHONY: all build test mutants fuzz demo bench bench-go soak fmt-check vet clean
 
 all: build
 
@@ -28,6 +28,10 @@ test: fmt-check vet build
 	$(PYTHON) -m py_compile bench/stress.py bench/harness.py
 	$(MAKE) fuzz FUZZTIME=10s
 	$(GO) test -race -count=1 ./...
+
+## mutants: apply each patch in tests/mutants to a copy of the tree; the tests it names must fail (MUTANTS= picks some)
+mutants:
+	$(GO) run ./tests/mutants $(MUTANTS)
 
 FUZZTIME ?= 30s
 ## fuzz: run each fuzz target for FUZZTIME
