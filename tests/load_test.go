@@ -33,11 +33,12 @@ type load struct {
 	wg         sync.WaitGroup
 	cleanup    sync.Once
 
-	mu     sync.Mutex
-	errs   []string      // the first few failures, for the report
-	start  time.Time     // when the load started
-	last   time.Time     // when the last request succeeded
-	maxGap time.Duration // the longest time without a success
+	mu      sync.Mutex
+	errs    []string      // the first few failures, for the report
+	start   time.Time     // when the load started
+	last    time.Time     // when the last request succeeded
+	maxGap  time.Duration // the longest time without a success, up to last
+	stopped time.Time     // when stopLoad was called
 }
 
 // target is one address the load is spread over.
@@ -112,12 +113,18 @@ func (l *load) record(err error, begin time.Time) {
 	}
 }
 
-// report sums the load up, with the first failures if any.
+// report sums the load up, with the first failures if any. The time
+// since the last success, until now or the stop, counts as a gap too.
 func (l *load) report() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	end := l.stopped
+	if end.IsZero() {
+		end = time.Now()
+	}
+	gap := max(l.maxGap, end.Sub(l.last))
 	r := fmt.Sprintf("%d ok, %d failed (budget %v per request), longest gap between completed requests %v",
-		l.ok.Load(), l.failed.Load(), requestBudget, l.maxGap.Round(time.Millisecond))
+		l.ok.Load(), l.failed.Load(), requestBudget, gap.Round(time.Millisecond))
 	if len(l.errs) > 0 {
 		r += "; first failures:\n" + strings.Join(l.errs, "\n")
 	}
@@ -151,15 +158,12 @@ func (l *load) waitRequests(t *testing.T, n int64) {
 // the last success to the stop counts as a gap too.
 func (l *load) stopLoad(t *testing.T) {
 	t.Helper()
-	stopped := time.Now()
+	l.mu.Lock()
+	l.stopped = time.Now()
+	l.mu.Unlock()
 	close(l.stop)
 	l.wg.Wait()
 	l.halt()
-	l.mu.Lock()
-	if l.last.Before(stopped) {
-		l.maxGap = max(l.maxGap, stopped.Sub(l.last))
-	}
-	l.mu.Unlock()
 	t.Logf("load: %s", l.report())
 	if l.failed.Load() > 0 || l.ok.Load() == 0 {
 		t.Fatalf("every request should succeed within %v: %s", requestBudget, l.report())
