@@ -4,8 +4,12 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
+	"os"
+	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -163,4 +167,32 @@ func TestGenerationLimit(t *testing.T) {
 	ch.finish(t)
 	s.waitExit(first, 0)
 	s.upgrade()
+}
+
+// TestStopSignalsDrain: SIGTERM and SIGINT each make lineserver stop
+// accepting (its Unix socket file and pid file go at once, so a new client
+// finds nobody), serve the connection it has open until the client closes
+// it, and then exit 0.
+func TestStopSignalsDrain(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "s.sock")
+			s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-unix", sock, "-drain-timeout", "60s")
+			ch := startChatter(t, s.addr("tcp:127.0.0.1:0"), 50*time.Millisecond)
+			ch.waitReplies(t, 2)
+			pid := s.pid()
+			require.NoError(t, syscall.Kill(pid, sig))
+			waitLog(t, s, fmt.Sprintf(`msg="stop signal" pid=%d generation=1 signal=%s`, pid, sig))
+			waitLog(t, s, fmt.Sprintf(`msg="shutting down" pid=%d `, pid))
+			for _, path := range []string{sock, s.pidFile} {
+				_, err := os.Lstat(path)
+				assert.ErrorIs(t, err, fs.ErrNotExist, "%s is removed as the drain starts", path)
+			}
+			assert.Error(t, echoOnce("unix", sock, "late"), "a new client finds nobody")
+			ch.waitReplies(t, 3)
+			assert.NoError(t, processAlive(pid), "the server waits for its open connection")
+			ch.finish(t)
+			s.waitExit(pid, 0)
+		})
+	}
 }
