@@ -139,6 +139,15 @@ func greet(ln net.Listener) string {
 	return "ok"
 }
 
+// needShell skips the test unless /bin/sh runs and finds ls, which
+// shellFDs needs.
+func needShell(t *testing.T) {
+	t.Helper()
+	if err := exec.Command("/bin/sh", "-c", "command -v ls").Run(); err != nil {
+		t.Skipf("needs /bin/sh with ls: %v", err)
+	}
+}
+
 // shellFDs lists the fds a shell started now inherits. The shell lists
 // its own fds ($$), so ls's directory fd is not among them.
 func shellFDs() ([]int, error) {
@@ -245,6 +254,7 @@ func queueConn(t *testing.T, ln net.Listener) net.Conn {
 }
 
 func TestTake(t *testing.T) {
+	needShell(t) // the helper lists a grandchild's fds before Ready
 	web, ln := listenerFile(t, "web")
 	spare, _ := listenerFile(t, "spare")
 	conn := queueConn(t, ln)
@@ -294,6 +304,7 @@ func TestTakeFirstStart(t *testing.T) {
 }
 
 func TestTakeCloseOnExec(t *testing.T) {
+	needShell(t)
 	web, _ := listenerFile(t, "web")
 	spare, _ := listenerFile(t, "spare")
 	cmd, env := helperCmd(t, helperTake)
@@ -324,6 +335,7 @@ func TestTakeStaleInGrandchild(t *testing.T) {
 }
 
 func TestTakeSystemd(t *testing.T) {
+	needShell(t)
 	web, ln := listenerFile(t, "web")
 	spare, sln := listenerFile(t, "spare")
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
@@ -344,6 +356,8 @@ func TestTakeSystemd(t *testing.T) {
 		{Name: "spare", FD: 4, Network: "tcp4", Address: sln.Addr().String()},
 	}, res.Unclaimed, "Take must read network and address off systemd's sockets")
 	assert.Equal(t, ln.Addr().String(), res.Addr, "web must be claimed by name")
+	require.Empty(t, res.ReadyErr, "the helper must list a grandchild's fds and say ready")
+	require.Contains(t, res.GrandchildFDs, 1, "the grandchild's fd list must include stdout")
 	for _, fd := range []int{3, 4} {
 		assert.NotContains(t, res.GrandchildFDs, fd, "systemd's fd %d must be close-on-exec after Take", fd)
 	}
