@@ -42,8 +42,12 @@ func (s *Server) RunHTTP(ctx context.Context, hs *http.Server, listeners ...net.
 		return errors.New("tcpgrace: RunHTTP needs an http.Server and at least one listener")
 	}
 	d := newHTTPDrain(hs, s.idleGrace())
-	return s.Run(ctx, func() error { return serveAll(hs, listeners) }, func(ctx context.Context) error {
-		return d.drain(ctx, listeners)
+	served := make(chan struct{})
+	return s.Run(ctx, func() error {
+		defer close(served)
+		return serveAll(hs, listeners)
+	}, func(ctx context.Context) error {
+		return d.drain(ctx, listeners, served)
 	})
 }
 
@@ -129,13 +133,21 @@ func (d *httpDrain) setState(c net.Conn, st http.ConnState) {
 	}
 }
 
-// drain stops accepting, then waits for the HTTP/1.x connections as
-// RunHTTP describes, closing idle ones after the grace; then it shuts hs
-// down for what is left (HTTP/2), hard at ctx's end.
-func (d *httpDrain) drain(ctx context.Context, listeners []net.Listener) error {
+// drain stops accepting and waits until hs.Serve has returned on every
+// listener (so every accepted connection is known), then waits for the
+// HTTP/1.x connections as RunHTTP describes, closing idle ones after the
+// grace; then it shuts hs down for what is left (HTTP/2), hard at ctx's
+// end.
+func (d *httpDrain) drain(ctx context.Context, listeners []net.Listener, served <-chan struct{}) error {
 	d.draining.Store(true)
 	for _, ln := range listeners {
 		ln.Close() // already closed after an upgrade; on a stop, no new connections
+	}
+	select {
+	case <-served:
+	case <-ctx.Done():
+		d.hs.Close()
+		return ctx.Err()
 	}
 	for {
 		left, wake := d.closeIdle(time.Now())
@@ -161,8 +173,9 @@ func (d *httpDrain) drain(ctx context.Context, listeners []net.Listener) error {
 }
 
 // closeIdle closes the connections idle (or new and silent) for the
-// grace. It returns how many HTTP/1.x connections are left and when the
-// next one may reach the grace.
+// grace; one with bytes waiting to be read is not idle: a request is
+// arriving. It returns how many HTTP/1.x connections are left and when
+// the next one may reach the grace.
 func (d *httpDrain) closeIdle(now time.Time) (left int, wake time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -171,16 +184,22 @@ func (d *httpDrain) closeIdle(now time.Time) (left int, wake time.Duration) {
 		if isHTTP2(c) {
 			continue
 		}
-		idle := now.Sub(st.since)
-		if (st.state == http.StateIdle || st.state == http.StateNew) && idle >= d.grace {
-			c.Close()
-			delete(d.conns, c)
+		left++
+		if st.state != http.StateIdle && st.state != http.StateNew {
 			continue
 		}
-		if st.state == http.StateIdle || st.state == http.StateNew {
-			wake = min(wake, d.grace-idle)
+		idle := now.Sub(st.since)
+		if idle >= d.grace && unreadBytes(c) > 0 {
+			d.conns[c] = httpConn{state: st.state, since: now}
+			continue
 		}
-		left++
+		if idle >= d.grace {
+			c.Close()
+			delete(d.conns, c)
+			left--
+			continue
+		}
+		wake = min(wake, d.grace-idle)
 	}
 	return left, wake
 }

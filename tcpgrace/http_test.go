@@ -201,3 +201,21 @@ func TestRunHTTPHandlerAndHookChained(t *testing.T) {
 	assert.ErrorIs(t, <-done, context.Canceled)
 	assert.Error(t, (&Server{Upgrader: u}).RunHTTP(ctx, nil), "RunHTTP without a server or listener")
 }
+
+// TestUnreadBytes: the drain's check for a request on its way sees the
+// bytes waiting in a socket, through a tracked connection.
+func TestUnreadBytes(t *testing.T) {
+	u := newColdUpgrader(t, Options{})
+	ln, err := u.Listen("web", "tcp", loopback)
+	require.NoError(t, err)
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	s, err := ln.Accept()
+	require.NoError(t, err)
+	defer s.Close()
+	assert.Zero(t, unreadBytes(s), "nothing sent yet")
+	_, err = io.WriteString(c, "GET / HTTP/1.1\r\n")
+	require.NoError(t, err)
+	waitUntil(t, "the bytes to arrive", func() bool { return unreadBytes(s) == len("GET / HTTP/1.1\r\n") })
+}

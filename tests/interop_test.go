@@ -1,0 +1,396 @@
+package tests
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// The interop suite: load clients that nobody on this project wrote, run
+// against examples/http and examples/grpc through live upgrades. Each
+// case runs the client three times: against an address where nothing
+// listens (its report must show the failures, so the parsing is proven to
+// see them), against the server with no upgrade (the control: zero
+// failures), and through interopUpgrades upgrades (zero failures).
+// The third-party clients are installed by `make tools` (pinned versions);
+// a missing one skips its case with a message that says how to get it.
+const (
+	interopUpgrades = 6
+	// interopPace is the load between two upgrades.
+	interopPace = 300 * time.Millisecond
+	// interopRun bounds a client's run through the upgrades; it must
+	// outlast them.
+	interopRun = 4 * time.Second
+	// interopControl is the length of a control or refused run.
+	interopControl = time.Second
+)
+
+// clientResult is what a client's own report says.
+type clientResult struct {
+	ok, failed int
+	detail     string // the report, or its error lines
+}
+
+// interopClient is one load client; run drives it against addr for
+// about d and parses its report.
+type interopClient struct {
+	name string
+	tool string // the executable it needs, "" for one written here
+	run  func(t *testing.T, tool, addr string, d time.Duration) clientResult
+}
+
+var httpClients = []interopClient{
+	{"hey, a connection per request", "hey", func(t *testing.T, tool, addr string, d time.Duration) clientResult {
+		return parseHey(runTool(t, d, tool, "-z", dur(d), "-c", "16", "-disable-keepalive", "http://"+addr+"/"))
+	}},
+	{"hey, keep-alive", "hey", func(t *testing.T, tool, addr string, d time.Duration) clientResult {
+		return parseHey(runTool(t, d, tool, "-z", dur(d), "-c", "8", "-q", "200", "http://"+addr+"/"))
+	}},
+	{"vegeta, a connection per request", "vegeta", runVegeta},
+	{"wrk, keep-alive", "wrk", func(t *testing.T, tool, addr string, d time.Duration) clientResult {
+		return parseWrk(runTool(t, d, tool, "-t", "1", "-c", "8", "-d", dur(d), "http://"+addr+"/"))
+	}},
+	{"ab, keep-alive", "ab", func(t *testing.T, tool, addr string, d time.Duration) clientResult {
+		return parseAB(runTool(t, d, tool, "-k", "-q", "-c", "4", "-t", strconv.Itoa(int(d.Seconds())), "-n", "10000000", "http://"+addr+"/"))
+	}},
+	{"python http.client, keep-alive", "python3", func(t *testing.T, tool, addr string, d time.Duration) clientResult {
+		out := runTool(t, d, tool, filepath.Join("testdata", "keepalive_client.py"), "--addr", addr, "--duration", fmt.Sprint(d.Seconds()))
+		var r struct {
+			OK, Failed int
+			Errors     []string
+		}
+		if err := json.Unmarshal([]byte(out.stdout), &r); err != nil {
+			return clientResult{failed: 1, detail: "unreadable report: " + out.String()}
+		}
+		return clientResult{ok: r.OK, failed: r.Failed, detail: strings.Join(r.Errors, "\n")}
+	}},
+	{"Go net/http, keep-alive POST", "", runGoPOST},
+}
+
+var grpcClients = []interopClient{
+	{"ghz, 1 connection", "ghz", func(t *testing.T, tool, addr string, d time.Duration) clientResult {
+		return runGhz(t, tool, addr, d, 1)
+	}},
+	{"ghz, 16 connections", "ghz", func(t *testing.T, tool, addr string, d time.Duration) clientResult {
+		return runGhz(t, tool, addr, d, 16)
+	}},
+}
+
+// TestInteropHTTP: every HTTP client above sees zero failed requests
+// through live upgrades of examples/http.
+func TestInteropHTTP(t *testing.T) {
+	for _, c := range httpClients {
+		t.Run(c.name, func(t *testing.T) {
+			interop(t, c, exampleBin("http"), "http", "-http", "127.0.0.1:0")
+		})
+	}
+}
+
+// TestInteropGRPC: ghz sees zero failed unary calls through live upgrades
+// of examples/grpc, over one connection and over sixteen.
+func TestInteropGRPC(t *testing.T) {
+	for _, c := range grpcClients {
+		t.Run(c.name, func(t *testing.T) {
+			interop(t, c, exampleBin("grpc"), "grpc", "-grpc", "127.0.0.1:0")
+		})
+	}
+}
+
+func interop(t *testing.T, c interopClient, bin, listener string, args ...string) {
+	tool := findTool(t, c.tool)
+	refused := refusingAddr(t)
+	r := c.run(t, tool, refused, interopControl/2)
+	require.Positive(t, r.failed, "against an address that refuses, the client's report must show failures: %s", r.detail)
+
+	s := startExample(t, bin, nil, append(args, "-drain-timeout", "10s", "-max-generations", "8")...)
+	addr := s.addr(listener)
+	r = c.run(t, tool, addr, interopControl)
+	require.Positive(t, r.ok, "control run: requests answered (%s)", r.detail)
+	require.Zero(t, r.failed, "control run, no upgrade: failures\n%s", r.detail)
+	t.Logf("control: %d ok", r.ok)
+
+	done := make(chan clientResult, 1)
+	go func() { done <- c.run(t, tool, addr, interopRun) }()
+	first := s.pid()
+	for range interopUpgrades {
+		time.Sleep(interopPace) // load on the generation now serving
+		s.deploy(bin)
+		s.startUpgrade()
+	}
+	select {
+	case r = <-done:
+		t.Fatalf("the client ended before the last upgrade: lengthen interopRun (%d ok)", r.ok)
+	default:
+	}
+	r = <-done
+	t.Logf("through %d upgrades: %d ok, %d failed", interopUpgrades, r.ok, r.failed)
+	assert.Positive(t, r.ok, "requests answered through the upgrades")
+	assert.Zero(t, r.failed, "failed requests through %d upgrades\n%s", interopUpgrades, r.detail)
+	s.mu.Lock()
+	old := append([]int(nil), s.pids[:len(s.pids)-1]...)
+	s.mu.Unlock()
+	require.Equal(t, first, old[0])
+	for _, pid := range old {
+		s.waitExit(pid, 0)
+	}
+	s.stop()
+}
+
+// findTool finds a client on PATH or in the Go bin directory; without
+// it the case is skipped, saying how to install it.
+func findTool(t *testing.T, name string) string {
+	t.Helper()
+	if name == "" {
+		return ""
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		p := filepath.Join(strings.TrimSpace(string(out)), "bin", name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	t.Skipf("%s is not installed: `make tools` installs every interop client", name)
+	return ""
+}
+
+// refusingAddr is a loopback TCP address that refuses connections for the
+// rest of the test: a socket bound there that never listens, so no other
+// process can take the port meanwhile.
+func refusingAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { unix.Close(fd) })
+	require.NoError(t, unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	sa, err := unix.Getsockname(fd)
+	require.NoError(t, err)
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+}
+
+// toolOutput is what a client printed and how it ended.
+type toolOutput struct {
+	stdout, stderr string
+	err            error
+}
+
+func (o toolOutput) String() string {
+	return fmt.Sprintf("exit: %v\nstdout:\n%s\nstderr:\n%s", o.err, o.stdout, o.stderr)
+}
+
+// runTool runs a client that should end by itself after about d.
+func runTool(t *testing.T, d time.Duration, tool string, args ...string) toolOutput {
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tool, args...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return toolOutput{stdout.String(), stderr.String(), err}
+}
+
+func dur(d time.Duration) string { return fmt.Sprintf("%ds", int(d.Seconds()+0.5)) }
+
+var (
+	heyStatus = regexp.MustCompile(`(?m)^\s*\[(\d+)\]\s+(\d+) responses`)
+	heyError  = regexp.MustCompile(`(?m)^\s*\[(\d+)\]\s+(.+)$`)
+)
+
+// parseHey reads hey's summary: the status code distribution and, when
+// there were errors, the error distribution.
+func parseHey(o toolOutput) clientResult {
+	var r clientResult
+	report, errs, _ := strings.Cut(o.stdout, "Error distribution:")
+	for _, m := range heyStatus.FindAllStringSubmatch(report, -1) {
+		n, _ := strconv.Atoi(m[2])
+		if m[1] == "200" {
+			r.ok += n
+		} else {
+			r.failed += n
+		}
+	}
+	for _, m := range heyError.FindAllStringSubmatch(errs, -1) {
+		n, _ := strconv.Atoi(m[1])
+		r.failed += n
+		r.detail += m[0] + "\n"
+	}
+	if o.err != nil || r.ok+r.failed == 0 {
+		r.failed++
+		r.detail += o.String()
+	}
+	return r
+}
+
+// runVegeta attacks at a fixed rate with a new connection per request and
+// reads `vegeta report -type=json`.
+func runVegeta(t *testing.T, tool, addr string, d time.Duration) clientResult {
+	dir := t.TempDir()
+	targets, results := filepath.Join(dir, "targets"), filepath.Join(dir, "results.bin")
+	require.NoError(t, os.WriteFile(targets, []byte("GET http://"+addr+"/\n"), 0o644))
+	o := runTool(t, d, tool, "attack", "-keepalive=false", "-rate", "1000/s", "-duration", dur(d), "-targets", targets, "-output", results)
+	if o.err != nil {
+		return clientResult{failed: 1, detail: o.String()}
+	}
+	o = runTool(t, d, tool, "report", "-type", "json", results)
+	var rep struct {
+		Requests    int            `json:"requests"`
+		StatusCodes map[string]int `json:"status_codes"`
+		Errors      []string       `json:"errors"`
+	}
+	if err := json.Unmarshal([]byte(o.stdout), &rep); err != nil {
+		return clientResult{failed: 1, detail: "unreadable report: " + o.String()}
+	}
+	ok := rep.StatusCodes["200"]
+	return clientResult{ok: ok, failed: rep.Requests - ok, detail: strings.Join(rep.Errors, "\n")}
+}
+
+var (
+	wrkTotal   = regexp.MustCompile(`(\d+) requests in`)
+	wrkSocket  = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+	wrkNon2xx  = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+	abComplete = regexp.MustCompile(`Complete requests:\s+(\d+)`)
+	abFailed   = regexp.MustCompile(`Failed requests:\s+(\d+)`)
+	abNon2xx   = regexp.MustCompile(`Non-2xx responses:\s+(\d+)`)
+)
+
+// parseWrk reads wrk's summary: its socket errors and non-2xx responses
+// are the failures.
+func parseWrk(o toolOutput) clientResult {
+	var r clientResult
+	m := wrkTotal.FindStringSubmatch(o.stdout)
+	if o.err != nil || m == nil {
+		return clientResult{failed: 1, detail: o.String()}
+	}
+	total, _ := strconv.Atoi(m[1])
+	if m := wrkSocket.FindStringSubmatch(o.stdout); m != nil {
+		for _, s := range m[1:] {
+			n, _ := strconv.Atoi(s)
+			r.failed += n
+		}
+		r.detail = m[0]
+	}
+	if m := wrkNon2xx.FindStringSubmatch(o.stdout); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		r.failed += n
+		total -= n
+		r.detail += "\n" + m[0]
+	}
+	r.ok = total
+	return r
+}
+
+// parseAB reads ab's summary; ab aborts the whole run (non-zero exit) on
+// a connection reset, which counts as a failure.
+func parseAB(o toolOutput) clientResult {
+	complete := abComplete.FindStringSubmatch(o.stdout)
+	if o.err != nil || complete == nil {
+		return clientResult{failed: 1, detail: o.String()}
+	}
+	var r clientResult
+	r.ok, _ = strconv.Atoi(complete[1])
+	for _, re := range []*regexp.Regexp{abFailed, abNon2xx} {
+		if m := re.FindStringSubmatch(o.stdout); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			r.failed += n
+			r.ok -= n
+			r.detail += m[0] + "\n"
+		}
+	}
+	return r
+}
+
+// runGoPOST sends POSTs on kept-alive connections with Go's Transport.
+// The body has no GetBody, so the Transport never retries a request.
+func runGoPOST(t *testing.T, _ string, addr string, d time.Duration) clientResult {
+	tr := &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 2 * time.Second}
+	var ok, failed atomic.Int64
+	var mu sync.Mutex
+	var errs []string
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for n := 0; time.Now().Before(deadline); n++ {
+				err := postOnce(client, "http://"+addr+"/", fmt.Sprintf("worker %d request %d", w, n))
+				if err == nil {
+					ok.Add(1)
+					continue
+				}
+				failed.Add(1)
+				mu.Lock()
+				if len(errs) < 10 {
+					errs = append(errs, err.Error())
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return clientResult{ok: int(ok.Load()), failed: int(failed.Load()), detail: strings.Join(errs, "\n")}
+}
+
+func postOnce(client *http.Client, url, body string) error {
+	req, err := http.NewRequest(http.MethodPost, url, io.NopCloser(strings.NewReader(body)))
+	if err != nil {
+		return err
+	}
+	req.ContentLength = int64(len(body))
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return fmt.Errorf("reading the body: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	return nil
+}
+
+// runGhz makes unary Echo calls at a fixed rate over conns connections.
+// The run is bounded by a count, not a duration: at the end of a
+// duration ghz closes its connections under the calls still in flight
+// and reports them as failed, with or without an upgrade.
+func runGhz(t *testing.T, tool, addr string, d time.Duration, conns int) clientResult {
+	const rps = 1000
+	proto := filepath.Join("..", "examples", "grpc", "demo.proto")
+	o := runTool(t, d, tool, "--insecure", "--proto", proto, "--call", "tcpgrace.example.Demo/Echo", "-d", `"interop"`,
+		"-n", strconv.Itoa(int(d.Seconds()*rps)), "--rps", strconv.Itoa(rps), "-c", strconv.Itoa(max(conns, 4)),
+		"--connections", strconv.Itoa(conns), "--timeout", "2s", "--connect-timeout", "1s", "-O", "json", addr)
+	var rep struct {
+		Count    int            `json:"count"`
+		Statuses map[string]int `json:"statusCodeDistribution"`
+		Errors   map[string]int `json:"errorDistribution"`
+	}
+	if err := json.Unmarshal([]byte(o.stdout), &rep); err != nil {
+		return clientResult{failed: 1, detail: "unreadable report: " + o.String()}
+	}
+	var detail []string
+	for e, n := range rep.Errors {
+		detail = append(detail, fmt.Sprintf("%d x %s", n, e))
+	}
+	ok := rep.Statuses["OK"]
+	return clientResult{ok: ok, failed: rep.Count - ok, detail: strings.Join(detail, "\n")}
+}
