@@ -4,7 +4,7 @@ PYTHON  ?= python3
 BIN     := bin
 EXAMPLES := $(patsubst examples/%/,%,$(wildcard examples/*/))
 
-.PHONY: all build test mutants fuzz demo bench bench-go soak fmt-check vet clean
+.PHONY: all build test tools mutants fuzz demo bench bench-go soak fmt-check vet clean
 
 all: build
 
@@ -28,6 +28,14 @@ test: fmt-check vet build
 	$(PYTHON) -m py_compile bench/stress.py bench/harness.py
 	$(MAKE) fuzz FUZZTIME=10s
 	$(GO) test -race -count=1 ./...
+
+# The third-party load clients of the interop tests (tests/interop_test.go),
+# pinned; wrk and ab come from the distribution (Debian: wrk, apache2-utils).
+TOOLS := github.com/rakyll/hey@v0.1.4 github.com/tsenart/vegeta/v12@v12.13.0 github.com/bojand/ghz/cmd/ghz@v0.120.0
+## tools: install the interop tests' Go load clients (hey, vegeta, ghz) into $(go env GOPATH)/bin
+tools:
+	@for t in $(TOOLS); do echo "go install $$t"; $(GO) install $$t || exit 1; done
+	@command -v wrk >/dev/null && command -v ab >/dev/null || echo "tools: wrk and ab are not installed (Debian: apt-get install wrk apache2-utils); their interop tests will skip"
 
 ## mutants: apply each patch in tests/mutants to a copy of the tree; the tests it names must fail (MUTANTS= picks some)
 mutants:
