@@ -151,6 +151,29 @@ func TestIdleClientCutAtDrainDeadline(t *testing.T) {
 	assert.NoError(t, echoOnce("tcp", addr, "still served"), "the new generation serves")
 }
 
+// TestStopCutsIdleClientAtDrainDeadline: on a stop signal, as after an
+// upgrade, a client that never closes is served until the drain deadline,
+// not cut before it, then closed; lineserver exits 0.
+func TestStopCutsIdleClientAtDrainDeadline(t *testing.T) {
+	const drain = 500 * time.Millisecond
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", drain.String())
+	c, err := dial("tcp", s.addr("tcp:127.0.0.1:0"))
+	require.NoError(t, err)
+	defer c.Close()
+	r := bufio.NewReader(c)
+	require.NoError(t, roundTrip(c, r, "hello"))
+	pid := s.pid()
+	begin := time.Now()
+	require.NoError(t, syscall.Kill(pid, syscall.SIGTERM))
+	waitLog(t, s, fmt.Sprintf(`msg="shutting down" pid=%d `, pid))
+	require.NoError(t, roundTrip(c, r, "draining"), "the open connection is served while the server drains")
+	c.SetReadDeadline(time.Now().Add(waitTimeout))
+	_, err = r.ReadString('\n')
+	assert.ErrorIs(t, err, io.EOF, "the connection is closed at the drain deadline")
+	assert.GreaterOrEqual(t, time.Since(begin), drain, "not before the drain deadline")
+	s.waitExit(pid, 0)
+}
+
 // TestGenerationLimit: with -max-generations 2, an upgrade while the
 // previous generation still drains fails with a clear error and changes
 // nothing; once the old one is gone the same upgrade works.

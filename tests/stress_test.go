@@ -1,12 +1,18 @@
 package tests
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -83,4 +89,57 @@ func TestStressClientRefusesNonLoopback(t *testing.T) {
 	require.ErrorAs(t, err, &exit)
 	assert.Equal(t, 2, exit.ExitCode(), "a usage error")
 	assert.Contains(t, string(out), "is not a loopback address")
+}
+
+// TestStressClientAcrossUpgrades: the README's lineserver demo. stress.py
+// against lineserver over TCP, holding every request to the suite's
+// availability bar (--timeout 1), across two live upgrades, reports 0
+// failed and exits 0.
+func TestStressClientAcrossUpgrades(t *testing.T) {
+	needPython(t)
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0")
+	cmd := exec.Command("python3", stressScript, "--tcp", s.addr("tcp:127.0.0.1:0"), "--workers", "4",
+		"--duration", "60", "--timeout", fmt.Sprint(requestBudget.Seconds()))
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start(), "starting stress.py")
+	t.Cleanup(func() { cmd.Process.Kill() })
+	progress := make(chan string, 100)
+	go func() {
+		defer close(progress)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			select {
+			case progress <- sc.Text():
+			default: // nobody reads any more: keep draining
+			}
+		}
+	}()
+	for first := true; first; {
+		select {
+		case line, ok := <-progress:
+			require.True(t, ok, "stress.py ended before its first progress line")
+			first = !strings.Contains(line, " ok=") || strings.Contains(line, " ok=0 ")
+		case <-time.After(waitTimeout):
+			t.Fatal("no progress line with successful requests from stress.py")
+		}
+	}
+	s.upgrade()
+	s.upgrade()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM), "SIGTERM makes stress.py stop and report")
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(waitTimeout):
+		t.Fatal("stress.py did not stop")
+	}
+	var summary map[string]float64
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &summary), "stress.py prints a JSON summary: %s", &stdout)
+	t.Logf("stress.py: %v", summary)
+	assert.NoError(t, err, "stress.py exits 0: no request failed")
+	assert.Zero(t, summary["failed"], "no request failed across the upgrades")
+	assert.Positive(t, summary["ok"], "requests were answered")
 }
