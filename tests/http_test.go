@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -71,12 +72,11 @@ func TestHTTPSlowRequestSpansUpgrade(t *testing.T) {
 }
 
 // TestHTTPKeepAliveLoadAcrossUpgrades: clients that keep connections
-// alive see no failed request across three upgrades. http.Server.Shutdown
-// in the old generation closes idle keep-alive connections and ends active
-// ones after their response ("Connection: close"); Go's Transport retries
-// an idempotent request on a kept-alive connection the server closed, as
-// any HTTP/1.1 client must, and its next connection reaches the new
-// generation.
+// alive and never retry (POSTs whose body cannot be replayed, so Go's
+// Transport gives up on the first error) see no failed request across
+// three upgrades. The old generation keeps answering the requests that
+// arrive on its open connections, each with "Connection: close", so the
+// next request of that client opens a connection to the new generation.
 func TestHTTPKeepAliveLoadAcrossUpgrades(t *testing.T) {
 	s := startExample(t, exampleBin("http"), nil, "-http", "127.0.0.1:0", "-drain-timeout", "10s")
 	url := "http://" + s.addr("http") + "/"
@@ -91,8 +91,8 @@ func TestHTTPKeepAliveLoadAcrossUpgrades(t *testing.T) {
 	}
 	var mu sync.Mutex
 	byPID := map[int]int{}
-	l := startFuncLoad(workers, 1_000_000, func(int, int) error {
-		pid, err := getPID(client, url)
+	l := startFuncLoad(workers, 1_000_000, func(w, n int) error {
+		pid, err := postPID(client, url, fmt.Sprintf("worker %d request %d", w, n))
 		if err == nil {
 			mu.Lock()
 			byPID[pid]++
@@ -117,6 +117,107 @@ func TestHTTPKeepAliveLoadAcrossUpgrades(t *testing.T) {
 	s.stop()
 }
 
+// TestHTTPDrainAnswersWithConnectionClose: a request that arrives on a
+// kept-alive connection to the old generation after the hand-off is
+// answered by the old generation with "Connection: close", which then
+// closes the connection; the client's next connection reaches the new
+// generation. A raw connection: nothing retries behind the test's back.
+func TestHTTPDrainAnswersWithConnectionClose(t *testing.T) {
+	s := startExample(t, exampleBin("http"), nil, "-http", "127.0.0.1:0", "-idle-grace", "30s", "-drain-timeout", "60s")
+	addr := s.addr("http")
+	old := s.pid()
+	c := dialRawHTTP(t, addr)
+	resp, pid, err := c.get("/")
+	require.NoError(t, err)
+	require.Equal(t, old, pid)
+	require.False(t, resp.Close, "before the upgrade the connection is kept alive")
+
+	pid2 := s.startUpgrade()
+	waitLog(t, s, fmt.Sprintf(`msg=draining pid=%d `, old))
+	resp, pid, err = c.get("/")
+	require.NoError(t, err, "a request on the old generation's open connection after the hand-off is answered")
+	assert.Equal(t, old, pid, "by the old generation")
+	assert.True(t, resp.Close, "with Connection: close")
+	assert.True(t, c.closedByServer(), "and the old generation closes the connection after it")
+	s.waitExit(old, 0) // long before -idle-grace and -drain-timeout: nothing is left to drain
+
+	c = dialRawHTTP(t, addr)
+	resp, pid, err = c.get("/")
+	require.NoError(t, err)
+	assert.Equal(t, pid2, pid, "the next connection reaches the new generation")
+	assert.False(t, resp.Close, "the new generation keeps connections alive")
+	c.c.Close() // or the stop would wait -idle-grace for it
+	s.stop()
+}
+
+// TestHTTPIdleConnectionClosedAfterGrace: a kept-alive connection that
+// stays idle after the hand-off is closed by the old generation after
+// -idle-grace, which then exits 0 without waiting for -drain-timeout.
+func TestHTTPIdleConnectionClosedAfterGrace(t *testing.T) {
+	s := startExample(t, exampleBin("http"), nil, "-http", "127.0.0.1:0", "-idle-grace", "200ms", "-drain-timeout", "60s")
+	old := s.pid()
+	c := dialRawHTTP(t, s.addr("http"))
+	_, _, err := c.get("/")
+	require.NoError(t, err)
+	s.startUpgrade()
+	assert.True(t, c.closedByServer(), "the idle connection is closed by the old generation")
+	s.waitExit(old, 0) // within waitTimeout, far below the 60 s drain timeout
+	assert.NotContains(t, s.logs.String(), "drain deadline", "no connection was cut at the deadline")
+	s.stop()
+}
+
+// TestHTTPFailedUpgradeKeepsServing: a new binary that exits at start
+// (a config error) fails the upgrade with its exit status in the log; the
+// old generation never stops answering, and a later good upgrade works.
+func TestHTTPFailedUpgradeKeepsServing(t *testing.T) {
+	s := startExample(t, exampleBin("http"), nil, "-http", "127.0.0.1:0", "-ready-timeout", "2s")
+	url := "http://" + s.addr("http") + "/"
+	client := newHTTPClient(2)
+	l := startFuncLoad(2, 1_000_000, func(w, n int) error {
+		_, err := postPID(client, url, fmt.Sprintf("%d-%d", w, n))
+		return err
+	})
+	l.waitRequests(t, 100)
+	old := s.pid()
+	s.deployBytes([]byte("#!/bin/sh\necho 'config error: no such route' >&2\nexit 3\n"), 0o755)
+	s.failUpgrade("exit status 3")
+	l.waitRequests(t, 100)
+	assert.Equal(t, old, s.pid(), "the old generation still serves")
+	s.deploy(exampleBin("http"))
+	assert.NotEqual(t, old, s.upgrade(), "a good binary takes over after the failure")
+	l.waitRequests(t, 100)
+	l.stopLoad(t)
+	s.stop()
+}
+
+// TestHTTPDrainDeadline: a request still running at -drain-timeout after
+// an upgrade is cut there; the old generation logs the deadline and exits
+// 0, and the new generation serves meanwhile.
+func TestHTTPDrainDeadline(t *testing.T) {
+	s := startExample(t, exampleBin("http"), nil, "-http", "127.0.0.1:0", "-drain-timeout", "500ms")
+	base := "http://" + s.addr("http")
+	old := s.pid()
+	slow := make(chan error, 1)
+	go func() {
+		_, err := getPID(newHTTPClient(1), base+"/slow?ms=20000")
+		slow <- err
+	}()
+	waitLog(t, s, fmt.Sprintf(`msg="slow request" pid=%d `, old))
+	pid := s.startUpgrade()
+	s.waitExit(old, 0)
+	select {
+	case err := <-slow:
+		assert.Error(t, err, "the request that outlived the drain deadline is cut")
+	case <-time.After(waitTimeout):
+		t.Fatal("the slow request was not cut at the drain deadline")
+	}
+	assert.Regexp(t, fmt.Sprintf(`level=WARN msg=drain pid=%d .*context deadline exceeded`, old), s.logs.String(), "the old generation logs the deadline")
+	got, err := getPID(newHTTPClient(1), base+"/")
+	require.NoError(t, err)
+	assert.Equal(t, pid, got, "the new generation serves")
+	s.stop()
+}
+
 // newHTTPClient keeps up to conns idle connections alive per host, for at
 // most a second. The Transport sometimes dials a connection that it then
 // parks unused (another one became free first), and http.Server.Shutdown
@@ -136,6 +237,11 @@ func getPID(c *http.Client, url string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	return readPID(resp)
+}
+
+// readPID reads a 200 response whose body is a pid, and closes it.
+func readPID(resp *http.Response) (int, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
@@ -157,4 +263,55 @@ func waitLog(t *testing.T, s *server, text string) {
 	waitFor(t, fmt.Sprintf("the log line %q (logs follow)", text), func() bool {
 		return strings.Contains(s.logs.String(), text)
 	})
+}
+
+// postPID POSTs body to url with a body that cannot be replayed (no
+// GetBody), so the Transport never retries it, and returns the pid in the
+// answer.
+func postPID(c *http.Client, url, body string) (int, error) {
+	req, err := http.NewRequest(http.MethodPost, url, io.NopCloser(strings.NewReader(body)))
+	if err != nil {
+		return 0, err
+	}
+	req.ContentLength = int64(len(body))
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	return readPID(resp)
+}
+
+// rawHTTP is one client connection that writes requests by hand.
+type rawHTTP struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialRawHTTP(t *testing.T, addr string) *rawHTTP {
+	t.Helper()
+	c, err := dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return &rawHTTP{c: c, r: bufio.NewReader(c)}
+}
+
+// get sends GET path and returns the response and the pid it names.
+func (h *rawHTTP) get(path string) (*http.Response, int, error) {
+	h.c.SetDeadline(time.Now().Add(waitTimeout))
+	if _, err := fmt.Fprintf(h.c, "GET %s HTTP/1.1\r\nHost: tcpgrace\r\n\r\n", path); err != nil {
+		return nil, 0, err
+	}
+	resp, err := http.ReadResponse(h.r, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	pid, err := readPID(resp)
+	return resp, pid, err
+}
+
+// closedByServer waits for the server to close the connection.
+func (h *rawHTTP) closedByServer() bool {
+	h.c.SetReadDeadline(time.Now().Add(waitTimeout))
+	_, err := h.r.ReadByte()
+	return err == io.EOF
 }
