@@ -134,3 +134,63 @@ func recvCount(stream grpc.ClientStream, pid, want int, received *atomic.Int64, 
 		}
 	}
 }
+
+// TestGRPCFailedUpgradeKeepsServing: a new binary that exits at start
+// fails the upgrade with its exit status in the log; unary calls on one
+// ClientConn keep succeeding, from the old generation, and a later good
+// upgrade works.
+func TestGRPCFailedUpgradeKeepsServing(t *testing.T) {
+	s := startExample(t, exampleBin("grpc"), nil, "-grpc", "127.0.0.1:0", "-ready-timeout", "2s")
+	conn := dialGRPC(t, s.addr("grpc"))
+	old := s.pid()
+	l := startFuncLoad(2, 1_000_000, func(w, n int) error {
+		_, err := grpcEchoPID(conn, fmt.Sprintf("%d-%d", w, n))
+		return err
+	})
+	l.waitRequests(t, 100)
+	s.deployBytes([]byte("#!/bin/sh\necho 'config error: no such service' >&2\nexit 3\n"), 0o755)
+	s.failUpgrade("exit status 3")
+	l.waitRequests(t, 100)
+	pid, err := grpcEchoPID(conn, "after the failure")
+	require.NoError(t, err)
+	assert.Equal(t, old, pid, "the old generation still answers")
+	s.deploy(exampleBin("grpc"))
+	assert.NotEqual(t, old, s.upgrade(), "a good binary takes over after the failure")
+	l.waitRequests(t, 100)
+	l.stopLoad(t)
+	s.stop()
+}
+
+// TestGRPCDrainDeadline: a stream still running at -drain-timeout after
+// an upgrade is cancelled there (Stop after GracefulStop); the old
+// generation logs it and exits 0, and the new generation answers.
+func TestGRPCDrainDeadline(t *testing.T) {
+	s := startExample(t, exampleBin("grpc"), nil, "-grpc", "127.0.0.1:0", "-stream-interval", "100ms", "-drain-timeout", "500ms")
+	conn := dialGRPC(t, s.addr("grpc"))
+	old := s.pid()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	stream, err := conn.NewStream(ctx, &grpcCountDesc, grpcCount)
+	require.NoError(t, err)
+	require.NoError(t, stream.SendMsg(wrapperspb.Int32(1000))) // 100 s of messages
+	require.NoError(t, stream.CloseSend())
+	var received atomic.Int64
+	first := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- recvCount(stream, old, 1000, &received, first) }()
+	<-first
+	pid := s.startUpgrade()
+	s.waitExit(old, 0)
+	select {
+	case err := <-done:
+		assert.Error(t, err, "the stream that outlived the drain deadline is cancelled")
+	case <-time.After(waitTimeout):
+		t.Fatal("the stream was not cancelled at the drain deadline")
+	}
+	assert.Less(t, received.Load(), int64(1000))
+	assert.Contains(t, s.logs.String(), fmt.Sprintf(`level=WARN msg="drain deadline: cancelling the calls in flight" pid=%d\n`, old))
+	got, err := grpcEchoPID(dialGRPC(t, s.addr("grpc")), "after")
+	require.NoError(t, err)
+	assert.Equal(t, pid, got, "the new generation answers")
+	s.stop()
+}
