@@ -188,7 +188,7 @@ func TestGRPCDrainDeadline(t *testing.T) {
 		t.Fatal("the stream was not cancelled at the drain deadline")
 	}
 	assert.Less(t, received.Load(), int64(1000))
-	assert.Contains(t, s.logs.String(), fmt.Sprintf(`level=WARN msg="drain deadline: cancelling the calls in flight" pid=%d\n`, old))
+	assert.Contains(t, s.logs.String(), fmt.Sprintf("level=WARN msg=\"drain deadline: cancelling the calls in flight\" pid=%d\n", old))
 	got, err := grpcEchoPID(dialGRPC(t, s.addr("grpc")), "after")
 	require.NoError(t, err)
 	assert.Equal(t, pid, got, "the new generation answers")
