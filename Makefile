@@ -4,7 +4,7 @@ PYTHON  ?= python3
 BIN     := bin
 EXAMPLES := $(patsubst examples/%/,%,$(wildcard examples/*/))
 
-.PHONY: all build test tools mutants fuzz demo bench bench-go soak fmt-check vet clean
+.PHONY: all build test tools interop-table mutants fuzz demo bench bench-go soak fmt-check vet clean
 
 all: build
 
@@ -36,6 +36,11 @@ TOOLS := github.com/rakyll/hey@v0.1.4 github.com/tsenart/vegeta/v12@v12.13.0 git
 tools:
 	@for t in $(TOOLS); do echo "go install $$t"; $(GO) install $$t || exit 1; done
 	@command -v wrk >/dev/null && command -v ab >/dev/null || echo "tools: wrk and ab are not installed (Debian: apt-get install wrk apache2-utils); their interop tests will skip"
+
+## interop-table: each interop client through 8 live upgrades and through 8 naive restarts (the table in bench/RESULTS.md)
+interop-table: tools
+	@out=$$(TCPGRACE_INTEROP_TABLE=1 $(GO) test -count=1 -v -run '^TestInteropTable$$' -timeout 20m ./tests) || { echo "$$out"; exit 1; }; \
+	echo "$$out" | grep '^|'
 
 ## mutants: apply each patch in tests/mutants to a copy of the tree; the tests it names must fail (MUTANTS= picks some)
 mutants:

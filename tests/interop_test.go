@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -159,6 +161,16 @@ func findTool(t *testing.T, name string) string {
 	if name == "" {
 		return ""
 	}
+	p := lookTool(name)
+	if p == "" {
+		t.Skipf("%s is not installed: `make tools` installs every interop client", name)
+	}
+	return p
+}
+
+// lookTool is the path of the executable name on PATH or in the Go bin
+// directory, "" if there is none.
+func lookTool(name string) string {
 	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
@@ -168,7 +180,6 @@ func findTool(t *testing.T, name string) string {
 			return p
 		}
 	}
-	t.Skipf("%s is not installed: `make tools` installs every interop client", name)
 	return ""
 }
 
@@ -393,4 +404,96 @@ func runGhz(t *testing.T, tool, addr string, d time.Duration, conns int) clientR
 	}
 	ok := rep.Statuses["OK"]
 	return clientResult{ok: ok, failed: rep.Count - ok, detail: strings.Join(detail, "\n")}
+}
+
+// TestInteropTable measures each interop client through live upgrades and
+// through naive restarts (stop, then start the new binary on the same
+// port), for the table in bench/RESULTS.md. It asserts nothing: the
+// interop tests above do. `make interop-table` runs it.
+func TestInteropTable(t *testing.T) {
+	if os.Getenv("TCPGRACE_INTEROP_TABLE") == "" {
+		t.Skip("a measurement for bench/RESULTS.md: run it with `make interop-table`")
+	}
+	const restarts, pace, run = 8, 600 * time.Millisecond, 7 * time.Second
+	type example struct {
+		clients   []interopClient
+		bin, flag string
+	}
+	var rows []string
+	for _, ex := range []example{{httpClients, exampleBin("http"), "-http"}, {grpcClients, exampleBin("grpc"), "-grpc"}} {
+		for _, c := range ex.clients {
+			tool := ""
+			if c.tool != "" {
+				if tool = lookTool(c.tool); tool == "" {
+					rows = append(rows, fmt.Sprintf("| %s | not installed | | | |", c.name))
+					continue
+				}
+			}
+			live := measure(t, c, tool, run, func(addr string) func() {
+				s := startExample(t, ex.bin, nil, ex.flag, addr, "-drain-timeout", "10s", "-max-generations", "16")
+				return func() {
+					for range restarts {
+						time.Sleep(pace)
+						s.startUpgrade()
+					}
+				}
+			})
+			naive := measure(t, c, tool, run, func(addr string) func() {
+				return naiveRestarts(t, ex.bin, restarts, pace, ex.flag, addr)
+			})
+			rows = append(rows, fmt.Sprintf("| %s | %d | %d | %d | %d |", c.name, live.ok+live.failed, live.failed, naive.ok+naive.failed, naive.failed))
+		}
+	}
+	fmt.Printf("| client | requests, %d live upgrades | failed | requests, %d naive restarts | failed |\n|---|---:|---:|---:|---:|\n%s\n",
+		restarts, restarts, strings.Join(rows, "\n"))
+}
+
+// measure runs client c for d against a server that start starts on a
+// free loopback port; start returns what restarts it meanwhile.
+func measure(t *testing.T, c interopClient, tool string, d time.Duration, start func(addr string) func()) clientResult {
+	addr := freeAddr(t)
+	restart := start(addr)
+	done := make(chan clientResult, 1)
+	go func() { done <- c.run(t, tool, addr, d) }()
+	restart()
+	return <-done
+}
+
+// naiveRestarts starts bin on addr and returns what, restarts times, stops
+// it (SIGTERM, waiting for its exit) and starts it again.
+func naiveRestarts(t *testing.T, bin string, restarts int, pace time.Duration, flag, addr string) func() {
+	dir := t.TempDir()
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, flag, addr, "-drain-timeout", "2s", "-pidfile", filepath.Join(dir, "pid"))
+		require.NoError(t, cmd.Start())
+		waitFor(t, "the server to listen on "+addr, func() bool {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+		return cmd
+	}
+	cmd := start()
+	return func() {
+		for range restarts {
+			time.Sleep(pace)
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+			cmd = start()
+		}
+		t.Cleanup(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		})
+	}
+}
+
+// freeAddr is a loopback address whose port was free a moment ago.
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
 }
