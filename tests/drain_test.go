@@ -190,6 +190,7 @@ func TestGenerationLimit(t *testing.T) {
 	ch.finish(t)
 	s.waitExit(first, 0)
 	s.upgrade()
+	assert.NoError(t, echoOnce("tcp", addr, "after"), "the generation after the limit serves")
 }
 
 // TestStopSignalsDrain: SIGTERM and SIGINT each make lineserver stop

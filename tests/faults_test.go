@@ -256,6 +256,7 @@ func TestReadyThenCrashWithinGrace(t *testing.T) {
 	assert.Equal(t, pid, s.pid(), "the pid file names the old generation again")
 	s.deploy(lineserverBin)
 	s.upgrade()
+	assert.NoError(t, echoOnce("tcp", addr, "after"), "a good build then takes over and serves")
 }
 
 // TestReadyThenCrashWithoutGrace documents the hazard that -ready-grace

@@ -50,12 +50,17 @@ func TestUnixSocketSurvivesParentExit(t *testing.T) {
 }
 
 // TestIdleUpgrade: with no client at all, the old generation exits
-// promptly. A listener switched to blocking mode by (*TCPListener).File
-// would hang its Close, and the old process with it.
+// promptly (a listener switched to blocking mode by (*TCPListener).File
+// would hang its Close, and the old process with it), and the new one
+// then serves at once.
 func TestIdleUpgrade(t *testing.T) {
-	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-unix", filepath.Join(t.TempDir(), "s.sock"))
-	for range 3 {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-unix", sock)
+	tcp := s.addr("tcp:127.0.0.1:0")
+	for i := range 3 {
 		s.upgrade() // fails the test if the old generation does not exit
+		assert.NoError(t, echoOnce("tcp", tcp, "after"), "TCP is served after upgrade %d", i+1)
+		assert.NoError(t, echoOnce("unix", sock, "after"), "the Unix socket is served after upgrade %d", i+1)
 	}
 }
 
