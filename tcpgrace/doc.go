@@ -76,8 +76,9 @@
 // [Server.Serve] drains, an upgrade signal is refused (logged with
 // [ErrClosed]) and a second stop signal closes the open connections at
 // once (after an upgrade, the first stop signal only counts as the first).
-// [Server.Run] gives servers with their own accept loop (net/http, gRPC)
-// the same signal handling and drain; [Server.Wait] only the signal
+// [Server.Run] gives servers with their own accept loop (gRPC) the same
+// signal handling and drain, and [Server.RunHTTP] does it for net/http
+// with a drain that keeps answering kept-alive connections; [Server.Wait] only the signal
 // handling, until they must leave.
 //
 // # Platforms

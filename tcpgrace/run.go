@@ -8,8 +8,9 @@ import (
 )
 
 // Run is Serve for a server with its own accept loop on the Upgrader's
-// listeners (net/http, gRPC). serve runs that server until its listeners
-// close, e.g. func() error { return srv.Serve(ln) }; Run calls it in a
+// listeners, such as gRPC; for net/http use [Server.RunHTTP], which builds
+// on it. serve runs that server until its listeners close, e.g.
+// func() error { return srv.Serve(ln) }; Run calls it in a
 // goroutine once, so call Ready before Run. Run handles signals as Serve
 // does until this generation must leave: after a successful upgrade, a
 // stop signal, ctx's end, or serve returning an error other than a closed
@@ -17,9 +18,8 @@ import (
 //
 // Then it logs "draining" and calls shutdown with a context that ends at
 // DrainTimeout, or at once on a second stop signal. shutdown must stop the
-// server gracefully, and hard when its context ends first (http.Server:
-// Shutdown, then Close; grpc.Server: GracefulStop, then Stop), so that
-// serve returns. Run waits for serve, then shuts the Upgrader down
+// server gracefully, and hard when its context ends first (grpc.Server:
+// GracefulStop, then Stop), so that serve returns. Run waits for serve, then shuts the Upgrader down
 // (connections still tracked, the PID file, the sockets) within the same
 // deadline.
 //
