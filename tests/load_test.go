@@ -50,7 +50,7 @@ type target struct{ network, addr string }
 func startLoad(targets []target, workers int, maxRequests int64) *load {
 	return runLoad(len(targets)*workers, maxRequests, func(ctx context.Context, w, n int) error {
 		tg := targets[w/workers]
-		return echo(ctx, tg.network, tg.addr, fmt.Sprintf("%s-%d-%d", tg.network, w, n))
+		return echoCtx(ctx, tg.network, tg.addr, fmt.Sprintf("%s-%d-%d", tg.network, w, n))
 	})
 }
 

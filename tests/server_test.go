@@ -443,11 +443,11 @@ func idleFDKinds(t *testing.T, pid, listeners int) []string {
 // echoOnce connects, sends one line and checks the echo, all within
 // requestBudget.
 func echoOnce(network, addr, line string) error {
-	return echo(context.Background(), network, addr, line)
+	return echoCtx(context.Background(), network, addr, line)
 }
 
-// echo is echoOnce, cut short when ctx ends.
-func echo(ctx context.Context, network, addr, line string) error {
+// echoCtx is echoOnce, cut short when ctx ends.
+func echoCtx(ctx context.Context, network, addr, line string) error {
 	begin := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, requestBudget)
 	defer cancel()

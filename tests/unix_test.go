@@ -74,7 +74,7 @@ func TestUnixFailedUpgrade(t *testing.T) {
 			dir := t.TempDir()
 			a, b := filepath.Join(dir, "a.sock"), filepath.Join(dir, "b.sock")
 			s := startExample(t, exampleBin("unix"), nil, "-unix", a, "-unix", b, "-mode", "0660")
-			inodes := map[string]uint64{a: inode(t, a), b: inode(t, b)}
+			inodes := map[string]uint64{a: fileInode(t, a), b: fileInode(t, b)}
 			l := startLoad([]target{{"unix", a}, {"unix", b}}, 2, 1_000_000)
 			l.waitRequests(t, 100)
 			tc.deploy(t, s)
@@ -85,7 +85,7 @@ func TestUnixFailedUpgrade(t *testing.T) {
 					fi, err := os.Lstat(path)
 					require.NoError(t, err, "the socket file %s stays after a failed upgrade", path)
 					assert.Equal(t, fs.ModeSocket|0o660, fi.Mode(), "mode of %s after a failed upgrade", path)
-					assert.Equal(t, ino, inode(t, path), "%s is the same socket file after a failed upgrade", path)
+					assert.Equal(t, ino, fileInode(t, path), "%s is the same socket file after a failed upgrade", path)
 				}
 			}
 			s.deploy(exampleBin("unix"))
@@ -112,7 +112,7 @@ func TestUnixDrainDeadline(t *testing.T) {
 			require.NoError(t, err)
 			defer c.Close()
 			r := bufio.NewReader(c)
-			require.NoError(t, roundTrip(c, r, "hello"), "the first generation serves the client")
+			require.NoError(t, echoOnConn(c, r, "hello"), "the first generation serves the client")
 			old := s.pid()
 			begin := time.Now()
 			if how == "upgrade" {
@@ -124,7 +124,7 @@ func TestUnixDrainDeadline(t *testing.T) {
 				_, err := os.Lstat(a)
 				assert.ErrorIs(t, err, fs.ErrNotExist, "SIGINT removes the socket file as the drain starts")
 			}
-			require.NoError(t, roundTrip(c, r, "draining"), "the open connection is served while its generation drains")
+			require.NoError(t, echoOnConn(c, r, "draining"), "the open connection is served while its generation drains")
 			c.SetReadDeadline(time.Now().Add(waitTimeout))
 			_, err = r.ReadString('\n')
 			assert.ErrorIs(t, err, io.EOF, "the connection is closed at the drain deadline")
@@ -137,8 +137,8 @@ func TestUnixDrainDeadline(t *testing.T) {
 	}
 }
 
-// roundTrip sends line on c and reads its echo from r within requestBudget.
-func roundTrip(c net.Conn, r *bufio.Reader, line string) error {
+// echoOnConn sends line on c and reads its echo from r within requestBudget.
+func echoOnConn(c net.Conn, r *bufio.Reader, line string) error {
 	c.SetDeadline(time.Now().Add(requestBudget))
 	if _, err := io.WriteString(c, line+"\n"); err != nil {
 		return err
@@ -150,8 +150,8 @@ func roundTrip(c net.Conn, r *bufio.Reader, line string) error {
 	return err
 }
 
-// inode is the inode number of the file at path.
-func inode(t *testing.T, path string) uint64 {
+// fileInode is the inode number of the file at path.
+func fileInode(t *testing.T, path string) uint64 {
 	t.Helper()
 	fi, err := os.Lstat(path)
 	require.NoError(t, err)
