@@ -1,6 +1,7 @@
 package tcpgrace
 
 import (
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -52,17 +53,13 @@ func (l *listener) SyscallConn() (syscall.RawConn, error) {
 	return l.s.raw.SyscallConn()
 }
 
-// trackedConn is an accepted connection that Shutdown waits for.
+// trackedConn is the registry's record of an accepted connection that
+// Shutdown waits for. The connection handed to the user is a wrapper
+// around the real one that closes through it (see track).
 type trackedConn struct {
-	net.Conn
-	u      *Upgrader
-	closed atomic.Bool
-}
-
-// Close closes the connection and stops tracking it.
-func (c *trackedConn) Close() error {
-	err, _ := c.closeTracked()
-	return err
+	net.Conn // the real connection
+	u        *Upgrader
+	closed   atomic.Bool
 }
 
 // closeTracked closes the connection; first reports whether this call is
@@ -76,29 +73,103 @@ func (c *trackedConn) closeTracked() (err error, first bool) {
 	return err, first
 }
 
-// CloseWrite shuts down the writing side, as *net.TCPConn does.
-func (c *trackedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return syscall.EINVAL
+// tcpConn is what Accept returns for TCP: the real *net.TCPConn with all
+// its methods (SetKeepAlive, SetNoDelay, SetLinger, CloseRead, CloseWrite,
+// SyscallConn, and ReadFrom and WriteTo, which reach sendfile(2) and
+// splice(2)), and a Close that also stops tracking it.
+type tcpConn struct {
+	*net.TCPConn
+	t *trackedConn
 }
 
-// SyscallConn gives access to the underlying socket.
-func (c *trackedConn) SyscallConn() (syscall.RawConn, error) {
-	if sc, ok := c.Conn.(syscall.Conn); ok {
-		return sc.SyscallConn()
-	}
-	return nil, syscall.EINVAL
+// Close closes the connection and stops tracking it.
+func (c *tcpConn) Close() error {
+	err, _ := c.t.closeTracked()
+	return err
 }
 
+// ReadFrom is (*net.TCPConn).ReadFrom, with a tracked source (also
+// inside an *io.LimitedReader, as io.CopyN makes it) seen as the real
+// connection it wraps, so that a TCP-to-TCP copy can splice.
+func (c *tcpConn) ReadFrom(r io.Reader) (int64, error) {
+	if lr, ok := r.(*io.LimitedReader); ok {
+		if inner := realReader(lr.R); inner != lr.R {
+			l := &io.LimitedReader{R: inner, N: lr.N}
+			n, err := c.TCPConn.ReadFrom(l)
+			lr.N = l.N
+			return n, err
+		}
+	}
+	return c.TCPConn.ReadFrom(realReader(r))
+}
+
+// WriteTo is (*net.TCPConn).WriteTo, with a tracked destination seen as
+// the real connection.
+func (c *tcpConn) WriteTo(w io.Writer) (int64, error) { return c.TCPConn.WriteTo(realWriter(w)) }
+
+// unixConn is tcpConn for Unix stream connections.
+type unixConn struct {
+	*net.UnixConn
+	t *trackedConn
+}
+
+// Close closes the connection and stops tracking it.
+func (c *unixConn) Close() error {
+	err, _ := c.t.closeTracked()
+	return err
+}
+
+// otherConn wraps a connection of any other type (a listener the user's
+// code wrapped, say).
+type otherConn struct {
+	net.Conn
+	t *trackedConn
+}
+
+// Close closes the connection and stops tracking it.
+func (c *otherConn) Close() error {
+	err, _ := c.t.closeTracked()
+	return err
+}
+
+// realReader unwraps a tracked connection so that the kernel's copy
+// paths recognise it.
+func realReader(r io.Reader) io.Reader {
+	switch v := r.(type) {
+	case *tcpConn:
+		return v.TCPConn
+	case *unixConn:
+		return v.UnixConn
+	}
+	return r
+}
+
+// realWriter unwraps a tracked connection.
+func realWriter(w io.Writer) io.Writer {
+	switch v := w.(type) {
+	case *tcpConn:
+		return v.TCPConn
+	case *unixConn:
+		return v.UnixConn
+	}
+	return w
+}
+
+// track records c and returns what the user gets: a wrapper that keeps
+// the real connection's type-specific methods.
 func (u *Upgrader) track(c net.Conn) net.Conn {
 	tc := &trackedConn{Conn: c, u: u}
 	u.mu.Lock()
 	u.conns[tc] = struct{}{}
 	u.accepted++
 	u.mu.Unlock()
-	return tc
+	switch real := c.(type) {
+	case *net.TCPConn:
+		return &tcpConn{TCPConn: real, t: tc}
+	case *net.UnixConn:
+		return &unixConn{UnixConn: real, t: tc}
+	}
+	return &otherConn{Conn: c, t: tc}
 }
 
 // Stats are connection counts for logs and metrics.
