@@ -21,10 +21,14 @@ const (
 
 // Options configures an [Upgrader]. The zero value works.
 type Options struct {
-	// Executable is the program Upgrade starts. Default: os.Executable()
-	// as read by New, which on Linux follows a rename-deploy (a new file
-	// moved over the old path). For a "current -> release" symlink layout
-	// give the symlink's path: it is resolved at every upgrade.
+	// Executable is the program Upgrade starts, resolved at every upgrade:
+	// a new file renamed over the path runs, and so does a new release
+	// that a symlink on the path ("current -> releases/v2") points to.
+	// Default: the path this process was started from, argv[0] made
+	// absolute against the working directory at New (or looked up in PATH
+	// when it has no slash), as nginx does; os.Executable(), which
+	// resolves symlinks once and for all, only when argv[0] does not name
+	// the running program.
 	Executable string
 
 	// Args is the next generation's argv, argv[0] included. Default:

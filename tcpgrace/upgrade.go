@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -144,6 +145,7 @@ func (u *Upgrader) runChild(ctx context.Context, files []*os.File, env *inherit.
 		return 0, fmt.Errorf("tcpgrace: readiness pipe: %w", err)
 	}
 	cmd := u.command(append([]*os.File{w}, files...), env)
+	file := resolved(u.executable) // what runs: symlinks followed now, as exec follows them
 	err = cmd.Start()
 	w.Close()
 	closeFiles(files)
@@ -151,7 +153,7 @@ func (u *Upgrader) runChild(ctx context.Context, files []*os.File, env *inherit.
 		r.Close()
 		return 0, fmt.Errorf("%w: %s: %w", ErrChildStart, u.executable, err)
 	}
-	u.log.Info("upgrade: started next generation", "child", cmd.Process.Pid, "executable", u.executable)
+	u.log.Info("upgrade: started next generation", "child", cmd.Process.Pid, "executable", u.executable, "file", file)
 	c := &child{cmd: cmd, exited: make(chan struct{})}
 	go func() {
 		c.err = cmd.Wait()
@@ -330,6 +332,15 @@ func exitError(m readiness, status error) error {
 		return fmt.Errorf("%w: %s (%v)", ErrChildFailed, m.reason, status)
 	}
 	return fmt.Errorf("%w: %v", ErrChildExited, status)
+}
+
+// resolved is path with every symlink followed, or path itself if that
+// fails (exec then reports why).
+func resolved(path string) string {
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		return p
+	}
+	return path
 }
 
 func closeFiles(files []*os.File) {

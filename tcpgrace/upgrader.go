@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -95,7 +98,7 @@ func newUpgrader(opts Options, files *inherit.Files) (*Upgrader, error) {
 	}
 	u.log = u.log.With("pid", os.Getpid(), "generation", files.Generation())
 	if u.executable == "" {
-		exe, err := os.Executable()
+		exe, err := startPath(os.Args)
 		if err != nil {
 			return nil, fmt.Errorf("tcpgrace: finding own executable (set Options.Executable): %w", err)
 		}
@@ -103,8 +106,46 @@ func newUpgrader(opts Options, files *inherit.Files) (*Upgrader, error) {
 	}
 	if u.args == nil {
 		u.args = append([]string(nil), os.Args...)
+		if len(u.args) > 0 && strings.Contains(u.args[0], "/") && !filepath.IsAbs(u.args[0]) {
+			u.args[0] = u.executable // the next generation may start in another directory
+		}
 	}
 	return u, nil
+}
+
+// startPath is the path this process was started from, as nginx re-execs
+// its own argv[0]: argv[0] made absolute against the working directory
+// now (New runs at start), or looked up in PATH when it has no slash. It
+// is kept unresolved, so that a symlink ("current -> releases/v2") is
+// followed anew at every upgrade. When argv[0] does not name the running
+// program (a launcher that set it to something else), it is
+// os.Executable(), which has symlinks resolved.
+func startPath(args []string) (string, error) {
+	var p string
+	switch {
+	case len(args) == 0 || args[0] == "":
+	case strings.Contains(args[0], "/"):
+		p, _ = filepath.Abs(args[0])
+	default:
+		if found, err := exec.LookPath(args[0]); err == nil {
+			p, _ = filepath.Abs(found)
+		}
+	}
+	self, err := os.Executable()
+	if p != "" && sameFile(p, self) {
+		return p, nil
+	}
+	return self, err
+}
+
+// sameFile reports whether paths a and b name the same file.
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
 }
 
 // Generation is 1 for a process started cold (or by systemd) and one more

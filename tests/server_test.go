@@ -74,6 +74,7 @@ type launchOpts struct {
 	pidFile string     // if set, use this pid file instead of one in the temp dir
 	noWait  bool       // do not wait for the pid file
 	extra   []*os.File // passed as fds 3 and up, as systemd passes sockets
+	bin     string     // if set, start from this path, which the test laid out, instead of a copy of src
 }
 
 func launch(t *testing.T, src string, o launchOpts, args ...string) *server {
@@ -85,7 +86,11 @@ func launch(t *testing.T, src string, o launchOpts, args ...string) *server {
 	if o.pidFile != "" {
 		s.pidFile = o.pidFile
 	}
-	s.deployBytes(readFile(t, src), 0o755)
+	if o.bin != "" {
+		s.bin = o.bin
+	} else {
+		s.deployBytes(readFile(t, src), 0o755)
+	}
 	s.running, s.foreign = buildVersion(src), false
 	argv := append([]string{s.bin, "-pidfile", s.pidFile}, args...)
 	if o.shell != "" {
