@@ -55,7 +55,11 @@ type Options struct {
 
 	// PIDFile, if set, is written by Ready (a temp file renamed into
 	// place) with this process's pid, and removed on Shutdown only if it
-	// still holds this pid and no next generation took over.
+	// still holds this pid and no next generation took over. Where the
+	// directory lets this process write the file but not create or remove
+	// files (a pid file made for the service's user in a root-owned
+	// /run), Ready writes it in place, truncate then write, which is not
+	// atomic, and Shutdown empties it instead of removing it.
 	PIDFile string
 
 	// UnixMode is the permission given to Unix socket files before they

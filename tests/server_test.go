@@ -69,12 +69,13 @@ func startExample(t *testing.T, src string, env []string, args ...string) *serve
 
 // launchOpts are the less common ways to start a server.
 type launchOpts struct {
-	env     []string   // added to our environment
-	shell   string     // if set, run through sh -c with this prefix, e.g. "ulimit -n 30;"
-	pidFile string     // if set, use this pid file instead of one in the temp dir
-	noWait  bool       // do not wait for the pid file
-	extra   []*os.File // passed as fds 3 and up, as systemd passes sockets
-	bin     string     // if set, start from this path, which the test laid out, instead of a copy of src
+	env     []string            // added to our environment
+	shell   string              // if set, run through sh -c with this prefix, e.g. "ulimit -n 30;"
+	pidFile string              // if set, use this pid file instead of one in the temp dir
+	noWait  bool                // do not wait for the pid file
+	extra   []*os.File          // passed as fds 3 and up, as systemd passes sockets
+	bin     string              // if set, start from this path, which the test laid out, instead of a copy of src
+	cred    *syscall.Credential // if set, run as this user
 }
 
 func launch(t *testing.T, src string, o launchOpts, args ...string) *server {
@@ -101,6 +102,9 @@ func launch(t *testing.T, src string, o launchOpts, args ...string) *server {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), o.env...)
 	cmd.ExtraFiles = o.extra
+	if o.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: o.cred}
+	}
 	stderr, err := os.Create(s.logs.path)
 	require.NoError(t, err)
 	defer stderr.Close()
