@@ -1,6 +1,8 @@
 // Package tests holds end-to-end tests: real lineserver processes on
 // loopback and Unix sockets, upgraded by real signals under real client
-// load.
+// load. Availability is part of correctness: every request is held to
+// requestBudget (1 s for connect and reply), and every upgrade deploys a
+// build of another version and checks that the new generation runs it.
 package tests
 
 import (
