@@ -41,6 +41,12 @@ var (
 	// ErrServeFailed wraps the error of a server that Server.Run runs when
 	// it stopped by itself (not by a hand-off or a drain).
 	ErrServeFailed = errors.New("tcpgrace: the server stopped with an error")
+	// ErrPID1 is returned by [Upgrader.Upgrade] in a process that is PID 1
+	// of its PID namespace (a container's entrypoint): when it exits the
+	// kernel kills every process in the namespace, the next generation
+	// with it, so an upgrade would end the service. Run the server under
+	// an init that stays (docker run --init, tini) or a supervisor.
+	ErrPID1 = errors.New("tcpgrace: this process is PID 1 of its PID namespace, whose end would kill the next generation")
 	// ErrNotSupported is returned on platforms without fd passing.
 	ErrNotSupported = errors.New("tcpgrace: not supported on this platform")
 )

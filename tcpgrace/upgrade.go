@@ -30,14 +30,21 @@ import (
 // [ErrReadyTimeout] or ctx's error. A second Upgrade while one runs fails
 // at once with [ErrUpgradeInProgress]; before Ready with [ErrNotReady];
 // after a successful one with [ErrUpgraded]; after Shutdown with
-// [ErrClosed]; and with [ErrTooManyGenerations] if older generations still
-// draining would make more than [Options.MaxGenerations] alive.
+// [ErrClosed]; with [ErrTooManyGenerations] if older generations still
+// draining would make more than [Options.MaxGenerations] alive; and with
+// [ErrPID1] in a container's entrypoint, where the old generation's exit
+// would end the namespace, new generation included: nothing changes.
 //
 // Shutdown and Close cancel a running Upgrade, as ctx's end does, until the
 // child says ready; within [Options.ReadyGrace] after that, both end the
 // grace early and the hand-off stands (the child serves, and killing it
 // would reset what it accepted).
 func (u *Upgrader) Upgrade(ctx context.Context) error {
+	if os.Getpid() == 1 {
+		err := fmt.Errorf("%w: run it under an init that stays (docker run --init, tini) or a supervisor", ErrPID1)
+		u.log.Error("upgrade failed", "err", err)
+		return err
+	}
 	ctx, files, env, err := u.beginUpgrade(ctx)
 	if err != nil {
 		u.log.Error("upgrade failed", "err", err)
