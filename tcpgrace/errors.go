@@ -36,6 +36,12 @@ var (
 	// ErrNotReady is returned by Upgrade before Ready: a generation
 	// that its own parent still waits for cannot start the next one.
 	ErrNotReady = errors.New("tcpgrace: Upgrade before Ready")
+	// ErrReadyIncomplete wraps an error of [Upgrader.Ready] after which this
+	// generation serves all the same: its parent was already told, or it
+	// has none (a PID file a first generation could not write, an
+	// inherited socket nobody claimed that would not close). Log it and
+	// keep serving; exiting would leave nobody serving.
+	ErrReadyIncomplete = errors.New("tcpgrace: serving, but part of Ready failed")
 	// ErrAlreadyReady is returned by a second call of [Upgrader.Ready].
 	ErrAlreadyReady = errors.New("tcpgrace: Ready was already called")
 	// ErrServeFailed wraps the error of a server that Server.Run runs when

@@ -175,10 +175,14 @@ func (u *Upgrader) closeExit() { u.exitOnce.Do(func() { close(u.exit) }) }
 //
 // If the PID file cannot be written, Ready returns that error. In a child
 // it also reports the error to the parent, whose Upgrade then fails and
-// which kills this process: the old generation keeps serving. A first
-// generation counts as ready anyway (it serves alone and may upgrade
-// later). A parent that has vanished meanwhile is not an error: this
-// process then serves alone. A second call returns [ErrAlreadyReady].
+// which kills this process: the old generation keeps serving, and this
+// one must exit. A first generation counts as ready anyway (it serves
+// alone and may upgrade later): its error wraps [ErrReadyIncomplete], as
+// does an error after the parent was told (closing inherited sockets
+// nobody claimed). Such an error is for the log: this generation serves,
+// and exiting would leave nobody serving. A parent that has vanished
+// meanwhile is not an error: this process then serves alone. A second
+// call returns [ErrAlreadyReady].
 func (u *Upgrader) Ready() error {
 	u.mu.Lock()
 	if u.readying {
@@ -192,10 +196,10 @@ func (u *Upgrader) Ready() error {
 		if err := writePIDFile(u.opts.PIDFile, os.Getpid()); err != nil {
 			if hasParent {
 				u.inh.Fail(err)
-			} else {
-				u.setReady()
+				return err
 			}
-			return err
+			u.setReady()
+			return fmt.Errorf("%w: %w", ErrReadyIncomplete, err)
 		}
 	}
 	if err := u.inh.Ready(); err != nil && !errors.Is(err, syscall.EPIPE) {
@@ -204,7 +208,7 @@ func (u *Upgrader) Ready() error {
 	u.setReady()
 	u.log.Info("ready", "parent", hasParent)
 	if err := u.inh.CloseUnclaimed(); err != nil {
-		return fmt.Errorf("tcpgrace: %w", err)
+		return fmt.Errorf("%w: %w", ErrReadyIncomplete, err)
 	}
 	return nil
 }

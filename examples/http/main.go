@@ -112,8 +112,8 @@ func run() int {
 	// the parent kills us, and connections we had accepted would be reset.
 	if err := u.Ready(); err != nil {
 		log.Error("ready", "err", err)
-		if u.HasParent() {
-			return 1 // our parent keeps serving
+		if !errors.Is(err, tcpgrace.ErrReadyIncomplete) {
+			return 1 // not serving: our parent keeps serving
 		}
 	}
 	// RunHTTP serves until this generation must go (upgraded, or a stop

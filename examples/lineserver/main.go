@@ -107,8 +107,8 @@ func run() int {
 	}
 	if err := u.Ready(); err != nil {
 		log.Error("ready", "err", err)
-		if u.HasParent() {
-			return 1 // our parent keeps serving
+		if !errors.Is(err, tcpgrace.ErrReadyIncomplete) {
+			return 1 // not serving: our parent keeps serving
 		}
 	}
 	srv := &tcpgrace.Server{Upgrader: u, Handler: echo, Signals: sigs, DrainTimeout: cfg.drainTimeout}

@@ -134,8 +134,8 @@ func run() int {
 	}
 	if err := u.Ready(); err != nil {
 		log.Error("ready", "err", err)
-		if u.HasParent() {
-			return 1 // our parent keeps serving
+		if !errors.Is(err, tcpgrace.ErrReadyIncomplete) {
+			return 1 // not serving: our parent keeps serving
 		}
 	}
 	// Serve handles the signals: upgrade, stop, reload (none here).

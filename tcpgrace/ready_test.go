@@ -1,0 +1,55 @@
+//go:build linux
+
+package tcpgrace
+
+import (
+	"io"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpgrace/tcpgrace/inherit"
+)
+
+// TestReadyLateErrorIsIncomplete: an error Ready meets after it told the
+// parent (an unclaimed inherited socket that will not close) wraps
+// ErrReadyIncomplete: the parent heard "ready" and hands over, so the
+// caller must keep serving. Before, it was a plain error, and the
+// examples exited on it, leaving nobody serving.
+func TestReadyLateErrorIsIncomplete(t *testing.T) {
+	parent := newColdUpgrader(t, Options{})
+	old, err := parent.Listen("old", "tcp", loopback)
+	require.NoError(t, err)
+	child, r := inheritedChild(t, Options{}, &inherit.Env{Source: inherit.EnvFDs, Generation: 2}, "old", "tcp", old.Addr().String(), old.(syscall.Conn))
+	fd := child.inh.Unclaimed()[0].FD
+	require.NoError(t, unix.Close(fd), "closing the unclaimed socket behind the registry's back")
+	err = child.Ready()
+	require.Error(t, err, "closing the unclaimed socket again fails")
+	assert.ErrorIs(t, err, ErrReadyIncomplete, "the error says this generation serves all the same")
+	msg, _ := io.ReadAll(r)
+	assert.Equal(t, "R", string(msg), "the parent heard ready")
+}
+
+// TestReadyEarlyErrorIsNotIncomplete: a child whose pid file cannot be
+// written has not told its parent ready: its error does not wrap
+// ErrReadyIncomplete, so the caller exits and the parent keeps serving.
+// A first generation in the same case serves alone: its error wraps it.
+func TestReadyEarlyErrorIsNotIncomplete(t *testing.T) {
+	parent := newColdUpgrader(t, Options{})
+	ln, err := parent.Listen("web", "tcp", loopback)
+	require.NoError(t, err)
+	missing := Options{PIDFile: filepath.Join(t.TempDir(), "missing", "x.pid")}
+	child, _ := inheritedChild(t, missing, &inherit.Env{Source: inherit.EnvFDs, Generation: 2}, "web", "tcp", ln.Addr().String(), ln.(syscall.Conn))
+	err = child.Ready()
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, ErrReadyIncomplete, "a child that failed before telling its parent must exit")
+
+	first := newColdUpgrader(t, missing)
+	err = first.Ready()
+	require.Error(t, err)
+	assert.ErrorIs(t, err, ErrReadyIncomplete, "a first generation serves without its pid file")
+}
