@@ -22,6 +22,31 @@
 // [Options.ReadyTimeout]), Upgrade kills and reaps it and returns an error;
 // generation 1 never stopped serving and may try again.
 //
+// # Deploys
+//
+// Upgrade runs the file at the path the process was started from, looked
+// up anew each time: argv[0] made absolute at [New] (or found in PATH), as
+// nginx re-execs its argv[0]. A new binary renamed over the old path
+// runs, and so does the release a symlink on the path points to now
+// ("current -> releases/v2"); the upgrade's log line names the file that
+// runs. [Options.Executable] sets another path.
+//
+// A name's address is part of the hand-off: a next generation that asks
+// for an inherited name with another address fails to start with
+// [ErrNameConflict], and the old one keeps serving. To move a port, give
+// the new address a new name; the old socket, unclaimed, is closed at
+// Ready.
+//
+// The PID file is replaced atomically (a temp file renamed over it). In a
+// directory the service may not write, such as a pid file made for its
+// user in a root-owned /run, it is written in place, which is not atomic,
+// and emptied rather than removed at the end.
+//
+// As PID 1 of a PID namespace (a container's entrypoint) a process cannot
+// hand over: its exit ends the namespace and kills the next generation.
+// Upgrade refuses there with [ErrPID1]; run the server under an init that
+// stays (docker run --init, tini) or a supervisor.
+//
 // # Hand-off protocol
 //
 // The child receives the sockets as fds 4 and up and the write end of a
