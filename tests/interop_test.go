@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -345,6 +344,15 @@ func runGoPOST(t *testing.T, _ string, addr string, d time.Duration) clientResul
 	tr := &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 2 * time.Second}
+	return runWorkers(d, func(w, n int) error {
+		_, err := postPID(client, "http://"+addr+"/", fmt.Sprintf("worker %d request %d", w, n))
+		return err
+	})
+}
+
+// runWorkers calls do(worker, n) from 4 goroutines until d has passed and
+// counts the outcomes, keeping the first few errors.
+func runWorkers(d time.Duration, do func(w, n int) error) clientResult {
 	var ok, failed atomic.Int64
 	var mu sync.Mutex
 	var errs []string
@@ -353,7 +361,7 @@ func runGoPOST(t *testing.T, _ string, addr string, d time.Duration) clientResul
 	for w := range 4 {
 		wg.Go(func() {
 			for n := 0; time.Now().Before(deadline); n++ {
-				err := postOnce(client, "http://"+addr+"/", fmt.Sprintf("worker %d request %d", w, n))
+				err := do(w, n)
 				if err == nil {
 					ok.Add(1)
 					continue
@@ -369,26 +377,6 @@ func runGoPOST(t *testing.T, _ string, addr string, d time.Duration) clientResul
 	}
 	wg.Wait()
 	return clientResult{ok: int(ok.Load()), failed: int(failed.Load()), detail: strings.Join(errs, "\n")}
-}
-
-func postOnce(client *http.Client, url, body string) error {
-	req, err := http.NewRequest(http.MethodPost, url, io.NopCloser(strings.NewReader(body)))
-	if err != nil {
-		return err
-	}
-	req.ContentLength = int64(len(body))
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-		return fmt.Errorf("reading the body: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %s", resp.Status)
-	}
-	return nil
 }
 
 // runGhz makes unary Echo calls at a fixed rate over conns connections.
@@ -525,32 +513,13 @@ func runGoGRPC(t *testing.T, _ string, addr string, d time.Duration) clientResul
 	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	defer conn.Close()
-	var ok, failed atomic.Int64
-	var mu sync.Mutex
-	var errs []string
-	deadline := time.Now().Add(d)
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Go(func() {
-			for n := 0; time.Now().Before(deadline); n++ {
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				out := new(wrapperspb.StringValue)
-				err := conn.Invoke(ctx, grpcEcho, wrapperspb.String(fmt.Sprintf("%d-%d", w, n)), out)
-				cancel()
-				if err == nil {
-					ok.Add(1)
-					time.Sleep(time.Millisecond) // about the rate of the ghz cases
-					continue
-				}
-				failed.Add(1)
-				mu.Lock()
-				if len(errs) < 10 {
-					errs = append(errs, err.Error())
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return clientResult{ok: int(ok.Load()), failed: int(failed.Load()), detail: strings.Join(errs, "\n")}
+	return runWorkers(d, func(w, n int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		err := conn.Invoke(ctx, grpcEcho, wrapperspb.String(fmt.Sprintf("%d-%d", w, n)), new(wrapperspb.StringValue))
+		if err == nil {
+			time.Sleep(time.Millisecond) // about the rate of the ghz cases
+		}
+		return err
+	})
 }
