@@ -97,7 +97,14 @@
 //
 // Each set is a field of [Server] (UpgradeSignals, StopSignals,
 // ReloadSignals), so nginx's or tableflip's convention is one assignment
-// away. Without a reload hook SIGHUP is logged and ignored. While
+// away, plus its registration: a signal that is not registered keeps its
+// default action, so SIGUSR2 as the upgrade signal needs
+// NotifySignals(syscall.SIGUSR2), or the first SIGUSR2 kills the process.
+// NotifySignals loses no signal to a burst of another (a stop always
+// wins, whatever arrived before it). Without a reload hook SIGHUP is
+// logged and ignored; the hook runs beside the accept loop, one run at a
+// time, signals during a run coalescing into one more run, and a stop
+// signal does not wait for it. While
 // [Server.Serve] drains, an upgrade signal is refused (logged with
 // [ErrClosed]) and a second stop signal closes the open connections at
 // once (after an upgrade, the first stop signal only counts as the first).

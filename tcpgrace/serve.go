@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
 	"slices"
 	"sync"
 	"syscall"
@@ -28,16 +27,31 @@ type Accepted struct {
 	Err      error        // a permanent accept error (the listener is done)
 }
 
-// NotifySignals registers the default signal sets with signal.Notify and
-// returns the channel to give to [Server.Signals]. Call it first thing in
-// main, before [New]: Go kills a process on SIGTERM or SIGHUP that arrives
-// before a handler is registered, and a new generation can be signalled as
-// soon as it starts.
-func NotifySignals() chan os.Signal {
-	c := make(chan os.Signal, 1)
-	all := slices.Concat(DefaultUpgradeSignals, DefaultStopSignals, DefaultReloadSignals)
-	signal.Notify(c, all...)
-	return c
+// NotifySignals registers the default signal sets, plus extra, with
+// signal.Notify and returns the channel to give to [Server.Signals]. Call
+// it first thing in main, before [New]: Go kills a process on SIGTERM or
+// SIGHUP that arrives before a handler is registered, and a new
+// generation can be signalled as soon as it starts.
+//
+// A signal that is not registered keeps its default action: a Server
+// whose UpgradeSignals, StopSignals or ReloadSignals name another signal
+// than the defaults needs it in extra, e.g. NotifySignals(syscall.SIGUSR2)
+// for nginx's upgrade signal, or SIGUSR2 kills the process instead of
+// upgrading it.
+//
+// No signal is lost to another one: each signal number is registered on a
+// channel of its own, and one goroutine, which lives as long as the
+// process, merges them into the returned channel. A signal that arrives
+// while the same one is still pending merges with it (the kernel does the
+// same), so a burst of SIGHUP makes one pending SIGHUP and never crowds
+// out the SIGTERM behind it; DefaultStopSignals are passed on before any
+// other pending signal, and kept twice (a second one cuts a drain short).
+// Signals wait in that goroutine until the channel is read, so nothing is
+// lost while a Server is busy between its loop and its drain. Give the
+// channel to one Server at a time.
+func NotifySignals(extra ...os.Signal) chan os.Signal {
+	all := slices.Concat(DefaultUpgradeSignals, DefaultStopSignals, DefaultReloadSignals, extra)
+	return notifySignals(nil, all, DefaultStopSignals)
 }
 
 // DefaultDrainTimeout is how long Serve waits for open connections.
@@ -54,15 +68,27 @@ type Server struct {
 	// Handler serves each connection; required.
 	Handler Handler
 	// Signals, if set, is read for upgrade, stop and reload signals; make
-	// it with NotifySignals (or signal.Notify for other sets).
+	// it with NotifySignals. A channel of your own from signal.Notify
+	// drops every signal that arrives while it is full: one with room for
+	// a single signal loses a SIGTERM behind a burst of SIGHUP.
 	Signals <-chan os.Signal
 	// UpgradeSignals, StopSignals and ReloadSignals classify what arrives
 	// on Signals. Defaults: DefaultUpgradeSignals, DefaultStopSignals,
-	// DefaultReloadSignals.
+	// DefaultReloadSignals. A signal named here that is not registered
+	// never reaches Signals and keeps its default action, which for
+	// SIGUSR2 and SIGQUIT is to end the process: register it with
+	// NotifySignals(syscall.SIGUSR2) (its extra signals).
 	UpgradeSignals, StopSignals, ReloadSignals []os.Signal
 	// Reload, if set, is run on a reload signal to reload configuration in
 	// place (no new process); its error is logged. Without it a reload
-	// signal is logged and ignored.
+	// signal is logged and ignored. It runs in a goroutine of its own, so
+	// a slow reload delays neither accepting nor any other signal, and
+	// runs of one Serve, Run or Wait never overlap: reload signals that
+	// arrive while it runs coalesce into one more run after it. A stop
+	// signal does not wait for a running reload (nor runs the one still
+	// owed): the drain starts at once, and the process may exit while the
+	// hook still runs, so it must leave the configuration whole at any
+	// point (write a new file and rename it, say).
 	Reload func() error
 	// DrainTimeout bounds the wait for open connections when this
 	// generation leaves. Default: DefaultDrainTimeout.
@@ -115,6 +141,7 @@ func (s *Server) loop(ctx context.Context, accepted <-chan Accepted, dispatch fu
 	u := s.Upgrader
 	var cancelUpgrade context.CancelFunc // set while an upgrade runs
 	upgraded := make(chan error, 1)
+	reloads := &reloader{s: s, ended: make(chan struct{}, 1)}
 	defer func() {
 		if cancelUpgrade != nil {
 			cancelUpgrade() // leaving: a next generation not yet ready is killed
@@ -138,8 +165,10 @@ func (s *Server) loop(ctx context.Context, accepted <-chan Accepted, dispatch fu
 				u.log.Info("stop signal", "signal", sig.String())
 				return true, nil
 			case slices.Contains(or(s.ReloadSignals, DefaultReloadSignals), sig):
-				s.reload(sig)
+				reloads.signal(sig)
 			}
+		case <-reloads.ended:
+			reloads.finished()
 		case <-upgraded:
 			// The outcome is logged by Upgrade; success closes Exit.
 			cancelUpgrade()

@@ -11,7 +11,8 @@ import (
 // SIGHUP reloads in place and SIGTERM/SIGINT stop, as in nginx; SIGUSR1
 // starts the next generation (nginx's binary upgrade uses SIGUSR2, and
 // tableflip's examples use SIGHUP for the upgrade itself: set
-// Server.UpgradeSignals to match either).
+// Server.UpgradeSignals to match either, and register the signal with
+// NotifySignals(syscall.SIGUSR2): unregistered, SIGUSR2 kills the process).
 var (
 	// DefaultUpgradeSignals start the next generation.
 	DefaultUpgradeSignals = []os.Signal{syscall.SIGUSR1}
