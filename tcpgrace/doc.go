@@ -104,7 +104,8 @@
 // wins, whatever arrived before it). Without a reload hook SIGHUP is
 // logged and ignored; the hook runs beside the accept loop, one run at a
 // time, signals during a run coalescing into one more run, and a stop
-// signal does not wait for it. While
+// signal does not wait for it. A stop first accepts what already waits in
+// the listeners' accept queues, then closes them. While
 // [Server.Serve] drains, an upgrade signal is refused (logged with
 // [ErrClosed]) and a second stop signal closes the open connections at
 // once (after an upgrade, the first stop signal only counts as the first).

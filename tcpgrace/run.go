@@ -16,8 +16,10 @@ import (
 // stop signal, ctx's end, or serve returning an error other than a closed
 // listener.
 //
-// Then it logs "draining" and calls shutdown with a context that ends at
-// DrainTimeout, or at once on a second stop signal. shutdown must stop the
+// Then it logs "draining", waits (at most a second) until the server has
+// taken what waits in the accept queues of the Upgrader's listeners, and
+// calls shutdown with a context that ends at DrainTimeout, or at once on
+// a second stop signal. shutdown must stop the
 // server gracefully, and hard when its context ends first (grpc.Server:
 // GracefulStop, then Stop), so that serve returns. Run waits for serve, then shuts the Upgrader down
 // (connections still tracked, the PID file, the sockets) within the same
@@ -71,6 +73,7 @@ func (s *Server) drainOwn(stopped bool, shutdown func(context.Context) error, se
 	ctx, cancel := context.WithTimeout(context.Background(), s.drainTimeout())
 	defer cancel()
 	go s.signalsWhileDraining(ctx, cancel, stopped)
+	s.Upgrader.waitAcceptQueues(ctx) // the server still accepts: let it take what is queued
 	err := shutdown(ctx)
 	<-served
 	if uerr := s.Upgrader.Shutdown(ctx); uerr != nil {

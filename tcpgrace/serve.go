@@ -104,6 +104,11 @@ type Server struct {
 // and the drain error (connections cut at the deadline) joined to either.
 // While it drains, an upgrade signal is refused and logged, and a second
 // stop signal cuts the drain short.
+// On a stop signal or ctx's end it first cancels an upgrade still running
+// (dispatching connections meanwhile), then keeps accepting until each
+// listener's accept queue has been seen empty (at most a second), so that
+// no connection the kernel already queued is reset when the listeners
+// close; connections that arrive after that are refused.
 // A failed upgrade is logged and serving goes on. Temporary accept errors
 // (EMFILE, ENFILE, ECONNABORTED...) back off from 5 ms, doubling up to 1 s,
 // and never end the loop.
@@ -145,7 +150,7 @@ func (s *Server) loop(ctx context.Context, accepted <-chan Accepted, dispatch fu
 	defer func() {
 		if cancelUpgrade != nil {
 			cancelUpgrade() // leaving: a next generation not yet ready is killed
-			<-upgraded
+			waitUpgrade(upgraded, accepted, dispatch)
 		}
 	}()
 	for {
@@ -248,11 +253,13 @@ func (s *Server) reload(sig os.Signal) {
 	log.Info("reloaded")
 }
 
-// drain stops accepting, tells handlers, serves every connection the
-// accept goroutines already took (it is out of the kernel's queue: no
-// other generation can have it), then shuts the Upgrader down within
+// drain accepts what waits in the kernel's accept queues (acceptQueued),
+// stops accepting, tells handlers, serves every connection the accept
+// goroutines already took (it is out of the kernel's queue: no other
+// generation can have it), then shuts the Upgrader down within
 // DrainTimeout.
 func (l *serveLoop) drain(cause error, stopped bool) error {
+	l.acceptQueued()
 	close(l.closing)
 	l.draining()
 	for _, ln := range l.listeners {
