@@ -65,6 +65,20 @@ func (u *Upgrader) Listen(name, network, address string) (net.Listener, error) {
 
 // ListenPacket is [Upgrader.Listen] for packet sockets: network is udp,
 // udp4 or udp6. The caller may use the result as a *net.UDPConn.
+//
+// A packet conn drains as a listener does. After a successful Upgrade,
+// and from the start of Shutdown or Close, this generation stops reading:
+// [Upgrader.Exit] is closed first, then a read blocked on the conn
+// returns, and every later one fails at once, with an error wrapping
+// os.ErrDeadlineExceeded (a net.Error whose Timeout is true), so the
+// datagrams that follow go to the generation that serves. A read loop
+// should therefore end at its first error once Exit is closed, and must
+// not set read deadlines of its own after that, which would make it read
+// again. Replies to datagrams already read can still be written: the conn
+// stays open until Shutdown has waited for the connections it tracks (at
+// its end), or Close. Shutdown cannot tell that a reply is still being
+// computed: a program that answers datagrams in goroutines waits for them
+// before it calls Shutdown.
 func (u *Upgrader) ListenPacket(name, network, address string) (net.PacketConn, error) {
 	if !inherit.IsPacket(network) {
 		return nil, fmt.Errorf("tcpgrace: ListenPacket %q: network %q is not udp, udp4 or udp6", name, network)

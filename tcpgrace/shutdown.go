@@ -9,22 +9,24 @@ import (
 )
 
 // Shutdown ends this generation gracefully. In order it: cancels a running
-// Upgrade (the child is killed), closes every registered listener and
-// packet conn (releasing sockets and Unix socket files unless a next
-// generation took them over), removes the PID file if it still holds this
-// pid, closes [Upgrader.Exit], then waits until every connection accepted
-// through the registry's listeners is closed, or ctx ends.
+// Upgrade (the child is killed), closes every registered listener
+// (releasing sockets and Unix socket files unless a next generation took
+// them over), removes the PID file if it still holds this pid, closes
+// [Upgrader.Exit], stops reading on every packet conn, then waits until
+// every connection accepted through the registry's listeners is closed,
+// or ctx ends, and last closes the packet conns: replies to datagrams
+// already read can be written until then.
 //
 // At ctx's end it closes the remaining connections and returns ctx's error
 // (joined with any close errors). It blocks until then. Calling it twice,
 // or after Close, is safe. Afterwards Listen and Upgrade fail with
 // [ErrClosed].
 func (u *Upgrader) Shutdown(ctx context.Context) error {
-	errs := u.stop()
+	errs, packets := u.stop()
 	if err := u.waitConns(ctx); err != nil {
 		errs = multierror.Append(errs, err)
 	}
-	return errs.ErrorOrNil()
+	return multierror.Append(errs, closeSockets(packets)).ErrorOrNil()
 }
 
 // Close is Shutdown without the wait: open connections are closed at
@@ -32,14 +34,15 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 func (u *Upgrader) Close() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	errs := u.stop()
+	errs, packets := u.stop()
 	u.waitConns(ctx)
-	return errs.ErrorOrNil()
+	return multierror.Append(errs, closeSockets(packets)).ErrorOrNil()
 }
 
 // stop is the part Shutdown and Close share: no more upgrades, no more
-// sockets.
-func (u *Upgrader) stop() *multierror.Error {
+// listeners, no more reading; it returns the packet conns, which the
+// caller closes once its wait is over.
+func (u *Upgrader) stop() (*multierror.Error, []*socket) {
 	u.mu.Lock()
 	first := u.state != stateClosed
 	u.state = stateClosed
@@ -59,12 +62,8 @@ func (u *Upgrader) stop() *multierror.Error {
 		}
 	}
 	u.mu.Unlock()
-	var errs *multierror.Error
-	for _, s := range sockets {
-		if err := s.closeRaw(); err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("tcpgrace: closing %q: %w", s.name, err))
-		}
-	}
+	stream, packets := splitSockets(sockets)
+	errs := closeSockets(stream)
 	for _, p := range paths {
 		p.remove()
 	}
@@ -77,7 +76,8 @@ func (u *Upgrader) stop() *multierror.Error {
 		u.log.Info("shutting down", "handed_off", handedOff)
 	}
 	u.closeExit()
-	return errs
+	stopReading(packets) // after Exit: a read that fails finds Exit closed
+	return errs, packets
 }
 
 // waitConns waits for the tracked connections to close; at ctx's end it

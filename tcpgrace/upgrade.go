@@ -17,11 +17,13 @@ import (
 // same arguments, hands it every registered socket, and blocks until it
 // calls Ready, fails, or ctx ends.
 //
-// On success this generation's listeners and packet conns are closed (the
-// kernel sockets stay open in the next generation, so no queued connection
-// is lost and none is refused), [Upgrader.Exit] is closed, and the caller
-// should drain and exit; connections already accepted are the caller's to
-// finish.
+// On success this generation's listeners are closed (the kernel sockets
+// stay open in the next generation, so no queued connection is lost and
+// none is refused), [Upgrader.Exit] is closed, and the caller should drain
+// and exit; connections already accepted are the caller's to finish. Its
+// packet conns stop reading but stay open, so that replies to datagrams
+// already read can still be written, until Shutdown or Close closes them
+// (see [Upgrader.ListenPacket]).
 //
 // On failure nothing changes: this generation keeps every socket and keeps
 // serving, the child has been killed and reaped, no fd is left behind, and
@@ -112,7 +114,8 @@ func (u *Upgrader) drainingOlder() []int {
 }
 
 // endUpgrade leaves the upgrading state: to upgraded on success (closing
-// this generation's copies of the sockets), back to serving on failure.
+// this generation's copies of the listeners, stopping reads on its packet
+// conns), back to serving on failure.
 func (u *Upgrader) endUpgrade(ok bool) {
 	u.mu.Lock()
 	u.cancelUpgrade()
@@ -132,10 +135,12 @@ func (u *Upgrader) endUpgrade(ok bool) {
 	if !ok {
 		return
 	}
-	for _, s := range sockets {
+	stream, packets := splitSockets(sockets)
+	for _, s := range stream {
 		s.closeRaw()
 	}
 	u.closeExit()
+	stopReading(packets) // after Exit: a read that fails finds Exit closed
 }
 
 // child is a started next generation, reaped by its own goroutine.
