@@ -11,6 +11,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tcpgrace/tcpgrace/tcpgrace"
@@ -32,7 +33,8 @@ import (
 //
 // Both log "start" (with the version roleVersion) and "exit" as the
 // examples do, take -pidfile and -drain-timeout, and exit 0 after a
-// drain.
+// drain. With -sigusr2 they upgrade on SIGUSR2 (registered with
+// NotifySignals) instead of SIGUSR1.
 const serverRoleEnv = "TCPGRACE_E2E_SERVER"
 
 func init() {
@@ -46,7 +48,7 @@ type roleConfig struct {
 	pidFile, tcp, udp        string
 	reloadDelay, replyDelay  time.Duration
 	drainTimeout             time.Duration
-	holdReplies              bool
+	holdReplies, sigusr2     bool
 	readyTimeout, readyGrace time.Duration
 }
 
@@ -62,19 +64,24 @@ func parseRoleFlags(args []string) (*roleConfig, error) {
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", 0, "")
 	fs.DurationVar(&c.readyGrace, "ready-grace", 0, "")
 	fs.BoolVar(&c.holdReplies, "hold-replies", false, "")
+	fs.BoolVar(&c.sigusr2, "sigusr2", false, "")
 	return &c, fs.Parse(args)
 }
 
 func runServerRole(role string, args []string) int {
-	sigs := tcpgrace.NotifySignals() // first, as every example does
 	base := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	log := base.With("pid", os.Getpid())
-	log.Info("start", "version", roleVersion, "role", role)
-	cfg, err := parseRoleFlags(args)
+	cfg, err := parseRoleFlags(args) // before NotifySignals: it decides what to register
 	if err != nil {
 		log.Error("flags", "err", err)
 		return 2
 	}
+	var extra []os.Signal
+	if cfg.sigusr2 {
+		extra = []os.Signal{syscall.SIGUSR2}
+	}
+	sigs := tcpgrace.NotifySignals(extra...) // first, as every example does
+	log.Info("start", "version", roleVersion, "role", role)
 	u, err := tcpgrace.New(tcpgrace.Options{PIDFile: cfg.pidFile, Logger: base,
 		ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace})
 	if err != nil {
@@ -119,6 +126,9 @@ func serveReloadRole(u *tcpgrace.Upgrader, sigs <-chan os.Signal, cfg *roleConfi
 		return nil
 	}
 	srv := &tcpgrace.Server{Upgrader: u, Handler: echoLines, Signals: sigs, Reload: reload, DrainTimeout: cfg.drainTimeout}
+	if cfg.sigusr2 {
+		srv.UpgradeSignals = []os.Signal{syscall.SIGUSR2}
+	}
 	if err := srv.Serve(context.Background(), ln); err != nil {
 		log.Warn("drained", "err", err)
 	}

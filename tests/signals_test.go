@@ -129,3 +129,29 @@ func TestReloadSignalsCoalesce(t *testing.T) {
 	assert.Equal(t, 2, strings.Count(logs, "reload hook: begin"), "the signals during the first run make one more run, no more\nlogs:\n%s", logs)
 	assert.NotContains(t, logs, "two runs at once", "reloads never overlap")
 }
+
+// TestSIGUSR2Upgrade: a server that upgrades on SIGUSR2 registers it with
+// NotifySignals(syscall.SIGUSR2): SIGUSR2 then starts a new generation
+// that serves, the old one exits 0, and SIGUSR1 (no longer an upgrade
+// signal, but still registered) changes nothing.
+func TestSIGUSR2Upgrade(t *testing.T) {
+	s := startRole(t, "reload", "-tcp", "127.0.0.1:0", "-sigusr2")
+	addr := s.addr("tcp:127.0.0.1:0")
+	old := s.pid()
+	require.NoError(t, syscall.Kill(old, syscall.SIGUSR1))
+	require.NoError(t, echoOnce("tcp", addr, "after SIGUSR1"))
+	assert.NotContains(t, s.logs.String(), "upgrade signal", "SIGUSR1 is no upgrade signal here")
+	require.NoError(t, syscall.Kill(old, syscall.SIGUSR2))
+	var pid int
+	waitFor(t, "a new generation after SIGUSR2\nlogs:\n"+s.logs.String(), func() bool {
+		pid = s.pid()
+		return pid != 0 && pid != old
+	})
+	s.mu.Lock()
+	s.pids = append(s.pids, pid)
+	s.mu.Unlock()
+	s.waitReadyLog(pid)
+	s.waitExit(old, 0)
+	require.NoError(t, echoOnce("tcp", addr, "after SIGUSR2"), "the new generation serves")
+	s.stop()
+}
