@@ -1,0 +1,137 @@
+package tests
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The tests here run lineserver as units of a real systemd
+// (systemd_harness_test.go), under load, and hold every request to
+// requestBudget as the other end-to-end tests do.
+
+// notifyService is a Type=notify unit for lineserver in the test's dir,
+// upgraded by SIGUSR1 to the main process (ExecReload= included); extra
+// lines go to [Service].
+func notifyService(args, extra string) string {
+	return `[Unit]
+DefaultDependencies=no
+[Service]
+Type=notify
+ExecStart=@DIR@/lineserver ` + args + `
+ExecReload=/bin/kill -USR1 $MAINPID
+StandardOutput=append:@DIR@/service.log
+StandardError=append:@DIR@/service.log
+TimeoutStartSec=15
+TimeoutStopSec=15
+` + extra
+}
+
+// installLineserver copies the built lineserver into dir, where the units
+// run it from.
+func installLineserver(t *testing.T, dir string) {
+	t.Helper()
+	data, err := os.ReadFile(lineserverBin)
+	require.NoError(t, err, "reading the built lineserver")
+	require.NoError(t, os.WriteFile(dir+"/lineserver", data, 0o755), "installing lineserver")
+}
+
+// readyPID is the pid (in systemd's namespace) of the lineserver that
+// said ready as generation gen, 0 if none has yet.
+func (s *systemd) readyPID(gen int) int {
+	data, _ := os.ReadFile(s.path("service.log"))
+	m := regexp.MustCompile(fmt.Sprintf(`msg=ready pid=(\d+) generation=%d `, gen)).FindSubmatch(data)
+	if m == nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(string(m[1]))
+	return pid
+}
+
+// waitMain waits until generation gen said ready and systemd follows it:
+// MainPID is its pid and the unit is active and running again.
+func (s *systemd) waitMain(unit string, gen int) int {
+	s.t.Helper()
+	var pid int
+	s.waitFor(fmt.Sprintf("generation %d to be ready", gen), func() bool { pid = s.readyPID(gen); return pid != 0 })
+	s.waitShow(unit, "MainPID", fmt.Sprintf("generation %d's pid %d", gen, pid), func(v string) bool { return v == strconv.Itoa(pid) })
+	s.waitShow(unit, "SubState", "running", func(v string) bool { return v == "running" })
+	assert.Equal(s.t, "active", s.show(unit, "ActiveState"), "the unit is active with generation %d", gen)
+	assert.Equal(s.t, fmt.Sprintf("serving, generation %d", gen), s.show(unit, "StatusText"), "the status names the generation")
+	return pid
+}
+
+// stateWatch records every ActiveState of a unit other than the ones
+// allowed, polling until stopped.
+type stateWatch struct {
+	stop chan struct{}
+	done chan struct{}
+	mu   sync.Mutex
+	bad  []string
+	n    int
+}
+
+func (s *systemd) watchState(unit string, allowed ...string) *stateWatch {
+	w := &stateWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			v, err := s.systemctl("show", "--value", "-p", "ActiveState", unit)
+			w.mu.Lock()
+			w.n++
+			if err == nil && !slices.Contains(allowed, v) && len(w.bad) < 10 {
+				w.bad = append(w.bad, v)
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+// check stops the watch and fails the test if another state was seen.
+func (w *stateWatch) check(t *testing.T, what string) {
+	t.Helper()
+	close(w.stop)
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	assert.Empty(t, w.bad, "%s: the unit stays active (%d polls)", what, w.n)
+}
+
+// TestSystemdNotifyUpgrades: lineserver as Type=notify starts (READY=1),
+// then five upgrades by SIGUSR1 to the main process; after each, MainPID
+// is the new generation (MAINPID= from the old main process, the default
+// NotifyAccess=main) and the unit never leaves active/reloading; under
+// load throughout, no request fails.
+func TestSystemdNotifyUpgrades(t *testing.T) {
+	dir := t.TempDir()
+	installLineserver(t, dir)
+	addr := freeAddr(t)
+	s := bootSystemd(t, dir, map[string]string{"lines.service": notifyService("-tcp "+addr, "")})
+	s.mustSystemctl("start", "lines.service") // Type=notify: returns once READY=1 arrived
+	s.waitMain("lines.service", 1)
+	l := startLoad([]target{{"tcp", addr}}, 2, 1_000_000)
+	l.waitRequests(t, 100)
+	w := s.watchState("lines.service", "active", "reloading")
+	for gen := 2; gen <= 6; gen++ {
+		s.mustSystemctl("kill", "-s", "USR1", "--kill-who=main", "lines.service")
+		s.waitMain("lines.service", gen)
+		l.waitRequests(t, 50)
+	}
+	w.check(t, "five upgrades")
+	l.stopLoad(t)
+	assert.Equal(t, "0", s.show("lines.service", "NRestarts"), "systemd never restarted the service")
+}
