@@ -46,7 +46,7 @@ umount -l /sys/fs/cgroup 2>/dev/null || true
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
 mount --bind "$2" /dev/console
 mount --make-rshared /
-exec ` + systemdBinary + ` --system --unit=` + systemdTarget + `
+exec ` + systemdBinary + ` --system --log-target=console --log-level=info --unit=` + systemdTarget + `
 `
 
 // systemd is one booted manager.

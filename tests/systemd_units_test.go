@@ -1,11 +1,14 @@
 package tests
 
 import (
+	"bufio"
 	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -134,4 +137,111 @@ func TestSystemdNotifyUpgrades(t *testing.T) {
 	w.check(t, "five upgrades")
 	l.stopLoad(t)
 	assert.Equal(t, "0", s.show("lines.service", "NRestarts"), "systemd never restarted the service")
+}
+
+// deployFile puts data at dir/lineserver by rename, as a deploy does.
+func deployFile(t *testing.T, dir string, data []byte) {
+	t.Helper()
+	tmp := dir + "/lineserver.new"
+	require.NoError(t, os.WriteFile(tmp, data, 0o755), "writing the new build")
+	require.NoError(t, os.Rename(tmp, dir+"/lineserver"), "deploying the new build")
+}
+
+// TestSystemdReload: systemctl reload runs ExecReload= (kill -USR1
+// $MAINPID), which upgrades; MainPID follows, twice, under load.
+func TestSystemdReload(t *testing.T) {
+	dir := t.TempDir()
+	installLineserver(t, dir)
+	addr := freeAddr(t)
+	s := bootSystemd(t, dir, map[string]string{"lines.service": notifyService("-tcp "+addr, "")})
+	s.mustSystemctl("start", "lines.service")
+	s.waitMain("lines.service", 1)
+	l := startLoad([]target{{"tcp", addr}}, 2, 1_000_000)
+	l.waitRequests(t, 100)
+	w := s.watchState("lines.service", "active", "reloading")
+	for gen := 2; gen <= 3; gen++ {
+		s.mustSystemctl("reload", "lines.service")
+		s.waitMain("lines.service", gen)
+		l.waitRequests(t, 50)
+	}
+	w.check(t, "two reloads")
+	l.stopLoad(t)
+}
+
+// TestSystemdFailedUpgrade: an upgrade to a broken binary fails; the unit
+// stays active with the same MainPID, and systemctl status says why
+// (STATUS=); after a good build is deployed again, the next upgrade
+// works. Under load throughout.
+func TestSystemdFailedUpgrade(t *testing.T) {
+	dir := t.TempDir()
+	installLineserver(t, dir)
+	good, err := os.ReadFile(dir + "/lineserver")
+	require.NoError(t, err, "reading the good build")
+	addr := freeAddr(t)
+	s := bootSystemd(t, dir, map[string]string{"lines.service": notifyService("-tcp "+addr, "")})
+	s.mustSystemctl("start", "lines.service")
+	main := s.waitMain("lines.service", 1)
+	l := startLoad([]target{{"tcp", addr}}, 2, 1_000_000)
+	l.waitRequests(t, 100)
+	w := s.watchState("lines.service", "active", "reloading")
+
+	deployFile(t, dir, []byte("\x7fELF but not really\n"))
+	s.mustSystemctl("kill", "-s", "USR1", "--kill-who=main", "lines.service")
+	status := s.waitShow("lines.service", "StatusText", "upgrade failed", func(v string) bool { return strings.Contains(v, "upgrade failed") })
+	assert.Contains(t, status, "serving, generation 1; upgrade failed: tcpgrace: cannot start the next generation", "the status says why")
+	s.waitShow("lines.service", "SubState", "running", func(v string) bool { return v == "running" })
+	assert.Equal(t, strconv.Itoa(main), s.show("lines.service", "MainPID"), "the old generation is still the main process")
+	out, _ := s.systemctl("status", "--no-pager", "lines.service") // exit status 0 only for an active unit; checked below
+	assert.Contains(t, out, "Active: active (running)", "systemctl status: active\n%s", out)
+	assert.Contains(t, out, "exec format error", "systemctl status: the reason\n%s", out)
+	l.waitRequests(t, 100)
+
+	deployFile(t, dir, good)
+	s.mustSystemctl("kill", "-s", "USR1", "--kill-who=main", "lines.service")
+	s.waitMain("lines.service", 2)
+	l.waitRequests(t, 50)
+	w.check(t, "a failed upgrade, then a good one")
+	l.stopLoad(t)
+}
+
+// TestSystemdStopWhileDraining: systemctl stop while an older generation
+// still drains a connection: every process of the unit is gone
+// afterwards, the stop took the drain timeout (not TimeoutStopSec), and
+// the result is success.
+func TestSystemdStopWhileDraining(t *testing.T) {
+	dir := t.TempDir()
+	installLineserver(t, dir)
+	addr := freeAddr(t)
+	s := bootSystemd(t, dir, map[string]string{"lines.service": notifyService("-tcp "+addr+" -drain-timeout 2s", "")})
+	s.mustSystemctl("start", "lines.service")
+	s.waitMain("lines.service", 1)
+	l := startLoad([]target{{"tcp", addr}}, 2, 1_000_000)
+	l.waitRequests(t, 100)
+
+	// A connection to generation 1 that stays open: it drains it.
+	c, err := net.DialTimeout("tcp", addr, requestBudget)
+	require.NoError(t, err, "a long connection")
+	defer c.Close()
+	_, err = c.Write([]byte("held\n"))
+	require.NoError(t, err, "writing on the long connection")
+	r := bufio.NewReader(c)
+	c.SetDeadline(time.Now().Add(waitTimeout))
+	line, err := r.ReadString('\n')
+	require.NoError(t, err, "the long connection is served")
+	require.Equal(t, "held\n", line, "the echo")
+	s.mustSystemctl("kill", "-s", "USR1", "--kill-who=main", "lines.service")
+	s.waitMain("lines.service", 2)
+	l.waitRequests(t, 100)
+	l.stopLoad(t)
+	require.Len(t, s.unitPIDs("lines.service"), 2, "generation 1 drains the long connection while 2 serves")
+
+	begin := time.Now()
+	s.mustSystemctl("stop", "lines.service")
+	took := time.Since(begin)
+	assert.Empty(t, s.unitPIDs("lines.service"), "no process of the unit is left")
+	assert.Equal(t, "inactive", s.show("lines.service", "ActiveState"), "the unit is stopped")
+	assert.Equal(t, "success", s.show("lines.service", "Result"), "it stopped cleanly, not by a timeout or a kill")
+	assert.Less(t, took, 10*time.Second, "the stop takes the drain timeout, not TimeoutStopSec")
+	_, err = r.ReadString('\n')
+	assert.Error(t, err, "the long connection was closed at the drain deadline")
 }
