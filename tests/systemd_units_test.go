@@ -245,3 +245,96 @@ func TestSystemdStopWhileDraining(t *testing.T) {
 	_, err = r.ReadString('\n')
 	assert.Error(t, err, "the long connection was closed at the drain deadline")
 }
+
+// TestSystemdSocketActivation: a .socket unit with two TCP and one Unix
+// ListenStream= and a ListenDatagram=, all named by FileDescriptorName=,
+// starts lineserver (Type=notify) on the first connection; lineserver
+// claims the stream sockets by address and keeps serving them across
+// two upgrades under load. systemctl stop of the service leaves the
+// socket unit listening on every socket, its Unix socket file in place,
+// and the next connection starts the service again.
+func TestSystemdSocketActivation(t *testing.T) {
+	dir := t.TempDir()
+	installLineserver(t, dir)
+	tcpA, tcpB, udp := freeAddr(t), freeAddr(t), freeUDPAddr(t)
+	sock := dir + "/lines.sock"
+	s := bootSystemd(t, dir, map[string]string{
+		"lines.socket": `[Unit]
+DefaultDependencies=no
+[Socket]
+ListenStream=` + tcpA + `
+ListenStream=` + tcpB + `
+ListenStream=` + sock + `
+ListenDatagram=` + udp + `
+FileDescriptorName=lines
+`,
+		"lines.service": notifyService("-tcp "+tcpA+" -tcp "+tcpB+" -unix "+sock, ""),
+	})
+	s.mustSystemctl("start", "lines.socket")
+	assert.Equal(t, "inactive", s.show("lines.service", "ActiveState"), "nothing started the service yet")
+	l := startLoad([]target{{"tcp", tcpA}, {"tcp", tcpB}, {"unix", sock}}, 1, 1_000_000)
+	l.waitRequests(t, 100)
+	s.waitMain("lines.service", 1)
+	logs := readFile(t, s.path("service.log"))
+	for _, addr := range []string{tcpA, tcpB, sock} {
+		assert.Contains(t, string(logs), "addr="+addr+" inherited=true", "generation 1 serves the socket unit's %s", addr)
+	}
+	for gen := 2; gen <= 3; gen++ {
+		s.mustSystemctl("kill", "-s", "USR1", "--kill-who=main", "lines.service")
+		s.waitMain("lines.service", gen)
+		l.waitRequests(t, 100)
+	}
+	l.stopLoad(t)
+
+	s.mustSystemctl("stop", "lines.service")
+	assert.Empty(t, s.unitPIDs("lines.service"), "no process of the service is left")
+	assert.Equal(t, "success", s.show("lines.service", "Result"), "the service stopped cleanly")
+	assert.Equal(t, "listening", s.show("lines.socket", "SubState"), "the socket unit still listens")
+	_, err := os.Lstat(sock)
+	assert.NoError(t, err, "the socket unit's Unix socket file is left in place")
+	_, err = net.ListenPacket("udp", udp)
+	assert.Error(t, err, "the socket unit still holds the datagram socket")
+	for _, tg := range []target{{"tcp", tcpA}, {"tcp", tcpB}, {"unix", sock}} {
+		assert.NoError(t, echoOnce(tg.network, tg.addr, "again"), "%s %s still answers: the service starts again", tg.network, tg.addr)
+	}
+}
+
+// freeUDPAddr is a loopback UDP address nobody uses now.
+func freeUDPAddr(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err, "a free UDP port")
+	defer c.Close()
+	return c.LocalAddr().String()
+}
+
+// TestSystemdWatchdog: with WatchdogSec=1, the serving generation pings
+// (WATCHDOG=1 every half second), before and after two upgrades, so
+// systemd never kills it: the watchdog timestamp keeps moving, MainPID
+// stays through a quiet spell of twice the watchdog interval, and the
+// unit never restarts. Under load throughout.
+func TestSystemdWatchdog(t *testing.T) {
+	dir := t.TempDir()
+	installLineserver(t, dir)
+	addr := freeAddr(t)
+	s := bootSystemd(t, dir, map[string]string{"lines.service": notifyService("-tcp "+addr, "WatchdogSec=1\nRestart=on-failure\n")})
+	s.mustSystemctl("start", "lines.service")
+	s.waitMain("lines.service", 1)
+	l := startLoad([]target{{"tcp", addr}}, 2, 1_000_000)
+	l.waitRequests(t, 100)
+	w := s.watchState("lines.service", "active", "reloading")
+	for gen := 2; gen <= 3; gen++ {
+		s.mustSystemctl("kill", "-s", "USR1", "--kill-who=main", "lines.service")
+		s.waitMain("lines.service", gen)
+		l.waitRequests(t, 50)
+	}
+	main := s.show("lines.service", "MainPID")
+	ping := s.show("lines.service", "WatchdogTimestampMonotonic")
+	s.waitShow("lines.service", "WatchdogTimestampMonotonic", "a ping from generation 3", func(v string) bool { return v != ping })
+	time.Sleep(2 * time.Second) // not a synchronisation: the watchdog must not fire over two of its intervals
+	w.check(t, "two upgrades and a quiet spell under a 1 s watchdog")
+	l.stopLoad(t)
+	assert.Equal(t, main, s.show("lines.service", "MainPID"), "generation 3 still serves")
+	assert.Equal(t, "0", s.show("lines.service", "NRestarts"), "the watchdog never fired")
+	assert.Equal(t, "success", s.show("lines.service", "Result"), "no watchdog result")
+}
