@@ -8,14 +8,20 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/tcpgrace/tcpgrace/inherit"
 )
 
+// TestParseNotify: which environments mean a manager listens, and
+// whether the watchdog is meant for this process.
 func TestParseNotify(t *testing.T) {
 	pid := 4242
 	for _, tc := range []struct {
@@ -122,6 +128,9 @@ func (l *sdListener) next(want string) string {
 	}
 }
 
+// TestNotifyReadyAndStop: a first generation says READY=1 with its
+// status at Ready, STOPPING=1 when it shuts down; on a path and an
+// abstract socket.
 func TestNotifyReadyAndStop(t *testing.T) {
 	for _, abstract := range []bool{false, true} {
 		t.Run(fmt.Sprintf("abstract=%v", abstract), func(t *testing.T) {
@@ -137,6 +146,9 @@ func TestNotifyReadyAndStop(t *testing.T) {
 	}
 }
 
+// TestNotifyUpgrade: an upgrade says RELOADING=1, then MAINPID=<child>
+// and READY=1 from the parent; the child, handed NOTIFY_SOCKET, speaks
+// as the main process from then on.
 func TestNotifyUpgrade(t *testing.T) {
 	h := newHarness(t, 10*time.Second)
 	l := newSDListener(t, false)
@@ -154,6 +166,8 @@ func TestNotifyUpgrade(t *testing.T) {
 	assert.Contains(t, l.next("STOPPING=1"), "generation 2", "the child, now the main process, says it stops")
 }
 
+// TestNotifyFailedUpgrade: a failed upgrade says READY=1 again, with
+// the reason in STATUS=, and the main process stays.
 func TestNotifyFailedUpgrade(t *testing.T) {
 	h := newHarness(t, 10*time.Second)
 	l := newSDListener(t, false)
@@ -167,6 +181,8 @@ func TestNotifyFailedUpgrade(t *testing.T) {
 	assert.NotContains(t, m, "MAINPID=", "the main process stays")
 }
 
+// TestNotifyWatchdog: a serving generation pings the watchdog at half
+// its interval.
 func TestNotifyWatchdog(t *testing.T) {
 	l := newSDListener(t, false)
 	u := newColdUpgrader(t, Options{})
@@ -178,4 +194,37 @@ func TestNotifyWatchdog(t *testing.T) {
 	}
 	require.NoError(t, u.Shutdown(context.Background()), "Shutdown")
 	l.next("STOPPING=1")
+}
+
+// TestTakeNotifyHidesSocket: New takes NOTIFY_SOCKET and the watchdog
+// variables out of the environment, so a process the program spawns
+// cannot speak for it, and hands them to the next generation only
+// (WATCHDOG_PID left out: it names this process).
+func TestTakeNotifyHidesSocket(t *testing.T) {
+	t.Setenv(envNotifySocket, "@tcpgrace-test")
+	t.Setenv(envWatchdogUsec, "1000000")
+	t.Setenv(envWatchdogPID, strconv.Itoa(os.Getpid()))
+	sdTakeOnce = sync.Once{} // as in a fresh process
+	t.Cleanup(func() { sdTakeOnce = sync.Once{} })
+	files, err := inherit.Open(nil)
+	require.NoError(t, err, "a cold start")
+	u, err := newUpgrader(Options{Executable: "/bin/true"}, files)
+	require.NoError(t, err, "newUpgrader")
+	t.Cleanup(func() { u.Close() })
+	assert.True(t, u.sd.enabled(), "the Upgrader speaks to the manager")
+	assert.Equal(t, time.Second, u.sd.watchdog, "and pings its watchdog")
+	for _, k := range []string{envNotifySocket, envWatchdogUsec, envWatchdogPID} {
+		_, ok := os.LookupEnv(k)
+		assert.False(t, ok, "%s is gone from the environment that spawned processes inherit", k)
+	}
+	env := u.command(nil, &inherit.Env{Generation: 2}).Env
+	assert.Contains(t, env, "NOTIFY_SOCKET=@tcpgrace-test", "the next generation gets the socket")
+	assert.Contains(t, env, "WATCHDOG_USEC=1000000", "and the watchdog interval")
+	assert.NotContains(t, strings.Join(env, "\n"), envWatchdogPID+"=", "but not the pid it was meant for")
+	other, err := inherit.Open(nil)
+	require.NoError(t, err, "a cold start")
+	u2, err := newUpgrader(Options{Executable: "/bin/true"}, other)
+	require.NoError(t, err, "a second newUpgrader")
+	t.Cleanup(func() { u2.Close() })
+	assert.False(t, u2.sd.enabled(), "only the first Upgrader of a process takes the variables")
 }
