@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // A real systemd (PID 1 of fresh PID, mount, UTS, IPC and cgroup
@@ -35,7 +36,8 @@ const systemdTarget = "tcpgrace-test.target"
 const systemdTimeout = 20 * time.Second
 
 // bootScript runs as the namespaces' first process: $1 holds the unit
-// files, $2 is the log that stands in for the console. Mounts made here
+// files, $2 is the terminal that stands in for the console (systemd
+// writes nothing to a console that is not a terminal). Mounts made here
 // stay in the new mount namespace (unshare makes it private).
 const bootScript = `#!/bin/sh
 set -e
@@ -117,8 +119,7 @@ func bootSystemd(t *testing.T, dir string, units map[string]string) *systemd {
 	}
 	script := filepath.Join(dir, "boot.sh")
 	require.NoError(t, os.WriteFile(script, []byte(bootScript), 0o755), "the boot script")
-	console := s.path("console.log")
-	require.NoError(t, os.WriteFile(console, nil, 0o644), "the console log")
+	console := s.console()
 
 	s.cgroup = filepath.Join(cgroup2Mount(), fmt.Sprintf("tcpgrace-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
 	require.NoError(t, os.Mkdir(s.cgroup, 0o755), "a cgroup of our own")
@@ -151,6 +152,42 @@ func bootSystemd(t *testing.T, dir string, units map[string]string) *systemd {
 		return out == "active"
 	})
 	return s
+}
+
+// console opens a pseudo-terminal whose output goes to console.log,
+// and returns the path of its terminal side.
+func (s *systemd) console() string {
+	s.t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	require.NoError(s.t, err, "opening a pseudo-terminal")
+	require.NoError(s.t, unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0), "unlocking the pseudo-terminal")
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	require.NoError(s.t, err, "the pseudo-terminal's number")
+	log, err := os.Create(s.path("console.log"))
+	require.NoError(s.t, err, "the console log")
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptmx.Read(buf)
+			log.Write(buf[:n])
+			switch {
+			case errors.Is(err, os.ErrClosed):
+				return
+			case err != nil:
+				// EIO while no terminal side is open: before systemd opens
+				// it, and after it hangs the console up at start.
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}()
+	s.t.Cleanup(func() { // after the manager is gone: registered first, run last
+		ptmx.Close()
+		<-copied
+		log.Close()
+	})
+	return fmt.Sprintf("/dev/pts/%d", n)
 }
 
 // path is name in the test's dir.
