@@ -127,13 +127,15 @@ func bootSystemd(t *testing.T, dir string, units map[string]string) *systemd {
 	cg, err := os.Open(s.cgroup)
 	require.NoError(t, err, "opening the cgroup")
 	defer cg.Close()
-	s.unshare = exec.Command("unshare", "--pid", "--fork", "--mount", "--uts", "--ipc", "--cgroup", "--mount-proc",
+	s.unshare = exec.Command("unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--ipc", "--cgroup", "--mount-proc",
 		script, unitDir, console)
 	out, err := os.Create(s.path("unshare.log"))
 	require.NoError(t, err, "unshare's log")
 	defer out.Close()
 	s.unshare.Stdout, s.unshare.Stderr = out, out
-	s.unshare.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	// If the test binary dies without its cleanups (a go test -timeout
+	// panic), unshare is killed, and it kills the namespaces' PID 1.
+	s.unshare.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd()), Pdeathsig: syscall.SIGKILL}
 	require.NoError(t, s.unshare.Start(), "starting unshare")
 	go func() {
 		s.unshare.Wait()

@@ -22,8 +22,9 @@ import (
 // requestBudget as the other end-to-end tests do.
 
 // notifyService is a Type=notify unit for lineserver in the test's dir,
-// upgraded by SIGUSR1 to the main process (ExecReload= included); extra
-// lines go to [Service].
+// upgraded by SIGUSR1 to the main process (ExecReload= included), stopped
+// by ExecStop= lines that signal the main process and wait for it (see
+// TestSystemdStopAfterUpgradeDrains); extra lines go to [Service].
 func notifyService(args, extra string) string {
 	return `[Unit]
 DefaultDependencies=no
@@ -31,6 +32,8 @@ DefaultDependencies=no
 Type=notify
 ExecStart=@DIR@/lineserver ` + args + `
 ExecReload=/bin/kill -USR1 $MAINPID
+ExecStop=-/bin/kill -TERM $MAINPID
+ExecStop=-/usr/bin/tail --pid=${MAINPID} -s 0.1 -f /dev/null
 StandardOutput=append:@DIR@/service.log
 StandardError=append:@DIR@/service.log
 TimeoutStartSec=15
@@ -288,7 +291,7 @@ FileDescriptorName=lines
 
 	s.mustSystemctl("stop", "lines.service")
 	assert.Empty(t, s.unitPIDs("lines.service"), "no process of the service is left")
-	assert.Equal(t, "success", s.show("lines.service", "Result"), "the service stopped cleanly")
+	assert.Equal(t, "success", s.show("lines.service", "Result"), "the service stopped cleanly: %s", s.mustSystemctl("show", "-p", "ExecMainPID,ExecMainCode,ExecMainStatus,MainPID,NRestarts,InvocationID", "lines.service"))
 	assert.Equal(t, "listening", s.show("lines.socket", "SubState"), "the socket unit still listens")
 	_, err := os.Lstat(sock)
 	assert.NoError(t, err, "the socket unit's Unix socket file is left in place")
@@ -337,4 +340,60 @@ func TestSystemdWatchdog(t *testing.T) {
 	assert.Equal(t, main, s.show("lines.service", "MainPID"), "generation 3 still serves")
 	assert.Equal(t, "0", s.show("lines.service", "NRestarts"), "the watchdog never fired")
 	assert.Equal(t, "success", s.show("lines.service", "Result"), "no watchdog result")
+}
+
+// TestSystemdStopExtendsTimeout: a drain that outlasts TimeoutStopSec= is
+// not killed: the main process extends the stop timeout
+// (EXTEND_TIMEOUT_USEC=) while it drains, and the stop ends with the
+// drain timeout and Result=success.
+func TestSystemdStopExtendsTimeout(t *testing.T) {
+	dir := t.TempDir()
+	installLineserver(t, dir)
+	addr := freeAddr(t)
+	const drain = 4 * time.Second
+	s := bootSystemd(t, dir, map[string]string{"lines.service": notifyService("-tcp "+addr+" -drain-timeout "+drain.String(), "TimeoutStopSec=1500ms\n")})
+	s.mustSystemctl("start", "lines.service")
+	s.waitMain("lines.service", 1)
+	c, err := net.DialTimeout("tcp", addr, requestBudget)
+	require.NoError(t, err, "a long connection")
+	defer c.Close()
+	require.NoError(t, echoOnConn(c, bufio.NewReader(c), "held"), "the long connection is served")
+
+	begin := time.Now()
+	s.mustSystemctl("stop", "lines.service")
+	took := time.Since(begin)
+	assert.Equal(t, "success", s.show("lines.service", "Result"), "the drain was not killed at TimeoutStopSec=")
+	assert.GreaterOrEqual(t, took, drain-500*time.Millisecond, "the stop lasted the drain, well past TimeoutStopSec=")
+	assert.Empty(t, s.unitPIDs("lines.service"), "no process of the unit is left")
+}
+
+// TestSystemdStopAfterUpgradeDrains: systemctl stop after an upgrade,
+// once no older generation is left, lets the serving generation drain.
+// Regression: systemd 252 does not wait for a main process that is not
+// its child (every generation after the first), and with nothing else
+// in the unit's cgroup it sent SIGKILL right after SIGTERM: no drain,
+// Result=signal. The units stop the main process with ExecStop= and wait
+// for it.
+func TestSystemdStopAfterUpgradeDrains(t *testing.T) {
+	dir := t.TempDir()
+	installLineserver(t, dir)
+	addr := freeAddr(t)
+	const drain = 2 * time.Second
+	s := bootSystemd(t, dir, map[string]string{"lines.service": notifyService("-tcp "+addr+" -drain-timeout "+drain.String(), "")})
+	s.mustSystemctl("start", "lines.service")
+	s.waitMain("lines.service", 1)
+	s.mustSystemctl("kill", "-s", "USR1", "--kill-who=main", "lines.service")
+	s.waitMain("lines.service", 2)
+	s.waitFor("generation 1 to exit", func() bool { return len(s.unitPIDs("lines.service")) == 1 })
+	c, err := net.DialTimeout("tcp", addr, requestBudget)
+	require.NoError(t, err, "a long connection to generation 2")
+	defer c.Close()
+	require.NoError(t, echoOnConn(c, bufio.NewReader(c), "held"), "the long connection is served")
+
+	begin := time.Now()
+	s.mustSystemctl("stop", "lines.service")
+	took := time.Since(begin)
+	assert.Equal(t, "success", s.show("lines.service", "Result"), "generation 2 drained and exited 0, not killed")
+	assert.GreaterOrEqual(t, took, drain-500*time.Millisecond, "the stop lasted the drain")
+	assert.Empty(t, s.unitPIDs("lines.service"), "no process of the unit is left")
 }
