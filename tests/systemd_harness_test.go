@@ -39,17 +39,29 @@ const systemdTimeout = 20 * time.Second
 // files, $2 is the terminal that stands in for the console (systemd
 // writes nothing to a console that is not a terminal). Mounts made here
 // stay in the new mount namespace (unshare makes it private).
-const bootScript = `#!/bin/sh
+var bootScript = `#!/bin/sh
 set -e
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /etc/systemd/system
 cp "$1"/* /etc/systemd/system/
+# Nothing of a real boot may run: its units act on the host's file system
+# (systemd-tmpfiles-setup empties /tmp). A unit that needs them fails.
+for u in ` + strings.Join(maskedUnits, " ") + `; do ln -s /dev/null /etc/systemd/system/$u; done
 umount -l /sys/fs/cgroup 2>/dev/null || true
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
 mount --bind "$2" /dev/console
 mount --make-rshared /
 exec ` + systemdBinary + ` --system --log-target=console --log-level=info --unit=` + systemdTarget + `
 `
+
+// maskedUnits are masked in the test's systemd: the early-boot units
+// that would act on the file system it shares with the host.
+var maskedUnits = []string{"sysinit.target", "basic.target", "local-fs.target",
+	"systemd-tmpfiles-setup.service", "systemd-tmpfiles-setup-dev.service",
+	"systemd-tmpfiles-clean.service", "systemd-tmpfiles-clean.timer",
+	"systemd-journald.service", "systemd-journald.socket", "systemd-udevd.service",
+	"systemd-udev-trigger.service", "systemd-sysctl.service", "systemd-modules-load.service",
+	"systemd-random-seed.service", "systemd-remount-fs.service", "systemd-sysusers.service"}
 
 // systemd is one booted manager.
 type systemd struct {
@@ -114,6 +126,9 @@ func bootSystemd(t *testing.T, dir string, units map[string]string) *systemd {
 	require.NoError(t, os.MkdirAll(unitDir, 0o755), "the unit dir")
 	units[systemdTarget] = "[Unit]\nDescription=tcpgrace test\nDefaultDependencies=no\n"
 	for name, text := range units {
+		// Default dependencies pull in a real boot (sysinit.target),
+		// whose units act on the host: masked, but refused here first.
+		require.Contains(t, text, "DefaultDependencies=no", "unit %s must not pull in a real boot", name)
 		text = strings.ReplaceAll(text, "@DIR@", dir)
 		require.NoError(t, os.WriteFile(filepath.Join(unitDir, name), []byte(text), 0o644), "writing %s", name)
 	}
