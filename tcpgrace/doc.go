@@ -141,11 +141,17 @@
 //	Type=notify
 //	ExecStart=/usr/local/bin/lineserver -tcp :8080 -drain-timeout 30s
 //	ExecReload=/bin/kill -USR1 $MAINPID
+//	ExecStop=-/bin/kill -TERM $MAINPID
+//	ExecStop=-/usr/bin/tail --pid=${MAINPID} -s 0.1 -f /dev/null
 //	KillMode=control-group
 //	TimeoutStopSec=45s
 //
-// On systemctl stop every generation gets SIGTERM and drains; older ones
-// are not the main process and cannot extend the stop timeout, so
+// The ExecStop= lines matter: every generation after the first is not
+// systemd's child, and systemd 252 does not wait for such a main process
+// on stop: with nothing else left in the unit it sends SIGKILL right
+// after SIGTERM. Stopped this way, the main process drains, then systemd
+// sends SIGTERM to older generations still draining and waits for them;
+// those are not the main process and cannot extend the stop timeout, so
 // TimeoutStopSec should exceed the drain timeout. Socket activation
 // (LISTEN_FDS, LISTEN_FDNAMES) is honoured: the sockets are claimed by
 // address and handed on at every upgrade, and the socket unit keeps its

@@ -397,3 +397,50 @@ func TestSystemdStopAfterUpgradeDrains(t *testing.T) {
 	assert.GreaterOrEqual(t, took, drain-500*time.Millisecond, "the stop lasted the drain")
 	assert.Empty(t, s.unitPIDs("lines.service"), "no process of the unit is left")
 }
+
+// exampleUnit is a unit file of examples/systemd with the binary and the
+// addresses moved to the test's own, and without default dependencies
+// (which would pull in a real boot).
+func exampleUnit(t *testing.T, name string, replace ...string) string {
+	t.Helper()
+	text := string(readFile(t, "../examples/systemd/"+name))
+	replace = append(replace, "[Unit]\n", "[Unit]\nDefaultDependencies=no\n")
+	return strings.NewReplacer(replace...).Replace(text)
+}
+
+// TestSystemdExampleUnits: the units in examples/systemd, as shipped but
+// for paths, ports and default dependencies, start, upgrade through
+// systemctl reload and stop cleanly after the upgrade, under load; the
+// socket-activated pair too.
+func TestSystemdExampleUnits(t *testing.T) {
+	dir := t.TempDir()
+	installLineserver(t, dir)
+	addr, activated := freeAddr(t), freeAddr(t)
+	sock := dir + "/lines.sock"
+	r := []string{"/usr/local/bin/lineserver", dir + "/lineserver", "127.0.0.1:8080", addr,
+		"127.0.0.1:8081", activated, "/run/lineserver.sock", sock}
+	s := bootSystemd(t, dir, map[string]string{
+		"lineserver.service":           exampleUnit(t, "lineserver.service", r...),
+		"lineserver-activated.socket":  exampleUnit(t, "lineserver-activated.socket", r...),
+		"lineserver-activated.service": exampleUnit(t, "lineserver-activated.service", r...),
+	})
+	s.mustSystemctl("start", "lineserver.service", "lineserver-activated.socket")
+	l := startLoad([]target{{"tcp", addr}, {"tcp", activated}, {"unix", sock}}, 1, 1_000_000)
+	l.waitRequests(t, 100)
+	for _, unit := range []string{"lineserver.service", "lineserver-activated.service"} {
+		s.waitShow(unit, "StatusText", "generation 1 serves", func(v string) bool { return v == "serving, generation 1" })
+		first := s.show(unit, "MainPID")
+		s.mustSystemctl("reload", unit)
+		s.waitShow(unit, "StatusText", "generation 2 serves", func(v string) bool { return v == "serving, generation 2" })
+		assert.NotEqual(t, first, s.show(unit, "MainPID"), "%s: MainPID follows the upgrade", unit)
+		l.waitRequests(t, 100)
+	}
+	l.stopLoad(t)
+	for _, unit := range []string{"lineserver.service", "lineserver-activated.service"} {
+		s.waitFor(unit+"'s generation 1 to exit", func() bool { return len(s.unitPIDs(unit)) == 1 })
+		s.mustSystemctl("stop", unit)
+		assert.Equal(t, "success", s.show(unit, "Result"), "%s stops cleanly after an upgrade", unit)
+		assert.Empty(t, s.unitPIDs(unit), "%s: no process left", unit)
+	}
+	assert.Equal(t, "listening", s.show("lineserver-activated.socket", "SubState"), "the socket unit still listens")
+}
