@@ -22,6 +22,8 @@ func statUnixPath(path string) *unixPath { return nil }
 
 func (p *unixPath) remove() {}
 
+func fileInode(f *os.File) uint64 { return 0 }
+
 func listenUnix(path string, mode fs.FileMode) (*net.UnixListener, *unixPath, error) {
 	return nil, nil, ErrNotSupported
 }

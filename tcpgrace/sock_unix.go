@@ -62,6 +62,19 @@ func (p *unixPath) remove() {
 	}
 }
 
+// fileInode is the inode of f (0 if fstat fails): the identity of the
+// readiness pipe in the hand-off.
+func fileInode(f *os.File) uint64 {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Ino)
+	}
+	return 0
+}
+
 // staleDialTimeout bounds the probe that tells a stale socket file from a
 // live one.
 const staleDialTimeout = time.Second

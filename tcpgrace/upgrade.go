@@ -156,6 +156,9 @@ func (u *Upgrader) runChild(ctx context.Context, files []*os.File, env *inherit.
 		closeFiles(files)
 		return 0, fmt.Errorf("tcpgrace: readiness pipe: %w", err)
 	}
+	// The child honours the variable on this pipe only, so that it can
+	// tell it was meant for it even after we died (see inherit.Take).
+	env.Pipe = fileInode(w)
 	cmd := u.command(append([]*os.File{w}, files...), env)
 	file := resolved(u.executable) // what runs: symlinks followed now, as exec follows them
 	err = cmd.Start()
