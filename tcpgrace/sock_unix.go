@@ -56,10 +56,13 @@ func statUnixPath(path string) *unixPath {
 	return &unixPath{path: path, dev: uint64(st.Dev), ino: uint64(st.Ino)}
 }
 
-func (p *unixPath) remove() {
+// remove removes the file at p.path if it is still p's inode, and
+// reports whether it did.
+func (p *unixPath) remove() bool {
 	if q := statUnixPath(p.path); q != nil && *q == *p {
-		os.Remove(p.path)
+		return os.Remove(p.path) == nil
 	}
+	return false
 }
 
 // fileInode is the inode of f (0 if fstat fails): the identity of the

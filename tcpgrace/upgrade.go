@@ -97,6 +97,11 @@ func (u *Upgrader) beginUpgrade(ctx context.Context) (context.Context, []*os.Fil
 		if s.foreign {
 			env.Keep = append(env.Keep, s.name)
 		}
+		if s.unix != nil {
+			// The file as it was bound, not as it is now: the next
+			// generation's owner check follows the socket.
+			env.Owned = append(env.Owned, inherit.UnixFile{Name: s.name, Dev: s.unix.dev, Ino: s.unix.ino})
+		}
 	}
 	u.state = stateUpgrading
 	ctx, cancel := context.WithCancel(ctx)
