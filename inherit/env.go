@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -16,16 +17,25 @@ const (
 	// EnvFDs is the variable a tcpgrace parent sets in its child's
 	// environment. Its value is
 	//
-	//	v1;pid=<writer pid>;gen=<generation>;ready=<fd>[;older=<pid>,...][;keep=<name>,...];fd=<entry>;...
+	//	v1;pid=<writer pid>;gen=<generation>;ready=<fd>[;pipe=<inode>][;older=<pid>,...]
+	//	  [;keep=<name>,...][;owned=<name>:<dev>:<inode>,...];fd=<entry>;...
 	//
 	// where each entry is "name,fd,network,address" with name and address
 	// query-escaped (net/url.QueryEscape), so neither may contain a raw
-	// ',' or ';'. The pid is the parent's: the child honours the value only
-	// when it equals its own parent pid. ready is the write end of the
-	// readiness pipe. older, optional, lists the pids of generations before
-	// the writer that were still alive (draining) when it wrote. keep,
-	// optional, lists (query-escaped) the Unix sockets whose files belong
-	// to someone else (systemd): no generation may remove them.
+	// ',' or ';'. The pid is the parent's. ready is the write end of the
+	// readiness pipe. pipe, optional, is that pipe's inode as the writer's
+	// fstat(2) saw it: it tells the process the value was written for from
+	// one with a stale copy (see [Take]); without it a process honours the
+	// value only when pid is its own parent pid. older, optional, lists
+	// the pids of generations before the writer that were still alive
+	// (draining) when it wrote. keep, optional, lists (query-escaped) the
+	// Unix sockets whose files belong to someone else (systemd): no
+	// generation may remove them. owned, optional, lists (query-escaped
+	// names) the Unix sockets whose files a generation of the chain
+	// created, with the device and inode the file had when the socket was
+	// bound: a generation removes such a file only while the path still
+	// leads to that inode. pipe and owned were added to v1 before any
+	// release.
 	EnvFDs = "TCPGRACE_FDS"
 
 	// Version is the first field of [EnvFDs]; a value of another version is
@@ -100,15 +110,26 @@ type Entry struct {
 	Address string // the address as it was asked for, e.g. "127.0.0.1:0"
 }
 
+// UnixFile is the file of an inherited Unix socket that a generation of
+// the chain created: the device and inode the file had when the socket
+// was bound to it. The file is the socket's only while its path still
+// leads to that inode.
+type UnixFile struct {
+	Name     string // the entry's name
+	Dev, Ino uint64 // st_dev and st_ino of the socket file
+}
+
 // Env is the decoded content of the environment.
 type Env struct {
-	Source     string   // the variable it came from: EnvFDs or EnvListenFDs
-	Writer     int      // pid of the process that wrote it
-	Generation int      // generation of the process reading it (1 on a cold start)
-	ReadyFD    int      // readiness pipe fd, -1 if none (systemd)
-	Older      []int    // pids of generations before the writer, still draining when it wrote
-	Keep       []string // names of Unix sockets whose files no generation may remove
-	Entries    []Entry  // in fd order
+	Source     string     // the variable it came from: EnvFDs or EnvListenFDs
+	Writer     int        // pid of the process that wrote it
+	Generation int        // generation of the process reading it (1 on a cold start)
+	ReadyFD    int        // readiness pipe fd, -1 if none (systemd)
+	Pipe       uint64     // inode of the readiness pipe, 0 if not given
+	Older      []int      // pids of generations before the writer, still draining when it wrote
+	Keep       []string   // names of Unix sockets whose files no generation may remove
+	Owned      []UnixFile // Unix sockets whose files the chain created
+	Entries    []Entry    // in fd order
 }
 
 // Encode returns the value of [EnvFDs] for a child of process pid. It does
@@ -116,6 +137,9 @@ type Env struct {
 func (e *Env) Encode(pid int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s;pid=%d;gen=%d;ready=%d", Version, pid, e.Generation, e.ReadyFD)
+	if e.Pipe != 0 {
+		fmt.Fprintf(&b, ";pipe=%d", e.Pipe)
+	}
 	older := make([]string, len(e.Older))
 	for i, p := range e.Older {
 		older[i] = strconv.Itoa(p)
@@ -124,8 +148,13 @@ func (e *Env) Encode(pid int) string {
 	for i, name := range e.Keep {
 		keep[i] = url.QueryEscape(name)
 	}
+	owned := make([]string, len(e.Owned))
+	for i, f := range e.Owned {
+		owned[i] = fmt.Sprintf("%s:%d:%d", url.QueryEscape(f.Name), f.Dev, f.Ino)
+	}
 	writeList(&b, "older", older)
 	writeList(&b, "keep", keep)
+	writeList(&b, "owned", owned)
 	for _, en := range e.Entries {
 		fmt.Fprintf(&b, ";fd=%s,%d,%s,%s", url.QueryEscape(en.Name), en.FD,
 			en.Network, url.QueryEscape(en.Address))
@@ -150,11 +179,26 @@ type Lookup func(key string) (string, bool)
 //
 // [EnvFDs] wins over systemd's variables. A value written for another
 // process (its pid is not ppid, or LISTEN_PID is not pid) is ignored.
-// Nothing inherited returns (nil, nil): a first start is not an error. A
-// present but malformed value returns a [*DecodeError].
+// Being pure, Decode cannot look at the readiness pipe, so it also ignores
+// the value in a process whose parent died after starting it; [Take]
+// honours it there. Nothing inherited returns (nil, nil): a first start
+// is not an error. A present but malformed value returns a
+// [*DecodeError].
 func Decode(lookup Lookup, pid, ppid int) (*Env, error) {
+	return decode(lookup, pid, ppid, nil)
+}
+
+// pipeProbe looks at the fd that a value names as its readiness pipe:
+// whether it is the write end of the pipe with inode ino, and whether
+// that pipe has lost its last reader.
+type pipeProbe func(fd int, ino uint64) (same, noReader bool)
+
+// decode is Decode; with probe set it also honours a value in the
+// process it was written for after that process's parent died (see
+// meantFor).
+func decode(lookup Lookup, pid, ppid int, probe pipeProbe) (*Env, error) {
 	if v, ok := lookup(EnvFDs); ok {
-		return decodeFDs(v, ppid)
+		return decodeFDs(v, ppid, probe)
 	}
 	if _, ok := lookup(EnvListenFDs); ok {
 		return decodeSystemd(lookup, pid)
@@ -162,11 +206,32 @@ func Decode(lookup Lookup, pid, ppid int) (*Env, error) {
 	return nil, nil
 }
 
+// meantFor reports whether e was written for the process reading it,
+// whose parent is ppid.
+//
+// Without a pipe inode, or without probe (Decode), that is the case when
+// ppid wrote it. With both, the fd the value names as its readiness pipe
+// must be that pipe's write end, and either ppid wrote the value, or the
+// pipe has no reader left: the writer held the only read end, so it died
+// (a process is re-parented only after its parent's fds are closed), and
+// this process, the one it started, takes the sockets and serves alone.
+// A grandchild with a stale copy of the value is told apart either way:
+// it has no fd on that pipe (Take makes every inherited fd close-on-exec),
+// or, if it got one before its parent's Take, the writer still reads the
+// pipe and is not its parent.
+func (e *Env) meantFor(ppid int, probe pipeProbe) bool {
+	if probe == nil || e.Pipe == 0 {
+		return e.Writer == ppid
+	}
+	same, noReader := probe(e.ReadyFD, e.Pipe)
+	return same && (e.Writer == ppid || noReader)
+}
+
 func malformed(entry int, format string, args ...any) *DecodeError {
 	return &DecodeError{Var: EnvFDs, Entry: entry, Reason: fmt.Sprintf(format, args...), Err: ErrMalformed}
 }
 
-func decodeFDs(v string, ppid int) (*Env, error) {
+func decodeFDs(v string, ppid int, probe pipeProbe) (*Env, error) {
 	if len(v) > MaxValueLen {
 		return nil, malformed(-1, "value is %d bytes, more than %d", len(v), MaxValueLen)
 	}
@@ -203,7 +268,7 @@ func decodeFDs(v string, ppid int) (*Env, error) {
 			return nil, malformed(-1, "field %q missing", key)
 		}
 	}
-	if e.Writer != ppid {
+	if !e.meantFor(ppid, probe) {
 		return nil, nil // written for another process: not ours to read
 	}
 	if err := e.checkFDs(); err != nil {
@@ -221,10 +286,14 @@ func (e *Env) setField(key, val string) error {
 		e.Generation, err = parseInt(val, 1)
 	case "ready":
 		e.ReadyFD, err = parseFD(val)
+	case "pipe":
+		e.Pipe, err = parseUint(val, 1)
 	case "older":
 		e.Older, err = parsePIDs(val)
 	case "keep":
 		e.Keep, err = parseNames(val)
+	case "owned":
+		e.Owned, err = parseOwned(val)
 	case "fd":
 		var en Entry
 		en, err = parseEntry(val, len(e.Entries))
@@ -266,7 +335,8 @@ func parseEntry(val string, i int) (Entry, error) {
 }
 
 // checkFDs rejects two entries with one fd or one name (names may repeat
-// only in systemd's variables) and an entry on the ready fd.
+// only in systemd's variables), an entry on the ready fd, and an owned
+// file that is no Unix entry's.
 func (e *Env) checkFDs() error {
 	if err := checkUnique(e.Entries, e.Source, e.Source != EnvListenFDs); err != nil {
 		return err
@@ -276,6 +346,27 @@ func (e *Env) checkFDs() error {
 			return &DecodeError{Var: e.Source, Entry: i, Err: ErrDuplicate,
 				Reason: fmt.Sprintf("fd %d is the ready fd", en.FD)}
 		}
+	}
+	return e.checkOwned()
+}
+
+// checkOwned makes sure that every owned file names a Unix entry, once,
+// and none that keep says belongs to someone else.
+func (e *Env) checkOwned() error {
+	seen := map[string]bool{}
+	for _, f := range e.Owned {
+		bad := func(err error, format string) error {
+			return &DecodeError{Var: e.Source, Entry: -1, Err: err, Reason: fmt.Sprintf(format, f.Name)}
+		}
+		switch {
+		case seen[f.Name]:
+			return bad(ErrDuplicate, "owned names %q twice")
+		case slices.Contains(e.Keep, f.Name):
+			return bad(ErrMalformed, "%q is both kept and owned")
+		case !slices.ContainsFunc(e.Entries, func(en Entry) bool { return en.Name == f.Name && en.Network == "unix" }):
+			return bad(ErrMalformed, "owned names %q, which is no unix entry")
+		}
+		seen[f.Name] = true
 	}
 	return nil
 }
@@ -375,6 +466,49 @@ func parseNames(s string) ([]string, error) {
 		names = append(names, name)
 	}
 	return names, nil
+}
+
+// parseUint parses a canonical decimal uint64 of at least min.
+func parseUint(s string, min uint64) (uint64, error) {
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || strconv.FormatUint(n, 10) != s {
+		return 0, fmt.Errorf("%q is not a decimal number", trunc(s))
+	}
+	if n < min {
+		return 0, fmt.Errorf("%d is less than %d", n, min)
+	}
+	return n, nil
+}
+
+// parseOwned parses "name:dev:ino,..." with query-escaped names.
+func parseOwned(s string) ([]UnixFile, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) > MaxEntries {
+		return nil, fmt.Errorf("%d files, more than %d", len(parts), MaxEntries)
+	}
+	files := make([]UnixFile, 0, len(parts))
+	for _, p := range parts {
+		fields := strings.Split(p, ":")
+		if len(fields) != 3 {
+			return nil, fmt.Errorf("%q is not name:dev:inode", trunc(p))
+		}
+		name, err := url.QueryUnescape(fields[0])
+		if err == nil {
+			err = CheckName(name)
+		}
+		if err != nil {
+			return nil, err
+		}
+		f := UnixFile{Name: name}
+		if f.Dev, err = parseUint(fields[1], 0); err != nil {
+			return nil, fmt.Errorf("%q: device: %w", name, err)
+		}
+		if f.Ino, err = parseUint(fields[2], 1); err != nil {
+			return nil, fmt.Errorf("%q: inode: %w", name, err)
+		}
+		files = append(files, f)
+	}
+	return files, nil
 }
 
 func parseFD(s string) (int, error) {

@@ -125,6 +125,20 @@ func TestDecodeFDs(t *testing.T) {
 			want: &Env{Source: EnvFDs, Writer: testPPID, Generation: 3, ReadyFD: 3, Older: []int{90},
 				Entries: []Entry{{Name: "web", FD: 4, Network: "tcp", Address: ":80"}}}},
 		{name: "another pid's value", env: fdsOnly(strings.Replace(good, "pid="+p, "pid=4242", 1))},
+		{name: "pipe inode", env: fdsOnly("v1;pid=100;gen=2;ready=3;pipe=12345;fd=web,4,tcp,%3A80"),
+			want: &Env{Source: EnvFDs, Writer: testPPID, Generation: 2, ReadyFD: 3, Pipe: 12345,
+				Entries: []Entry{{Name: "web", FD: 4, Network: "tcp", Address: ":80"}}}},
+		// Decode cannot look at the pipe: another pid's value is ignored
+		// even when it names one (Take may honour it, see TestDecodeProbesPipe).
+		{name: "another pid's value with a pipe inode", env: fdsOnly("v1;pid=4242;gen=2;ready=3;pipe=12345;fd=web,4,tcp,%3A80")},
+		{name: "owned files", env: fdsOnly("v1;pid=100;gen=2;ready=3;owned=ctl:2049:77,a%3Ab:0:1;fd=ctl,4,unix,%2Fc.sock;fd=a%3Ab,5,unix,%2Fab.sock"),
+			want: &Env{Source: EnvFDs, Writer: testPPID, Generation: 2, ReadyFD: 3,
+				Owned:   []UnixFile{{Name: "ctl", Dev: 2049, Ino: 77}, {Name: "a:b", Dev: 0, Ino: 1}},
+				Entries: []Entry{{Name: "ctl", FD: 4, Network: "unix", Address: "/c.sock"}, {Name: "a:b", FD: 5, Network: "unix", Address: "/ab.sock"}}}},
+		{name: "owned before keep and after the entries", env: fdsOnly("v1;pid=100;gen=2;ready=3;fd=ctl,4,unix,%2Fc.sock;owned=ctl:1:2;fd=sd,5,unix,%2Fsd.sock;keep=sd"),
+			want: &Env{Source: EnvFDs, Writer: testPPID, Generation: 2, ReadyFD: 3, Keep: []string{"sd"},
+				Owned:   []UnixFile{{Name: "ctl", Dev: 1, Ino: 2}},
+				Entries: []Entry{{Name: "ctl", FD: 4, Network: "unix", Address: "/c.sock"}, {Name: "sd", FD: 5, Network: "unix", Address: "/sd.sock"}}}},
 		{name: "own pid instead of parent's", env: fdsOnly(strings.Replace(good, "pid="+p, "pid="+strconv.Itoa(testPID), 1))},
 		{name: "exactly MaxEntries", env: fdsOnly(manyEntries(MaxEntries)), want: func() *Env {
 			e := &Env{Source: EnvFDs, Writer: testPPID, Generation: 2, ReadyFD: 3}
@@ -164,6 +178,34 @@ func TestDecodeFDs(t *testing.T) {
 		malformedFDs("older given twice", ok(p, "3", "3")+";older=90;older=80", -1, `field "older" given twice`),
 		malformedFDs("older too many pids", ok(p, "3", "3")+";older="+manyPIDs(MaxEntries+1), -1,
 			fmt.Sprintf(`field "older": %d pids, more than %d`, MaxEntries+1, MaxEntries)),
+
+		malformedFDs("pipe zero", ok(p, "2", "3")+";pipe=0", -1, `field "pipe": 0 is less than 1`),
+		malformedFDs("pipe empty", ok(p, "2", "3")+";pipe=", -1, `field "pipe": "" is not a decimal number`),
+		malformedFDs("pipe non-numeric", ok(p, "2", "3")+";pipe=ino", -1, `field "pipe": "ino" is not a decimal number`),
+		malformedFDs("pipe with plus sign", ok(p, "2", "3")+";pipe=+5", -1, `field "pipe": "+5" is not a decimal number`),
+		malformedFDs("pipe with leading zero", ok(p, "2", "3")+";pipe=05", -1, `field "pipe": "05" is not a decimal number`),
+		malformedFDs("pipe negative", ok(p, "2", "3")+";pipe=-5", -1, `field "pipe": "-5" is not a decimal number`),
+		malformedFDs("pipe overflow", ok(p, "2", "3")+";pipe=18446744073709551616", -1, `field "pipe": "18446744073709551616" is not a decimal number`),
+		malformedFDs("pipe given twice", ok(p, "2", "3")+";pipe=5;pipe=5", -1, `field "pipe" given twice`),
+
+		malformedFDs("owned empty", ok(p, "2", "3")+";owned=", -1, `field "owned": "" is not name:dev:inode`),
+		malformedFDs("owned two parts", ok(p, "2", "3")+";owned=ctl:1", -1, `field "owned": "ctl:1" is not name:dev:inode`),
+		malformedFDs("owned four parts", ok(p, "2", "3")+";owned=ctl:1:2:3", -1, `field "owned": "ctl:1:2:3" is not name:dev:inode`),
+		malformedFDs("owned trailing comma", ok(p, "2", "3")+";owned=ctl:1:2,", -1, `field "owned": "" is not name:dev:inode`),
+		malformedFDs("owned inode zero", ok(p, "2", "3")+";owned=ctl:1:0", -1, `field "owned": "ctl": inode: 0 is less than 1`),
+		malformedFDs("owned device non-numeric", ok(p, "2", "3")+";owned=ctl:sda:2", -1, `field "owned": "ctl": device: "sda" is not a decimal number`),
+		malformedFDs("owned inode overflow", ok(p, "2", "3")+";owned=ctl:1:18446744073709551616", -1, `"18446744073709551616" is not a decimal number`),
+		malformedFDs("owned empty name", ok(p, "2", "3")+";owned=:1:2", -1, `field "owned": empty name`),
+		malformedFDs("owned bad escape", ok(p, "2", "3")+";owned=c%zz:1:2", -1, `field "owned": invalid URL escape`),
+		malformedFDs("owned control character", ok(p, "2", "3")+";owned=c%0A:1:2", -1, "control character"),
+		malformedFDs("owned given twice", ok(p, "2", "3")+";owned=web:1:2;owned=web:1:2", -1, `field "owned" given twice`),
+		malformedFDs("owned too many files", ok(p, "2", "3")+";owned="+strings.Repeat("c:1:2,", MaxEntries)+"c:1:2", -1,
+			fmt.Sprintf(`field "owned": %d files, more than %d`, MaxEntries+1, MaxEntries)),
+		malformedFDs("owned names no entry", fdsValue("ctl,4,unix,%2Fc.sock")+";owned=ghost:1:2", -1, `owned names "ghost", which is no unix entry`),
+		malformedFDs("owned names a tcp entry", fdsValue("web,4,tcp,%3A80")+";owned=web:1:2", -1, `owned names "web", which is no unix entry`),
+		malformedFDs("owned and kept", fdsValue("ctl,4,unix,%2Fc.sock")+";keep=ctl;owned=ctl:1:2", -1, `"ctl" is both kept and owned`),
+		{name: "owned twice", env: fdsOnly(fdsValue("ctl,4,unix,%2Fc.sock") + ";owned=ctl:1:2,ctl:1:3"),
+			wantErr: ErrDuplicate, wantVar: EnvFDs, wantEntry: -1, wantMsg: `owned names "ctl" twice`},
 
 		malformedFDs("fd non-numeric", fdsValue("web,four,tcp,%3A80"), 0, `name "web": fd: "four" is not a decimal number`),
 		malformedFDs("fd empty", fdsValue("web,,tcp,%3A80"), 0, `name "web": fd: "" is not a decimal number`),
@@ -334,6 +376,13 @@ func TestEncodeRoundTrip(t *testing.T) {
 		{"no entries", &Env{Generation: 1, ReadyFD: 3}},
 		{"older generations", &Env{Generation: 5, ReadyFD: 3, Older: []int{97, 98, 99},
 			Entries: []Entry{{Name: "web", FD: 4, Network: "tcp", Address: ":80"}}}},
+		{"pipe, kept and owned files", &Env{Generation: 3, ReadyFD: 3, Pipe: 1<<63 + 5, Keep: []string{"sd"},
+			Owned: []UnixFile{{Name: "a:b,c;d%e f", Dev: 1<<64 - 1, Ino: 1}, {Name: "ctl", Dev: 0, Ino: 42}},
+			Entries: []Entry{
+				{Name: "a:b,c;d%e f", FD: 4, Network: "unix", Address: "/run/a.sock"},
+				{Name: "ctl", FD: 5, Network: "unix", Address: "/run/ctl.sock"},
+				{Name: "sd", FD: 6, Network: "unix", Address: "/run/sd.sock"},
+			}}},
 		{"tricky strings", &Env{Generation: 7, ReadyFD: 3, Entries: []Entry{
 			{Name: "web", FD: 4, Network: "tcp", Address: "127.0.0.1:8080"},
 			{Name: "v6", FD: 5, Network: "tcp6", Address: "[::1]:8080"},
@@ -372,6 +421,62 @@ func TestEncodeFormat(t *testing.T) {
 		env.Encode(4242), "Encode must write older pids after ready, as documented in env.go")
 	env.Older = []int{}
 	assert.NotContains(t, env.Encode(4242), "older", "an empty Older must not be written")
+	env.Generation, env.Pipe, env.Owned = 2, 777, []UnixFile{{Name: "ctl", Dev: 2049, Ino: 1234}}
+	assert.Equal(t,
+		"v1;pid=4242;gen=2;ready=3;pipe=777;owned=ctl:2049:1234;fd=web,4,tcp,127.0.0.1%3A8080;fd=ctl,5,unix,%2Frun%2Fctl.sock",
+		env.Encode(4242), "Encode must write pipe after ready and owned after keep, as documented in env.go")
+}
+
+// TestDecodeProbesPipe: with a probe of the readiness pipe (as Take has),
+// a value that names its pipe is honoured by the process holding that
+// pipe, whether its parent wrote the value or the writer is gone (nobody
+// reads the pipe any more); one that still has a reader, not written by
+// the parent, is a grandchild's stale copy; and a value without a pipe
+// inode is judged by the pid alone.
+func TestDecodeProbesPipe(t *testing.T) {
+	value := func(writer int, pipe bool) string {
+		v := fmt.Sprintf("v1;pid=%d;gen=2;ready=3", writer)
+		if pipe {
+			v += ";pipe=777"
+		}
+		return v + ";fd=web,4,tcp,%3A80"
+	}
+	tests := []struct {
+		name           string
+		writer         int
+		pipe           bool
+		same, noReader bool
+		ours           bool
+	}{
+		{"the parent's, on its pipe", testPPID, true, true, false, true},
+		{"the parent's, on its pipe, reader gone meanwhile", testPPID, true, true, true, true},
+		{"the parent's, on another fd", testPPID, true, false, false, false},
+		{"a dead writer's, on its pipe nobody reads", 4242, true, true, true, true},
+		{"a live writer's, on its pipe: a grandchild", 4242, true, true, false, false},
+		{"another writer's, on another fd", 4242, true, false, true, false},
+		{"no pipe inode, the parent's", testPPID, false, false, false, true},
+		{"no pipe inode, a dead writer's", 4242, false, true, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			probed := false
+			probe := func(fd int, ino uint64) (bool, bool) {
+				probed = true
+				assert.Equal(t, 3, fd, "the probe must look at the ready fd")
+				assert.Equal(t, uint64(777), ino, "the probe must look for the pipe inode written")
+				return tt.same, tt.noReader
+			}
+			got, err := decode(fakeLookup(fdsOnly(value(tt.writer, tt.pipe))), testPID, testPPID, probe)
+			require.NoError(t, err, "a well-formed value is no error, ours or not")
+			assert.Equal(t, tt.pipe, probed, "the pipe is probed exactly when the value names one")
+			if !tt.ours {
+				assert.Nil(t, got, "a value that is not ours must be ignored")
+				return
+			}
+			require.NotNil(t, got, "the value is ours")
+			assert.Equal(t, tt.writer, got.Writer, "the writer stays the one written")
+		})
+	}
 }
 
 // TestDecodeMaxEntriesWithOlder is a regression test for a bug: decodeFDs counts entries as

@@ -2,6 +2,8 @@
 
 package inherit
 
-func checkPipe(fd int) error { return ErrNotSupported }
+func checkPipe(fd int) (uint64, error) { return 0, ErrNotSupported }
+
+func probePipe(fd int, ino uint64) (same, noReader bool) { return false, false }
 
 func checkSocket(en *Entry, fill bool) error { return ErrNotSupported }

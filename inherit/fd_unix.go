@@ -11,17 +11,41 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// checkPipe makes sure fd is an open pipe and makes it close-on-exec.
-func checkPipe(fd int) error {
+// checkPipe makes sure fd is an open pipe, makes it close-on-exec and
+// returns its inode.
+func checkPipe(fd int) (uint64, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return describeErrno(err)
+		return 0, describeErrno(err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFIFO {
-		return errors.New("not a pipe")
+		return 0, errors.New("not a pipe")
 	}
 	unix.CloseOnExec(fd)
-	return nil
+	return uint64(st.Ino), nil
+}
+
+// probePipe is Take's [pipeProbe]: same reports whether fd is open for
+// writing on the pipe with inode ino; noReader whether nobody holds that
+// pipe's read end any more, as poll(2) tells a writer (POLLERR on Linux,
+// POLLHUP elsewhere). It changes nothing.
+func probePipe(fd int, ino uint64) (same, noReader bool) {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO || uint64(st.Ino) != ino {
+		return false, false
+	}
+	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || flags&unix.O_ACCMODE != unix.O_WRONLY {
+		return false, false
+	}
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	for {
+		_, err = unix.Poll(fds, 0)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	return true, err == nil && fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0
 }
 
 // checkSocket makes sure en.FD is an open socket of the kind en says: a

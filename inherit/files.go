@@ -14,13 +14,22 @@ import (
 )
 
 // Readiness protocol on the pipe whose write end the child inherits as
-// Env.ReadyFD. The child writes exactly one message and closes its end.
+// Env.ReadyFD. The child either writes FailByte and its reason and closes
+// its end, or writes ReadyByte, keeps its end open while it serves, and
+// writes LeavingByte and closes it when it leaves on purpose. Its exit
+// closes the end too, so the parent can tell a crash of the serving
+// generation (an exit after ReadyByte alone) from a generation that left.
 const (
-	// ReadyByte alone means: the child serves every socket it needs.
+	// ReadyByte means: the child serves every socket it needs.
 	ReadyByte = 'R'
 	// FailByte, followed by up to MaxFailLen bytes of text, means: the
 	// child will not become ready, and the text says why.
 	FailByte = 'F'
+	// LeavingByte, after ReadyByte, means: the child no longer is the
+	// serving generation by its own choice (a next generation of its own
+	// took over, or it began to shut down), so its exit, whatever its
+	// status, is no crash.
+	LeavingByte = 'L'
 	// MaxFailLen bounds the failure text the parent reads.
 	MaxFailLen = 4096
 )
@@ -36,6 +45,14 @@ var takeOnce struct {
 // started later sees them, checks every inherited fd and makes it
 // close-on-exec. It may be called once; a second call returns [ErrTaken].
 //
+// Unlike [Decode], Take honours [EnvFDs] in the process it was written
+// for even after that process's parent died while starting it (killed,
+// crashed): the value names the readiness pipe's inode, and a process
+// whose ready fd is that pipe, with nobody left reading it, is the one
+// the dead parent started; it takes the sockets and serves alone (its
+// [Files.Ready] then finds no reader, which is not an error). A stale copy
+// of the value in a grandchild is still ignored; see [EnvFDs].
+//
 // A first start returns an empty, usable *Files and no error. If the
 // inherited value is malformed or an fd fails its check, Take returns the
 // error and, when a readiness pipe was inherited, sends the error to the
@@ -48,7 +65,7 @@ func Take() (*Files, error) {
 		return nil, ErrTaken
 	}
 	takeOnce.done = true
-	env, err := Decode(os.LookupEnv, os.Getpid(), os.Getppid())
+	env, err := decode(os.LookupEnv, os.Getpid(), os.Getppid(), probePipe)
 	raw, _ := os.LookupEnv(EnvFDs)
 	for _, k := range []string{EnvFDs, EnvListenPID, EnvListenFDs, EnvListenFDNames} {
 		os.Unsetenv(k)
@@ -73,7 +90,10 @@ func reportMalformed(raw string, ppid int, reason error) {
 			ready, _ = parseFD(v)
 		}
 	}
-	if pid != ppid || ready < ListenFDsStart || checkPipe(ready) != nil {
+	if pid != ppid || ready < ListenFDsStart {
+		return
+	}
+	if _, err := checkPipe(ready); err != nil {
 		return
 	}
 	f := &Files{ready: os.NewFile(uintptr(ready), "tcpgrace-ready"), env: Env{ReadyFD: ready}}
@@ -83,11 +103,12 @@ func reportMalformed(raw string, ppid int, reason error) {
 // Files holds the sockets a process inherited until they are claimed by
 // name. Its methods are safe for concurrent use.
 type Files struct {
-	mu      sync.Mutex
-	env     Env
-	claimed []bool
-	files   []*os.File // nil once claimed or closed
-	ready   *os.File
+	mu        sync.Mutex
+	env       Env
+	claimed   []bool
+	files     []*os.File // nil once claimed or closed
+	ready     *os.File   // nil once closed
+	readySent bool       // ReadyByte was written; ready stays open until Leave
 }
 
 // Open checks the fds that env names and takes ownership of them. It does
@@ -107,8 +128,13 @@ func Open(env *Env) (*Files, error) {
 	f.env.Entries = append([]Entry(nil), env.Entries...)
 	f.env.Older = append([]int(nil), env.Older...)
 	f.env.Keep = append([]string(nil), env.Keep...)
+	f.env.Owned = append([]UnixFile(nil), env.Owned...)
 	if env.ReadyFD >= 0 {
-		if err := checkPipe(env.ReadyFD); err != nil {
+		ino, err := checkPipe(env.ReadyFD)
+		if err == nil && env.Pipe != 0 && ino != env.Pipe {
+			err = fmt.Errorf("pipe inode %d, the value names %d", ino, env.Pipe)
+		}
+		if err != nil {
 			return nil, &DecodeError{Var: env.Source, Entry: -1, Err: ErrBadFD,
 				Reason: fmt.Sprintf("ready fd %d: %v", env.ReadyFD, err)}
 		}
@@ -141,6 +167,21 @@ func (f *Files) Generation() int { return f.env.Generation }
 // socket systemd passed, and those the parent listed in keep.
 func (f *Files) Foreign(name string) bool {
 	return f.env.Source == EnvListenFDs || slices.Contains(f.env.Keep, name)
+}
+
+// Owned returns the file of the inherited Unix socket called name as the
+// generation that created it recorded it (device and inode), and whether
+// the chain created it at all. A file that is not owned (systemd's, or
+// one the hand-off says nothing about) must never be removed.
+func (f *Files) Owned(name string) (UnixFile, bool) {
+	if f.env.Source != EnvFDs {
+		return UnixFile{}, false
+	}
+	i := slices.IndexFunc(f.env.Owned, func(u UnixFile) bool { return u.Name == name })
+	if i < 0 {
+		return UnixFile{}, false
+	}
+	return f.env.Owned[i], true
 }
 
 // Older lists the pids of the older generations that may still be
@@ -278,15 +319,54 @@ func (f *Files) CloseUnclaimed() error {
 	return errs.ErrorOrNil()
 }
 
-// Ready tells the parent that this process serves, and closes the pipe.
-// Without a parent it does nothing. A second call returns an error.
+// Ready tells the parent that this process serves. The pipe stays open
+// (close-on-exec) until [Files.Leave], so that the parent can tell this
+// generation's crash from its leaving on purpose. Without a parent it does
+// nothing. A second call, or one after Fail, returns an error; so does a
+// parent that no longer reads (the error then wraps syscall.EPIPE, and
+// the pipe is closed).
 func (f *Files) Ready() error {
-	return f.send([]byte{ReadyByte})
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ready == nil || f.readySent {
+		return f.sentErrLocked()
+	}
+	f.readySent = true
+	if _, err := f.ready.Write([]byte{ReadyByte}); err != nil {
+		f.ready.Close()
+		f.ready = nil
+		return fmt.Errorf("inherit: writing to readiness pipe (fd %d): %w", f.env.ReadyFD, err)
+	}
+	return nil
+}
+
+// Leave tells the parent, after Ready, that this generation leaves on
+// purpose (it handed over to a next generation of its own, or it is
+// shutting down), and closes the pipe: its exit, whatever the status, is
+// then no crash for the parent to roll back from. Before Ready, without a
+// parent, and a second time it does nothing and returns nil. A parent
+// that no longer reads makes it return an error wrapping syscall.EPIPE.
+func (f *Files) Leave() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ready == nil || !f.readySent {
+		return nil
+	}
+	_, err := f.ready.Write([]byte{LeavingByte})
+	cerr := f.ready.Close()
+	f.ready = nil
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("inherit: writing to readiness pipe (fd %d): %w", f.env.ReadyFD, err)
+	}
+	return nil
 }
 
 // Fail tells the parent that this process will not become ready, and why;
 // the parent's upgrade error carries the text. Without a parent it does
-// nothing.
+// nothing. After Ready it returns an error.
 func (f *Files) Fail(reason error) error {
 	msg := "unknown reason"
 	if reason != nil {
@@ -300,14 +380,21 @@ func (f *Files) Fail(reason error) error {
 
 var errSent = errors.New("inherit: readiness already sent")
 
+// sentErrLocked is what sending a second word returns: errSent, or nil
+// without a parent. f.mu must be held.
+func (f *Files) sentErrLocked() error {
+	if f.env.ReadyFD >= 0 {
+		return errSent
+	}
+	return nil
+}
+
+// send writes msg and closes the pipe.
 func (f *Files) send(msg []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.ready == nil {
-		if f.env.ReadyFD >= 0 {
-			return errSent
-		}
-		return nil
+	if f.ready == nil || f.readySent {
+		return f.sentErrLocked()
 	}
 	_, err := f.ready.Write(msg)
 	cerr := f.ready.Close()

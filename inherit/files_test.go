@@ -456,7 +456,7 @@ func TestOpenSetsCloseOnExec(t *testing.T) {
 	f, err := Open(env)
 	syscall.ForkLock.RUnlock()
 	require.NoError(t, err, "Open must accept good fds")
-	t.Cleanup(func() { f.CloseUnclaimed(); f.Ready() })
+	t.Cleanup(func() { f.CloseUnclaimed(); f.Ready(); f.Leave() })
 
 	assert.True(t, f.HasParent(), "a ready fd means a parent waits")
 	for _, fd := range all {
@@ -531,10 +531,17 @@ func TestReady(t *testing.T) {
 	f := openFiles(t, &Env{Source: EnvFDs, Generation: 2, ReadyFD: wfd})
 	assert.True(t, f.HasParent(), "a ready fd means a parent waits")
 	require.NoError(t, f.Ready(), "the first Ready must succeed")
-	assertClosed(t, wfd, "the ready fd after Ready")
-	assert.Equal(t, string(rune(ReadyByte)), readAll(t, r), "the parent must read exactly ReadyByte, then EOF")
+	assertCloseOnExec(t, wfd, "the ready fd after Ready, kept until Leave")
+	b := make([]byte, 1)
+	_, err := io.ReadFull(r, b)
+	require.NoError(t, err, "reading the ready byte")
+	assert.Equal(t, string(rune(ReadyByte)), string(b), "the parent must read ReadyByte first")
 	assert.Error(t, f.Ready(), "a second Ready must fail")
 	assert.Error(t, f.Fail(errors.New("late")), "Fail after Ready must fail")
+	require.NoError(t, f.Leave(), "Leave after Ready must succeed")
+	assertClosed(t, wfd, "the ready fd after Leave")
+	assert.Equal(t, string(rune(LeavingByte)), readAll(t, r), "then exactly LeavingByte, then EOF")
+	assert.NoError(t, f.Leave(), "a second Leave does nothing")
 	assert.True(t, f.HasParent(), "HasParent does not change once readiness is sent")
 }
 

@@ -29,6 +29,16 @@ func FuzzDecode(f *testing.F) {
 		"v1;pid=100;gen=4;ready=3;older=;fd=web,4,tcp,%3A80",
 		"v1;pid=100;gen=4;ready=3;older=90,,0,-1,+2;fd=web,4,tcp,%3A80",
 		"v1;pid=100;gen=4;ready=3;older=90;older=80",
+		"v1;pid=100;gen=2;ready=3;pipe=123456;fd=web,4,tcp,%3A80",
+		"v1;pid=100;gen=2;ready=3;pipe=0;fd=web,4,tcp,%3A80",
+		"v1;pid=100;gen=2;ready=3;pipe=18446744073709551615;pipe=1",
+		"v1;pid=100;gen=2;ready=3;owned=ctl:2049:77;fd=ctl,4,unix,%2Fc.sock",
+		"v1;pid=100;gen=2;ready=3;keep=sd;owned=a%3Ab:0:1,ctl:1:2;fd=a%3Ab,4,unix,%2Fa;fd=ctl,5,unix,%2Fc;fd=sd,6,unix,%2Fs",
+		"v1;pid=100;gen=2;ready=3;owned=ctl:1:2,ctl:1:2;fd=ctl,4,unix,%2Fc.sock",
+		"v1;pid=100;gen=2;ready=3;keep=ctl;owned=ctl:1:2;fd=ctl,4,unix,%2Fc.sock",
+		"v1;pid=100;gen=2;ready=3;owned=web:1:2;fd=web,4,tcp,%3A80",
+		"v1;pid=100;gen=2;ready=3;owned=:1:0,%zz:x:y,a:b;fd=ctl,4,unix,%2Fc.sock",
+		"v1;pid=4242;gen=2;ready=3;pipe=5;owned=ghost:1:2", // another process's
 		// hostile
 		"",
 		"v1",
@@ -77,6 +87,11 @@ func FuzzDecode(f *testing.F) {
 		assert.Equal(t, testPPID, got.Writer, "a value is only honoured when written by the parent")
 		assert.LessOrEqual(t, len(got.Entries), MaxEntries, "no more than MaxEntries entries")
 		assert.LessOrEqual(t, len(got.Older), MaxEntries, "no more than MaxEntries older pids")
+		assert.LessOrEqual(t, len(got.Owned), len(got.Entries), "no more owned files than entries")
+		for _, f := range got.Owned {
+			assert.NoError(t, CheckName(f.Name), "every owned file's name must be valid")
+			assert.Positive(t, f.Ino, "every owned file must have an inode")
+		}
 		for _, pid := range got.Older {
 			assert.Positive(t, pid, "every older pid must be positive")
 		}

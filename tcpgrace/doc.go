@@ -20,7 +20,17 @@
 // If generation 2 fails to start (missing or broken executable, exits,
 // reports failure with [Upgrader.Fail], or is not ready within
 // [Options.ReadyTimeout]), Upgrade kills and reaps it and returns an error;
-// generation 1 never stopped serving and may try again.
+// generation 1 never stopped serving and may try again. With
+// [Options.ReadyGrace], generation 1 also watches generation 2 for a while
+// after it said ready, and serves again if it crashes meanwhile; not if it
+// left on purpose (it handed over to a generation 3, or was stopped):
+// then its exit, whatever its status, stands.
+//
+// If generation 1 dies while generation 2 starts (the OOM killer, a
+// handler's panic, kill -9), generation 2 still takes the sockets it was
+// handed and serves them alone: connections queued meanwhile wait in the
+// kernel and are served. Without a supervisor nothing serves only if
+// generation 1 died before it had started generation 2.
 //
 // # Deploys
 //
@@ -52,9 +62,23 @@
 // The child receives the sockets as fds 4 and up and the write end of a
 // readiness pipe as fd 3, described by one environment variable,
 // TCPGRACE_FDS (see package [github.com/tcpgrace/tcpgrace/inherit] for the
-// format). The variable names the parent's pid; a process whose parent is
-// someone else ignores it. The child sends one byte on the pipe when ready,
-// or a failure text. Sockets are duplicated with F_DUPFD_CLOEXEC through
+// format). The variable names the parent's pid and the pipe's inode: the
+// child honours it only when fd 3 is that pipe, and either its parent is
+// the writer or nobody reads the pipe any more (the writer died while
+// starting it). A grandchild that inherits a stale copy of the variable
+// has no fd on that pipe, or one whose reader still lives and is not its
+// parent, and ignores it. The child sends one byte on the pipe when ready,
+// or a failure text. After ready it keeps its end open while it serves and
+// sends one more byte when it leaves on purpose: when its own next
+// generation said ready, on a stop signal to [Server], and in
+// [Upgrader.Shutdown] and [Upgrader.Close]. Its parent, within
+// [Options.ReadyGrace], so tells a crash of the serving generation (an
+// exit without that byte) from an intended exit. The hand-off also carries
+// the device and inode of every Unix socket file a generation created, so
+// that a generation removes a file only while its path still leads to the
+// file its socket was bound to, never another server's file put there
+// since; an inherited socket that the next generation does not ask for is
+// closed at its Ready, and such a file of it removed. Sockets are duplicated with F_DUPFD_CLOEXEC through
 // SyscallConn, never with (*net.TCPListener).File, which would switch the
 // shared socket to blocking mode. Closing a listener never calls
 // shutdown(2), which would stop every generation.

@@ -135,13 +135,26 @@ func (u *Upgrader) newListener(s *socket) error {
 	if ul, ok := ln.(*net.UnixListener); ok {
 		ul.SetUnlinkOnClose(false) // the next generation may serve this path
 		if inherited && !s.foreign {
-			s.unix = statUnixPath(ln.Addr().String()) // the bound path, whatever was asked for
+			s.unix = u.inheritedPath(s.name, ln.Addr().String()) // the bound path, whatever was asked for
 		}
 	}
 	s.raw = ln.(syscall.Conn)
 	s.ln = &listener{Listener: ln, u: u, s: s}
 	u.log.Info("listening", "listener", s.name, "network", s.network, "addr", ln.Addr().String(), "inherited", inherited)
 	return nil
+}
+
+// inheritedPath is the socket file at path of the inherited Unix socket
+// name as the generation that bound it recorded it (device and inode,
+// carried in the hand-off), not whatever file is at path now: a file
+// that another server put there since is never taken for ours. nil when
+// the hand-off records none; the file is then never removed.
+func (u *Upgrader) inheritedPath(name, path string) *unixPath {
+	f, ok := u.inh.Owned(name)
+	if !ok {
+		return nil
+	}
+	return &unixPath{path: path, dev: f.Dev, ino: f.Ino}
 }
 
 func (u *Upgrader) bindStream(s *socket) (net.Listener, error) {

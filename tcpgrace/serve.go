@@ -168,6 +168,7 @@ func (s *Server) loop(ctx context.Context, accepted <-chan Accepted, dispatch fu
 				cancelUpgrade = startUpgrade(ctx, u, upgraded)
 			case slices.Contains(or(s.StopSignals, DefaultStopSignals), sig):
 				u.log.Info("stop signal", "signal", sig.String())
+				u.leave() // stopping on purpose: no rollback if the drain then fails
 				return true, nil
 			case slices.Contains(or(s.ReloadSignals, DefaultReloadSignals), sig):
 				reloads.signal(sig)

@@ -16,11 +16,16 @@ func isOpen(c syscall.Conn) bool {
 	return err == nil && rc.Control(func(uintptr) {}) == nil
 }
 
-type unixPath struct{}
+type unixPath struct {
+	path     string
+	dev, ino uint64
+}
 
 func statUnixPath(path string) *unixPath { return nil }
 
-func (p *unixPath) remove() {}
+func (p *unixPath) remove() bool { return false }
+
+func fileInode(f *os.File) uint64 { return 0 }
 
 func listenUnix(path string, mode fs.FileMode) (*net.UnixListener, *unixPath, error) {
 	return nil, nil, ErrNotSupported

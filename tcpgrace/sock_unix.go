@@ -56,10 +56,26 @@ func statUnixPath(path string) *unixPath {
 	return &unixPath{path: path, dev: uint64(st.Dev), ino: uint64(st.Ino)}
 }
 
-func (p *unixPath) remove() {
+// remove removes the file at p.path if it is still p's inode, and
+// reports whether it did.
+func (p *unixPath) remove() bool {
 	if q := statUnixPath(p.path); q != nil && *q == *p {
-		os.Remove(p.path)
+		return os.Remove(p.path) == nil
 	}
+	return false
+}
+
+// fileInode is the inode of f (0 if fstat fails): the identity of the
+// readiness pipe in the hand-off.
+func fileInode(f *os.File) uint64 {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Ino)
+	}
+	return 0
 }
 
 // staleDialTimeout bounds the probe that tells a stale socket file from a

@@ -2,12 +2,14 @@ package tcpgrace
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tcpgrace/tcpgrace/inherit"
@@ -98,6 +100,11 @@ func (u *Upgrader) beginUpgrade(ctx context.Context) (context.Context, []*os.Fil
 		if s.foreign {
 			env.Keep = append(env.Keep, s.name)
 		}
+		if s.unix != nil {
+			// The file as it was bound, not as it is now: the next
+			// generation's owner check follows the socket.
+			env.Owned = append(env.Owned, inherit.UnixFile{Name: s.name, Dev: s.unix.dev, Ino: s.unix.ino})
+		}
 	}
 	u.state = stateUpgrading
 	ctx, cancel := context.WithCancel(ctx)
@@ -138,12 +145,24 @@ func (u *Upgrader) endUpgrade(ok bool) {
 	if !ok {
 		return
 	}
+	u.leave() // said when the child said ready; a no-op by now, unless it exited first
 	stream, packets := splitSockets(sockets)
 	for _, s := range stream {
 		s.closeRaw()
 	}
 	u.closeExit()
 	stopReading(packets) // after Exit: a read that fails finds Exit closed
+}
+
+// leave tells this generation's parent, if it still watches (its
+// ReadyGrace), that this generation leaves on purpose: it handed over, or
+// it began to stop. Its exit is then no crash to roll back from, whatever
+// its status. Only the first call says anything; a parent that no longer
+// reads is no error.
+func (u *Upgrader) leave() {
+	if err := u.inh.Leave(); err != nil && !errors.Is(err, syscall.EPIPE) {
+		u.log.Warn("telling the parent generation we leave", "err", err)
+	}
 }
 
 // child is a started next generation, reaped by its own goroutine.
@@ -159,6 +178,9 @@ func (u *Upgrader) runChild(ctx context.Context, files []*os.File, env *inherit.
 		closeFiles(files)
 		return 0, fmt.Errorf("tcpgrace: readiness pipe: %w", err)
 	}
+	// The child honours the variable on this pipe only, so that it can
+	// tell it was meant for it even after we died (see inherit.Take).
+	env.Pipe = fileInode(w)
 	cmd := u.command(append([]*os.File{w}, files...), env)
 	file := resolved(u.executable) // what runs: symlinks followed now, as exec follows them
 	err = cmd.Start()
@@ -224,16 +246,30 @@ func readReadiness(r io.Reader) readiness {
 	return readiness{reason: fmt.Sprintf("unexpected byte %q on the readiness pipe", b[0])}
 }
 
+// readLeaving reads the child's word after ReadyByte: true for
+// LeavingByte, false when its end closes without it (an exit, a crash, or
+// a child that does not speak it).
+func readLeaving(r io.Reader) bool {
+	var b [1]byte
+	n, _ := r.Read(b[:])
+	return n == 1 && b[0] == inherit.LeavingByte
+}
+
 // waitReady waits for the child's word, its exit, the ready timeout or
 // ctx. On any failure it kills and reaps the child before returning.
 func (u *Upgrader) waitReady(ctx context.Context, c *child, r *os.File) error {
-	msgs := make(chan readiness, 1)
-	go func() { msgs <- readReadiness(r) }()
+	msgs, left, read := make(chan readiness, 1), make(chan bool, 1), make(chan struct{})
+	go func() {
+		defer close(read)
+		m := readReadiness(r)
+		msgs <- m
+		if m.ready {
+			left <- readLeaving(r)
+		}
+	}()
 	defer func() {
 		r.Close() // unblocks the reader if a grandchild still holds the write end
-		if msgs != nil {
-			<-msgs
-		}
+		<-read
 	}()
 	timer := time.NewTimer(u.opts.readyTimeout())
 	defer timer.Stop()
@@ -244,7 +280,10 @@ func (u *Upgrader) waitReady(ctx context.Context, c *child, r *os.File) error {
 			msgs = nil
 			switch {
 			case m.ready:
-				return u.confirm(ctx, c)
+				// The child serves: as far as our own parent is
+				// concerned, we are leaving.
+				u.leave()
+				return u.confirm(ctx, c, left)
 			case !m.eof:
 				err = fmt.Errorf("%w: %s", ErrChildFailed, m.reason)
 			}
@@ -262,14 +301,15 @@ func (u *Upgrader) waitReady(ctx context.Context, c *child, r *os.File) error {
 				}
 			}
 			if m.ready {
-				return u.exitedAfterReady(c) // as if seen during the grace
+				return u.exitedAfterReady(ctx, c, left, timer.C) // as if seen during the grace
 			}
 			err = exitError(m, c.err)
 		case <-timer.C:
 			if m, ok := poll(msgs); ok {
 				msgs = nil
 				if m.ready {
-					return u.confirm(ctx, c) // ready at the last moment: take it
+					u.leave()
+					return u.confirm(ctx, c, left) // ready at the last moment: take it
 				}
 			}
 			err = fmt.Errorf("%w: no word within %v, killed", ErrReadyTimeout, u.opts.readyTimeout())
@@ -294,39 +334,72 @@ func poll(msgs <-chan readiness) (readiness, bool) {
 }
 
 // confirm watches a child that said ready for Options.ReadyGrace. If it
-// dies of a crash meanwhile, the upgrade fails and this generation, which
-// never stopped accepting, keeps serving and takes the PID file back. A
-// child that exits 0 left on purpose (it handed over to a generation of
-// its own, or was stopped): the hand-off stands. ctx's end (the caller's,
-// or Shutdown's) ends the grace early, and the hand-off stands too: the
-// child serves, and killing it would reset what it accepted.
-func (u *Upgrader) confirm(ctx context.Context, c *child) error {
+// crashes meanwhile while it serves, the upgrade fails and this
+// generation, which never stopped accepting, keeps serving and takes the
+// PID file back. A child that says it leaves (LeavingByte: it handed over
+// to a generation of its own, or began to stop) is no longer watched:
+// the hand-off stands, whatever its exit status later. ctx's end (the
+// caller's, or Shutdown's) ends the grace early, and the hand-off stands
+// too: the child serves, and killing it would reset what it accepted.
+func (u *Upgrader) confirm(ctx context.Context, c *child, left <-chan bool) error {
 	grace := u.opts.ReadyGrace
 	if grace <= 0 {
 		return nil
 	}
 	timer := time.NewTimer(grace)
 	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return nil
-	case <-ctx.Done():
-		return nil
-	case <-c.exited:
+	for {
+		select {
+		case <-timer.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		case leaving := <-left:
+			if leaving {
+				u.log.Info("next generation leaves on purpose: hand-off stands", "child", c.cmd.Process.Pid)
+				return nil
+			}
+			left = nil // closed without a word: its exit tells
+		case <-c.exited:
+			return u.exitedAfterReady(ctx, c, left, timer.C)
+		}
 	}
-	return u.exitedAfterReady(c)
 }
 
-// exitedAfterReady decides about a child that said ready and has exited:
-// with status 0 it left on purpose and the hand-off stands; otherwise it
-// crashed, the upgrade fails and the PID file is ours again.
-func (u *Upgrader) exitedAfterReady(c *child) error {
-	if c.err == nil {
+// exitedAfterReady decides about a child that said ready and has exited.
+// If it said it was leaving, or exited with status 0, it left on purpose
+// and the hand-off stands; otherwise it crashed while it was the serving
+// generation, the upgrade fails and the PID file is ours again. Its word,
+// if any, is in the pipe before its exit, so left answers at once unless
+// it said nothing and another process still holds the pipe's write end;
+// then the wait ends at deadline or ctx's end, as a crash.
+func (u *Upgrader) exitedAfterReady(ctx context.Context, c *child, left <-chan bool, deadline <-chan time.Time) error {
+	leaving := false
+	if left != nil {
+		select {
+		case leaving = <-left:
+		case <-deadline:
+		case <-ctx.Done():
+		}
+	}
+	switch {
+	case leaving:
+		u.log.Info("next generation left on purpose after it said ready: hand-off stands", "child", c.cmd.Process.Pid, "status", exitStatus(c.err))
+		return nil
+	case c.err == nil:
 		u.log.Info("next generation exited 0 after it said ready: hand-off stands", "child", c.cmd.Process.Pid)
 		return nil
 	}
 	u.reclaimPIDFile(c.cmd.Process.Pid)
 	return fmt.Errorf("%w: it exited after it said ready: %v", ErrChildExited, c.err)
+}
+
+// exitStatus describes the result of cmd.Wait for a log line.
+func exitStatus(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
 }
 
 // reclaimPIDFile puts this process's pid back into the PID file if a

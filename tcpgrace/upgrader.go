@@ -172,7 +172,11 @@ func (u *Upgrader) closeExit() { u.exitOnce.Do(func() { close(u.exit) }) }
 // a next generation whose parent rolls back is killed, and connections it
 // accepted would be reset. Ready writes the PID file (if configured),
 // tells the parent generation (if any) to stop accepting and drain, and
-// closes the inherited sockets nobody claimed. It does not block beyond
+// closes the inherited sockets nobody claimed: a listener this version no
+// longer asks for is released, and its Unix socket file removed if a
+// generation of this service created it and the path still leads to that
+// file (a parent that then rolls back within [Options.ReadyGrace] keeps
+// serving such a socket, without its file). It does not block beyond
 // those writes.
 //
 // If the PID file cannot be written, Ready returns that error. In a child
@@ -209,10 +213,30 @@ func (u *Upgrader) Ready() error {
 	}
 	u.setReady()
 	u.log.Info("ready", "parent", hasParent)
-	if err := u.inh.CloseUnclaimed(); err != nil {
+	if err := u.closeUnclaimed(); err != nil {
 		return fmt.Errorf("%w: %w", ErrReadyIncomplete, err)
 	}
 	return nil
+}
+
+// closeUnclaimed closes the inherited sockets nobody claimed and removes
+// the files of the Unix sockets among them that the chain created, if the
+// path still leads to the inode the socket was bound to. u.mu is held
+// while they are closed, so that no Listen claims one meanwhile.
+func (u *Upgrader) closeUnclaimed() error {
+	u.mu.Lock()
+	unclaimed := u.inh.Unclaimed()
+	err := u.inh.CloseUnclaimed()
+	u.mu.Unlock()
+	for _, en := range unclaimed {
+		removed := false
+		if f, ok := u.inh.Owned(en.Name); ok && en.Network == "unix" {
+			removed = (&unixPath{path: en.Address, dev: f.Dev, ino: f.Ino}).remove()
+		}
+		u.log.Info("closed an inherited socket nobody asked for", "listener", en.Name, "network", en.Network,
+			"addr", en.Address, "file_removed", removed)
+	}
+	return err
 }
 
 func (u *Upgrader) setReady() {

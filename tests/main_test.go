@@ -90,10 +90,15 @@ func runTests(m *testing.M) int {
 //	ready-exit0  the same, but exits 0 at once (it left on purpose)
 //	pid-crash    writes its pid into the pid file, then dies before
 //	             saying ready
+//
+// and the roles of ownRoles.
 func playRole(role string) int {
 	// The start line every example writes, so that a test can tell this
 	// build was run.
 	slog.New(slog.NewTextHandler(os.Stderr, nil)).Info("start", "pid", os.Getpid(), "version", roleVersion, "role", role)
+	if play := ownRoles[role]; play != nil {
+		return play() // a role that builds its own Upgrader
+	}
 	args := lineserverArgs(os.Args[1:])
 	u, err := tcpgrace.New(tcpgrace.Options{PIDFile: args["-pidfile"][0]})
 	if err != nil {
