@@ -51,7 +51,10 @@ umount -l /sys/fs/cgroup 2>/dev/null || true
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
 mount --bind "$2" /dev/console
 mount --make-rshared /
-exec ` + systemdBinary + ` --system --log-target=console --log-level=info --unit=` + systemdTarget + `
+# container= tells systemd it runs in a container: at power-off its
+# systemd-shutdown then unmounts only this namespace's mounts and leaves the
+# host's swaps, loop, MD and DM devices alone.
+exec env container=tcpgrace-test ` + systemdBinary + ` --system --log-target=console --log-level=info --unit=` + systemdTarget + `
 `
 
 // maskedUnits are masked in the test's systemd: the early-boot units
