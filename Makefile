@@ -2,7 +2,7 @@
 GO      ?= go
 PYTHON  ?= python3
 BIN     := bin
-EXAMPLES := $(patsubst examples/%/,%,$(wildcard examples/*/))
+EXAMPLES := $(patsubst examples/%/main.go,%,$(wildcard examples/*/main.go))
 
 .PHONY: all build test tools interop-table mutants fuzz demo bench bench-go soak fmt-check vet clean
 

@@ -145,14 +145,42 @@
 //
 // # systemd
 //
-// A unit that starts the server with Type=simple works as long as the old
-// generation is allowed to exit: use a PID file so systemd follows the
-// serving process.
+// When NOTIFY_SOCKET is set, each generation speaks sd_notify(3), so the
+// unit can be Type=notify with the default NotifyAccess=main and no PID
+// file: the first generation says READY=1 at [Upgrader.Ready]; an
+// upgrade says RELOADING=1 (with MONOTONIC_USEC=), and once the next
+// generation is ready the old main process sends MAINPID=<next> and
+// READY=1, or, if the upgrade failed, READY=1 with the reason in STATUS=;
+// the main process says STOPPING=1 when it begins its final drain.
+// STATUS= names the generation ("serving, generation 3") or the drain
+// ("draining 12 connections, generation 3"); EXTEND_TIMEOUT_USEC= keeps
+// systemd's timeout ahead of an upgrade or a drain that still runs; with
+// WatchdogSec= the serving generation sends WATCHDOG=1 at half the
+// interval. [New] removes NOTIFY_SOCKET and the watchdog variables from
+// the environment, so processes the program spawns cannot speak for it;
+// only the next generation gets them back. Without NOTIFY_SOCKET nothing
+// is sent.
 //
 //	[Service]
-//	ExecStart=/usr/local/bin/lineserver -tcp :8080 -pidfile /run/lineserver.pid
-//	PIDFile=/run/lineserver.pid
+//	Type=notify
+//	ExecStart=/usr/local/bin/lineserver -tcp :8080 -drain-timeout 30s
 //	ExecReload=/bin/kill -USR1 $MAINPID
+//	ExecStop=-/bin/kill -TERM $MAINPID
+//	ExecStop=-/usr/bin/tail --pid=${MAINPID} -s 0.1 -f /dev/null
+//	KillMode=control-group
+//	TimeoutStopSec=45s
 //
-// Socket activation (LISTEN_FDS) is honoured on the first start.
+// The ExecStop= lines matter: every generation after the first is not
+// systemd's child, and systemd 252 does not wait for such a main process
+// on stop: with nothing else left in the unit it sends SIGKILL right
+// after SIGTERM. Stopped this way, the main process drains, then systemd
+// sends SIGTERM to older generations still draining and waits for them;
+// those are not the main process and cannot extend the stop timeout, so
+// TimeoutStopSec should exceed the drain timeout. Socket activation
+// (LISTEN_FDS, LISTEN_FDNAMES) is honoured: the sockets are claimed by
+// address and handed on at every upgrade, and the socket unit keeps its
+// own copies when the service stops. A Type=simple unit also works if it
+// sets PIDFile= and the server writes it ([Options.PIDFile]).
+// examples/systemd has units to copy; the end-to-end tests run them under
+// a real systemd.
 package tcpgrace

@@ -25,9 +25,11 @@ import (
 // [ErrClosed].
 func (u *Upgrader) Shutdown(ctx context.Context) error {
 	errs, packets := u.stop()
+	sdDone := u.sdDraining(ctx)
 	if err := u.waitConns(ctx); err != nil {
 		errs = multierror.Append(errs, err)
 	}
+	sdDone()
 	return multierror.Append(errs, closeSockets(packets)).ErrorOrNil()
 }
 
@@ -77,6 +79,9 @@ func (u *Upgrader) stop() (*multierror.Error, []*socket) {
 	}
 	if first {
 		u.log.Info("shutting down", "handed_off", handedOff)
+	}
+	if first && !handedOff {
+		u.sdStopping()
 	}
 	u.closeExit()
 	stopReading(packets) // after Exit: a read that fails finds Exit closed

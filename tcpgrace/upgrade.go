@@ -54,7 +54,10 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 		u.log.Error("upgrade failed", "err", err)
 		return err
 	}
+	sdDone := u.sdUpgrading()
 	pid, err := u.runChild(ctx, files, env)
+	sdDone()
+	u.sdUpgraded(pid, err)
 	u.endUpgrade(err == nil)
 	if err != nil {
 		u.log.Error("upgrade failed", "err", err)
@@ -208,6 +211,7 @@ func (u *Upgrader) command(extra []*os.File, env *inherit.Env) *exec.Cmd {
 		}
 		vars = append(vars, kv)
 	}
+	vars = append(vars, u.sd.childEnv()...) // taken from our environment by New
 	vars = append(vars, inherit.EnvFDs+"="+env.Encode(os.Getpid()))
 	return &exec.Cmd{
 		Path:       u.executable,

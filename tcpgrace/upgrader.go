@@ -33,6 +33,7 @@ type Upgrader struct {
 	opts       Options
 	log        *slog.Logger
 	inh        *inherit.Files
+	sd         *sdNotifier // the service manager, if any (sd_notify)
 	executable string
 	args       []string
 
@@ -87,6 +88,7 @@ func newUpgrader(opts Options, files *inherit.Files) (*Upgrader, error) {
 		opts:       opts,
 		log:        opts.Logger,
 		inh:        files,
+		sd:         takeNotify(),
 		executable: opts.Executable,
 		args:       opts.Args,
 		sockets:    map[string]*socket{},
@@ -241,6 +243,7 @@ func (u *Upgrader) setReady() {
 	u.mu.Lock()
 	u.ready = true
 	u.mu.Unlock()
+	u.sdReady(u.inh.HasParent())
 }
 
 // Fail tells the parent generation that this one will not become ready,

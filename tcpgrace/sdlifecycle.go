@@ -1,0 +1,135 @@
+package tcpgrace
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// What each generation tells the service manager, and when. Only the
+// main process's messages count under systemd's default NotifyAccess=main,
+// so a generation speaks while it is the one systemd knows: the first one
+// from Ready on, each next one from the moment its parent named it with
+// MAINPID=, until it hands over in turn.
+
+// sdNotify sends lines, logging a failure: the service manager is told
+// what it can be told, and serving never depends on it.
+func (u *Upgrader) sdNotify(lines ...string) {
+	if err := u.sd.send(lines...); err != nil {
+		u.log.Warn("sd_notify", "err", err)
+	}
+}
+
+// sdReady is called by Ready. A first generation says READY=1; a next one
+// is announced by its parent (sdUpgraded). Either way it starts the
+// watchdog pings.
+func (u *Upgrader) sdReady(hasParent bool) {
+	if !u.sd.enabled() {
+		return
+	}
+	if !hasParent {
+		u.sdNotify("READY=1", fmt.Sprintf("STATUS=serving, generation %d", u.Generation()))
+	}
+	if d := u.sd.watchdog; d > 0 {
+		go u.sdWatchdog(d / 2)
+	}
+}
+
+// sdWatchdog sends WATCHDOG=1 every interval until this generation stops
+// serving (Exit is closed: it handed over, or shuts down).
+func (u *Upgrader) sdWatchdog(interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	u.sdNotify("WATCHDOG=1")
+	for {
+		select {
+		case <-t.C:
+			u.sdNotify("WATCHDOG=1")
+		case <-u.exit:
+			return
+		}
+	}
+}
+
+// sdUpgrading is called when an upgrade starts: RELOADING=1, then
+// EXTEND_TIMEOUT_USEC= until the returned function is called, so that a
+// slow next generation is bounded by ReadyTimeout, not by the manager's
+// timeout.
+func (u *Upgrader) sdUpgrading() (done func()) {
+	if !u.sd.enabled() {
+		return func() {}
+	}
+	u.sdNotify(reloading(fmt.Sprintf("upgrading to generation %d", u.Generation()+1))...)
+	return u.sdExtend(context.Background(), func() string { return "" })
+}
+
+// sdUpgraded is called when an upgrade is over. On success the next
+// generation becomes the main process and the service is ready again; on
+// failure this one still is, and STATUS= says why.
+func (u *Upgrader) sdUpgraded(child int, err error) {
+	if err != nil {
+		u.sdNotify("READY=1", fmt.Sprintf("STATUS=serving, generation %d; upgrade failed: %v", u.Generation(), err))
+		return
+	}
+	u.sdNotify(fmt.Sprintf("MAINPID=%d", child), "READY=1",
+		fmt.Sprintf("STATUS=serving, generation %d", u.Generation()+1))
+}
+
+// sdStopping is called when a generation that still is the main process
+// begins its final drain: STOPPING=1 and how many connections it waits
+// for.
+func (u *Upgrader) sdStopping() {
+	if !u.sd.enabled() {
+		return
+	}
+	u.sdNotify("STOPPING=1", u.sdDrainStatus())
+}
+
+// sdDraining keeps the manager's stop timeout ahead of a drain that still
+// runs, telling how many connections are left, until the returned
+// function is called; ctx bounds the drain. A generation that handed over
+// says nothing: it is no longer the main process.
+func (u *Upgrader) sdDraining(ctx context.Context) (done func()) {
+	u.mu.Lock()
+	handedOff := u.handedOff
+	u.mu.Unlock()
+	if !u.sd.enabled() || handedOff {
+		return func() {}
+	}
+	return u.sdExtend(ctx, u.sdDrainStatus)
+}
+
+func (u *Upgrader) sdDrainStatus() string {
+	u.mu.Lock()
+	n := len(u.conns)
+	u.mu.Unlock()
+	return fmt.Sprintf("STATUS=draining %d connections, generation %d", n, u.Generation())
+}
+
+// sdExtend sends EXTEND_TIMEOUT_USEC= (with status(), if not empty) every
+// sdExtendStep/3 until the returned function is called or ctx ends.
+func (u *Upgrader) sdExtend(ctx context.Context, status func() string) (done func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(sdExtendStep / 3)
+		defer t.Stop()
+		for {
+			lines := []string{extendTimeout(sdExtendStep)}
+			if s := status(); s != "" {
+				lines = append(lines, s)
+			}
+			u.sdNotify(lines...)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-finished
+	}
+}
