@@ -35,10 +35,10 @@ func (p phase) String() string {
 // instance is one run of the command. Only the supervisor's loop touches
 // it.
 type instance struct {
-	pid     int    // the process the supervisor started: its child, leader of its own process group
-	main    int    // the process that counts: pid, or the one it named with MAINPID=
-	gen     int    // 1 for the first instance, one more for each next one
-	phase   phase  // see phase
+	pid     int   // the process the supervisor started: its child, leader of its own process group
+	main    int   // the process that counts: pid, or the one it named with MAINPID=
+	gen     int   // 1 for the first instance, one more for each next one
+	phase   phase // see phase
 	since   time.Time
 	status  string // its last STATUS=
 	reason  string // why it was started
