@@ -71,7 +71,8 @@ func runTests(m *testing.M) int {
 	lineserverBin = exampleBin("lineserver")
 	for _, v := range versions {
 		out := filepath.Join(dir, v) + "/"
-		build := exec.Command("go", "build", "-ldflags", "-X main.version="+v, "-o", out, "../examples/...")
+		// The examples, and the tcpgrace command (binDir/VERSION/tcpgrace).
+		build := exec.Command("go", "build", "-ldflags", "-X main.version="+v, "-o", out, "../examples/...", "../cmd/...")
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintf(os.Stderr, "tests: building the examples (%s): %v\n", v, err)

@@ -32,10 +32,14 @@ LISTEN_FDS_START = 3
 
 def log(msg, **kv):
     """One line per event on stderr, key=value as Go's log/slog writes."""
-    fields = " ".join(f"{k}={v}" for k, v in kv.items())
-    line = f'level=INFO msg="{msg}" pid={os.getpid()} {fields}'.rstrip()
+    kv = {"level": "INFO", "msg": msg, "pid": os.getpid(), **kv}
+    line = " ".join(f"{k}={quote(str(v))}" for k, v in kv.items())
     sys.stderr.write(line + "\n")  # one write: the supervisor and others share this stderr
     sys.stderr.flush()
+
+
+def quote(v):
+    return f'"{v}"' if not v or any(c in v for c in ' ="') else v
 
 
 def listen_fds():

@@ -1,0 +1,266 @@
+package tests
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// runApp is a program served through tcpgrace run.
+type runApp struct {
+	name string
+	// command installs the program in dir if it needs to and returns
+	// its command line, serving whatever it is handed (tcp and sock are
+	// the supervisor's sockets, for a program that must name them).
+	command func(t *testing.T, dir, tcp, sock string) []string
+	// deploy puts the build for upgrade n (1, 2, ...) in place and
+	// returns the version its start line will name.
+	deploy func(t *testing.T, dir string, n int) string
+}
+
+var runApps = []runApp{
+	{
+		name:    "python",
+		command: func(t *testing.T, _, _, _ string) []string { return pythonLineserver(t) },
+		deploy:  func(*testing.T, string, int) string { return "python" },
+	},
+	{
+		name: "lineserver",
+		command: func(t *testing.T, dir, tcp, sock string) []string {
+			bin := filepath.Join(dir, "lineserver")
+			deployAt(t, bin, readFile(t, lineserverBin))
+			return []string{bin, "-tcp", tcp, "-unix", sock}
+		},
+		deploy: func(t *testing.T, dir string, n int) string {
+			v := versions[n%len(versions)]
+			deployAt(t, filepath.Join(dir, "lineserver"), readFile(t, filepath.Join(binDir, v, "lineserver")))
+			return v
+		},
+	},
+}
+
+// orphanMaker wraps a command in a shell that leaves an orphan behind at
+// every start: a sleep whose parent exits at once, so that it is
+// re-parented to the nearest subreaper, which must reap it.
+func orphanMaker(t *testing.T, command []string) []string {
+	t.Helper()
+	needShell(t, "sleep")
+	return append([]string{"/bin/sh", "-c", `(sleep 0.3 &); exec "$0" "$@"`}, command...)
+}
+
+// TestRunUpgradesUnderLoad: the Python example and lineserver, each served
+// through tcpgrace run on a TCP and a Unix socket, under load through five
+// upgrades (SIGUSR1 to the supervisor, each deploying another build) and
+// one SIGKILL of the serving instance: no request fails, the supervisor's
+// pid never changes, the orphans the instances leave are re-parented to
+// it and reaped, and SIGTERM ends it with status 0 once the instance has
+// drained.
+func TestRunUpgradesUnderLoad(t *testing.T) {
+	for _, app := range runApps {
+		t.Run(app.name, func(t *testing.T) { runThrough(t, app, false) })
+	}
+}
+
+// TestRunAsPID1 is TestRunUpgradesUnderLoad with the supervisor as PID 1
+// of a PID namespace of its own (unshare --pid --fork --mount-proc), as
+// in a container: orphans come to it as to any init, and SIGTERM ends the
+// namespace cleanly: every instance drains and exits 0, then the
+// supervisor, with status 0.
+func TestRunAsPID1(t *testing.T) {
+	for _, app := range runApps {
+		t.Run(app.name, func(t *testing.T) { runThrough(t, app, true) })
+	}
+}
+
+func runThrough(t *testing.T, app runApp, pid1 bool) {
+	dir := t.TempDir()
+	tcp, sock := freeAddr(t), filepath.Join(dir, "s.sock")
+	s := startRun(t, runSpec{
+		flags:   []string{"-listen", "tcp://" + tcp, "-listen", "unix://" + sock},
+		command: orphanMaker(t, app.command(t, dir, tcp, sock)),
+		unshare: pid1,
+	})
+	s.waitOrphan()
+	targets := []target{{"tcp", tcp}, {"unix", sock}}
+	upgrades := 0
+	upgrade := func(l *load) {
+		upgrades++
+		version := app.deploy(t, dir, upgrades)
+		pid := s.upgrade()
+		s.waitLog(fmt.Sprintf(`msg=start pid=%d version=%s`, pid, version))
+		l.waitRequests(t, 50)
+	}
+	l := startLoad(targets, 2, 200_000)
+	l.waitRequests(t, 50)
+	for range 3 {
+		upgrade(l)
+	}
+	// Requests that the killed process had accepted die with it, whatever
+	// a supervisor does: the load is quiet at the kill, and starts again at
+	// once, so that its first requests wait in the sockets' queues while
+	// nothing serves.
+	l.stopLoad(t)
+	victim, ready := s.serving(), s.count(readyRe)
+	require.NoError(t, syscall.Kill(s.hostPID(victim), syscall.SIGKILL))
+	l = startLoad(targets, 2, 200_000)
+	s.waitLog(fmt.Sprintf(`msg="serving instance died" pid=%d instance=%d .*status="killed by SIGKILL"`, s.selfPID, victim))
+	s.waitCount(readyRe, ready+1)
+	l.waitRequests(t, 50)
+	for range 2 {
+		upgrade(l)
+	}
+	l.stopLoad(t)
+	assert.Equal(t, 7, s.count(readyRe), "one first start, five upgrades, one restart")
+	s.checkStablePID()
+	require.Equal(t, fmt.Sprint(s.selfPID), strings.TrimSpace(string(readFile(t, s.pidFile))), "the pid file still names the supervisor")
+	s.waitNoOrphans()
+
+	serving := s.serving()
+	require.NoError(t, s.stop(), "SIGTERM: the instance drains and the supervisor exits 0\nlogs:\n%s", s.logs)
+	assert.Regexp(t, fmt.Sprintf(`msg="instance exited" pid=%d instance=%d .*status="exit status 0"`, s.selfPID, serving), s.logs.String())
+	assert.Regexp(t, fmt.Sprintf(`msg="supervisor exit" pid=%d status=0`, s.selfPID), s.logs.String())
+	assert.NoFileExists(t, s.pidFile, "the pid file is removed at exit")
+	assert.NoFileExists(t, sock, "the Unix socket file is removed at exit")
+}
+
+// waitOrphan waits until an orphan of an instance has been re-parented
+// to the supervisor.
+func (s *supervised) waitOrphan() {
+	s.t.Helper()
+	waitFor(s.t, "an orphan re-parented to the supervisor", func() bool { return len(s.childrenNamed("sleep")) > 0 })
+}
+
+// waitNoOrphans waits until no orphan is left: each must have been
+// reaped, not left a zombie.
+func (s *supervised) waitNoOrphans() {
+	s.t.Helper()
+	waitFor(s.t, "the supervisor to reap every orphan (no sleep among its children, not even a zombie)",
+		func() bool { return len(s.childrenNamed("sleep")) == 0 })
+}
+
+// childrenNamed lists the supervisor's children whose command is name.
+func (s *supervised) childrenNamed(name string) []int {
+	var pids []int
+	for _, pid := range s.children() {
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(comm)) == name {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// upgradeFailedRe is the supervisor's line for a failed upgrade.
+var upgradeFailedRe = regexp.MustCompile(`msg="upgrade failed" .*`)
+
+// TestRunFailedUpgradeKeepsServing: a new instance that exits before it
+// is ready, one that never gets ready, and a command that is not there:
+// each upgrade fails with the reason logged, the failed instance is
+// killed, and the serving instance serves on under load, with no failed
+// request; the next good build then takes over.
+func TestRunFailedUpgradeKeepsServing(t *testing.T) {
+	dir := t.TempDir()
+	app, tcp, sock := filepath.Join(dir, "app"), freeAddr(t), filepath.Join(dir, "s.sock")
+	deployAt(t, app, readFile(t, lineserverBin))
+	s := startRun(t, runSpec{
+		flags:   []string{"-listen", "tcp://" + tcp, "-listen", "unix://" + sock, "-ready-timeout", "1s"},
+		command: []string{app, "-tcp", tcp, "-unix", sock},
+	})
+	serving := s.serving()
+	l := startLoad([]target{{"tcp", tcp}, {"unix", sock}}, 2, 200_000)
+	l.waitRequests(t, 50)
+	for _, c := range []struct {
+		name, reason string
+		deploy       func()
+	}{
+		{"exits", `exited \(exit status 3\) before it was ready`, func() { deployAt(t, app, []byte("#!/bin/sh\nexit 3\n")) }},
+		{"never ready", `not ready within -ready-timeout 1s`, func() { deployAt(t, app, []byte("#!/bin/sh\nexec sleep 30\n")) }},
+		{"missing", `no such file or directory`, func() { require.NoError(t, os.Remove(app)) }},
+	} {
+		c.deploy()
+		failed := s.count(upgradeFailedRe)
+		require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR1))
+		s.waitCount(upgradeFailedRe, failed+1)
+		line := upgradeFailedRe.FindAllString(s.logs.String(), -1)[failed]
+		assert.Regexp(t, c.reason, line, "%s: the failed upgrade's reason", c.name)
+		assert.Contains(t, line, fmt.Sprintf("serving=%d", serving), "%s: the old instance still serves", c.name)
+		if m := regexp.MustCompile(` instance=(\d+)`).FindStringSubmatch(line); m != nil && m[1] != "0" {
+			s.waitLog(fmt.Sprintf(`msg="instance exited" pid=\d+ instance=%s `, m[1]))
+		}
+		l.waitRequests(t, 50)
+		assert.Equal(t, serving, s.serving(), "%s: no other instance became ready", c.name)
+	}
+	deployAt(t, app, readFile(t, filepath.Join(binDir, versions[1], "lineserver")))
+	pid := s.upgrade()
+	s.waitLog(fmt.Sprintf(`msg=start pid=%d version=%s`, pid, versions[1]))
+	l.waitRequests(t, 50)
+	l.stopLoad(t)
+	require.NoError(t, s.stop())
+}
+
+// TestRunReadyDelayAndStopTimeout: a program that cannot say READY=1 is
+// ready once it has run for -ready-delay; one that ignores SIGTERM is
+// killed after -stop-timeout, both when an upgrade replaces it and when
+// the supervisor stops, whose exit status is then the serving instance's
+// (128+9: killed).
+func TestRunReadyDelayAndStopTimeout(t *testing.T) {
+	needShell(t, "sleep")
+	s := startRun(t, runSpec{
+		flags:   []string{"-listen", "tcp://127.0.0.1:0", "-ready-delay", "200ms", "-stop-timeout", "300ms"},
+		command: []string{"/bin/sh", "-c", `trap "" TERM; exec sleep 30`},
+	})
+	assert.Regexp(t, `msg="instance ready" .* how="still running after -ready-delay"`, s.logs.String())
+	first := s.serving()
+	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR1))
+	s.waitCount(readyRe, 2)
+	drained := time.Now()
+	s.waitLog(fmt.Sprintf(`msg="instance did not exit within -stop-timeout: killing its process group" pid=\d+ instance=%d `, first))
+	s.waitLog(fmt.Sprintf(`msg="instance exited" pid=\d+ instance=%d .*status="killed by SIGKILL"`, first))
+	assert.Less(t, time.Since(drained), 2*time.Second, "killed soon after the 300 ms stop timeout")
+	err := s.stop()
+	require.ErrorContains(t, err, "exit status 137", "the serving instance was killed, and the supervisor says so")
+}
+
+// TestRunSelfUpgrade: SIGUSR2 replaces the supervisor's own program in
+// place under load: the new build takes over the sockets and the running
+// instance with the same pid, serves on without a failed request,
+// upgrades the instance and reaps the old one; a new binary that is no
+// tcpgrace fails its check and the running supervisor carries on.
+func TestRunSelfUpgrade(t *testing.T) {
+	dir := t.TempDir()
+	app, tcp, sock := filepath.Join(dir, "lineserver"), freeAddr(t), filepath.Join(dir, "s.sock")
+	deployAt(t, app, readFile(t, lineserverBin))
+	s := startRun(t, runSpec{
+		flags:   []string{"-listen", "tcp://" + tcp, "-listen", "unix://" + sock},
+		command: []string{app, "-tcp", tcp, "-unix", sock},
+	})
+	l := startLoad([]target{{"tcp", tcp}, {"unix", sock}}, 2, 200_000)
+	l.waitRequests(t, 50)
+
+	deployAt(t, s.bin, readFile(t, tcpgraceBin(versions[1])))
+	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR2))
+	s.waitLog(fmt.Sprintf(`msg="supervisor upgraded in place" pid=%d version=%s from_version=%s instances=1`, s.selfPID, versions[1], versions[0]))
+	l.waitRequests(t, 50)
+	s.upgrade() // by the new build, which reaps the instance the old one started
+	l.waitRequests(t, 50)
+
+	deployAt(t, s.bin, []byte("#!/bin/sh\nexit 1\n"))
+	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR2))
+	s.waitLog(`msg="supervisor upgrade failed; this version keeps running" .*failed its check`)
+	l.waitRequests(t, 50)
+	s.upgrade()
+	l.waitRequests(t, 50)
+	l.stopLoad(t)
+
+	s.checkStablePID()
+	require.NoError(t, s.stop())
+	assert.NoFileExists(t, sock, "the Unix socket file the first build bound is removed by the last")
+	assert.NoFileExists(t, s.pidFile)
+}
