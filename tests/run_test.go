@@ -47,6 +47,8 @@ type runSpec struct {
 	flags   []string // run's flags; -pidfile is added
 	command []string // CMD and ARGS
 	unshare bool     // as PID 1 of a new PID namespace
+	env     []string // added to our environment
+	noWait  bool     // do not wait for the first instance to be ready
 }
 
 // supervised is a running `tcpgrace run` and the instances it starts.
@@ -86,15 +88,20 @@ func startRun(t *testing.T, spec runSpec) *supervised {
 	}
 	s.cmd = exec.Command(args[0], args[1:]...)
 	s.cmd.Stderr = stderr
+	s.cmd.Env = append(os.Environ(), spec.env...)
 	require.NoError(t, s.cmd.Start())
 	s.done = make(chan error, 1)
 	go func() { s.done <- s.cmd.Wait() }()
 	t.Cleanup(s.cleanup)
-	s.waitCount(readyRe, 1)
 	s.pid, s.selfPID = s.cmd.Process.Pid, s.cmd.Process.Pid
 	if spec.unshare {
+		s.waitLog(`msg="supervisor start"`)
 		s.pid, s.selfPID = namespaceInit(t, s.cmd.Process.Pid), 1
 	}
+	if spec.noWait {
+		return s
+	}
+	s.waitCount(readyRe, 1)
 	require.Equal(t, strconv.Itoa(s.selfPID), strings.TrimSpace(string(readFile(t, s.pidFile))),
 		"the pid file names the supervisor")
 	return s

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -263,4 +264,62 @@ func TestRunSelfUpgrade(t *testing.T) {
 	require.NoError(t, s.stop())
 	assert.NoFileExists(t, sock, "the Unix socket file the first build bound is removed by the last")
 	assert.NoFileExists(t, s.pidFile)
+}
+
+// TestRunNotify: on the notify socket only instances count: a READY=1
+// from another process (the test, which may enter the socket's private
+// directory as root or as the supervisor's user) is ignored, and the
+// instance is ready when it says so itself, after its start. A service
+// manager above the supervisor hears READY=1 with MAINPID= naming the
+// supervisor (the stable pid), the serving instance's STATUS=, and
+// STOPPING=1.
+func TestRunNotify(t *testing.T) {
+	needShell(t, "sleep")
+	mgrPath := filepath.Join(t.TempDir(), "manager.sock")
+	mgr, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: mgrPath, Net: "unixgram"})
+	require.NoError(t, err)
+	defer mgr.Close()
+	tcp := freeAddr(t)
+	s := startRun(t, runSpec{
+		flags:   []string{"-listen", "tcp://" + tcp},
+		command: []string{"/bin/sh", "-c", `sleep 0.3; exec "$0" "$@"`, lineserverBin, "-tcp", tcp},
+		env:     []string{"NOTIFY_SOCKET=" + mgrPath},
+		noWait:  true,
+	})
+	s.waitLog(`msg="instance started"`)
+	path := regexp.MustCompile(`msg="supervisor start" .*notify_socket=(\S+)`).FindStringSubmatch(s.logs.String())
+	require.NotNil(t, path, "the supervisor logs its notify socket")
+	spoof, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path[1], Net: "unixgram"})
+	require.NoError(t, err)
+	_, err = spoof.Write([]byte("READY=1\nSTATUS=spoofed\n"))
+	spoof.Close()
+	require.NoError(t, err)
+
+	s.waitCount(readyRe, 1)
+	logs := s.logs.String()
+	start := strings.Index(logs, fmt.Sprintf("msg=start pid=%d ", s.serving()))
+	require.GreaterOrEqual(t, start, 0, "lineserver started")
+	assert.Less(t, start, readyRe.FindStringIndex(logs)[0], "ready only after the instance started and said so, not at the spoofed READY=1")
+	assert.NotContains(t, logs, "spoofed")
+
+	got := readNotes(t, mgr, "READY=1")
+	assert.Contains(t, got, fmt.Sprintf("MAINPID=%d\n", s.selfPID), "MAINPID= names the supervisor")
+	assert.Contains(t, got, "STATUS=serving: generation 1", "STATUS= names the serving instance")
+	require.NoError(t, s.stop())
+	readNotes(t, mgr, "STOPPING=1")
+}
+
+// readNotes reads sd_notify messages on conn until one contains want,
+// and returns that one.
+func readNotes(t *testing.T, conn *net.UnixConn, want string) string {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(waitTimeout))
+	buf := make([]byte, 4096)
+	for {
+		n, err := conn.Read(buf)
+		require.NoError(t, err, "waiting for %s from the supervisor", want)
+		if msg := string(buf[:n]); strings.Contains(msg, want+"\n") {
+			return msg
+		}
+	}
 }

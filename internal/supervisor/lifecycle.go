@@ -211,6 +211,9 @@ func (s *Supervisor) stop(sig syscall.Signal) {
 	if !s.stopping {
 		s.stopping = true
 		s.stopServing = s.serving
+		if s.serving == nil && s.lastFailure != "" {
+			s.exitStatus = 1 // nothing serves, after a failure; an instance that exits now sets its own
+		}
 		s.restartAt = time.Time{}
 		s.log.Info("stopping: forwarding the signal to every instance", "signal", unix.SignalName(sig),
 			"instances", len(s.instances))

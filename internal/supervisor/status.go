@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"time"
@@ -29,12 +30,13 @@ type InstanceStatus struct {
 	Status     string    // its last STATUS=
 }
 
-// Status returns a snapshot; after Run has returned, an error wrapping
-// [ErrStopping].
-func (s *Supervisor) Status() (Status, error) {
+// Status returns a snapshot, taken by the loop of Run: it waits until
+// the loop is free (ctx bounds the wait), and after Run has returned it
+// fails with an error wrapping [ErrStopping].
+func (s *Supervisor) Status(ctx context.Context) (Status, error) {
 	var st Status
-	if !s.do(func() { st = s.snapshot() }) {
-		return Status{}, fmt.Errorf("%w: the supervisor has exited", ErrStopping)
+	if err := s.do(ctx, func() { st = s.snapshot() }); err != nil {
+		return Status{}, err
 	}
 	return st, nil
 }

@@ -285,15 +285,18 @@ func (s *Supervisor) find(pid int) *instance {
 	return nil
 }
 
-// do runs f in the loop and waits for it; false if the loop is over.
-func (s *Supervisor) do(f func()) bool {
+// do runs f in the loop and waits for it. It returns ErrStopping if the
+// loop is over, and ctx's error if ctx ends before the loop takes f.
+func (s *Supervisor) do(ctx context.Context, f func()) error {
 	ran := make(chan struct{})
 	select {
 	case s.reqs <- func() { f(); close(ran) }:
 		<-ran
-		return true
+		return nil
 	case <-s.done:
-		return false
+		return fmt.Errorf("%w: the supervisor has exited", ErrStopping)
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -309,8 +312,8 @@ func (s *Supervisor) do(f func()) bool {
 // what SIGUSR1 does, for a control socket to call.
 func (s *Supervisor) Upgrade(ctx context.Context) error {
 	reply := make(chan error, 1)
-	if !s.do(func() { s.upgrade(reply) }) {
-		return ErrStopping
+	if err := s.do(ctx, func() { s.upgrade(reply) }); err != nil {
+		return err
 	}
 	select {
 	case err := <-reply:
