@@ -37,6 +37,9 @@ func ParseListen(value string) (Listen, error) {
 			return bad("%v", err)
 		}
 	}
+	if !strings.Contains(rest, "://") {
+		return bad("want tcp://HOST:PORT, unix:///abs/path or udp://HOST:PORT")
+	}
 	u, err := url.Parse(rest)
 	if err != nil {
 		return bad("%v", err)
@@ -66,8 +69,6 @@ func ParseListen(value string) (Listen, error) {
 			return bad("the path must be absolute: unix:///abs/path")
 		}
 		l.Address = u.Path
-	case "":
-		return bad("no scheme: want tcp://, unix:// or udp://")
 	default:
 		return bad("unknown scheme %q: want tcp, tcp4, tcp6, unix, udp, udp4 or udp6", u.Scheme)
 	}
