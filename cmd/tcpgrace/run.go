@@ -8,10 +8,7 @@ import (
 	"os"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/tcpgrace/tcpgrace/internal/supervisor"
-	"github.com/tcpgrace/tcpgrace/tcpgrace"
 )
 
 const runUsage = `usage: tcpgrace run [-listen [NAME=]URL]... [flags] -- CMD [ARGS...]
@@ -38,11 +35,11 @@ Flags:
 // say) is acted on rather than ending the process.
 var runSignals = earlySignals()
 
-func earlySignals() chan os.Signal {
+func earlySignals() <-chan os.Signal {
 	if len(os.Args) < 2 || os.Args[1] != "run" {
 		return nil
 	}
-	return tcpgrace.NotifySignals(unix.SIGCHLD, unix.SIGUSR2)
+	return supervisor.NotifySignals()
 }
 
 // listFlag is a flag that may be repeated.

@@ -1,3 +1,5 @@
+//go:build linux
+
 package supervisor
 
 import (
@@ -35,9 +37,14 @@ var (
 	ErrStartFailed = errors.New("tcpgrace run: the new instance failed")
 )
 
-// Signals are the signals [Supervisor.Run] acts on; register them with
-// signal.Notify before [New].
-var Signals = []os.Signal{unix.SIGCHLD, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGUSR1, unix.SIGUSR2}
+// NotifySignals registers the signals [Supervisor.Run] acts on (SIGCHLD,
+// SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2) and returns the channel they
+// arrive on, which loses none to a burst of another
+// ([tcpgrace.NotifySignals]). Call it first thing, before [New]: until
+// then SIGTERM or SIGHUP kill the process, and SIGUSR2 too.
+func NotifySignals() <-chan os.Signal {
+	return tcpgrace.NotifySignals(unix.SIGCHLD, unix.SIGUSR2)
+}
 
 // stableAfter is how long an instance must have served for its crash not
 // to count as one more in a row (the backoff starts over).
@@ -166,12 +173,13 @@ func executable(configured string) (string, error) {
 
 // Run starts the first instance (unless a self-upgrade handed over a
 // serving one) and supervises until the supervisor is stopped and every
-// instance has exited. It acts on sigs, which must carry [Signals]:
+// instance has exited. It acts on sigs:
 // SIGCHLD reaps every child that exited, instances and orphans alike
 // (nothing else in the process may wait for children); SIGUSR1 upgrades
 // ([Supervisor.Upgrade] without waiting); SIGUSR2 upgrades the supervisor
 // itself in place; SIGHUP is forwarded to the serving instance; SIGTERM
 // and SIGINT are forwarded to every instance and stop the supervisor.
+// Make sigs with [NotifySignals].
 // Run returns the exit status of the instance that was serving when the
 // stop began (128+N if signal N killed it), after releasing the sockets,
 // the notify socket and the PID file. It may be called once.
