@@ -79,7 +79,7 @@ func (s *Supervisor) ready(in *instance, how string) {
 	s.serving, s.starting = in, nil
 	args := []any{"instance", in.pid, "generation", in.gen, "how", how, "took", took.Round(time.Microsecond)}
 	if old != nil {
-		args = append(args, "replaces", old.pid)
+		args = append(args, "replaces", old.main)
 	}
 	s.log.Info("instance ready", args...)
 	if old != nil {
