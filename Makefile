@@ -8,13 +8,14 @@ EXAMPLES := $(patsubst examples/%/main.go,%,$(wildcard examples/*/main.go))
 
 all: build
 
-## build: compile every example into bin/
+## build: compile every example and the tcpgrace command into bin/
 build:
 	@mkdir -p $(BIN)
 	@for ex in $(EXAMPLES); do \
 		echo "go build -o $(BIN)/$$ex ./examples/$$ex"; \
 		$(GO) build -o $(BIN)/$$ex ./examples/$$ex || exit 1; \
 	done
+	$(GO) build -o $(BIN)/tcpgrace ./cmd/tcpgrace
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
