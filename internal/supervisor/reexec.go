@@ -74,11 +74,12 @@ func (s *Supervisor) selfUpgrade() {
 		s.log.Warn("supervisor upgrade refused", "err", err)
 		return
 	}
-	exe := s.executable
+	exe, begin := s.executable, time.Now()
 	state, err := json.Marshal(s.handOver(nil))
 	if err == nil {
 		err = s.checkNext(exe, state)
 	}
+	checked := time.Since(begin)
 	if err != nil {
 		s.log.Error("supervisor upgrade failed; this version keeps running", "executable", exe, "err", err)
 		return
@@ -89,7 +90,7 @@ func (s *Supervisor) selfUpgrade() {
 		s.log.Warn("supervisor upgrade refused", "err", err)
 		return
 	}
-	err = s.execNext(exe)
+	err = s.execNext(exe, checked)
 	s.notify.start(s.notes)
 	s.log.Error("supervisor upgrade failed; this version keeps running", "executable", exe, "err", err)
 }
@@ -107,8 +108,9 @@ func (s *Supervisor) selfUpgradeBlocked() error {
 }
 
 // execNext clears close-on-exec on the fds the next image needs and
-// execs it; it returns only if the exec failed, with the fds restored.
-func (s *Supervisor) execNext(exe string) error {
+// execs it (checked is how long the check run took, for the log); it
+// returns only if the exec failed, with the fds restored.
+func (s *Supervisor) execNext(exe string, checked time.Duration) error {
 	nfd, err := s.notify.fd()
 	if err != nil {
 		return err
@@ -129,7 +131,8 @@ func (s *Supervisor) execNext(exe string) error {
 		restoreCloexec(fds)
 		return err
 	}
-	s.log.Info("supervisor upgrading in place", "executable", exe, "from_version", s.cfg.Version)
+	s.log.Info("supervisor upgrading in place", "executable", exe, "from_version", s.cfg.Version,
+		"check_took", checked.Round(time.Microsecond))
 	err = syscall.Exec(exe, s.cfg.Args, append(os.Environ(), stateEnv+"="+string(state)))
 	restoreCloexec(fds)
 	return fmt.Errorf("exec %s: %w", exe, err)
