@@ -323,3 +323,45 @@ func readNotes(t *testing.T, conn *net.UnixConn, want string) string {
 		}
 	}
 }
+
+// TestRunMaxInstances: instances that drain long (lineserver keeps
+// serving a connection until its client closes) count against
+// -max-instances: with 3, two draining ones and the serving one leave no
+// room, and an upgrade is refused with the reason; once the connections
+// close and the old instances exit, the next upgrade goes through.
+func TestRunMaxInstances(t *testing.T) {
+	tcp := freeAddr(t)
+	s := startRun(t, runSpec{
+		flags:   []string{"-listen", "tcp://" + tcp, "-max-instances", "3"},
+		command: []string{lineserverBin, "-tcp", tcp},
+	})
+	var held []*queuedLine
+	for i := range 2 {
+		q := queueLine(t, "tcp", tcp, fmt.Sprintf("held-%d", i))
+		require.NoError(t, q.readEcho(), "the serving instance answers, and now holds the connection")
+		held = append(held, q)
+		n := s.count(readyRe)
+		require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR1))
+		s.waitCount(readyRe, n+1)
+	}
+	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR1))
+	s.waitLog(`msg="upgrade refused" .*too many instances alive: 3, the most -max-instances allows`)
+	for _, q := range held {
+		q.c.Close()
+	}
+	s.waitCount(regexp.MustCompile(`msg="instance exited" .*phase=draining status="exit status 0"`), 2)
+	s.upgrade()
+	require.NoError(t, s.stop())
+}
+
+// readEcho reads the echo of the queued line, leaving the connection open.
+func (q *queuedLine) readEcho() error {
+	if q.err != nil {
+		return q.err
+	}
+	got, err := q.r.ReadString('\n')
+	if err == nil && got != q.line+"\n" {
+		err = fmt.Errorf("sent %q, got %q", q.line, got)
+	}
+	return err
+}
