@@ -230,7 +230,7 @@ func (s *Supervisor) stop(sig syscall.Signal) {
 	s.serving, s.starting = nil, nil
 	for _, in := range s.instances {
 		in.phase, in.readyBy, in.delayAt = phaseDraining, time.Time{}, time.Time{}
-		if in.killAt.IsZero() || in.killAt.After(now.Add(s.cfg.StopTimeout)) {
+		if !in.killed && (in.killAt.IsZero() || in.killAt.After(now.Add(s.cfg.StopTimeout))) {
 			in.killAt = now.Add(s.cfg.StopTimeout)
 		}
 		in.signal(sig)

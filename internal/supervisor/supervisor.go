@@ -276,6 +276,7 @@ func (s *Supervisor) onTime(now time.Time) {
 			s.log.Warn("instance did not exit within -stop-timeout: killing its process group",
 				"instance", in.pid, "generation", in.gen, "stop_timeout", s.cfg.StopTimeout)
 			in.kill()
+			in.killAt = time.Time{} // nothing more to wait for but its exit
 		}
 	}
 	if !s.restartAt.IsZero() && !now.Before(s.restartAt) {
