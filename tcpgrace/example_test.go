@@ -114,9 +114,9 @@ func ExampleUpgrader_Upgrade() {
 		<-upg.Exit() // closed already: the next generation serves
 	case errors.Is(err, tcpgrace.ErrUpgradeInProgress):
 		log.Println("an upgrade is already running")
-	case errors.Is(err, tcpgrace.ErrChildStart):
+	case errors.Is(err, tcpgrace.ErrChildFailed):
 		log.Println("the new executable cannot be started:", err)
-	case errors.Is(err, tcpgrace.ErrChildFailed), errors.Is(err, tcpgrace.ErrChildExited),
+	case errors.Is(err, tcpgrace.ErrChildFailed), errors.Is(err, tcpgrace.ErrChildFailed),
 		errors.Is(err, tcpgrace.ErrReadyTimeout):
 		log.Println("the new generation did not come up; still serving:", err)
 	default:

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Defaults for the zero values of [Options].
+// Defaults for the zero values of [Options] and [Server].
 const (
 	// DefaultReadyTimeout is how long Upgrade waits for the next
 	// generation to become ready.
@@ -17,6 +17,13 @@ const (
 	// DefaultMaxGenerations bounds the generations alive at once: the
 	// serving one plus up to three still draining.
 	DefaultMaxGenerations = 4
+	// DefaultDrainTimeout is how long [Server] waits for open connections
+	// to finish once this generation stops serving.
+	DefaultDrainTimeout = 30 * time.Second
+	// DefaultIdleGrace is how long a keep-alive connection may stay idle
+	// while [Server.RunHTTP] drains before the draining generation closes
+	// it.
+	DefaultIdleGrace = time.Second
 )
 
 // Options configures an [Upgrader]. The zero value works.
@@ -79,8 +86,10 @@ type Options struct {
 	// DefaultMaxGenerations.
 	MaxGenerations int
 
-	// Logger receives one structured record per lifecycle event. Default:
-	// silent.
+	// Logger receives one structured record per lifecycle event.
+	// Default: warnings and errors only, such as a failed upgrade, a
+	// failed Ready or a drain deadline, through slog.Default(). To silence
+	// them, set slog.New(slog.DiscardHandler).
 	Logger *slog.Logger
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+
+	"github.com/tcpgrace/tcpgrace/internal/errjoin"
 )
 
 // Run is Serve for a server with its own accept loop on the Upgrader's
@@ -64,7 +66,7 @@ func (s *Server) Run(ctx context.Context, serve func() error, shutdown func(cont
 		}
 	}
 	s.Upgrader.log.Info("draining", "reason", reason)
-	return errors.Join(cause, s.drainOwn(stopped, shutdown, served))
+	return errjoin.Join(cause, s.drainOwn(stopped, shutdown, served))
 }
 
 // drainOwn stops a server with its own accept loop, waits for it, and
@@ -77,7 +79,7 @@ func (s *Server) drainOwn(stopped bool, shutdown func(context.Context) error, se
 	err := shutdown(ctx)
 	<-served
 	if uerr := s.Upgrader.Shutdown(ctx); uerr != nil {
-		err = errors.Join(err, uerr)
+		err = errjoin.Join(err, uerr)
 	}
 	if err != nil {
 		s.Upgrader.log.Warn("drain", "err", err)

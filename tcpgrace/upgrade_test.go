@@ -323,13 +323,13 @@ func TestUpgradeRollback(t *testing.T) {
 		wantText     []string // what the error must say
 	}{
 		{"executable missing", 0, (*harness).useMissing, false,
-			[]error{ErrChildStart, fs.ErrNotExist}, nil},
+			[]error{ErrChildFailed, fs.ErrNotExist}, nil},
 		{"executable not executable", 0, func(h *harness) { h.useNotExecutable(true) }, false,
-			[]error{ErrChildStart, syscall.EACCES}, nil},
+			[]error{ErrChildFailed, syscall.EACCES}, nil},
 		{"executable not a valid binary", 0, (*harness).useGarbage, false,
-			[]error{ErrChildStart, syscall.ENOEXEC}, nil},
+			[]error{ErrChildFailed, syscall.ENOEXEC}, nil},
 		{"child exits before ready", exitReadyTimeout, func(h *harness) { h.useChild(childExit3) }, true,
-			[]error{ErrChildExited}, []string{"exit status 3"}},
+			[]error{ErrChildFailed}, []string{"exit status 3"}},
 		{"child fails", 0, func(h *harness) { h.useChild(childFail) }, true,
 			[]error{ErrChildFailed}, []string{childFailReason}},
 		{"child never ready", 300 * time.Millisecond, func(h *harness) { h.useChild(childHang) }, true,
@@ -416,7 +416,7 @@ func TestRollbackKeepsParentUnixSocketFile(t *testing.T) {
 	h := newHarness(t, 10*time.Second)
 	h.useChild(childExit3Close)
 	err := h.u.Upgrade(context.Background())
-	assert.ErrorIs(t, err, ErrChildExited, "the child should exit before ready")
+	assert.ErrorIs(t, err, ErrChildFailed, "the child should exit before ready")
 	h.startedChild()
 	_, err = os.Lstat(h.ctlPath)
 	assert.NoError(t, err, "the parent's unix socket file should survive the failed child")

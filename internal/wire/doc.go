@@ -52,4 +52,4 @@
 //
 // Fd checks need a Unix system; elsewhere [Open] fails with
 // [ErrNotSupported] for every inherited fd.
-package inherit
+package wire
