@@ -203,7 +203,7 @@ func (w *readyWait) word(m readiness) (done bool, err error) {
 	case m.eof:
 		return false, nil // on its way out: its exit status tells why
 	}
-	return true, fmt.Errorf("%w: %s", ErrChildFailed, m.reason)
+	return true, fmt.Errorf("%w: %s", ErrChildFailed, strings.TrimPrefix(m.reason, "tcpgrace: "))
 }
 
 // startGrace moves on to Options.ReadyGrace, and reports true if there is
@@ -247,7 +247,7 @@ func (w *readyWait) exited() error {
 	case m.ready:
 		return w.exitedAfterReady(w.leaving, w.timeout) // as if seen during the grace
 	case !m.eof:
-		return fmt.Errorf("%w: %s (%v)", ErrChildFailed, m.reason, w.c.err)
+		return fmt.Errorf("%w: %s (%v)", ErrChildFailed, strings.TrimPrefix(m.reason, "tcpgrace: "), w.c.err)
 	}
 	return fmt.Errorf("%w: it exited before it was ready: %v", ErrChildFailed, w.c.err)
 }

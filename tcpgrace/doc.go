@@ -4,33 +4,44 @@
 //
 // # Processes
 //
-// A service is a sequence of generations. Generation 1 starts cold (or from
-// systemd socket activation), registers its sockets by name with
-// [Upgrader.Listen] and [Upgrader.ListenPacket], and calls
-// [Upgrader.Ready]. On [Upgrader.Upgrade] it starts generation 2 from
-// [Options.Executable] with the same arguments and passes it a duplicate of
-// every registered socket. Generation 2 calls [New], asks for the same
-// names (and gets the inherited sockets), and calls Ready. Only then does
-// generation 1 close its copies of the sockets and see [Upgrader.Exit]
-// closed; it finishes the connections it already accepted
-// ([Upgrader.Shutdown]) and exits. The kernel socket is never closed while
-// a generation holds it, and during the overlap both generations accept
-// from the same queue, so nothing queued is lost.
+// A service is a sequence of generations. At any time at most
+// [Options.MaxGenerations] processes of it are alive, and at most one of
+// them is starting.
 //
-// If generation 2 fails to start (missing or broken executable, exits,
-// reports failure with [Upgrader.Fail], or is not ready within
-// [Options.ReadyTimeout]), Upgrade kills and reaps it and returns an error;
-// generation 1 never stopped serving and may try again. With
-// [Options.ReadyGrace], generation 1 also watches generation 2 for a while
-// after it said ready, and serves again if it crashes meanwhile; not if it
-// left on purpose (it handed over to a generation 3, or was stopped):
-// then its exit, whatever its status, stands.
+// Generation 1 starts cold, or from systemd socket activation. It
+// registers its sockets by name with [Upgrader.Listen] and
+// [Upgrader.ListenPacket], then calls [Upgrader.Ready]. [Upgrader.Upgrade]
+// starts generation 2 from [Options.Executable] with the same arguments.
+// Generation 2 gets a duplicate of every registered socket. It calls
+// [New], asks for the same names, gets the inherited sockets, and calls
+// Ready. Only then does generation 1 close its copies of the sockets and
+// see [Upgrader.Exit] closed. It finishes the connections it already
+// accepted with [Upgrader.Shutdown], and exits. The kernel socket is never
+// closed while a generation holds it. During the overlap both generations
+// accept from the same queue, so nothing queued is lost.
 //
-// If generation 1 dies while generation 2 starts (the OOM killer, a
-// handler's panic, kill -9), generation 2 still takes the sockets it was
-// handed and serves them alone: connections queued meanwhile wait in the
-// kernel and are served. Without a supervisor nothing serves only if
-// generation 1 died before it had started generation 2.
+// Generation 2 may fail to start: its executable is missing or broken, it
+// exits, it reports failure with [Upgrader.Fail], or it is not ready
+// within [Options.ReadyTimeout]. Upgrade then kills and reaps it and
+// returns an error. Generation 1 never stopped serving and may try again.
+// With [Options.ReadyGrace], generation 1 also watches generation 2 for a
+// while after it said ready, and serves again if it crashes meanwhile.
+// An exit on purpose is no crash: generation 2 handed over to a
+// generation 3, or was stopped.
+//
+// Generation 1 may die while generation 2 starts, killed by the OOM
+// killer, a handler's panic or kill -9. Generation 2 then still takes the
+// sockets it was handed and serves them alone. Connections queued
+// meanwhile wait in the kernel and are served. Nothing serves only if
+// generation 1 died before it started generation 2, and no supervisor
+// restarts it.
+//
+// Each generation is in one state at a time: starting until Ready,
+// serving, upgrading while a next generation starts, handed off once that
+// one serves, closed after Shutdown or Close. Listen works until the
+// upgrade begins. Upgrade works only while serving. Each method that is
+// refused says why: [ErrNotReady], [ErrUpgradeInProgress], [ErrUpgraded]
+// or [ErrClosed].
 //
 // # Deploys
 //
@@ -59,29 +70,34 @@
 //
 // # Hand-off protocol
 //
-// The child receives the sockets as fds 4 and up and the write end of a
-// readiness pipe as fd 3, described by one environment variable,
-// TCPGRACE_FDS (see package [github.com/tcpgrace/tcpgrace/inherit] for the
-// format). The variable names the parent's pid and the pipe's inode: the
-// child honours it only when fd 3 is that pipe, and either its parent is
-// the writer or nobody reads the pipe any more (the writer died while
-// starting it). A grandchild that inherits a stale copy of the variable
-// has no fd on that pipe, or one whose reader still lives and is not its
-// parent, and ignores it. The child sends one byte on the pipe when ready,
-// or a failure text. After ready it keeps its end open while it serves and
-// sends one more byte when it leaves on purpose: when its own next
-// generation said ready, on a stop signal to [Server], and in
-// [Upgrader.Shutdown] and [Upgrader.Close]. Its parent, within
-// [Options.ReadyGrace], so tells a crash of the serving generation (an
-// exit without that byte) from an intended exit. The hand-off also carries
-// the device and inode of every Unix socket file a generation created, so
-// that a generation removes a file only while its path still leads to the
-// file its socket was bound to, never another server's file put there
-// since; an inherited socket that the next generation does not ask for is
-// closed at its Ready, and such a file of it removed. Sockets are duplicated with F_DUPFD_CLOEXEC through
-// SyscallConn, never with (*net.TCPListener).File, which would switch the
-// shared socket to blocking mode. Closing a listener never calls
-// shutdown(2), which would stop every generation.
+// The child receives the write end of a readiness pipe as fd 3 and the
+// sockets as fds 4 and up. One environment variable, TCPGRACE_FDS,
+// describes them: for each socket its name, fd, network and address. The
+// variable also names the parent's pid and the pipe's inode. The child
+// honours it only when fd 3 is that pipe. Its parent must be the writer,
+// or nobody reads the pipe any more because the writer died while
+// starting it. A grandchild that inherits a stale copy of the variable
+// has no fd on that pipe, or one whose reader is alive and not its
+// parent, and ignores it.
+//
+// The child sends one byte on the pipe when it is ready, or a failure
+// text. After ready it keeps its end open while it serves. It sends one
+// more byte when it leaves on purpose: when its own next generation said
+// ready, on a stop signal to [Server], and in [Upgrader.Shutdown] and
+// [Upgrader.Close]. So its parent, within [Options.ReadyGrace], tells a
+// crash of the serving generation from an intended exit.
+//
+// The hand-off carries the device and inode of every Unix socket file a
+// generation created. A generation removes such a file only while its
+// path still leads to the file its socket was bound to, never another
+// server's file put there since. An inherited socket that the next
+// generation does not ask for is closed at its Ready, and its file is
+// removed.
+//
+// Sockets are duplicated with F_DUPFD_CLOEXEC through SyscallConn, never
+// with (*net.TCPListener).File, which would switch the shared socket to
+// blocking mode. Closing a listener never calls shutdown(2), which would
+// stop every generation.
 //
 // # Draining
 //
@@ -133,10 +149,9 @@
 // [Server.Serve] drains, an upgrade signal is refused (logged with
 // [ErrClosed]) and a second stop signal closes the open connections at
 // once (after an upgrade, the first stop signal only counts as the first).
-// [Server.Run] gives servers with their own accept loop (gRPC) the same
-// signal handling and drain, and [Server.RunHTTP] does it for net/http
-// with a drain that keeps answering kept-alive connections; [Server.Wait] only the signal
-// handling, until they must leave.
+// [Server.Run] gives servers with their own accept loop, such as gRPC, the
+// same signal handling and drain. [Server.RunHTTP] does it for net/http,
+// with a drain that keeps answering kept-alive connections.
 //
 // # Platforms
 //

@@ -1,6 +1,9 @@
 package tcpgrace
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 // Sentinel errors. Returned errors wrap them with details; test with
 // errors.Is.
@@ -52,3 +55,16 @@ var (
 	// ErrNotSupported is returned on platforms without fd passing.
 	ErrNotSupported = errors.New("tcpgrace: not supported on this platform")
 )
+
+// wrapped is sentinel with the cause that made it. It prints as
+// "sentinel: cause" with the cause's own "tcpgrace: " prefix dropped, so
+// that no message says it twice, and errors.Is sees both.
+type wrapped struct{ sentinel, cause error }
+
+func wrap(sentinel, cause error) error { return wrapped{sentinel, cause} }
+
+func (w wrapped) Error() string {
+	return w.sentinel.Error() + ": " + strings.TrimPrefix(w.cause.Error(), "tcpgrace: ")
+}
+
+func (w wrapped) Unwrap() []error { return []error{w.sentinel, w.cause} }

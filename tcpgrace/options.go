@@ -47,22 +47,21 @@ type Options struct {
 	// DefaultReadyTimeout.
 	ReadyTimeout time.Duration
 
-	// ReadyGrace is how long Upgrade keeps this generation accepting after
-	// the next one said ready, watching that it stays up. If it crashes
-	// within the grace while it is the serving generation, Upgrade fails,
-	// this generation keeps serving and writes its own pid back into the
-	// PID file. Both generations accept during the grace, so it costs
-	// nothing but the time Upgrade takes. A child that leaves on purpose
-	// says so on the readiness pipe first (its own next generation said
-	// ready, a stop signal reached its Server, or it called Shutdown or
-	// Close): the grace ends there and the hand-off stands, whatever its
-	// exit status later; so does an exit with status 0 (a child that does
-	// not say so). A generation counts as leaving its own parent as soon as
-	// its next generation says ready, even if it then rolls back from that
-	// one. The end of Upgrade's context ends the grace early, and the
+	// ReadyGrace is how long Upgrade watches the next generation after it
+	// said ready. This generation keeps accepting meanwhile, so the grace
+	// costs nothing but the time Upgrade takes. If the next generation
+	// crashes within the grace, Upgrade fails. This generation then keeps
+	// serving and writes its own pid back into the PID file.
+	//
+	// An exit on purpose is no crash, and the hand-off stands. A child
+	// that leaves on purpose says so on the readiness pipe first: its own
+	// next generation said ready, a stop signal reached its Server, or it
+	// called Shutdown or Close. An exit with status 0 counts as on purpose
+	// too. The end of Upgrade's context ends the grace early, and the
 	// hand-off stands.
-	// Default: 0, hand over at once; then a next generation that crashes
-	// right after Ready leaves nobody serving until a supervisor restarts
+	//
+	// Default: 0, hand over at once. A next generation that crashes right
+	// after Ready then leaves nobody serving until a supervisor restarts
 	// the service, and the PID file names a dead process.
 	ReadyGrace time.Duration
 

@@ -113,7 +113,7 @@ func (u *Upgrader) register(name, network, address string, create func(*socket) 
 	s := &socket{name: name, network: network, address: address}
 	if err := create(s); err != nil {
 		if errors.Is(err, wire.ErrMismatch) {
-			err = fmt.Errorf("%w: %w", ErrNameConflict, err)
+			err = wrap(ErrNameConflict, err)
 		}
 		return nil, err
 	}

@@ -3,7 +3,6 @@ package tcpgrace
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 
 	"github.com/tcpgrace/tcpgrace/internal/errjoin"
@@ -57,7 +56,7 @@ func (s *Server) Run(ctx context.Context, serve func() error, shutdown func(cont
 	reason := "stop signal"
 	select {
 	case <-failed:
-		reason, cause = "serve failed", fmt.Errorf("%w: %w", ErrServeFailed, serveErr)
+		reason, cause = "serve failed", wrap(ErrServeFailed, serveErr)
 	default:
 		if cause != nil {
 			reason = "context done"

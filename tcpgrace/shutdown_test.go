@@ -223,7 +223,6 @@ func TestFailWithoutParent(t *testing.T) {
 	assert.NoError(t, u.Fail(errors.New("no parent to tell")), "Fail without a parent should do nothing")
 }
 
-
 // TestUpgradeLimitsGenerations runs Upgrade in a generation whose parent
 // (here: this very process, alive) and an older one (reaped) may still
 // be draining.

@@ -13,32 +13,35 @@ import (
 )
 
 // Upgrade starts the next generation from [Options.Executable] with the
-// same arguments, hands it every registered socket, and blocks until it
-// calls Ready, fails, or ctx ends.
+// same arguments and hands it every registered socket. It blocks until
+// the next generation calls Ready, fails, or ctx ends.
 //
-// On success this generation's listeners are closed (the kernel sockets
+// On success this generation's listeners are closed. The kernel sockets
 // stay open in the next generation, so no queued connection is lost and
-// none is refused), [Upgrader.Exit] is closed, and the caller should drain
-// and exit; connections already accepted are the caller's to finish. Its
-// packet conns stop reading but stay open, so that replies to datagrams
-// already read can still be written, until Shutdown or Close closes them
-// (see [Upgrader.ListenPacket]).
+// none is refused. [Upgrader.Exit] is closed, and the caller should drain
+// and exit. Connections already accepted are the caller's to finish. Packet
+// conns stop reading but stay open until Shutdown or Close, so that
+// replies to datagrams already read can still be written.
 //
-// On failure nothing changes: this generation keeps every socket and keeps
-// serving, the child has been killed and reaped, no fd is left behind, and
-// a later Upgrade may try again. The error wraps [ErrChildFailed] (with
-// the child's reason or exit status), [ErrReadyTimeout] or ctx's error. A second Upgrade while one runs fails
-// at once with [ErrUpgradeInProgress]; before Ready with [ErrNotReady];
-// after a successful one with [ErrUpgraded]; after Shutdown with
-// [ErrClosed]; with [ErrTooManyGenerations] if older generations still
-// draining would make more than [Options.MaxGenerations] alive; and with
-// [ErrPID1] in a container's entrypoint, where the old generation's exit
-// would end the namespace, new generation included: nothing changes.
+// On failure nothing changes. This generation keeps every socket and keeps
+// serving. The child has been killed and reaped, and no fd is left behind.
+// A later Upgrade may try again. The error wraps [ErrChildFailed], with
+// the child's reason or exit status, [ErrReadyTimeout], or ctx's error.
 //
-// Shutdown and Close cancel a running Upgrade, as ctx's end does, until the
-// child says ready; within [Options.ReadyGrace] after that, both end the
-// grace early and the hand-off stands (the child serves, and killing it
-// would reset what it accepted).
+// Upgrade refuses to start, and changes nothing, in these cases:
+//   - while another Upgrade runs: [ErrUpgradeInProgress];
+//   - before Ready has returned: [ErrNotReady];
+//   - after a successful Upgrade: [ErrUpgraded];
+//   - after Shutdown or Close: [ErrClosed];
+//   - when older generations still draining would make more than
+//     [Options.MaxGenerations] alive: [ErrTooManyGenerations];
+//   - as PID 1 of a PID namespace, whose exit would kill the next
+//     generation: [ErrPID1].
+//
+// Shutdown and Close cancel a running Upgrade until the child says ready,
+// as the end of ctx does. After that, within [Options.ReadyGrace], both
+// end the grace early and the hand-off stands: the child serves, and
+// killing it would reset the connections it accepted.
 func (u *Upgrader) Upgrade(ctx context.Context) error {
 	if os.Getpid() == 1 {
 		err := fmt.Errorf("%w: run it under an init that stays (docker run --init, tini) or a supervisor", ErrPID1)

@@ -184,7 +184,7 @@ func (u *Upgrader) tellReady() error {
 		return err
 	} else if err != nil {
 		u.serve()
-		return fmt.Errorf("%w: %w", ErrReadyIncomplete, err)
+		return wrap(ErrReadyIncomplete, err)
 	}
 	if err := u.inh.Ready(); err != nil && !errors.Is(err, syscall.EPIPE) {
 		return fmt.Errorf("tcpgrace: telling the parent generation we are ready: %w", err)
@@ -192,7 +192,7 @@ func (u *Upgrader) tellReady() error {
 	u.serve()
 	u.log.Info("ready", "parent", hasParent)
 	if err := u.closeUnclaimed(); err != nil {
-		return fmt.Errorf("%w: %w", ErrReadyIncomplete, err)
+		return wrap(ErrReadyIncomplete, err)
 	}
 	return nil
 }
