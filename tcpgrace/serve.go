@@ -131,30 +131,25 @@ func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatc
 	var cancelUpgrade context.CancelFunc // set while an upgrade runs
 	upgraded := make(chan error, 1)
 	reloads := &reloader{s: s, ended: make(chan struct{}, 1)}
-	defer func() {
-		if cancelUpgrade != nil {
-			cancelUpgrade() // leaving: a next generation not yet ready is killed
-			waitUpgrade(upgraded, accepted, dispatch)
-		}
-	}()
+	defer func() { cancelRunning(cancelUpgrade, upgraded, accepted, dispatch) }()
 	for {
 		select {
 		case a := <-accepted:
 			dispatch(a)
 		case sig := <-s.Signals:
-			switch {
-			case slices.Contains(or(s.UpgradeSignals, defaultUpgradeSignals), sig):
+			switch s.kind(sig) {
+			case upgradeSignal:
 				if cancelUpgrade != nil {
 					u.log.Warn("upgrade signal ignored", "err", ErrUpgradeInProgress)
 					continue
 				}
 				u.log.Info("upgrade signal", "signal", sig.String())
 				cancelUpgrade = startUpgrade(ctx, u, upgraded)
-			case slices.Contains(or(s.StopSignals, defaultStopSignals), sig):
+			case stopSignal:
 				u.log.Info("stop signal", "signal", sig.String())
 				u.leave() // stopping on purpose: no rollback if the drain then fails
 				return true, nil
-			case slices.Contains(or(s.ReloadSignals, defaultReloadSignals), sig):
+			case reloadSignal:
 				reloads.signal(sig)
 			}
 		case <-reloads.ended:
@@ -169,6 +164,39 @@ func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatc
 			return false, ctx.Err()
 		}
 	}
+}
+
+// cancelRunning cancels an upgrade still running when the loop leaves: a
+// next generation not yet ready is killed. It dispatches connections
+// until the upgrade has returned.
+func cancelRunning(cancel context.CancelFunc, upgraded <-chan error, accepted <-chan acceptResult, dispatch func(acceptResult)) {
+	if cancel != nil {
+		cancel()
+		waitUpgrade(upgraded, accepted, dispatch)
+	}
+}
+
+// signalKind is what a signal asks of a Server.
+type signalKind int
+
+const (
+	otherSignal signalKind = iota
+	upgradeSignal
+	stopSignal
+	reloadSignal
+)
+
+// kind classifies sig by the Server's signal sets, or their defaults.
+func (s *Server) kind(sig os.Signal) signalKind {
+	switch {
+	case slices.Contains(or(s.UpgradeSignals, defaultUpgradeSignals), sig):
+		return upgradeSignal
+	case slices.Contains(or(s.StopSignals, defaultStopSignals), sig):
+		return stopSignal
+	case slices.Contains(or(s.ReloadSignals, defaultReloadSignals), sig):
+		return reloadSignal
+	}
+	return otherSignal
 }
 
 // serveLoop is one run of Serve: its listeners, their accept goroutines
@@ -282,12 +310,12 @@ func (s *Server) signalsWhileDraining(ctx context.Context, hurry context.CancelF
 			return
 		case sig := <-s.Signals:
 			switch {
-			case slices.Contains(or(s.UpgradeSignals, defaultUpgradeSignals), sig):
+			case s.kind(sig) == upgradeSignal:
 				log.Warn("upgrade signal ignored while draining", "err", ErrClosed)
-			case slices.Contains(or(s.StopSignals, defaultStopSignals), sig) && !stopped:
+			case s.kind(sig) == stopSignal && !stopped:
 				log.Info("stop signal: already draining; another one closes open connections", "signal", sig.String())
 				stopped = true
-			case slices.Contains(or(s.StopSignals, defaultStopSignals), sig):
+			case s.kind(sig) == stopSignal:
 				log.Warn("second stop signal: closing open connections now", "signal", sig.String())
 				hurry()
 				return
