@@ -45,28 +45,31 @@
 //
 // # Deploys
 //
-// Upgrade runs the file at the path the process was started from, looked
-// up anew each time: argv[0] made absolute at [New] (or found in PATH), as
-// nginx re-execs its argv[0]. A new binary renamed over the old path
-// runs, and so does the release a symlink on the path points to now
-// ("current -> releases/v2"); the upgrade's log line names the file that
-// runs. [Options.Executable] sets another path.
+// Upgrade runs the file at the path the process was started from, as
+// nginx re-execs its argv[0]. That path is argv[0] made absolute at [New],
+// or found in PATH, and it is looked up anew at each upgrade. A new binary
+// renamed over the old path runs. So does the release that a symlink on
+// the path points to now, such as "current -> releases/v2". The upgrade's
+// log line names the file that runs. [Options.Executable] sets another
+// path.
 //
-// A name's address is part of the hand-off: a next generation that asks
+// A name's address is part of the hand-off. A next generation that asks
 // for an inherited name with another address fails to start with
 // [ErrNameConflict], and the old one keeps serving. To move a port, give
-// the new address a new name; the old socket, unclaimed, is closed at
+// the new address a new name. The old socket, unclaimed, is closed at
 // Ready.
 //
-// The PID file is replaced atomically (a temp file renamed over it). In a
-// directory the service may not write, such as a pid file made for its
-// user in a root-owned /run, it is written in place, which is not atomic,
-// and emptied rather than removed at the end.
+// The PID file is replaced atomically: a temp file is renamed over it.
+// A directory the service may not write, such as a root-owned /run with a
+// pid file made for the service's user, is the exception. There the file
+// is written in place, which is not atomic, and emptied rather than
+// removed at the end.
 //
-// As PID 1 of a PID namespace (a container's entrypoint) a process cannot
-// hand over: its exit ends the namespace and kills the next generation.
-// Upgrade refuses there with [ErrPID1]; run the server under an init that
-// stays (docker run --init, tini) or a supervisor.
+// A process that is PID 1 of a PID namespace, such as a container's
+// entrypoint, cannot hand over: its exit ends the namespace and kills the
+// next generation. Upgrade refuses there with [ErrPID1]. Run the server
+// under an init that stays, such as docker run --init or tini, or under
+// the tcpgrace run supervisor.
 //
 // # Hand-off protocol
 //
@@ -101,31 +104,36 @@
 //
 // # Draining
 //
-// A generation leaves in three steps. It stops accepting: after a
-// successful upgrade its listeners are closed (never shutdown(2), which
-// would stop every generation); on Shutdown they are closed and released.
-// It tells its handlers: [Upgrader.Exit] is closed, and [Server] cancels
-// the context its [Handler]s get, so that a protocol with a clean way to
-// end a connection (HTTP's keep-alive close, gRPC's GOAWAY, a goodbye
-// message) can use it between messages. It waits: [Upgrader.Shutdown]
-// waits for every connection accepted through the registry's listeners to
-// be closed, and at its context's deadline closes the rest and reports how
-// many ([Upgrader.Stats]). Connections already accepted are out of the
-// kernel's queue and no other generation can serve them, so they are never
-// cut before the deadline. A line protocol, which has no clean way to end a
-// connection, keeps being served until the client closes.
+// A generation leaves in three steps.
+//
+// It stops accepting. After a successful upgrade its listeners are
+// closed, never shut down with shutdown(2), which would stop every
+// generation. On Shutdown they are closed and released.
+//
+// It tells its handlers. [Upgrader.Exit] is closed, and [Server] cancels
+// the context its [Handler]s get. A protocol with a clean way to end a
+// connection can use it between messages: HTTP's keep-alive close, gRPC's
+// GOAWAY, a goodbye message.
+//
+// It waits. [Upgrader.Shutdown] waits until every connection accepted
+// through the registry's listeners is closed. At its context's deadline
+// it closes the rest, and [Upgrader.Stats] counts them. Connections
+// already accepted are out of the kernel's queue, and no other generation
+// can serve them, so they are never cut before the deadline. A line
+// protocol has no clean way to end a connection, so it is served until
+// the client closes.
 //
 // Several generations may drain at once: a generation can upgrade while
-// its parent still drains long connections, up to [Options.MaxGenerations]
-// alive (serving and draining together); past that Upgrade fails with
-// [ErrTooManyGenerations].
+// its parent still drains long connections. [Options.MaxGenerations]
+// bounds the generations alive, serving and draining together. Past it,
+// Upgrade fails with [ErrTooManyGenerations].
 //
 // # Signals
 //
 // Nothing in this package registers a signal handler by itself. [Server]
-// acts on signals only when given a channel ([NotifySignals] makes one
-// with the defaults). Register before calling [New]: Go kills a process on
-// SIGTERM or SIGHUP that arrives before a handler exists, and a new
+// acts on signals only when given a channel, and [NotifySignals] makes one
+// with the defaults. Register before calling [New]. Go kills a process on
+// a SIGTERM or SIGHUP that arrives before a handler exists, and a new
 // generation can be signalled as soon as it runs.
 //
 //	signal          Server default                      nginx                   tableflip examples
@@ -135,20 +143,24 @@
 //	SIGTERM, SIGINT stop accepting, drain, return       fast shutdown           -
 //	SIGQUIT         -                                   graceful shutdown       -
 //
-// Each set is a field of [Server] (UpgradeSignals, StopSignals,
-// ReloadSignals), so nginx's or tableflip's convention is one assignment
-// away, plus its registration: a signal that is not registered keeps its
-// default action, so SIGUSR2 as the upgrade signal needs
+// Each set is a field of [Server]: UpgradeSignals, StopSignals and
+// ReloadSignals. So nginx's or tableflip's convention is one assignment
+// away, plus its registration. A signal that is not registered keeps its
+// default action: SIGUSR2 as the upgrade signal needs
 // NotifySignals(syscall.SIGUSR2), or the first SIGUSR2 kills the process.
-// NotifySignals loses no signal to a burst of another (a stop always
-// wins, whatever arrived before it). Without a reload hook SIGHUP is
-// logged and ignored; the hook runs beside the accept loop, one run at a
-// time, signals during a run coalescing into one more run, and a stop
-// signal does not wait for it. A stop first accepts what already waits in
-// the listeners' accept queues, then closes them. While
-// [Server.Serve] drains, an upgrade signal is refused (logged with
-// [ErrClosed]) and a second stop signal closes the open connections at
-// once (after an upgrade, the first stop signal only counts as the first).
+// NotifySignals loses no signal to a burst of another, and a stop always
+// gets through.
+//
+// Without a reload hook SIGHUP is logged and ignored. The hook runs beside
+// the accept loop, one run at a time. Reload signals during a run coalesce
+// into one more run. A stop signal does not wait for the hook.
+//
+// A stop first accepts what already waits in the listeners' accept
+// queues, then closes them. While [Server.Serve] drains, an upgrade
+// signal is refused and logged with [ErrClosed]. A second stop signal
+// closes the open connections at once. After an upgrade, the first stop
+// signal counts as the first.
+//
 // [Server.Run] gives servers with their own accept loop, such as gRPC, the
 // same signal handling and drain. [Server.RunHTTP] does it for net/http,
 // with a drain that keeps answering kept-alive connections.
@@ -160,21 +172,26 @@
 //
 // # systemd
 //
-// When NOTIFY_SOCKET is set, each generation speaks sd_notify(3), so the
-// unit can be Type=notify with the default NotifyAccess=main and no PID
-// file: the first generation says READY=1 at [Upgrader.Ready]; an
-// upgrade says RELOADING=1 (with MONOTONIC_USEC=), and once the next
-// generation is ready the old main process sends MAINPID=<next> and
-// READY=1, or, if the upgrade failed, READY=1 with the reason in STATUS=;
-// the main process says STOPPING=1 when it begins its final drain.
-// STATUS= names the generation ("serving, generation 3") or the drain
-// ("draining 12 connections, generation 3"); EXTEND_TIMEOUT_USEC= keeps
-// systemd's timeout ahead of an upgrade or a drain that still runs; with
-// WatchdogSec= the serving generation sends WATCHDOG=1 at half the
-// interval. [New] removes NOTIFY_SOCKET and the watchdog variables from
-// the environment, so processes the program spawns cannot speak for it;
-// only the next generation gets them back. Without NOTIFY_SOCKET nothing
-// is sent.
+// When NOTIFY_SOCKET is set, each generation speaks sd_notify(3). So the
+// unit can be Type=notify, with the default NotifyAccess=main and no PID
+// file. What the service tells systemd:
+//   - READY=1 from the first generation at [Upgrader.Ready];
+//   - RELOADING=1 with MONOTONIC_USEC= when an upgrade starts;
+//   - MAINPID=<next> and READY=1 from the old main process once the next
+//     generation is ready;
+//   - READY=1 and the reason in STATUS= after a failed upgrade;
+//   - STOPPING=1 when the main process begins its final drain;
+//   - STATUS= for each step, such as "serving, generation 3" or
+//     "draining 12 connections, generation 3";
+//   - EXTEND_TIMEOUT_USEC= while an upgrade or a drain still runs, which
+//     keeps systemd's timeout ahead of it;
+//   - WATCHDOG=1 at half the interval of WatchdogSec=, from the serving
+//     generation.
+//
+// [New] removes NOTIFY_SOCKET and the watchdog variables from the
+// environment, so processes the program spawns cannot speak for it. Only
+// the next generation gets them back. Without NOTIFY_SOCKET nothing is
+// sent.
 //
 //	[Service]
 //	Type=notify
@@ -185,17 +202,18 @@
 //	KillMode=control-group
 //	TimeoutStopSec=45s
 //
-// The ExecStop= lines matter: every generation after the first is not
+// The ExecStop= lines matter. Every generation after the first is not
 // systemd's child, and systemd 252 does not wait for such a main process
-// on stop: with nothing else left in the unit it sends SIGKILL right
-// after SIGTERM. Stopped this way, the main process drains, then systemd
-// sends SIGTERM to older generations still draining and waits for them;
-// those are not the main process and cannot extend the stop timeout, so
-// TimeoutStopSec should exceed the drain timeout. Socket activation
-// (LISTEN_FDS, LISTEN_FDNAMES) is honoured: the sockets are claimed by
-// address and handed on at every upgrade, and the socket unit keeps its
-// own copies when the service stops. A Type=simple unit also works if it
-// sets PIDFile= and the server writes it ([Options.PIDFile]).
-// examples/systemd has units to copy; the end-to-end tests run them under
-// a real systemd.
+// on stop. With nothing else left in the unit, it sends SIGKILL right
+// after SIGTERM. Stopped by ExecStop=, the main process drains first.
+// Then systemd sends SIGTERM to older generations still draining and
+// waits for them. Those are not the main process and cannot extend the
+// stop timeout, so TimeoutStopSec should exceed the drain timeout.
+//
+// Socket activation through LISTEN_FDS and LISTEN_FDNAMES is honoured.
+// The sockets are claimed by name or address and handed on at every
+// upgrade. The socket unit keeps its own copies when the service stops.
+// A Type=simple unit also works if it sets PIDFile= and the server writes
+// it with [Options.PIDFile]. examples/systemd has units to copy, and the
+// end-to-end tests run them under a real systemd.
 package tcpgrace

@@ -56,7 +56,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.DurationVar(&c.streamInterval, "stream-interval", 100*time.Millisecond, "delay between the messages of a Count stream")
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the serving process's pid here")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", tcpgrace.DefaultReadyTimeout, "how long an upgrade waits for the new process")
-	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long calls in flight may take to finish on exit")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", tcpgrace.DefaultDrainTimeout, "how long calls in flight may take to finish on exit")
 	fs.DurationVar(&c.readyGrace, "ready-grace", 0, "after the new process is ready, keep serving this long and roll back if it dies")
 	fs.IntVar(&c.maxGens, "max-generations", tcpgrace.DefaultMaxGenerations, "how many generations may be alive at once, draining ones included")
 	if err := fs.Parse(args); err != nil {
