@@ -49,8 +49,8 @@ mutants:
 FUZZTIME ?= 30s
 ## fuzz: run each fuzz target for FUZZTIME
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./inherit
-	$(GO) test -run '^$$' -fuzz '^FuzzListenFDs$$' -fuzztime $(FUZZTIME) ./inherit
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzListenFDs$$' -fuzztime $(FUZZTIME) ./internal/wire
 
 ## demo: build lineserver, upgrade it live five times under load (a new build each time), print the loss table
 demo: build
