@@ -85,6 +85,17 @@ func readmeBlocks(t *testing.T) (path string, blocks []readmeBlock) {
 	return path, blocks
 }
 
+// TestReadmeBlocksMarked: every ```go block of README.md is marked, so
+// that TestReadmeProgram builds it, and one of them is the program.
+func TestReadmeBlocksMarked(t *testing.T) {
+	_, blocks := readmeBlocks(t)
+	kinds := map[string]int{}
+	for _, b := range blocks {
+		kinds[b.kind]++
+	}
+	assert.Equal(t, 1, kinds[readmeProgram], "README.md should hold exactly one block marked %q", readmeProgram)
+}
+
 // readmeModule writes a module in a temp dir that uses this repository
 // (a replace to its root, with its go.sum) and holds the README's program
 // at its root and its fragments in package fragments, vets it and builds
