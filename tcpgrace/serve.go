@@ -147,6 +147,8 @@ func (s *Server) loop(ctx context.Context, accepted <-chan Accepted, dispatch fu
 	var cancelUpgrade context.CancelFunc // set while an upgrade runs
 	upgraded := make(chan error, 1)
 	reloads := &reloader{s: s, ended: make(chan struct{}, 1)}
+	stopRequests, endControl := u.controlLoop()
+	defer endControl()
 	defer func() {
 		if cancelUpgrade != nil {
 			cancelUpgrade() // leaving: a next generation not yet ready is killed
@@ -173,6 +175,10 @@ func (s *Server) loop(ctx context.Context, accepted <-chan Accepted, dispatch fu
 			case slices.Contains(or(s.ReloadSignals, DefaultReloadSignals), sig):
 				reloads.signal(sig)
 			}
+		case <-stopRequests:
+			u.log.Info("stop requested on the control socket")
+			u.leave() // as on a stop signal
+			return true, nil
 		case <-reloads.ended:
 			reloads.finished()
 		case <-upgraded:

@@ -30,6 +30,7 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 		errs = multierror.Append(errs, err)
 	}
 	sdDone()
+	u.controlDone(ctx)
 	return multierror.Append(errs, closeSockets(packets)).ErrorOrNil()
 }
 
@@ -40,6 +41,7 @@ func (u *Upgrader) Close() error {
 	cancel()
 	errs, packets := u.stop()
 	u.waitConns(ctx)
+	u.controlDone(ctx)
 	return multierror.Append(errs, closeSockets(packets)).ErrorOrNil()
 }
 

@@ -33,7 +33,8 @@ type Upgrader struct {
 	opts       Options
 	log        *slog.Logger
 	inh        *inherit.Files
-	sd         *sdNotifier // the service manager, if any (sd_notify)
+	sd         *sdNotifier    // the service manager, if any (sd_notify)
+	ctl        *controlServer // the control socket, if any
 	executable string
 	args       []string
 
@@ -111,6 +112,9 @@ func newUpgrader(opts Options, files *inherit.Files) (*Upgrader, error) {
 		if len(u.args) > 0 && strings.Contains(u.args[0], "/") && !filepath.IsAbs(u.args[0]) {
 			u.args[0] = u.executable // the next generation may start in another directory
 		}
+	}
+	if err := u.listenControl(); err != nil {
+		return nil, err
 	}
 	return u, nil
 }
@@ -244,6 +248,7 @@ func (u *Upgrader) setReady() {
 	u.ready = true
 	u.mu.Unlock()
 	u.sdReady(u.inh.HasParent())
+	u.serveControl()
 }
 
 // Fail tells the parent generation that this one will not become ready,

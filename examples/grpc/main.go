@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	grpc [-grpc ADDR] [-stream-interval DUR] [-pidfile PATH] [-ready-timeout DUR]
+//	grpc [-grpc ADDR] [-stream-interval DUR] [-pidfile PATH] [-control PATH] [-ready-timeout DUR]
 //	     [-drain-timeout DUR] [-ready-grace DUR] [-max-generations N]
 //
 // The service, tcpgrace.example.Demo, is described by hand (service.go)
@@ -43,6 +43,7 @@ type config struct {
 	addr           string
 	streamInterval time.Duration
 	pidFile        string
+	control        string
 	readyTimeout   time.Duration
 	drainTimeout   time.Duration
 	readyGrace     time.Duration
@@ -55,6 +56,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.addr, "grpc", "127.0.0.1:9090", "TCP address to serve gRPC on")
 	fs.DurationVar(&c.streamInterval, "stream-interval", 100*time.Millisecond, "delay between the messages of a Count stream")
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the serving process's pid here")
+	fs.StringVar(&c.control, "control", "", "answer tcpgrace upgrade, status and stop on this Unix socket")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", tcpgrace.DefaultReadyTimeout, "how long an upgrade waits for the new process")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long calls in flight may take to finish on exit")
 	fs.DurationVar(&c.readyGrace, "ready-grace", 0, "after the new process is ready, keep serving this long and roll back if it dies")
@@ -93,7 +95,7 @@ func run() int {
 	log.Info("start", "version", version)
 	u, err := tcpgrace.New(tcpgrace.Options{
 		PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace,
-		MaxGenerations: cfg.maxGens, Logger: base,
+		MaxGenerations: cfg.maxGens, Control: cfg.control, Logger: base,
 	})
 	if err != nil {
 		log.Error("start", "err", err)
