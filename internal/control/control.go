@@ -148,8 +148,14 @@ func Do(ctx context.Context, path string, req Request) (*Reply, error) {
 		return nil, fmt.Errorf("%w: sending to %s: %w", ErrConnection, path, err)
 	}
 	rep, err := ReadReply(c)
-	if err != nil && ctx.Err() != nil {
-		err = fmt.Errorf("%w (%w)", err, ctx.Err())
+	if err != nil {
+		// The connection's deadline may fire a moment before ctx's.
+		if deadline, ok := ctx.Deadline(); ok && !time.Now().Before(deadline) {
+			return nil, fmt.Errorf("%w (%w)", err, context.DeadlineExceeded)
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w (%w)", err, ctx.Err())
+		}
 	}
 	return rep, err
 }
