@@ -144,10 +144,13 @@ func Do(ctx context.Context, path string, req Request) (*Reply, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: encoding the request: %w", ErrConnection, err)
 	}
-	if _, err := c.Write(append(line, '\n')); err != nil {
-		return nil, fmt.Errorf("%w: sending to %s: %w", ErrConnection, path, err)
-	}
+	_, werr := c.Write(append(line, '\n'))
+	// A server that refuses without reading (a uid it does not let in)
+	// has replied and closed before our write: its reply still counts.
 	rep, err := ReadReply(c)
+	if err != nil && werr != nil {
+		return nil, fmt.Errorf("%w: sending to %s: %w", ErrConnection, path, werr)
+	}
 	if err != nil {
 		// The connection's deadline may fire a moment before ctx's.
 		if deadline, ok := ctx.Deadline(); ok && !time.Now().Before(deadline) {
