@@ -365,27 +365,34 @@ func (c *controlServer) upgrade(req control.Request) *control.Reply {
 // already leaves answers at once: it drains already, or, if it handed
 // over, it says so (the request must go to the serving generation).
 func (c *controlServer) stop() *control.Reply {
+	if c.replaced() {
+		return failReply(fmt.Errorf("tcpgrace: control: stop: %w; ask the serving generation", ErrUpgraded))
+	}
 	c.mu.Lock()
 	loops, leaving := c.loops, c.leaving
 	c.mu.Unlock()
-	if !leaving && loops == 0 {
+	switch {
+	case leaving:
+		return c.stopping() // it drains already
+	case loops == 0:
 		return failReply(errors.New("tcpgrace: control: stop: no Server (Serve, Run or RunHTTP) runs this generation to drain it"))
 	}
-	if !leaving {
-		select {
-		case c.stopReq <- struct{}{}:
-			return c.stopping()
-		case <-c.leaveCtx.Done(): // the loop ended meanwhile
-		case <-c.done:
+	select {
+	case c.stopReq <- struct{}{}:
+	case <-c.leaveCtx.Done(): // the loop ended meanwhile
+		if c.replaced() {
+			return failReply(fmt.Errorf("tcpgrace: control: stop: %w; ask the serving generation", ErrUpgraded))
 		}
-	}
-	c.u.mu.Lock()
-	err := c.u.stateErrLocked()
-	c.u.mu.Unlock()
-	if errors.Is(err, ErrUpgraded) {
-		return failReply(fmt.Errorf("tcpgrace: control: stop: %w; ask the serving generation", ErrUpgraded))
+	case <-c.done:
 	}
 	return c.stopping()
+}
+
+// replaced reports whether a next generation took over.
+func (c *controlServer) replaced() bool {
+	c.u.mu.Lock()
+	defer c.u.mu.Unlock()
+	return errors.Is(c.u.stateErrLocked(), ErrUpgraded)
 }
 
 func (c *controlServer) stopping() *control.Reply {

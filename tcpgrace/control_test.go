@@ -343,12 +343,13 @@ func TestControlUpgradeFailures(t *testing.T) {
 		rep, _ := control.Do(context.Background(), path, control.Request{Cmd: control.CmdUpgrade, TimeoutMS: 500})
 		done <- rep
 	}()
-	h.startedChild()
+	hung := h.startedChild()
 	rep = ask(t, path, control.Request{Cmd: control.CmdUpgrade})
 	assert.Contains(t, rep.Error, "in progress", "a second upgrade is told at once")
 	rep = <-done
 	require.NotNil(t, rep, "the first one gets a reply")
 	assert.Contains(t, rep.Error, "deadline exceeded", "cancelled at its timeout")
+	waitGone(t, hung) // killed and reaped before the reply
 	assert.Less(t, time.Since(begin), 4*time.Second, "well before the ready timeout")
 	h.assertParentServes("after three failed upgrades")
 	assert.True(t, ask(t, path, control.Request{Cmd: control.CmdStatus}).OK, "the control socket still answers")
@@ -378,4 +379,39 @@ func TestControlStatusChannel(t *testing.T) {
 	_, err = statusOf(path, os.Getpid()+1, ioTimeout)
 	require.Error(t, err, "an answer from another process than the one asked")
 	assert.Contains(t, err.Error(), "held by pid", "is refused")
+}
+
+// TestControlReplacedGeneration: requests a generation accepted just
+// before it handed over are answered by it: status says draining, while
+// upgrade and stop fail with ErrUpgraded's text (ask again).
+func TestControlReplacedGeneration(t *testing.T) {
+	h := newHarness(t, 5*time.Second, func(o *Options) { o.Control = filepath.Join(t.TempDir(), "control.sock") })
+	path := h.u.opts.Control
+	conns := map[string]net.Conn{}
+	for _, cmd := range control.Commands {
+		c, err := net.DialTimeout("unix", path, ioTimeout)
+		require.NoError(t, err, "dialing before the upgrade")
+		defer c.Close()
+		conns[cmd] = c
+	}
+	require.Eventually(t, func() bool {
+		h.u.ctl.mu.Lock()
+		defer h.u.ctl.mu.Unlock()
+		return len(h.u.ctl.conns) == len(conns)
+	}, ioTimeout, time.Millisecond, "all accepted before the upgrade")
+	require.NoError(t, h.u.Upgrade(context.Background()), "the upgrade")
+	h.startedChild()
+	for cmd, c := range conns {
+		c.SetDeadline(time.Now().Add(ioTimeout))
+		_, err := io.WriteString(c, `{"v":1,"cmd":"`+cmd+`"}`+"\n")
+		require.NoError(t, err)
+		rep, err := control.ReadReply(c)
+		require.NoError(t, err, "%s is answered by the replaced generation", cmd)
+		if cmd == control.CmdStatus {
+			assert.Equal(t, "draining", rep.Status.State, "status says it drains")
+			continue
+		}
+		assert.False(t, rep.OK, "%s fails", cmd)
+		assert.Contains(t, rep.Error, ErrUpgraded.Error(), "%s: because it was replaced", cmd)
+	}
 }

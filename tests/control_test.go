@@ -151,7 +151,8 @@ const brokenScript = "#!/bin/sh\necho 'config error: listen address missing' >&2
 // TestControlUpgradeBrokenBinary: after a broken binary is deployed,
 // tcpgrace upgrade exits 1 well within the ready timeout, with the
 // child's exit status in its message on stderr, and the old generation
-// serves on under load; after a good build, the next upgrade succeeds.
+// serves on under load; so does an upgrade past its -timeout; after a
+// good build, the next upgrade succeeds.
 func TestControlUpgradeBrokenBinary(t *testing.T) {
 	needShell(t)
 	ctl := filepath.Join(t.TempDir(), "control.sock")
@@ -169,6 +170,14 @@ func TestControlUpgradeBrokenBinary(t *testing.T) {
 	assert.Contains(t, s.logs.String(), "config error: listen address missing", "the child's own words are in the log")
 	require.Equal(t, pid, s.pid(), "the old generation is still the serving one")
 	require.NoError(t, processAlive(pid), "and alive")
+	l.waitRequests(t, 100)
+
+	s.deployBytes([]byte("#!/bin/sh\nexec sleep 5\n"), 0o755) // never ready; killed, it leaves nothing behind
+	r = runTcpgrace(t, "upgrade", "-control", ctl, "-timeout", "300ms")
+	assert.Equal(t, 1, r.code, "an upgrade past its -timeout fails: %s", r)
+	assert.Contains(t, r.stderr, "deadline exceeded", "and says so: %s", r)
+	assert.Less(t, r.took, 2*time.Second, "at its timeout: %s", r)
+	require.Equal(t, pid, s.pid(), "the old generation still serves")
 	l.waitRequests(t, 100)
 
 	s.deploy(lineserverBin)

@@ -21,8 +21,10 @@
 // started from (a failed upgrade is logged and it keeps serving); SIGTERM
 // or SIGINT stop accepting, finish the calls in flight up to
 // -drain-timeout and exit 0; SIGHUP is logged and ignored. After a
-// successful upgrade the old process drains the same way and exits 0.
-// Logs are structured (log/slog text) on stderr, one line per event.
+// successful upgrade the old process drains the same way and exits 0. With
+// -control PATH it also answers tcpgrace upgrade, status and stop on that
+// Unix socket (see cmd/tcpgrace); signals keep working beside it. Logs are
+// structured (log/slog text) on stderr, one line per event.
 package main
 
 import (

@@ -13,6 +13,8 @@
 // -drain-timeout and exit 0; SIGHUP is logged and ignored (there is no
 // configuration to reload). After a successful upgrade the old process
 // finishes its open connections (or the drain timeout) and exits 0.
+// With -control PATH it also answers tcpgrace upgrade, status and stop
+// on that Unix socket (see cmd/tcpgrace); signals keep working beside it.
 // Logs are structured (log/slog text) on stderr, one line per event.
 package main
 

@@ -15,7 +15,9 @@
 // or SIGINT stop accepting, remove the socket files, wait for open
 // connections up to -drain-timeout and exit 0; SIGHUP is logged and
 // ignored. After a successful upgrade the old process finishes its open
-// connections (or the drain timeout) and exits 0. Logs are structured
+// connections (or the drain timeout) and exits 0. With -control PATH it
+// also answers tcpgrace upgrade, status and stop on that Unix socket (see
+// cmd/tcpgrace); signals keep working beside it. Logs are structured
 // (log/slog text) on stderr, one line per event.
 package main
 
