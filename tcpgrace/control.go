@@ -268,7 +268,11 @@ func (c *controlServer) answer(conn net.Conn, sideOnly bool) *control.Reply {
 	if sideOnly && req.Cmd != control.CmdStatus {
 		return failReply(fmt.Errorf("tcpgrace: control: only status is answered on a generation's status channel, not %s", req.Cmd))
 	}
-	if !sideOnly {
+	switch {
+	case sideOnly:
+	case req.Cmd == control.CmdStatus: // a monitor may poll it
+		c.u.log.Debug("control request", "cmd", req.Cmd, "peer_pid", pid, "peer_uid", uid)
+	default:
 		c.u.log.Info("control request", "cmd", req.Cmd, "peer_pid", pid, "peer_uid", uid)
 	}
 	switch req.Cmd {
