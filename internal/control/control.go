@@ -49,8 +49,8 @@ const (
 
 // Request is one line a client sends.
 type Request struct {
-	V   int    `json:"v"`
-	Cmd string `json:"cmd"`
+	V   int    `json:"v"`   // Version; Do fills it in
+	Cmd string `json:"cmd"` // CmdUpgrade, CmdStatus or CmdStop
 	// TimeoutMS, for upgrade, bounds the upgrade in milliseconds: the
 	// server cancels it then (the next generation is killed) and replies
 	// with the error. 0: only the server's ready timeout bounds it.
@@ -60,12 +60,12 @@ type Request struct {
 // Reply is the one line a server sends back. Exactly one of the result
 // fields is set when OK is true; Error is set when it is false.
 type Reply struct {
-	V       int       `json:"v"`
-	OK      bool      `json:"ok"`
-	Error   string    `json:"error,omitempty"`
-	Upgrade *Upgraded `json:"upgrade,omitempty"`
-	Status  *Status   `json:"status,omitempty"`
-	Stop    *Stopping `json:"stop,omitempty"`
+	V       int       `json:"v"`                 // the version the server speaks
+	OK      bool      `json:"ok"`                // the request succeeded
+	Error   string    `json:"error,omitempty"`   // why it did not
+	Upgrade *Upgraded `json:"upgrade,omitempty"` // the result of upgrade
+	Status  *Status   `json:"status,omitempty"`  // the result of status
+	Stop    *Stopping `json:"stop,omitempty"`    // the result of stop
 }
 
 // Upgraded is the result of a successful upgrade.
@@ -79,8 +79,8 @@ type Upgraded struct {
 // Status describes the generation that answered and the older ones still
 // draining.
 type Status struct {
-	PID        int `json:"pid"`
-	Generation int `json:"generation"`
+	PID        int `json:"pid"`        // the process that answered
+	Generation int `json:"generation"` // its generation number
 	// State is serving, upgrading (a next generation is starting),
 	// draining (it handed over) or stopping.
 	State string `json:"state"`
@@ -98,14 +98,14 @@ type Status struct {
 
 // Listener is one named socket.
 type Listener struct {
-	Name    string `json:"name"`
-	Network string `json:"network"`
+	Name    string `json:"name"`    // the name it is registered and handed on under
+	Network string `json:"network"` // tcp, tcp4, tcp6, unix, udp, udp4, udp6
 	Address string `json:"address"` // the bound address: a port 0 resolved, a Unix path
 }
 
 // Older is a draining generation as it answered its status channel.
 type Older struct {
-	PID         int    `json:"pid"`
+	PID         int    `json:"pid"`                  // from the hand-off
 	Generation  int    `json:"generation,omitempty"` // 0 if it did not answer
 	Connections int    `json:"connections"`          // -1 if it did not answer
 	Error       string `json:"error,omitempty"`      // why it did not
@@ -113,7 +113,7 @@ type Older struct {
 
 // Stopping is the result of a stop: draining has begun.
 type Stopping struct {
-	PID         int `json:"pid"`
+	PID         int `json:"pid"`         // the generation that drains
 	Connections int `json:"connections"` // open when draining began
 }
 
