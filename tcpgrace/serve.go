@@ -100,7 +100,8 @@ type Server struct {
 
 // Serve accepts on every listener and hands each connection to Handler in
 // its own goroutine. It returns after this generation has drained: nil
-// after a successful upgrade or a stop signal, ctx's error when ctx ends,
+// after a successful upgrade, a stop signal or a stop request on the
+// control socket ([Options.Control]), ctx's error when ctx ends,
 // and the drain error (connections cut at the deadline) joined to either.
 // While it drains, an upgrade signal is refused and logged, and a second
 // stop signal cuts the drain short.

@@ -198,7 +198,7 @@ func (s *server) slowStart(delay time.Duration) string {
 }
 
 // TestControlConcurrentUpgrades: four tcpgrace upgrade at once while the
-// next generation takes a second to start: exactly one succeeds, the
+// next generation takes 1.5 s to start: exactly one succeeds, the
 // others are told at once that an upgrade is in progress; status during
 // it says so. Under load.
 func TestControlConcurrentUpgrades(t *testing.T) {
@@ -207,7 +207,7 @@ func TestControlConcurrentUpgrades(t *testing.T) {
 	l := startLoad([]target{{"tcp", s.addr("tcp:127.0.0.1:0")}}, 2, 1_000_000)
 	l.waitRequests(t, 100)
 	old := s.pid()
-	version := s.slowStart(time.Second)
+	version := s.slowStart(1500 * time.Millisecond)
 
 	const n = 4
 	results := make([]cliResult, n)
@@ -219,7 +219,7 @@ func TestControlConcurrentUpgrades(t *testing.T) {
 			results[i] = runTcpgrace(t, "upgrade", "-control", ctl)
 		}()
 	}
-	time.Sleep(300 * time.Millisecond) // not a synchronisation: a status well inside the upgrade's second
+	time.Sleep(300 * time.Millisecond) // not a synchronisation: a status well inside the upgrade
 	assert.Equal(t, "upgrading", ctlStatus(t, ctl).State, "status during the upgrade")
 	wg.Wait()
 	var won []cliResult
