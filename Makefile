@@ -3,17 +3,22 @@ GO      ?= go
 PYTHON  ?= python3
 BIN     := bin
 EXAMPLES := $(patsubst examples/%/main.go,%,$(wildcard examples/*/main.go))
+COMMANDS := $(patsubst cmd/%/main.go,%,$(wildcard cmd/*/main.go))
 
 .PHONY: all build test tools interop-table mutants fuzz demo bench bench-go soak fmt-check vet clean
 
 all: build
 
-## build: compile every example into bin/
+## build: compile every example and command (tcpgrace) into bin/
 build:
 	@mkdir -p $(BIN)
 	@for ex in $(EXAMPLES); do \
 		echo "go build -o $(BIN)/$$ex ./examples/$$ex"; \
 		$(GO) build -o $(BIN)/$$ex ./examples/$$ex || exit 1; \
+	done
+	@for c in $(COMMANDS); do \
+		echo "go build -o $(BIN)/$$c ./cmd/$$c"; \
+		$(GO) build -o $(BIN)/$$c ./cmd/$$c || exit 1; \
 	done
 
 fmt-check:
@@ -51,6 +56,7 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzListenFDs$$' -fuzztime $(FUZZTIME) ./internal/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./internal/control
 
 ## demo: build lineserver, upgrade it live five times under load (a new build each time), print the loss table
 demo: build

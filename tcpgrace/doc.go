@@ -165,6 +165,58 @@
 // same signal handling and drain. [Server.RunHTTP] does it for net/http,
 // with a drain that keeps answering kept-alive connections.
 //
+// # Control socket
+//
+// With [Options.Control] set, the serving generation answers requests on a
+// Unix stream socket at that path from Ready on, so that a deploy learns
+// how its upgrade ended; the command in cmd/tcpgrace is its client. The
+// socket is registered like any other (as "tcpgrace-control:" and the
+// path), so every generation hands it to the next and the path stays
+// valid; [Options.UnixMode] applies (0600 by default), a stale file is
+// replaced, a live one makes New fail. Each connection is checked with
+// SO_PEERCRED: only root and the server's own uid get an answer, anyone
+// else an error. Linux only.
+//
+// One request per connection, one reply, each a line of JSON, protocol
+// version 1 (a request of another version is refused):
+//
+//	{"v":1,"cmd":"upgrade","timeout_ms":30000}
+//	{"v":1,"ok":true,"upgrade":{"pid":4243,"generation":3,"old_pid":4242,"handoff_ms":14.2}}
+//	{"v":1,"ok":false,"error":"tcpgrace: the next generation exited before it was ready: exit status 3"}
+//
+// upgrade runs [Upgrader.Upgrade] and replies when it is over: the new
+// generation's pid and number, the old pid and how long the upgrade took
+// (ready grace included), or the error, which carries the child's reason
+// (its Fail text or its exit status); timeout_ms, if given, cancels it
+// after that long. While an upgrade runs, by request or signal, another
+// is refused at once ([ErrUpgradeInProgress]). status replies with pid,
+// generation, state (serving, upgrading, draining, stopping), the
+// executable an upgrade starts and the file this process runs, the time
+// New ran, every registered socket with its name, network and bound
+// address, the open connections, and each older generation still
+// draining with the connections it has left. stop asks the [Server] loop
+// (Serve, Run, RunHTTP) to drain as a stop signal does and replies once
+// draining has begun; without a Server it is refused, and an upgrade
+// asked for while the generation stops is refused too. Serve's drain
+// closes the control socket with the other listeners and removes its
+// file; Run's keeps answering until the server has stopped.
+//
+// Malformed input, an unknown command and a request longer than 4096
+// bytes get an error reply, and the connection is closed; so does a
+// client that sends no complete request within 2 s. At most 64
+// connections are served at once; more are told so and closed. Requests
+// are answered in goroutines of their own, beside the serving path.
+//
+// A generation that handed over no longer accepts on the control socket;
+// until its drain is over it answers status, and nothing else, on a
+// status channel of its own: an abstract Unix socket named after a hash
+// of the control path and its pid, gone with the process. The serving
+// generation knows the pids of the older ones from the hand-off, asks
+// each there, and takes an answer only from that pid (SO_PEERCRED). A
+// request that reached a generation just before it handed over is
+// answered by that generation: status says draining, upgrade and stop
+// fail with [ErrUpgraded]; ask again.
+//
 // # Platforms
 //
 // Linux and other Unix systems. Elsewhere hand-off fails with

@@ -14,8 +14,8 @@ import (
 // func() error { return srv.Serve(ln) }; Run calls it in a
 // goroutine once, so call Ready before Run. Run handles signals as Serve
 // does until this generation must leave: after a successful upgrade, a
-// stop signal, ctx's end, or serve returning an error other than a closed
-// listener.
+// stop signal or a stop request on the control socket, ctx's end, or
+// serve returning an error other than a closed listener.
 //
 // Then it logs "draining", waits (at most a second) until the server has
 // taken what waits in the accept queues of the Upgrader's listeners, and

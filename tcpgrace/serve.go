@@ -99,7 +99,8 @@ type Server struct {
 
 // Serve accepts on every listener and hands each connection to Handler in
 // its own goroutine. It returns after this generation has drained: nil
-// after a successful upgrade or a stop signal, ctx's error when ctx ends,
+// after a successful upgrade, a stop signal or a stop request on the
+// control socket ([Options.Control]), ctx's error when ctx ends,
 // and the drain error (connections cut at the deadline) joined to either.
 // While it drains, an upgrade signal is refused and logged, and a second
 // stop signal cuts the drain short.
@@ -131,6 +132,8 @@ func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatc
 	var cancelUpgrade context.CancelFunc // set while an upgrade runs
 	upgraded := make(chan error, 1)
 	reloads := &reloader{s: s, ended: make(chan struct{}, 1)}
+	stopRequests, endControl := u.controlLoop()
+	defer endControl()
 	defer func() { cancelRunning(cancelUpgrade, upgraded, accepted, dispatch) }()
 	for {
 		select {
@@ -152,6 +155,10 @@ func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatc
 			case reloadSignal:
 				reloads.signal(sig)
 			}
+		case <-stopRequests:
+			u.log.Info("stop requested on the control socket")
+			u.leave() // as on a stop signal
+			return true, nil
 		case <-reloads.ended:
 			reloads.finished()
 		case <-upgraded:

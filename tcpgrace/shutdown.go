@@ -28,6 +28,7 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 	sdDone := u.sdDraining(ctx, st.wasServing)
 	err := u.waitConns(ctx)
 	sdDone()
+	u.controlDone(ctx)
 	return errjoin.Join(st.err, err, closeSockets(st.packets))
 }
 
@@ -38,6 +39,7 @@ func (u *Upgrader) Close() error {
 	cancel()
 	st := u.stop()
 	u.waitConns(ctx)
+	u.controlDone(ctx)
 	return errjoin.Join(st.err, closeSockets(st.packets))
 }
 

@@ -57,6 +57,7 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 	pid, err := u.runChild(ctx, files, env)
 	sdDone()
 	u.sdUpgraded(pid, err)
+	u.controlUpgraded(pid, err)
 	u.endUpgrade(err == nil)
 	if err != nil {
 		u.log.Error("upgrade failed", "err", err)

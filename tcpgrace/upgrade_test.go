@@ -45,7 +45,8 @@ type harness struct {
 	dns     net.PacketConn
 }
 
-func newHarness(t *testing.T, readyTimeout time.Duration) *harness {
+// newHarness makes the harness; each of more may change its Options.
+func newHarness(t *testing.T, readyTimeout time.Duration, more ...func(*Options)) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	h := &harness{t: t, dir: dir, exe: filepath.Join(dir, "next"), ctlPath: filepath.Join(dir, "c.sock"),
@@ -58,13 +59,17 @@ func newHarness(t *testing.T, readyTimeout time.Duration) *harness {
 	// reports; the child's own races still fail it.
 	t.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	h.useChild(childServe)
-	h.u = newColdUpgrader(t, Options{
+	opts := Options{
 		Executable:   h.exe,
 		Args:         []string{"tcpgrace-next", "-test.run=^$"},
 		ReadyTimeout: readyTimeout,
 		PIDFile:      h.pidFile,
 		Logger:       slog.New(h.rec),
-	})
+	}
+	for _, f := range more {
+		f(&opts)
+	}
+	h.u = newColdUpgrader(t, opts)
 	var err error
 	h.web, err = h.u.Listen(nameWeb, "tcp4", loopback)
 	require.NoError(t, err, "the parent should listen on tcp")

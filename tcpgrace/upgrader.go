@@ -23,7 +23,8 @@ type Upgrader struct {
 	opts       Options
 	log        *slog.Logger
 	inh        *wire.Files
-	sd         *sdNotifier // the service manager, if any (sd_notify)
+	sd         *sdNotifier    // the service manager, if any (sd_notify)
+	ctl        *controlServer // the control socket, if any
 	executable string
 	args       []string
 
@@ -86,6 +87,9 @@ func newUpgrader(opts Options, files *wire.Files) (*Upgrader, error) {
 		if len(u.args) > 0 && strings.Contains(u.args[0], "/") && !filepath.IsAbs(u.args[0]) {
 			u.args[0] = u.executable // the next generation may start in another directory
 		}
+	}
+	if err := u.listenControl(); err != nil {
+		return nil, err
 	}
 	return u, nil
 }
@@ -232,6 +236,7 @@ func (u *Upgrader) serve() {
 	u.mu.Unlock()
 	if moved {
 		u.sdReady(u.inh.HasParent())
+		u.serveControl()
 	}
 }
 

@@ -1,0 +1,83 @@
+// Command tcpgrace talks to a running tcpgrace server through its control
+// socket (tcpgrace.Options.Control), so that a deploy learns how an
+// upgrade ended instead of firing a signal and hoping.
+//
+// Usage:
+//
+//	tcpgrace upgrade -control PATH [-timeout DUR]
+//	tcpgrace status  -control PATH [-human]
+//	tcpgrace stop    -control PATH
+//
+// The control path may come from TCPGRACE_CONTROL instead of -control.
+//
+// upgrade starts the next generation and waits until it serves or has
+// failed: it prints one line of JSON (pid, generation, old_pid,
+// handoff_ms) and exits 0 once the new generation serves, and exits 1
+// with the reason on stderr when the upgrade failed (the old generation
+// keeps serving). -timeout bounds the upgrade: the server cancels it then
+// and kills the next generation. status prints the serving generation as
+// one JSON object (pid, generation, state, executable, listeners,
+// connections, older generations still draining), or as text with
+// -human. stop begins a graceful stop and exits once draining has begun.
+// Every command exits 2 on a usage error or when no reply came (no
+// socket, refused connection, closed before a reply), and 1 when the
+// server replied with an error (such as a uid that may not ask).
+//
+// As systemd's ExecReload=, systemctl reload waits for the upgrade and
+// fails when it fails:
+//
+//	ExecReload=/usr/local/bin/tcpgrace upgrade -control /run/app/control.sock
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// command is one subcommand: it parses its own flags and returns the
+// exit status.
+type command struct {
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) int
+}
+
+var commands = map[string]command{
+	"upgrade": {"start the next generation and wait until it serves or failed", upgradeCmd},
+	"status":  {"show the serving generation, its listeners and the older ones draining", statusCmd},
+	"stop":    {"stop gracefully: return once draining has begun", stopCmd},
+	"run":     {"supervise a server as a stable main process", runCmd},
+}
+
+// order is the order of the commands in the usage text.
+var order = []string{"upgrade", "status", "stop", "run"}
+
+func main() { os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func dispatch(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		usage(stdout)
+		return exitOK
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "tcpgrace: unknown command %q\n", args[0])
+		usage(stderr)
+		return exitUsage
+	}
+	return cmd.run(args[1:], stdout, stderr)
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: tcpgrace COMMAND -control PATH [flags]   (or TCPGRACE_CONTROL=PATH)")
+	fmt.Fprintln(w, "commands:")
+	for _, name := range order {
+		fmt.Fprintf(w, "  %-8s %s\n", name, commands[name].summary)
+	}
+	fmt.Fprintln(w, "tcpgrace COMMAND -h shows a command's flags")
+}
