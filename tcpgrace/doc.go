@@ -168,54 +168,61 @@
 // # Control socket
 //
 // With [Options.Control] set, the serving generation answers requests on a
-// Unix stream socket at that path from Ready on, so that a deploy learns
-// how its upgrade ended; the command in cmd/tcpgrace is its client. The
-// socket is registered like any other (as "tcpgrace-control:" and the
-// path), so every generation hands it to the next and the path stays
-// valid; [Options.UnixMode] applies (0600 by default), a stale file is
-// replaced, a live one makes New fail. Each connection is checked with
-// SO_PEERCRED: only root and the server's own uid get an answer, anyone
-// else an error. Linux only.
+// Unix stream socket at that path from Ready on. So a deploy learns how
+// its upgrade ended. The command in cmd/tcpgrace is its client.
 //
-// One request per connection, one reply, each a line of JSON, protocol
-// version 1 (a request of another version is refused):
+// The socket is registered like any other, as "tcpgrace-control:" and the
+// path. So every generation hands it to the next, and the path stays
+// valid. [Options.UnixMode] applies, 0600 by default. A stale file is
+// replaced, and a live one makes New fail. Each connection is checked with
+// SO_PEERCRED: only root and the server's own uid get an answer. It works
+// on Linux only.
+//
+// Each connection carries one request and one reply, each a line of JSON.
+// This is version 1 of the protocol, and a request of another version is
+// refused:
 //
 //	{"v":1,"cmd":"upgrade","timeout_ms":30000}
 //	{"v":1,"ok":true,"upgrade":{"pid":4243,"generation":3,"old_pid":4242,"handoff_ms":14.2}}
-//	{"v":1,"ok":false,"error":"tcpgrace: the next generation exited before it was ready: exit status 3"}
+//	{"v":1,"ok":false,"error":"tcpgrace: the next generation failed: it exited before it was ready: exit status 3"}
 //
-// upgrade runs [Upgrader.Upgrade] and replies when it is over: the new
-// generation's pid and number, the old pid and how long the upgrade took
-// (ready grace included), or the error, which carries the child's reason
-// (its Fail text or its exit status); timeout_ms, if given, cancels it
-// after that long. While an upgrade runs, by request or signal, another
-// is refused at once ([ErrUpgradeInProgress]). status replies with pid,
-// generation, state (serving, upgrading, draining, stopping), the
-// executable an upgrade starts and the file this process runs, the time
-// New ran, every registered socket with its name, network and bound
-// address, the open connections, and each older generation still
-// draining with the connections it has left. stop asks the [Server] loop
-// (Serve, Run, RunHTTP) to drain as a stop signal does and replies once
-// draining has begun; without a Server it is refused, and an upgrade
+// upgrade runs [Upgrader.Upgrade] and replies when it is over. On success
+// the reply names the new generation's pid and number, the old pid, and
+// how long the upgrade took, ready grace included. On failure it carries
+// the error, with the child's Fail text or exit status. timeout_ms, if
+// given, cancels the upgrade after that long. While an upgrade runs,
+// started by a request or a signal, another is refused at once with
+// [ErrUpgradeInProgress].
+//
+// status replies with the pid, the generation and its state: serving,
+// upgrading, draining or stopping. It names the executable an upgrade
+// starts, the file this process runs, and the time New ran. It lists
+// every registered socket with its name, network and bound address, the
+// open connections, and each older generation still draining with the
+// connections it has left.
+//
+// stop asks the [Server] loop to drain as a stop signal does, and replies
+// once draining has begun. Without a Server it is refused. An upgrade
 // asked for while the generation stops is refused too. Serve's drain
 // closes the control socket with the other listeners and removes its
-// file; Run's keeps answering until the server has stopped.
+// file. Run's drain keeps answering until the server has stopped.
 //
 // Malformed input, an unknown command and a request longer than 4096
-// bytes get an error reply, and the connection is closed; so does a
+// bytes get an error reply, and the connection is closed. So does a
 // client that sends no complete request within 2 s. At most 64
 // connections are served at once; more are told so and closed. Requests
 // are answered in goroutines of their own, beside the serving path.
 //
-// A generation that handed over no longer accepts on the control socket;
-// until its drain is over it answers status, and nothing else, on a
-// status channel of its own: an abstract Unix socket named after a hash
-// of the control path and its pid, gone with the process. The serving
-// generation knows the pids of the older ones from the hand-off, asks
-// each there, and takes an answer only from that pid (SO_PEERCRED). A
-// request that reached a generation just before it handed over is
-// answered by that generation: status says draining, upgrade and stop
-// fail with [ErrUpgraded]; ask again.
+// A generation that handed over no longer accepts on the control socket.
+// Until its drain is over, it answers status on a status channel of its
+// own, and nothing else. That channel is an abstract Unix socket named
+// after a hash of the control path and the pid, gone with the process.
+// The serving generation knows the pids of the older ones from the
+// hand-off and asks each there. It takes an answer only from that pid,
+// checked with SO_PEERCRED. A request that reached a generation just
+// before it handed over is answered by that generation: status says
+// draining, and upgrade and stop fail with [ErrUpgraded], to be asked
+// again.
 //
 // # Platforms
 //

@@ -6,7 +6,7 @@
 //
 //	-> {"v":1,"cmd":"upgrade","timeout_ms":30000}
 //	<- {"v":1,"ok":true,"upgrade":{"pid":4243,"generation":3,"old_pid":4242,"handoff_ms":14.2}}
-//	<- {"v":1,"ok":false,"error":"tcpgrace: the next generation exited before it was ready: exit status 3"}
+//	<- {"v":1,"ok":false,"error":"tcpgrace: the next generation failed: it exited before it was ready: exit status 3"}
 //
 // A request names [Version] and one of [CmdUpgrade], [CmdStatus] and
 // [CmdStop]; fields it does not know are ignored, so a later version may
