@@ -3,19 +3,23 @@ GO      ?= go
 PYTHON  ?= python3
 BIN     := bin
 EXAMPLES := $(patsubst examples/%/main.go,%,$(wildcard examples/*/main.go))
+COMMANDS := $(patsubst cmd/%/main.go,%,$(wildcard cmd/*/main.go))
 
 .PHONY: all build test tools interop-table mutants fuzz demo bench bench-go soak fmt-check vet clean
 
 all: build
 
-## build: compile every example and the tcpgrace command into bin/
+## build: compile every example and command (tcpgrace) into bin/
 build:
 	@mkdir -p $(BIN)
 	@for ex in $(EXAMPLES); do \
 		echo "go build -o $(BIN)/$$ex ./examples/$$ex"; \
 		$(GO) build -o $(BIN)/$$ex ./examples/$$ex || exit 1; \
 	done
-	$(GO) build -o $(BIN)/tcpgrace ./cmd/tcpgrace
+	@for c in $(COMMANDS); do \
+		echo "go build -o $(BIN)/$$c ./cmd/$$c"; \
+		$(GO) build -o $(BIN)/$$c ./cmd/$$c || exit 1; \
+	done
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -50,8 +54,9 @@ mutants:
 FUZZTIME ?= 30s
 ## fuzz: run each fuzz target for FUZZTIME
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./inherit
-	$(GO) test -run '^$$' -fuzz '^FuzzListenFDs$$' -fuzztime $(FUZZTIME) ./inherit
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzListenFDs$$' -fuzztime $(FUZZTIME) ./internal/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./internal/control
 
 ## demo: build lineserver, upgrade it live five times under load (a new build each time), print the loss table
 demo: build

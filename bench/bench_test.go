@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpgrace/tcpgrace/inherit"
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 	"github.com/tcpgrace/tcpgrace/tcpgrace"
 )
 
@@ -150,18 +150,18 @@ func BenchmarkUpgrade(b *testing.B) {
 
 // BenchmarkDecode256 decodes a TCPGRACE_FDS value with 256 entries.
 func BenchmarkDecode256(b *testing.B) {
-	env := &inherit.Env{Generation: 2, ReadyFD: 3}
+	env := &wire.Env{Generation: 2, ReadyFD: 3}
 	for i := range 256 {
-		env.Entries = append(env.Entries, inherit.Entry{
+		env.Entries = append(env.Entries, wire.Entry{
 			Name: fmt.Sprintf("listener-%d", i), FD: 4 + i, Network: "tcp", Address: fmt.Sprintf("127.0.0.1:%d", 10000+i),
 		})
 	}
 	value := env.Encode(42)
-	lookup := func(k string) (string, bool) { return value, k == inherit.EnvFDs }
+	lookup := func(k string) (string, bool) { return value, k == wire.EnvFDs }
 	b.ReportAllocs()
 	b.SetBytes(int64(len(value)))
 	for b.Loop() {
-		if _, err := inherit.Decode(lookup, 1, 42); err != nil {
+		if _, err := wire.Decode(lookup, 1, 42); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -172,11 +172,8 @@ func coldUpgrader(b *testing.B) *tcpgrace.Upgrader {
 }
 
 func coldUpgraderWith(b *testing.B, opts tcpgrace.Options) *tcpgrace.Upgrader {
-	files, err := inherit.Open(nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	u, err := tcpgrace.NewWithFiles(opts, files)
+	wire.ResetTake() // nothing is inherited here: each New starts cold
+	u, err := tcpgrace.New(opts)
 	if err != nil {
 		b.Fatal(err)
 	}

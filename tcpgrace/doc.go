@@ -4,112 +4,136 @@
 //
 // # Processes
 //
-// A service is a sequence of generations. Generation 1 starts cold (or from
-// systemd socket activation), registers its sockets by name with
-// [Upgrader.Listen] and [Upgrader.ListenPacket], and calls
-// [Upgrader.Ready]. On [Upgrader.Upgrade] it starts generation 2 from
-// [Options.Executable] with the same arguments and passes it a duplicate of
-// every registered socket. Generation 2 calls [New], asks for the same
-// names (and gets the inherited sockets), and calls Ready. Only then does
-// generation 1 close its copies of the sockets and see [Upgrader.Exit]
-// closed; it finishes the connections it already accepted
-// ([Upgrader.Shutdown]) and exits. The kernel socket is never closed while
-// a generation holds it, and during the overlap both generations accept
-// from the same queue, so nothing queued is lost.
+// A service is a sequence of generations. At any time at most
+// [Options.MaxGenerations] processes of it are alive, and at most one of
+// them is starting.
 //
-// If generation 2 fails to start (missing or broken executable, exits,
-// reports failure with [Upgrader.Fail], or is not ready within
-// [Options.ReadyTimeout]), Upgrade kills and reaps it and returns an error;
-// generation 1 never stopped serving and may try again. With
-// [Options.ReadyGrace], generation 1 also watches generation 2 for a while
-// after it said ready, and serves again if it crashes meanwhile; not if it
-// left on purpose (it handed over to a generation 3, or was stopped):
-// then its exit, whatever its status, stands.
+// Generation 1 starts cold, or from systemd socket activation. It
+// registers its sockets by name with [Upgrader.Listen] and
+// [Upgrader.ListenPacket], then calls [Upgrader.Ready]. [Upgrader.Upgrade]
+// starts generation 2 from [Options.Executable] with the same arguments.
+// Generation 2 gets a duplicate of every registered socket. It calls
+// [New], asks for the same names, gets the inherited sockets, and calls
+// Ready. Only then does generation 1 close its copies of the sockets and
+// see [Upgrader.Exit] closed. It finishes the connections it already
+// accepted with [Upgrader.Shutdown], and exits. The kernel socket is never
+// closed while a generation holds it. During the overlap both generations
+// accept from the same queue, so nothing queued is lost.
 //
-// If generation 1 dies while generation 2 starts (the OOM killer, a
-// handler's panic, kill -9), generation 2 still takes the sockets it was
-// handed and serves them alone: connections queued meanwhile wait in the
-// kernel and are served. Without a supervisor nothing serves only if
-// generation 1 died before it had started generation 2.
+// Generation 2 may fail to start: its executable is missing or broken, it
+// exits, it reports failure with [Upgrader.Fail], or it is not ready
+// within [Options.ReadyTimeout]. Upgrade then kills and reaps it and
+// returns an error. Generation 1 never stopped serving and may try again.
+// With [Options.ReadyGrace], generation 1 also watches generation 2 for a
+// while after it said ready, and serves again if it crashes meanwhile.
+// An exit on purpose is no crash: generation 2 handed over to a
+// generation 3, or was stopped.
+//
+// Generation 1 may die while generation 2 starts, killed by the OOM
+// killer, a handler's panic or kill -9. Generation 2 then still takes the
+// sockets it was handed and serves them alone. Connections queued
+// meanwhile wait in the kernel and are served. Nothing serves only if
+// generation 1 died before it started generation 2, and no supervisor
+// restarts it.
+//
+// Each generation is in one state at a time: starting until Ready,
+// serving, upgrading while a next generation starts, handed off once that
+// one serves, closed after Shutdown or Close. Listen works until the
+// upgrade begins. Upgrade works only while serving. Each method that is
+// refused says why: [ErrNotReady], [ErrUpgradeInProgress], [ErrUpgraded]
+// or [ErrClosed].
 //
 // # Deploys
 //
-// Upgrade runs the file at the path the process was started from, looked
-// up anew each time: argv[0] made absolute at [New] (or found in PATH), as
-// nginx re-execs its argv[0]. A new binary renamed over the old path
-// runs, and so does the release a symlink on the path points to now
-// ("current -> releases/v2"); the upgrade's log line names the file that
-// runs. [Options.Executable] sets another path.
+// Upgrade runs the file at the path the process was started from, as
+// nginx re-execs its argv[0]. That path is argv[0] made absolute at [New],
+// or found in PATH, and it is looked up anew at each upgrade. A new binary
+// renamed over the old path runs. So does the release that a symlink on
+// the path points to now, such as "current -> releases/v2". The upgrade's
+// log line names the file that runs. [Options.Executable] sets another
+// path.
 //
-// A name's address is part of the hand-off: a next generation that asks
+// A name's address is part of the hand-off. A next generation that asks
 // for an inherited name with another address fails to start with
 // [ErrNameConflict], and the old one keeps serving. To move a port, give
-// the new address a new name; the old socket, unclaimed, is closed at
+// the new address a new name. The old socket, unclaimed, is closed at
 // Ready.
 //
-// The PID file is replaced atomically (a temp file renamed over it). In a
-// directory the service may not write, such as a pid file made for its
-// user in a root-owned /run, it is written in place, which is not atomic,
-// and emptied rather than removed at the end.
+// The PID file is replaced atomically: a temp file is renamed over it.
+// A directory the service may not write, such as a root-owned /run with a
+// pid file made for the service's user, is the exception. There the file
+// is written in place, which is not atomic, and emptied rather than
+// removed at the end.
 //
-// As PID 1 of a PID namespace (a container's entrypoint) a process cannot
-// hand over: its exit ends the namespace and kills the next generation.
-// Upgrade refuses there with [ErrPID1]; run the server under an init that
-// stays (docker run --init, tini) or a supervisor.
+// A process that is PID 1 of a PID namespace, such as a container's
+// entrypoint, cannot hand over: its exit ends the namespace and kills the
+// next generation. Upgrade refuses there with [ErrPID1]. Run the server
+// under an init that stays, such as docker run --init or tini, or under
+// the tcpgrace run supervisor.
 //
 // # Hand-off protocol
 //
-// The child receives the sockets as fds 4 and up and the write end of a
-// readiness pipe as fd 3, described by one environment variable,
-// TCPGRACE_FDS (see package [github.com/tcpgrace/tcpgrace/inherit] for the
-// format). The variable names the parent's pid and the pipe's inode: the
-// child honours it only when fd 3 is that pipe, and either its parent is
-// the writer or nobody reads the pipe any more (the writer died while
-// starting it). A grandchild that inherits a stale copy of the variable
-// has no fd on that pipe, or one whose reader still lives and is not its
-// parent, and ignores it. The child sends one byte on the pipe when ready,
-// or a failure text. After ready it keeps its end open while it serves and
-// sends one more byte when it leaves on purpose: when its own next
-// generation said ready, on a stop signal to [Server], and in
-// [Upgrader.Shutdown] and [Upgrader.Close]. Its parent, within
-// [Options.ReadyGrace], so tells a crash of the serving generation (an
-// exit without that byte) from an intended exit. The hand-off also carries
-// the device and inode of every Unix socket file a generation created, so
-// that a generation removes a file only while its path still leads to the
-// file its socket was bound to, never another server's file put there
-// since; an inherited socket that the next generation does not ask for is
-// closed at its Ready, and such a file of it removed. Sockets are duplicated with F_DUPFD_CLOEXEC through
-// SyscallConn, never with (*net.TCPListener).File, which would switch the
-// shared socket to blocking mode. Closing a listener never calls
-// shutdown(2), which would stop every generation.
+// The child receives the write end of a readiness pipe as fd 3 and the
+// sockets as fds 4 and up. One environment variable, TCPGRACE_FDS,
+// describes them: for each socket its name, fd, network and address. The
+// variable also names the parent's pid and the pipe's inode. The child
+// honours it only when fd 3 is that pipe. Its parent must be the writer,
+// or nobody reads the pipe any more because the writer died while
+// starting it. A grandchild that inherits a stale copy of the variable
+// has no fd on that pipe, or one whose reader is alive and not its
+// parent, and ignores it.
+//
+// The child sends one byte on the pipe when it is ready, or a failure
+// text. After ready it keeps its end open while it serves. It sends one
+// more byte when it leaves on purpose: when its own next generation said
+// ready, on a stop signal to [Server], and in [Upgrader.Shutdown] and
+// [Upgrader.Close]. So its parent, within [Options.ReadyGrace], tells a
+// crash of the serving generation from an intended exit.
+//
+// The hand-off carries the device and inode of every Unix socket file a
+// generation created. A generation removes such a file only while its
+// path still leads to the file its socket was bound to, never another
+// server's file put there since. An inherited socket that the next
+// generation does not ask for is closed at its Ready, and its file is
+// removed.
+//
+// Sockets are duplicated with F_DUPFD_CLOEXEC through SyscallConn, never
+// with (*net.TCPListener).File, which would switch the shared socket to
+// blocking mode. Closing a listener never calls shutdown(2), which would
+// stop every generation.
 //
 // # Draining
 //
-// A generation leaves in three steps. It stops accepting: after a
-// successful upgrade its listeners are closed (never shutdown(2), which
-// would stop every generation); on Shutdown they are closed and released.
-// It tells its handlers: [Upgrader.Exit] is closed, and [Server] cancels
-// the context its [Handler]s get, so that a protocol with a clean way to
-// end a connection (HTTP's keep-alive close, gRPC's GOAWAY, a goodbye
-// message) can use it between messages. It waits: [Upgrader.Shutdown]
-// waits for every connection accepted through the registry's listeners to
-// be closed, and at its context's deadline closes the rest and reports how
-// many ([Upgrader.Stats]). Connections already accepted are out of the
-// kernel's queue and no other generation can serve them, so they are never
-// cut before the deadline. A line protocol, which has no clean way to end a
-// connection, keeps being served until the client closes.
+// A generation leaves in three steps.
+//
+// It stops accepting. After a successful upgrade its listeners are
+// closed, never shut down with shutdown(2), which would stop every
+// generation. On Shutdown they are closed and released.
+//
+// It tells its handlers. [Upgrader.Exit] is closed, and [Server] cancels
+// the context its [Handler]s get. A protocol with a clean way to end a
+// connection can use it between messages: HTTP's keep-alive close, gRPC's
+// GOAWAY, a goodbye message.
+//
+// It waits. [Upgrader.Shutdown] waits until every connection accepted
+// through the registry's listeners is closed. At its context's deadline
+// it closes the rest, and [Upgrader.Stats] counts them. Connections
+// already accepted are out of the kernel's queue, and no other generation
+// can serve them, so they are never cut before the deadline. A line
+// protocol has no clean way to end a connection, so it is served until
+// the client closes.
 //
 // Several generations may drain at once: a generation can upgrade while
-// its parent still drains long connections, up to [Options.MaxGenerations]
-// alive (serving and draining together); past that Upgrade fails with
-// [ErrTooManyGenerations].
+// its parent still drains long connections. [Options.MaxGenerations]
+// bounds the generations alive, serving and draining together. Past it,
+// Upgrade fails with [ErrTooManyGenerations].
 //
 // # Signals
 //
 // Nothing in this package registers a signal handler by itself. [Server]
-// acts on signals only when given a channel ([NotifySignals] makes one
-// with the defaults). Register before calling [New]: Go kills a process on
-// SIGTERM or SIGHUP that arrives before a handler exists, and a new
+// acts on signals only when given a channel, and [NotifySignals] makes one
+// with the defaults. Register before calling [New]. Go kills a process on
+// a SIGTERM or SIGHUP that arrives before a handler exists, and a new
 // generation can be signalled as soon as it runs.
 //
 //	signal          Server default                      nginx                   tableflip examples
@@ -119,24 +143,86 @@
 //	SIGTERM, SIGINT stop accepting, drain, return       fast shutdown           -
 //	SIGQUIT         -                                   graceful shutdown       -
 //
-// Each set is a field of [Server] (UpgradeSignals, StopSignals,
-// ReloadSignals), so nginx's or tableflip's convention is one assignment
-// away, plus its registration: a signal that is not registered keeps its
-// default action, so SIGUSR2 as the upgrade signal needs
+// Each set is a field of [Server]: UpgradeSignals, StopSignals and
+// ReloadSignals. So nginx's or tableflip's convention is one assignment
+// away, plus its registration. A signal that is not registered keeps its
+// default action: SIGUSR2 as the upgrade signal needs
 // NotifySignals(syscall.SIGUSR2), or the first SIGUSR2 kills the process.
-// NotifySignals loses no signal to a burst of another (a stop always
-// wins, whatever arrived before it). Without a reload hook SIGHUP is
-// logged and ignored; the hook runs beside the accept loop, one run at a
-// time, signals during a run coalescing into one more run, and a stop
-// signal does not wait for it. A stop first accepts what already waits in
-// the listeners' accept queues, then closes them. While
-// [Server.Serve] drains, an upgrade signal is refused (logged with
-// [ErrClosed]) and a second stop signal closes the open connections at
-// once (after an upgrade, the first stop signal only counts as the first).
-// [Server.Run] gives servers with their own accept loop (gRPC) the same
-// signal handling and drain, and [Server.RunHTTP] does it for net/http
-// with a drain that keeps answering kept-alive connections; [Server.Wait] only the signal
-// handling, until they must leave.
+// NotifySignals loses no signal to a burst of another, and a stop always
+// gets through.
+//
+// Without a reload hook SIGHUP is logged and ignored. The hook runs beside
+// the accept loop, one run at a time. Reload signals during a run coalesce
+// into one more run. A stop signal does not wait for the hook.
+//
+// A stop first accepts what already waits in the listeners' accept
+// queues, then closes them. While [Server.Serve] drains, an upgrade
+// signal is refused and logged with [ErrClosed]. A second stop signal
+// closes the open connections at once. After an upgrade, the first stop
+// signal counts as the first.
+//
+// [Server.Run] gives servers with their own accept loop, such as gRPC, the
+// same signal handling and drain. [Server.RunHTTP] does it for net/http,
+// with a drain that keeps answering kept-alive connections.
+//
+// # Control socket
+//
+// With [Options.Control] set, the serving generation answers requests on a
+// Unix stream socket at that path from Ready on. So a deploy learns how
+// its upgrade ended. The command in cmd/tcpgrace is its client.
+//
+// The socket is registered like any other, as "tcpgrace-control:" and the
+// path. So every generation hands it to the next, and the path stays
+// valid. [Options.UnixMode] applies, 0600 by default. A stale file is
+// replaced, and a live one makes New fail. Each connection is checked with
+// SO_PEERCRED: only root and the server's own uid get an answer. It works
+// on Linux only.
+//
+// Each connection carries one request and one reply, each a line of JSON.
+// This is version 1 of the protocol, and a request of another version is
+// refused:
+//
+//	{"v":1,"cmd":"upgrade","timeout_ms":30000}
+//	{"v":1,"ok":true,"upgrade":{"pid":4243,"generation":3,"old_pid":4242,"handoff_ms":14.2}}
+//	{"v":1,"ok":false,"error":"tcpgrace: the next generation failed: it exited before it was ready: exit status 3"}
+//
+// upgrade runs [Upgrader.Upgrade] and replies when it is over. On success
+// the reply names the new generation's pid and number, the old pid, and
+// how long the upgrade took, ready grace included. On failure it carries
+// the error, with the child's Fail text or exit status. timeout_ms, if
+// given, cancels the upgrade after that long. While an upgrade runs,
+// started by a request or a signal, another is refused at once with
+// [ErrUpgradeInProgress].
+//
+// status replies with the pid, the generation and its state: serving,
+// upgrading, draining or stopping. It names the executable an upgrade
+// starts, the file this process runs, and the time New ran. It lists
+// every registered socket with its name, network and bound address, the
+// open connections, and each older generation still draining with the
+// connections it has left.
+//
+// stop asks the [Server] loop to drain as a stop signal does, and replies
+// once draining has begun. Without a Server it is refused. An upgrade
+// asked for while the generation stops is refused too. Serve's drain
+// closes the control socket with the other listeners and removes its
+// file. Run's drain keeps answering until the server has stopped.
+//
+// Malformed input, an unknown command and a request longer than 4096
+// bytes get an error reply, and the connection is closed. So does a
+// client that sends no complete request within 2 s. At most 64
+// connections are served at once; more are told so and closed. Requests
+// are answered in goroutines of their own, beside the serving path.
+//
+// A generation that handed over no longer accepts on the control socket.
+// Until its drain is over, it answers status on a status channel of its
+// own, and nothing else. That channel is an abstract Unix socket named
+// after a hash of the control path and the pid, gone with the process.
+// The serving generation knows the pids of the older ones from the
+// hand-off and asks each there. It takes an answer only from that pid,
+// checked with SO_PEERCRED. A request that reached a generation just
+// before it handed over is answered by that generation: status says
+// draining, and upgrade and stop fail with [ErrUpgraded], to be asked
+// again.
 //
 // # Platforms
 //
@@ -145,21 +231,26 @@
 //
 // # systemd
 //
-// When NOTIFY_SOCKET is set, each generation speaks sd_notify(3), so the
-// unit can be Type=notify with the default NotifyAccess=main and no PID
-// file: the first generation says READY=1 at [Upgrader.Ready]; an
-// upgrade says RELOADING=1 (with MONOTONIC_USEC=), and once the next
-// generation is ready the old main process sends MAINPID=<next> and
-// READY=1, or, if the upgrade failed, READY=1 with the reason in STATUS=;
-// the main process says STOPPING=1 when it begins its final drain.
-// STATUS= names the generation ("serving, generation 3") or the drain
-// ("draining 12 connections, generation 3"); EXTEND_TIMEOUT_USEC= keeps
-// systemd's timeout ahead of an upgrade or a drain that still runs; with
-// WatchdogSec= the serving generation sends WATCHDOG=1 at half the
-// interval. [New] removes NOTIFY_SOCKET and the watchdog variables from
-// the environment, so processes the program spawns cannot speak for it;
-// only the next generation gets them back. Without NOTIFY_SOCKET nothing
-// is sent.
+// When NOTIFY_SOCKET is set, each generation speaks sd_notify(3). So the
+// unit can be Type=notify, with the default NotifyAccess=main and no PID
+// file. What the service tells systemd:
+//   - READY=1 from the first generation at [Upgrader.Ready];
+//   - RELOADING=1 with MONOTONIC_USEC= when an upgrade starts;
+//   - MAINPID=<next> and READY=1 from the old main process once the next
+//     generation is ready;
+//   - READY=1 and the reason in STATUS= after a failed upgrade;
+//   - STOPPING=1 when the main process begins its final drain;
+//   - STATUS= for each step, such as "serving, generation 3" or
+//     "draining 12 connections, generation 3";
+//   - EXTEND_TIMEOUT_USEC= while an upgrade or a drain still runs, which
+//     keeps systemd's timeout ahead of it;
+//   - WATCHDOG=1 at half the interval of WatchdogSec=, from the serving
+//     generation.
+//
+// [New] removes NOTIFY_SOCKET and the watchdog variables from the
+// environment, so processes the program spawns cannot speak for it. Only
+// the next generation gets them back. Without NOTIFY_SOCKET nothing is
+// sent.
 //
 //	[Service]
 //	Type=notify
@@ -170,17 +261,18 @@
 //	KillMode=control-group
 //	TimeoutStopSec=45s
 //
-// The ExecStop= lines matter: every generation after the first is not
+// The ExecStop= lines matter. Every generation after the first is not
 // systemd's child, and systemd 252 does not wait for such a main process
-// on stop: with nothing else left in the unit it sends SIGKILL right
-// after SIGTERM. Stopped this way, the main process drains, then systemd
-// sends SIGTERM to older generations still draining and waits for them;
-// those are not the main process and cannot extend the stop timeout, so
-// TimeoutStopSec should exceed the drain timeout. Socket activation
-// (LISTEN_FDS, LISTEN_FDNAMES) is honoured: the sockets are claimed by
-// address and handed on at every upgrade, and the socket unit keeps its
-// own copies when the service stops. A Type=simple unit also works if it
-// sets PIDFile= and the server writes it ([Options.PIDFile]).
-// examples/systemd has units to copy; the end-to-end tests run them under
-// a real systemd.
+// on stop. With nothing else left in the unit, it sends SIGKILL right
+// after SIGTERM. Stopped by ExecStop=, the main process drains first.
+// Then systemd sends SIGTERM to older generations still draining and
+// waits for them. Those are not the main process and cannot extend the
+// stop timeout, so TimeoutStopSec should exceed the drain timeout.
+//
+// Socket activation through LISTEN_FDS and LISTEN_FDNAMES is honoured.
+// The sockets are claimed by name or address and handed on at every
+// upgrade. The socket unit keeps its own copies when the service stops.
+// A Type=simple unit also works if it sets PIDFile= and the server writes
+// it with [Options.PIDFile]. examples/systemd has units to copy, and the
+// end-to-end tests run them under a real systemd.
 package tcpgrace

@@ -67,12 +67,12 @@ func TestDupSocketKeepsSocketsNonBlocking(t *testing.T) {
 	assertAll("after dupSocket and closing the duplicate")
 
 	h.useMissing()
-	assert.ErrorIs(t, h.u.Upgrade(context.Background()), ErrChildStart, "precondition: the upgrade fails to start")
+	assert.ErrorIs(t, h.u.Upgrade(context.Background()), ErrChildFailed, "precondition: the upgrade fails to start")
 	assertAll("after an upgrade that could not start its child")
 
 	h.useChild(childExit3)
 	h.u.opts.ReadyTimeout = exitReadyTimeout // no Upgrade runs: no race
-	assert.ErrorIs(t, h.u.Upgrade(context.Background()), ErrChildExited, "precondition: the child exits")
+	assert.ErrorIs(t, h.u.Upgrade(context.Background()), ErrChildFailed, "precondition: the child exits")
 	assertAll("after an upgrade whose child got the sockets and exited")
 
 	assertCloseUnblocksAccept(t, h.web, "the tcp listener")

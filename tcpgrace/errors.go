@@ -1,6 +1,9 @@
 package tcpgrace
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 // Sentinel errors. Returned errors wrap them with details; test with
 // errors.Is.
@@ -13,16 +16,11 @@ var (
 	ErrUpgraded = errors.New("tcpgrace: this generation was already replaced by the next one")
 	// ErrClosed is returned after [Upgrader.Shutdown] or [Upgrader.Close].
 	ErrClosed = errors.New("tcpgrace: upgrader is shut down")
-	// ErrChildStart reports that the next generation could not be
-	// started: the executable is missing, not executable, not a valid
-	// binary, or busy being written.
-	ErrChildStart = errors.New("tcpgrace: cannot start the next generation")
-	// ErrChildExited reports that the next generation exited (or closed
-	// its readiness pipe) before it was ready.
-	ErrChildExited = errors.New("tcpgrace: the next generation exited before it was ready")
-	// ErrChildFailed reports that the next generation said why it will not
-	// become ready; the error text carries its reason.
-	ErrChildFailed = errors.New("tcpgrace: the next generation failed to start")
+	// ErrChildFailed reports a next generation that will not serve. The
+	// error text says why: the executable could not be started, the child
+	// gave a reason with Fail, or it exited, before Ready or within
+	// Options.ReadyGrace after it, with the status it exited with.
+	ErrChildFailed = errors.New("tcpgrace: the next generation failed")
 	// ErrReadyTimeout reports that the next generation was not ready
 	// within the ready timeout; it has been killed and reaped.
 	ErrReadyTimeout = errors.New("tcpgrace: the next generation was not ready in time")
@@ -33,8 +31,9 @@ var (
 	// ErrNameConflict reports a name asked for with another network or
 	// address than it is registered (or was inherited) with.
 	ErrNameConflict = errors.New("tcpgrace: name already registered with another network or address")
-	// ErrNotReady is returned by Upgrade before Ready: a generation
-	// that its own parent still waits for cannot start the next one.
+	// ErrNotReady is returned by Upgrade before Ready has returned: a
+	// generation that its own parent still waits for cannot start the
+	// next one.
 	ErrNotReady = errors.New("tcpgrace: Upgrade before Ready")
 	// ErrReadyIncomplete wraps an error of [Upgrader.Ready] after which this
 	// generation serves all the same: its parent was already told, or it
@@ -56,3 +55,16 @@ var (
 	// ErrNotSupported is returned on platforms without fd passing.
 	ErrNotSupported = errors.New("tcpgrace: not supported on this platform")
 )
+
+// wrapped is sentinel with the cause that made it. It prints as
+// "sentinel: cause" with the cause's own "tcpgrace: " prefix dropped, so
+// that no message says it twice, and errors.Is sees both.
+type wrapped struct{ sentinel, cause error }
+
+func wrap(sentinel, cause error) error { return wrapped{sentinel, cause} }
+
+func (w wrapped) Error() string {
+	return w.sentinel.Error() + ": " + strings.TrimPrefix(w.cause.Error(), "tcpgrace: ")
+}
+
+func (w wrapped) Unwrap() []error { return []error{w.sentinel, w.cause} }

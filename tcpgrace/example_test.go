@@ -3,82 +3,151 @@
 package tcpgrace_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"log"
+	"log/slog"
 	"net"
-	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 	"github.com/tcpgrace/tcpgrace/tcpgrace"
 )
 
-// Example shows the life of one generation of an HTTP service: register
-// the sockets by name, serve, declare Ready, upgrade on SIGUSR1, and drain
-// when the next generation has taken over or on SIGTERM.
+// ExampleServer_Serve runs one generation of a raw TCP server: register
+// the socket by name, declare Ready, then serve. A client connects and
+// gets its line back in capitals. Cancelling the context then drains the
+// server, as a stop signal does.
 //
-// The first generation binds 127.0.0.1:8080; every later one inherits the
-// same kernel socket from its parent under the name "web", so no
-// connection is refused during an upgrade.
-func Example() {
-	// Signals first: a SIGTERM that arrives before Notify would kill the
-	// process without a drain.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
-
-	// New takes the sockets this process inherited; call it once.
-	upg, err := tcpgrace.New(tcpgrace.Options{PIDFile: "/run/example/example.pid"})
+// A real program passes Signals: tcpgrace.NotifySignals(), called first
+// thing in main, and a fixed address such as ":8080". SIGUSR1 then starts
+// the next generation, which inherits the same socket under the name
+// "upper".
+func ExampleServer_Serve() {
+	u, err := tcpgrace.New(tcpgrace.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer upg.Close()
-
-	// Listen returns the inherited socket named "web", or binds a new one.
-	ln, err := upg.Listen("web", "tcp", "127.0.0.1:8080")
+	// The socket inherited under this name after an upgrade, or a new one.
+	ln, err := u.Listen("upper", "tcp", "127.0.0.1:0")
 	if err != nil {
-		upg.Fail(err) // the parent, if any, keeps serving and logs why
+		u.Fail(err) // the parent generation, if any, keeps serving
 		log.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.NotFoundHandler()}
-	go srv.Serve(ln)
-
-	// Ready writes the pid file and tells the parent generation to stop
-	// accepting and drain.
-	if err := upg.Ready(); err != nil {
+	// Accept only after Ready. ErrReadyIncomplete means serve all the
+	// same; after any other error exit, and the parent keeps serving.
+	if err := u.Ready(); err != nil && !errors.Is(err, tcpgrace.ErrReadyIncomplete) {
 		log.Fatal(err)
 	}
 
-	for {
-		select {
-		case sig := <-sigs:
-			if sig != syscall.SIGUSR1 {
-				drain(upg, srv)
-				return
-			}
-			// Upgrade blocks until the next generation is ready or has
-			// failed; on failure this generation simply keeps serving.
-			if err := upg.Upgrade(context.Background()); err != nil {
-				log.Println("upgrade failed, still serving:", err)
-			}
-		case <-upg.Exit():
-			// The next generation serves; our listener is closed already.
-			drain(upg, srv)
-			return
-		}
-	}
+	srv := &tcpgrace.Server{Upgrader: u, Handler: upper}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+
+	fmt.Print(ask(ln.Addr().String(), "hello"))
+	cancel()
+	fmt.Println("Serve:", <-served)
+	fmt.Println("connections served:", u.Stats().Accepted)
+	// Output:
+	// HELLO
+	// Serve: context canceled
+	// connections served: 1
 }
 
-// drain finishes the requests in flight, then lets go of everything.
-func drain(upg *tcpgrace.Upgrader, srv *http.Server) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	srv.Shutdown(ctx)
-	if err := upg.Shutdown(ctx); err != nil {
-		log.Println("shutdown:", err)
+// upper is a [tcpgrace.Handler]: it answers one line in capitals and
+// closes the connection.
+func upper(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return
 	}
+	fmt.Fprint(c, strings.ToUpper(line))
+}
+
+// ask sends one line to addr and returns the answer.
+func ask(addr, line string) string {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintln(c, line)
+	answer, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		log.Fatal(err)
+	}
+	return answer
+}
+
+// ExampleServer_Run runs a server that has its own accept loop, here a
+// small one; a grpc.Server fits the same way. Run calls serve in a
+// goroutine and calls shutdown when this generation must leave. Cancelling
+// the context drains the server, as a stop signal does. For net/http, use
+// Server.RunHTTP.
+func ExampleServer_Run() {
+	// New may be called once per process. This test binary calls it in
+	// each example, so it resets that here; a program never does this.
+	wire.ResetTake()
+	defer wire.ResetTake()
+
+	u, err := tcpgrace.New(tcpgrace.Options{
+		Logger: slog.New(slog.DiscardHandler), // no log at all; nil logs warnings and errors
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ln, err := u.Listen("upper", "tcp", "127.0.0.1:0")
+	if err != nil {
+		u.Fail(err)
+		log.Fatal(err)
+	}
+	if err := u.Ready(); err != nil && !errors.Is(err, tcpgrace.ErrReadyIncomplete) {
+		log.Fatal(err)
+	}
+
+	var conns sync.WaitGroup
+	serve := func() error {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return err // net.ErrClosed after shutdown or a hand-off: a normal end
+			}
+			conns.Go(func() { upper(context.Background(), c) })
+		}
+	}
+	shutdown := func(ctx context.Context) error {
+		ln.Close() // stop accepting: serve returns
+		done := make(chan struct{})
+		go func() { conns.Wait(); close(done) }()
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done(): // the drain deadline
+			return ctx.Err()
+		}
+	}
+
+	srv := &tcpgrace.Server{Upgrader: u, DrainTimeout: 10 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- srv.Run(ctx, serve, shutdown) }()
+
+	fmt.Print(ask(ln.Addr().String(), "hello"))
+	cancel()
+	err = <-ran
+	fmt.Println("Run:", err)
+	fmt.Println("serve failed:", errors.Is(err, tcpgrace.ErrServeFailed))
+	// Output:
+	// HELLO
+	// Run: context canceled
+	// serve failed: false
 }
 
 // ExampleUpgrader_Fail shows a next generation that cannot start: it
@@ -95,7 +164,7 @@ func ExampleUpgrader_Fail() {
 		upg.Fail(err)
 		os.Exit(1)
 	}
-	// ... Listen, serve, Ready as in the package example.
+	// ... Listen, Ready and serve as in the example of Server.Serve.
 }
 
 // ExampleUpgrader_Upgrade shows how a caller tells the outcomes of an
@@ -106,7 +175,7 @@ func ExampleUpgrader_Upgrade() {
 		log.Fatal(err)
 	}
 	defer upg.Close()
-	// ... Listen, serve, Ready.
+	// ... Listen, Ready, serve.
 
 	err = upg.Upgrade(context.Background())
 	switch {
@@ -114,11 +183,10 @@ func ExampleUpgrader_Upgrade() {
 		<-upg.Exit() // closed already: the next generation serves
 	case errors.Is(err, tcpgrace.ErrUpgradeInProgress):
 		log.Println("an upgrade is already running")
-	case errors.Is(err, tcpgrace.ErrChildStart):
-		log.Println("the new executable cannot be started:", err)
-	case errors.Is(err, tcpgrace.ErrChildFailed), errors.Is(err, tcpgrace.ErrChildExited),
-		errors.Is(err, tcpgrace.ErrReadyTimeout):
+	case errors.Is(err, tcpgrace.ErrChildFailed), errors.Is(err, tcpgrace.ErrReadyTimeout):
 		log.Println("the new generation did not come up; still serving:", err)
+	case errors.Is(err, tcpgrace.ErrTooManyGenerations):
+		log.Println("older generations still drain; try again later:", err)
 	default:
 		log.Println("upgrade:", err)
 	}

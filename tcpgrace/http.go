@@ -11,10 +11,6 @@ import (
 	"time"
 )
 
-// DefaultIdleGrace is how long a keep-alive connection may stay idle
-// while [Server.RunHTTP] drains before the draining generation closes it.
-const DefaultIdleGrace = time.Second
-
 // RunHTTP is [Server.Run] for a net/http server: it serves hs on
 // listeners (from the Upgrader) until this generation must leave, then
 // drains hs so that no client sees a failed request, including clients

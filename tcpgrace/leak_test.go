@@ -54,10 +54,10 @@ func TestFailedUpgradesLeakNothing(t *testing.T) {
 		readyTimeout time.Duration
 		want         error
 	}{
-		{h.useMissing, 10 * time.Second, ErrChildStart},
-		{h.useGarbage, 10 * time.Second, ErrChildStart},
-		{func() { h.useNotExecutable(false) }, 10 * time.Second, ErrChildStart},
-		{func() { h.useChild(childExit3) }, exitReadyTimeout, ErrChildExited},
+		{h.useMissing, 10 * time.Second, ErrChildFailed},
+		{h.useGarbage, 10 * time.Second, ErrChildFailed},
+		{func() { h.useNotExecutable(false) }, 10 * time.Second, ErrChildFailed},
+		{func() { h.useChild(childExit3) }, exitReadyTimeout, ErrChildFailed},
 		{func() { h.useChild(childFail) }, 10 * time.Second, ErrChildFailed},
 		{func() { h.useChild(childHang) }, 300 * time.Millisecond, ErrReadyTimeout},
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tcpgrace/tcpgrace/inherit"
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // exitedChild returns a child that has run and been reaped, with exit
@@ -72,7 +72,7 @@ func TestExitAfterLeavingIsNoCrash(t *testing.T) {
 				if tt.stand {
 					assert.NoError(t, err, "try %d: the hand-off stands", i)
 				} else {
-					assert.ErrorIs(t, err, ErrChildExited, "try %d: a crash of the serving child fails the upgrade", i)
+					assert.ErrorIs(t, err, ErrChildFailed, "try %d: a crash of the serving child fails the upgrade", i)
 				}
 			}
 		})
@@ -87,7 +87,7 @@ func TestLeavingEndsTheGrace(t *testing.T) {
 	r, w, err := os.Pipe()
 	require.NoError(t, err)
 	defer w.Close()
-	_, err = w.Write([]byte{inherit.ReadyByte, inherit.LeavingByte})
+	_, err = w.Write([]byte{wire.ReadyByte, wire.LeavingByte})
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- u.waitReady(context.Background(), c, r) }()

@@ -21,7 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/tcpgrace/tcpgrace/inherit"
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // The integration tests start the test binary itself as the next
@@ -120,7 +120,7 @@ func runTestChild(mode string) int {
 			return 4
 		}
 	}
-	info := childInfo{PID: os.Getpid(), Generation: u.Generation(), HasParent: u.HasParent(),
+	info := childInfo{PID: os.Getpid(), Generation: u.Generation(), HasParent: u.inh.HasParent(),
 		Web: web.Addr().String(), Ctl: ctl.Addr().String(), DNS: dns.LocalAddr().String()}
 	if err := writeChildInfo(info); err != nil {
 		u.Fail(err)
@@ -207,8 +207,8 @@ func writeChildInfo(info childInfo) error {
 // when the test ends.
 func newColdUpgrader(t testing.TB, opts Options) *Upgrader {
 	t.Helper()
-	files, err := inherit.Open(nil)
-	require.NoError(t, err, "inherit.Open(nil) must give an empty set, as on a first start")
+	files, err := wire.Open(nil)
+	require.NoError(t, err, "wire.Open(nil) must give an empty set, as on a first start")
 	u, err := newUpgrader(opts, files)
 	require.NoError(t, err, "newUpgrader with a cold start must succeed")
 	t.Cleanup(func() { u.Close() })

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Defaults for the zero values of [Options].
+// Defaults for the zero values of [Options] and [Server].
 const (
 	// DefaultReadyTimeout is how long Upgrade waits for the next
 	// generation to become ready.
@@ -17,6 +17,13 @@ const (
 	// DefaultMaxGenerations bounds the generations alive at once: the
 	// serving one plus up to three still draining.
 	DefaultMaxGenerations = 4
+	// DefaultDrainTimeout is how long [Server] waits for open connections
+	// to finish once this generation stops serving.
+	DefaultDrainTimeout = 30 * time.Second
+	// DefaultIdleGrace is how long a keep-alive connection may stay idle
+	// while [Server.RunHTTP] drains before the draining generation closes
+	// it.
+	DefaultIdleGrace = time.Second
 )
 
 // Options configures an [Upgrader]. The zero value works.
@@ -40,22 +47,21 @@ type Options struct {
 	// DefaultReadyTimeout.
 	ReadyTimeout time.Duration
 
-	// ReadyGrace is how long Upgrade keeps this generation accepting after
-	// the next one said ready, watching that it stays up. If it crashes
-	// within the grace while it is the serving generation, Upgrade fails,
-	// this generation keeps serving and writes its own pid back into the
-	// PID file. Both generations accept during the grace, so it costs
-	// nothing but the time Upgrade takes. A child that leaves on purpose
-	// says so on the readiness pipe first (its own next generation said
-	// ready, a stop signal reached its Server, or it called Shutdown or
-	// Close): the grace ends there and the hand-off stands, whatever its
-	// exit status later; so does an exit with status 0 (a child that does
-	// not say so). A generation counts as leaving its own parent as soon as
-	// its next generation says ready, even if it then rolls back from that
-	// one. The end of Upgrade's context ends the grace early, and the
+	// ReadyGrace is how long Upgrade watches the next generation after it
+	// said ready. This generation keeps accepting meanwhile, so the grace
+	// costs nothing but the time Upgrade takes. If the next generation
+	// crashes within the grace, Upgrade fails. This generation then keeps
+	// serving and writes its own pid back into the PID file.
+	//
+	// An exit on purpose is no crash, and the hand-off stands. A child
+	// that leaves on purpose says so on the readiness pipe first: its own
+	// next generation said ready, a stop signal reached its Server, or it
+	// called Shutdown or Close. An exit with status 0 counts as on purpose
+	// too. The end of Upgrade's context ends the grace early, and the
 	// hand-off stands.
-	// Default: 0, hand over at once; then a next generation that crashes
-	// right after Ready leaves nobody serving until a supervisor restarts
+	//
+	// Default: 0, hand over at once. A next generation that crashes right
+	// after Ready then leaves nobody serving until a supervisor restarts
 	// the service, and the PID file names a dead process.
 	ReadyGrace time.Duration
 
@@ -79,9 +85,20 @@ type Options struct {
 	// DefaultMaxGenerations.
 	MaxGenerations int
 
-	// Logger receives one structured record per lifecycle event. Default:
-	// silent.
+	// Logger receives one structured record per lifecycle event.
+	// Default: warnings and errors only, such as a failed upgrade, a
+	// failed Ready or a drain deadline, through slog.Default(). To silence
+	// them, set slog.New(slog.DiscardHandler).
 	Logger *slog.Logger
+
+	// Control, if set, is the path of the control socket: a Unix stream
+	// socket registered like any other (so every generation hands it to
+	// the next and the path stays valid; UnixMode applies, a stale file is
+	// replaced, a live one makes New fail), on which the serving
+	// generation answers upgrade, status and stop requests from root and
+	// its own uid, from Ready on (see the package doc). Linux only:
+	// elsewhere New fails with ErrNotSupported. Default: none.
+	Control string
 }
 
 func (o Options) readyTimeout() time.Duration {

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hashicorp/go-multierror"
+	"github.com/tcpgrace/tcpgrace/internal/errjoin"
 )
 
 // pastDeadline is the read deadline that stops reading on a packet conn:
@@ -35,12 +35,12 @@ func stopReading(packets []*socket) {
 
 // closeSockets closes this process's copies of sockets; a copy held by
 // another generation keeps each open.
-func closeSockets(sockets []*socket) *multierror.Error {
-	var errs *multierror.Error
+func closeSockets(sockets []*socket) error {
+	var errs []error
 	for _, s := range sockets {
 		if err := s.closeRaw(); err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("tcpgrace: closing %q: %w", s.name, err))
+			errs = append(errs, fmt.Errorf("tcpgrace: closing %q: %w", s.name, err))
 		}
 	}
-	return errs
+	return errjoin.Join(errs...)
 }

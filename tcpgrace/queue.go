@@ -72,7 +72,7 @@ func (u *Upgrader) streamSockets() []syscall.Conn {
 // waitUpgrade waits for a cancelled upgrade to report, dispatching what
 // the accept goroutines (if any) take meanwhile, so that connections do
 // not wait in the kernel's queue while the next generation is killed.
-func waitUpgrade(upgraded <-chan error, accepted <-chan Accepted, dispatch func(Accepted)) {
+func waitUpgrade(upgraded <-chan error, accepted <-chan acceptResult, dispatch func(acceptResult)) {
 	for {
 		select {
 		case <-upgraded:

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/tcpgrace/tcpgrace/inherit"
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // TestReadyLateErrorIsIncomplete: an error Ready meets after it told the
@@ -24,7 +24,7 @@ func TestReadyLateErrorIsIncomplete(t *testing.T) {
 	parent := newColdUpgrader(t, Options{})
 	old, err := parent.Listen("old", "tcp", loopback)
 	require.NoError(t, err)
-	child, r := inheritedChild(t, Options{}, &inherit.Env{Source: inherit.EnvFDs, Generation: 2}, "old", "tcp", old.Addr().String(), old.(syscall.Conn))
+	child, r := inheritedChild(t, Options{}, &wire.Env{Source: wire.EnvFDs, Generation: 2}, "old", "tcp", old.Addr().String(), old.(syscall.Conn))
 	fd := child.inh.Unclaimed()[0].FD
 	require.NoError(t, unix.Close(fd), "closing the unclaimed socket behind the registry's back")
 	err = child.Ready()
@@ -45,7 +45,7 @@ func TestReadyEarlyErrorIsNotIncomplete(t *testing.T) {
 	ln, err := parent.Listen("web", "tcp", loopback)
 	require.NoError(t, err)
 	missing := Options{PIDFile: filepath.Join(t.TempDir(), "missing", "x.pid")}
-	child, _ := inheritedChild(t, missing, &inherit.Env{Source: inherit.EnvFDs, Generation: 2}, "web", "tcp", ln.Addr().String(), ln.(syscall.Conn))
+	child, _ := inheritedChild(t, missing, &wire.Env{Source: wire.EnvFDs, Generation: 2}, "web", "tcp", ln.Addr().String(), ln.(syscall.Conn))
 	err = child.Ready()
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, ErrReadyIncomplete, "a child that failed before telling its parent must exit")

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/tcpgrace/tcpgrace/inherit"
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // socket is one registry entry: a named socket this generation owns and
@@ -53,7 +53,7 @@ func (s *socket) closeRaw() error {
 // [ErrUpgradeInProgress], [ErrUpgraded] or [ErrClosed] outside the serving
 // state.
 func (u *Upgrader) Listen(name, network, address string) (net.Listener, error) {
-	if !inherit.KnownNetwork(network) || inherit.IsPacket(network) {
+	if !wire.KnownNetwork(network) || wire.IsPacket(network) {
 		return nil, fmt.Errorf("tcpgrace: Listen %q: network %q is not tcp, tcp4, tcp6 or unix", name, network)
 	}
 	s, err := u.register(name, network, address, u.newListener)
@@ -80,7 +80,7 @@ func (u *Upgrader) Listen(name, network, address string) (net.Listener, error) {
 // computed: a program that answers datagrams in goroutines waits for them
 // before it calls Shutdown.
 func (u *Upgrader) ListenPacket(name, network, address string) (net.PacketConn, error) {
-	if !inherit.IsPacket(network) {
+	if !wire.IsPacket(network) {
 		return nil, fmt.Errorf("tcpgrace: ListenPacket %q: network %q is not udp, udp4 or udp6", name, network)
 	}
 	s, err := u.register(name, network, address, u.newPacketConn)
@@ -92,7 +92,7 @@ func (u *Upgrader) ListenPacket(name, network, address string) (net.PacketConn, 
 
 // register is get-or-create under u.mu.
 func (u *Upgrader) register(name, network, address string, create func(*socket) error) (*socket, error) {
-	if err := inherit.CheckName(name); err != nil {
+	if err := wire.CheckName(name); err != nil {
 		return nil, fmt.Errorf("tcpgrace: %w", err)
 	}
 	if address == "" {
@@ -100,8 +100,8 @@ func (u *Upgrader) register(name, network, address string, create func(*socket) 
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if err := u.stateErrLocked(); err != nil {
-		return nil, fmt.Errorf("tcpgrace: registering %q: %w", name, err)
+	if err := u.checkLocked(opListen); err != nil {
+		return nil, fmt.Errorf("%w: cannot register %q", err, name)
 	}
 	if s := u.sockets[name]; s != nil && isOpen(s.raw) {
 		if s.network != network || s.address != address {
@@ -112,8 +112,8 @@ func (u *Upgrader) register(name, network, address string, create func(*socket) 
 	}
 	s := &socket{name: name, network: network, address: address}
 	if err := create(s); err != nil {
-		if errors.Is(err, inherit.ErrMismatch) {
-			err = fmt.Errorf("%w: %w", ErrNameConflict, err)
+		if errors.Is(err, wire.ErrMismatch) {
+			err = wrap(ErrNameConflict, err)
 		}
 		return nil, err
 	}
@@ -228,13 +228,16 @@ func (u *Upgrader) release(s *socket) {
 
 // ownsPathLocked reports whether releasing s may remove its socket file:
 // never a foreign one (s.unix is nil), not while a next generation takes
-// it over or has taken it, and an inherited one only as below.
+// it over or has taken it, not once closed (Shutdown removed what was
+// ours), and an inherited one only once our parent heard that we serve:
+// until then a failed start leaves the parent serving it.
 // u.mu must be held.
 func (u *Upgrader) ownsPathLocked(s *socket) bool {
-	if s.unix == nil || u.handedOff || u.state == stateUpgrading {
+	switch {
+	case s.unix == nil:
 		return false
+	case s.inherited:
+		return u.state == serving
 	}
-	// An inherited file is ours once our parent heard that we serve: until
-	// then a failed start leaves the parent serving it.
-	return !s.inherited || u.ready
+	return u.state == starting || u.state == readying || u.state == serving
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/tcpgrace/tcpgrace/inherit"
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // ioTimeout bounds every single network wait of the tests.
@@ -200,7 +200,7 @@ func TestListenWrongNetwork(t *testing.T) {
 
 func TestListenInvalidName(t *testing.T) {
 	u := newColdUpgrader(t, Options{})
-	for _, name := range []string{"", "a\nb", "nul\x00", "tab\there", "del\x7f", "\x1b[31m", "bad\xffutf8", strings.Repeat("n", inherit.MaxNameLen+1)} {
+	for _, name := range []string{"", "a\nb", "nul\x00", "tab\there", "del\x7f", "\x1b[31m", "bad\xffutf8", strings.Repeat("n", wire.MaxNameLen+1)} {
 		_, err := u.Listen(name, "tcp4", loopback)
 		assert.Error(t, err, "Listen with name %q should fail", name)
 		_, err = u.ListenPacket(name, "udp4", loopback)
@@ -209,7 +209,7 @@ func TestListenInvalidName(t *testing.T) {
 	u.mu.Lock()
 	assert.Empty(t, u.sockets, "invalid names should register nothing")
 	u.mu.Unlock()
-	for _, name := range []string{"web", "with space, comma; and=", "é", strings.Repeat("n", inherit.MaxNameLen)} {
+	for _, name := range []string{"web", "with space, comma; and=", "é", strings.Repeat("n", wire.MaxNameLen)} {
 		ln, err := u.Listen(name, "tcp4", loopback)
 		if assert.NoError(t, err, "Listen with the valid name %q should succeed", name) {
 			ln.Close()
@@ -264,18 +264,18 @@ func TestListenClaimsInheritedSockets(t *testing.T) {
 	require.NoError(t, err)
 	dns, err := parent.ListenPacket("dns", "udp4", loopback)
 	require.NoError(t, err)
-	env := &inherit.Env{Source: inherit.EnvFDs, Generation: 2, ReadyFD: -1, Entries: []inherit.Entry{
+	env := &wire.Env{Source: wire.EnvFDs, Generation: 2, ReadyFD: -1, Entries: []wire.Entry{
 		{Name: "web", FD: rawDup(t, web.(syscall.Conn)), Network: "tcp4", Address: loopback},
 		{Name: "ctl", FD: rawDup(t, ctl.(syscall.Conn)), Network: "unix", Address: sock},
 		{Name: "dns", FD: rawDup(t, dns.(syscall.Conn)), Network: "udp4", Address: loopback},
 	}}
-	files, err := inherit.Open(env)
-	require.NoError(t, err, "inherit.Open should accept the duplicated sockets")
+	files, err := wire.Open(env)
+	require.NoError(t, err, "wire.Open should accept the duplicated sockets")
 	child, err := newUpgrader(Options{}, files)
 	require.NoError(t, err)
 	t.Cleanup(func() { child.Close() })
 	assert.Equal(t, 2, child.Generation(), "the child should report the generation it was given")
-	assert.False(t, child.HasParent(), "without a readiness pipe there is no parent to tell")
+	assert.False(t, child.inh.HasParent(), "without a readiness pipe there is no parent to tell")
 
 	_, err = child.Listen("web", "tcp4", web.Addr().String())
 	assert.ErrorIs(t, err, ErrNameConflict, "an inherited name asked for with another address should conflict")
@@ -292,7 +292,7 @@ func TestListenClaimsInheritedSockets(t *testing.T) {
 	// The parent lets go as after a successful Upgrade; the child goes on
 	// serving the same sockets.
 	parent.mu.Lock()
-	parent.handedOff = true
+	parent.state = handedOff
 	parent.mu.Unlock()
 	require.NoError(t, parent.Close(), "closing the parent should succeed")
 	_, err = os.Lstat(sock)
@@ -303,7 +303,7 @@ func TestListenClaimsInheritedSockets(t *testing.T) {
 }
 
 // rawDup duplicates the socket behind c as a bare fd (no *os.File, whose
-// finalizer would close it behind inherit.Open's back).
+// finalizer would close it behind wire.Open's back).
 func rawDup(t *testing.T, c syscall.Conn) int {
 	t.Helper()
 	rc, err := c.SyscallConn()

@@ -96,7 +96,10 @@ func TestServeReloadsCoalesce(t *testing.T) {
 	sigs := make(chan os.Signal)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- (&Server{Upgrader: u, Signals: sigs, Reload: g.reload}).Wait(ctx) }()
+	go func() {
+		_, err := (&Server{Upgrader: u, Signals: sigs, Reload: g.reload}).loop(ctx, nil, nil)
+		done <- err
+	}()
 	sendSignal(t, sigs, syscall.SIGHUP)
 	g.waitRun(t, 1)
 	for range 3 {

@@ -3,8 +3,9 @@ package tcpgrace
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
+
+	"github.com/tcpgrace/tcpgrace/internal/errjoin"
 )
 
 // Run is Serve for a server with its own accept loop on the Upgrader's
@@ -13,8 +14,8 @@ import (
 // func() error { return srv.Serve(ln) }; Run calls it in a
 // goroutine once, so call Ready before Run. Run handles signals as Serve
 // does until this generation must leave: after a successful upgrade, a
-// stop signal, ctx's end, or serve returning an error other than a closed
-// listener.
+// stop signal or a stop request on the control socket, ctx's end, or
+// serve returning an error other than a closed listener.
 //
 // Then it logs "draining", waits (at most a second) until the server has
 // taken what waits in the accept queues of the Upgrader's listeners, and
@@ -55,7 +56,7 @@ func (s *Server) Run(ctx context.Context, serve func() error, shutdown func(cont
 	reason := "stop signal"
 	select {
 	case <-failed:
-		reason, cause = "serve failed", fmt.Errorf("%w: %w", ErrServeFailed, serveErr)
+		reason, cause = "serve failed", wrap(ErrServeFailed, serveErr)
 	default:
 		if cause != nil {
 			reason = "context done"
@@ -64,7 +65,7 @@ func (s *Server) Run(ctx context.Context, serve func() error, shutdown func(cont
 		}
 	}
 	s.Upgrader.log.Info("draining", "reason", reason)
-	return errors.Join(cause, s.drainOwn(stopped, shutdown, served))
+	return errjoin.Join(cause, s.drainOwn(stopped, shutdown, served))
 }
 
 // drainOwn stops a server with its own accept loop, waits for it, and
@@ -77,7 +78,7 @@ func (s *Server) drainOwn(stopped bool, shutdown func(context.Context) error, se
 	err := shutdown(ctx)
 	<-served
 	if uerr := s.Upgrader.Shutdown(ctx); uerr != nil {
-		err = errors.Join(err, uerr)
+		err = errjoin.Join(err, uerr)
 	}
 	if err != nil {
 		s.Upgrader.log.Warn("drain", "err", err)

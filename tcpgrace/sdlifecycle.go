@@ -89,11 +89,8 @@ func (u *Upgrader) sdStopping() {
 // runs, telling how many connections are left, until the returned
 // function is called; ctx bounds the drain. A generation that handed over
 // says nothing: it is no longer the main process.
-func (u *Upgrader) sdDraining(ctx context.Context) (done func()) {
-	u.mu.Lock()
-	handedOff := u.handedOff
-	u.mu.Unlock()
-	if !u.sd.enabled() || handedOff {
+func (u *Upgrader) sdDraining(ctx context.Context, wasServing bool) (done func()) {
+	if !u.sd.enabled() || !wasServing {
 		return func() {}
 	}
 	return u.sdExtend(ctx, u.sdDrainStatus)

@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tcpgrace/tcpgrace/inherit"
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // TestParseNotify: which environments mean a manager listens, and
@@ -206,7 +206,7 @@ func TestTakeNotifyHidesSocket(t *testing.T) {
 	t.Setenv(envWatchdogPID, strconv.Itoa(os.Getpid()))
 	sdTakeOnce = sync.Once{} // as in a fresh process
 	t.Cleanup(func() { sdTakeOnce = sync.Once{} })
-	files, err := inherit.Open(nil)
+	files, err := wire.Open(nil)
 	require.NoError(t, err, "a cold start")
 	u, err := newUpgrader(Options{Executable: "/bin/true"}, files)
 	require.NoError(t, err, "newUpgrader")
@@ -217,11 +217,11 @@ func TestTakeNotifyHidesSocket(t *testing.T) {
 		_, ok := os.LookupEnv(k)
 		assert.False(t, ok, "%s is gone from the environment that spawned processes inherit", k)
 	}
-	env := u.command(nil, &inherit.Env{Generation: 2}).Env
+	env := u.command(nil, &wire.Env{Generation: 2}).Env
 	assert.Contains(t, env, "NOTIFY_SOCKET=@tcpgrace-test", "the next generation gets the socket")
 	assert.Contains(t, env, "WATCHDOG_USEC=1000000", "and the watchdog interval")
 	assert.NotContains(t, strings.Join(env, "\n"), envWatchdogPID+"=", "but not the pid it was meant for")
-	other, err := inherit.Open(nil)
+	other, err := wire.Open(nil)
 	require.NoError(t, err, "a cold start")
 	u2, err := newUpgrader(Options{Executable: "/bin/true"}, other)
 	require.NoError(t, err, "a second newUpgrader")

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tcpgrace/tcpgrace/internal/errjoin"
 )
 
 // Handler serves one accepted connection and closes it when done. ctx is
@@ -20,8 +22,8 @@ import (
 // keep serving until the peer closes, and is cut at the drain deadline.
 type Handler func(ctx context.Context, c net.Conn)
 
-// Accepted is one result of an accept goroutine.
-type Accepted struct {
+// acceptResult is one result of an accept goroutine.
+type acceptResult struct {
 	Conn     net.Conn     // the connection, nil if Err is set
 	Listener net.Listener // the listener it came from
 	Err      error        // a permanent accept error (the listener is done)
@@ -44,21 +46,18 @@ type Accepted struct {
 // process, merges them into the returned channel. A signal that arrives
 // while the same one is still pending merges with it (the kernel does the
 // same), so a burst of SIGHUP makes one pending SIGHUP and never crowds
-// out the SIGTERM behind it; DefaultStopSignals are passed on before any
+// out the SIGTERM behind it; the default stop signals are passed on before any
 // other pending signal, and kept twice (a second one cuts a drain short).
 // Signals wait in that goroutine until the channel is read, so nothing is
 // lost while a Server is busy between its loop and its drain. Give the
 // channel to one Server at a time.
 func NotifySignals(extra ...os.Signal) chan os.Signal {
-	all := slices.Concat(DefaultUpgradeSignals, DefaultStopSignals, DefaultReloadSignals, extra)
-	return notifySignals(nil, all, DefaultStopSignals)
+	all := slices.Concat(defaultUpgradeSignals, defaultStopSignals, defaultReloadSignals, extra)
+	return notifySignals(nil, all, defaultStopSignals)
 }
 
-// DefaultDrainTimeout is how long Serve waits for open connections.
-const DefaultDrainTimeout = 30 * time.Second
-
 // Server is the accept loop for raw TCP (and Unix) servers: accept
-// goroutines feed a channel of [Accepted] connections, and one loop
+// goroutines feed a channel of accepted connections, and one loop
 // selects between them, signals, the upgrade's outcome and a context.
 // Signal handling is opt-in: without Signals the loop reacts only to its
 // context and to [Upgrader.Exit].
@@ -73,17 +72,17 @@ type Server struct {
 	// a single signal loses a SIGTERM behind a burst of SIGHUP.
 	Signals <-chan os.Signal
 	// UpgradeSignals, StopSignals and ReloadSignals classify what arrives
-	// on Signals. Defaults: DefaultUpgradeSignals, DefaultStopSignals,
-	// DefaultReloadSignals. A signal named here that is not registered
-	// never reaches Signals and keeps its default action, which for
-	// SIGUSR2 and SIGQUIT is to end the process: register it with
-	// NotifySignals(syscall.SIGUSR2) (its extra signals).
+	// on Signals. Defaults: SIGUSR1 upgrades, SIGTERM and SIGINT stop,
+	// SIGHUP reloads, as in nginx except that nginx upgrades on SIGUSR2.
+	// A signal named here that is not registered never reaches Signals and
+	// keeps its default action, which for SIGUSR2 and SIGQUIT is to end
+	// the process: register it as one of NotifySignals's extra signals.
 	UpgradeSignals, StopSignals, ReloadSignals []os.Signal
 	// Reload, if set, is run on a reload signal to reload configuration in
 	// place (no new process); its error is logged. Without it a reload
 	// signal is logged and ignored. It runs in a goroutine of its own, so
 	// a slow reload delays neither accepting nor any other signal, and
-	// runs of one Serve, Run or Wait never overlap: reload signals that
+	// runs of one Serve, Run or RunHTTP never overlap: reload signals that
 	// arrive while it runs coalesce into one more run after it. A stop
 	// signal does not wait for a running reload (nor runs the one still
 	// owed): the drain starts at once, and the process may exit while the
@@ -100,7 +99,8 @@ type Server struct {
 
 // Serve accepts on every listener and hands each connection to Handler in
 // its own goroutine. It returns after this generation has drained: nil
-// after a successful upgrade or a stop signal, ctx's error when ctx ends,
+// after a successful upgrade, a stop signal or a stop request on the
+// control socket ([Options.Control]), ctx's error when ctx ends,
 // and the drain error (connections cut at the deadline) joined to either.
 // While it drains, an upgrade signal is refused and logged, and a second
 // stop signal cuts the drain short.
@@ -122,57 +122,43 @@ func (s *Server) Serve(ctx context.Context, listeners ...net.Listener) error {
 	return l.drain(err, stopped)
 }
 
-// Wait is Serve's signal handling for a program whose server runs its own
-// accept loop on the Upgrader's listeners (net/http, gRPC): it acts on
-// upgrade, stop and reload signals until this generation must leave, and
-// returns nil after a successful upgrade (the listeners are closed
-// already) or a stop signal, ctx's error when ctx ends. It does not drain:
-// stop the server (http.Server.Shutdown, grpc.Server.GracefulStop), then
-// call Upgrader.Shutdown, which also cancels an upgrade still running.
-// Handler and DrainTimeout are not used.
-func (s *Server) Wait(ctx context.Context) error {
-	if s.Upgrader == nil {
-		return errors.New("tcpgrace: Server needs an Upgrader")
-	}
-	_, err := s.loop(ctx, nil, nil)
-	return err
-}
-
 // loop dispatches accepted connections and acts on signals until this
-// generation must leave; see Wait for what it returns, and stopped says
-// whether a stop signal was the reason. Leaving on a stop signal or ctx's
+// generation must leave: it returns nil after a successful upgrade or a
+// stop signal, ctx's error when ctx ends, and stopped says whether a stop
+// signal was the reason. Leaving on a stop signal or ctx's
 // end cancels an upgrade still running.
-func (s *Server) loop(ctx context.Context, accepted <-chan Accepted, dispatch func(Accepted)) (stopped bool, err error) {
+func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatch func(acceptResult)) (stopped bool, err error) {
 	u := s.Upgrader
 	var cancelUpgrade context.CancelFunc // set while an upgrade runs
 	upgraded := make(chan error, 1)
 	reloads := &reloader{s: s, ended: make(chan struct{}, 1)}
-	defer func() {
-		if cancelUpgrade != nil {
-			cancelUpgrade() // leaving: a next generation not yet ready is killed
-			waitUpgrade(upgraded, accepted, dispatch)
-		}
-	}()
+	stopRequests, endControl := u.controlLoop()
+	defer endControl()
+	defer func() { cancelRunning(cancelUpgrade, upgraded, accepted, dispatch) }()
 	for {
 		select {
 		case a := <-accepted:
 			dispatch(a)
 		case sig := <-s.Signals:
-			switch {
-			case slices.Contains(or(s.UpgradeSignals, DefaultUpgradeSignals), sig):
+			switch s.kind(sig) {
+			case upgradeSignal:
 				if cancelUpgrade != nil {
 					u.log.Warn("upgrade signal ignored", "err", ErrUpgradeInProgress)
 					continue
 				}
 				u.log.Info("upgrade signal", "signal", sig.String())
 				cancelUpgrade = startUpgrade(ctx, u, upgraded)
-			case slices.Contains(or(s.StopSignals, DefaultStopSignals), sig):
+			case stopSignal:
 				u.log.Info("stop signal", "signal", sig.String())
 				u.leave() // stopping on purpose: no rollback if the drain then fails
 				return true, nil
-			case slices.Contains(or(s.ReloadSignals, DefaultReloadSignals), sig):
+			case reloadSignal:
 				reloads.signal(sig)
 			}
+		case <-stopRequests:
+			u.log.Info("stop requested on the control socket")
+			u.leave() // as on a stop signal
+			return true, nil
 		case <-reloads.ended:
 			reloads.finished()
 		case <-upgraded:
@@ -187,12 +173,45 @@ func (s *Server) loop(ctx context.Context, accepted <-chan Accepted, dispatch fu
 	}
 }
 
+// cancelRunning cancels an upgrade still running when the loop leaves: a
+// next generation not yet ready is killed. It dispatches connections
+// until the upgrade has returned.
+func cancelRunning(cancel context.CancelFunc, upgraded <-chan error, accepted <-chan acceptResult, dispatch func(acceptResult)) {
+	if cancel != nil {
+		cancel()
+		waitUpgrade(upgraded, accepted, dispatch)
+	}
+}
+
+// signalKind is what a signal asks of a Server.
+type signalKind int
+
+const (
+	otherSignal signalKind = iota
+	upgradeSignal
+	stopSignal
+	reloadSignal
+)
+
+// kind classifies sig by the Server's signal sets, or their defaults.
+func (s *Server) kind(sig os.Signal) signalKind {
+	switch {
+	case slices.Contains(or(s.UpgradeSignals, defaultUpgradeSignals), sig):
+		return upgradeSignal
+	case slices.Contains(or(s.StopSignals, defaultStopSignals), sig):
+		return stopSignal
+	case slices.Contains(or(s.ReloadSignals, defaultReloadSignals), sig):
+		return reloadSignal
+	}
+	return otherSignal
+}
+
 // serveLoop is one run of Serve: its listeners, their accept goroutines
 // and the context its handlers get.
 type serveLoop struct {
 	s          *Server
 	listeners  []net.Listener
-	accepted   chan Accepted
+	accepted   chan acceptResult
 	acceptDone chan struct{} // closed when every accept goroutine has returned
 	closing    chan struct{} // closed when draining starts: no more back-off waits
 	connCtx    context.Context
@@ -200,7 +219,7 @@ type serveLoop struct {
 }
 
 func (s *Server) start(listeners []net.Listener) *serveLoop {
-	l := &serveLoop{s: s, listeners: listeners, accepted: make(chan Accepted),
+	l := &serveLoop{s: s, listeners: listeners, accepted: make(chan acceptResult),
 		acceptDone: make(chan struct{}), closing: make(chan struct{})}
 	l.connCtx, l.draining = context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -218,7 +237,7 @@ func (s *Server) start(listeners []net.Listener) *serveLoop {
 	return l
 }
 
-func (l *serveLoop) dispatch(a Accepted) {
+func (l *serveLoop) dispatch(a acceptResult) {
 	if a.Err != nil {
 		l.s.Upgrader.log.Error("accept stopped", "listener", a.Listener.Addr().String(), "err", a.Err)
 		return
@@ -281,7 +300,7 @@ func (l *serveLoop) drain(cause error, stopped bool) error {
 	if err != nil {
 		l.s.Upgrader.log.Warn("drain", "err", err)
 	}
-	return errors.Join(cause, err)
+	return errjoin.Join(cause, err)
 }
 
 // signalsWhileDraining answers signals until the drain ends: an upgrade
@@ -298,12 +317,12 @@ func (s *Server) signalsWhileDraining(ctx context.Context, hurry context.CancelF
 			return
 		case sig := <-s.Signals:
 			switch {
-			case slices.Contains(or(s.UpgradeSignals, DefaultUpgradeSignals), sig):
+			case s.kind(sig) == upgradeSignal:
 				log.Warn("upgrade signal ignored while draining", "err", ErrClosed)
-			case slices.Contains(or(s.StopSignals, DefaultStopSignals), sig) && !stopped:
+			case s.kind(sig) == stopSignal && !stopped:
 				log.Info("stop signal: already draining; another one closes open connections", "signal", sig.String())
 				stopped = true
-			case slices.Contains(or(s.StopSignals, DefaultStopSignals), sig):
+			case s.kind(sig) == stopSignal:
 				log.Warn("second stop signal: closing open connections now", "signal", sig.String())
 				hurry()
 				return
@@ -323,7 +342,7 @@ func (l *serveLoop) acceptLoop(ln net.Listener) {
 		switch {
 		case err == nil:
 			delay = minDelay
-			l.accepted <- Accepted{Conn: c, Listener: ln}
+			l.accepted <- acceptResult{Conn: c, Listener: ln}
 		case errors.Is(err, net.ErrClosed):
 			return
 		case isTemporary(err):
@@ -334,7 +353,7 @@ func (l *serveLoop) acceptLoop(ln net.Listener) {
 			}
 			delay = min(2*delay, maxDelay)
 		default:
-			l.accepted <- Accepted{Listener: ln, Err: fmt.Errorf("tcpgrace: accept: %w", err)}
+			l.accepted <- acceptResult{Listener: ln, Err: fmt.Errorf("tcpgrace: accept: %w", err)}
 			return
 		}
 	}

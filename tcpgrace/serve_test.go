@@ -292,31 +292,3 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
-
-// TestServerWait: Wait acts on signals for a server with its own accept
-// loop: a reload signal runs the hook, a stop signal returns nil, the end
-// of its context returns the context's error; it closes nothing.
-func TestServerWait(t *testing.T) {
-	u := newColdUpgrader(t, Options{})
-	ln, err := u.Listen("web", "tcp", loopback)
-	require.NoError(t, err)
-	assert.Error(t, (&Server{}).Wait(context.Background()), "Wait without an Upgrader")
-
-	sigs := make(chan os.Signal, 1)
-	reloaded := make(chan struct{}, 1)
-	srv := &Server{Upgrader: u, Signals: sigs, Reload: func() error { reloaded <- struct{}{}; return nil }}
-	done := make(chan error, 1)
-	go func() { done <- srv.Wait(context.Background()) }()
-	sigs <- syscall.SIGHUP
-	<-reloaded
-	sigs <- syscall.SIGTERM
-	assert.NoError(t, <-done, "a stop signal ends Wait with nil")
-
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { done <- srv.Wait(ctx) }()
-	cancel()
-	assert.ErrorIs(t, <-done, context.Canceled)
-	c, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err, "Wait closes no listener: the caller drains its own server")
-	c.Close()
-}

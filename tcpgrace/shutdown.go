@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/hashicorp/go-multierror"
+	"github.com/tcpgrace/tcpgrace/internal/errjoin"
 )
 
 // Shutdown ends this generation gracefully. In order it: tells its parent
@@ -24,13 +24,12 @@ import (
 // or after Close, is safe. Afterwards Listen and Upgrade fail with
 // [ErrClosed].
 func (u *Upgrader) Shutdown(ctx context.Context) error {
-	errs, packets := u.stop()
-	sdDone := u.sdDraining(ctx)
-	if err := u.waitConns(ctx); err != nil {
-		errs = multierror.Append(errs, err)
-	}
+	st := u.stop()
+	sdDone := u.sdDraining(ctx, st.wasServing)
+	err := u.waitConns(ctx)
 	sdDone()
-	return multierror.Append(errs, closeSockets(packets)).ErrorOrNil()
+	u.controlDone(ctx)
+	return errjoin.Join(st.err, err, closeSockets(st.packets))
 }
 
 // Close is Shutdown without the wait: open connections are closed at
@@ -38,44 +37,34 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 func (u *Upgrader) Close() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	errs, packets := u.stop()
+	st := u.stop()
 	u.waitConns(ctx)
-	return multierror.Append(errs, closeSockets(packets)).ErrorOrNil()
+	u.controlDone(ctx)
+	return errjoin.Join(st.err, closeSockets(st.packets))
+}
+
+// stopped is what stop did: its errors, the packet conns for the caller
+// to close once its wait is over, and whether this generation was the
+// serving one (not handed off) when it stopped.
+type stopped struct {
+	err        error
+	packets    []*socket
+	wasServing bool
 }
 
 // stop is the part Shutdown and Close share: no more upgrades, no more
-// listeners, no more reading; it returns the packet conns, which the
-// caller closes once its wait is over.
-func (u *Upgrader) stop() (*multierror.Error, []*socket) {
+// listeners, no more reading.
+func (u *Upgrader) stop() stopped {
 	u.leave()
-	u.mu.Lock()
-	first := u.state != stateClosed
-	u.state = stateClosed
-	cancel, done := u.cancelUpgrade, u.upgradeDone
-	u.mu.Unlock()
-	if cancel != nil {
-		cancel()
-		<-done
-	}
-	u.mu.Lock()
-	handedOff := u.handedOff
-	sockets := u.liveSocketsLocked()
-	var paths []*unixPath
-	for _, s := range sockets {
-		if u.ownsPathLocked(s) {
-			paths = append(paths, s.unix)
-		}
-	}
-	u.mu.Unlock()
+	prev, sockets, paths := u.closeState()
+	first, handedOff := prev != closed, prev == handedOff
 	stream, packets := splitSockets(sockets)
-	errs := closeSockets(stream)
+	errs := []error{closeSockets(stream)}
 	for _, p := range paths {
 		p.remove()
 	}
 	if first && !handedOff && u.opts.PIDFile != "" {
-		if err := removePIDFile(u.opts.PIDFile, os.Getpid()); err != nil {
-			errs = multierror.Append(errs, err)
-		}
+		errs = append(errs, removePIDFile(u.opts.PIDFile, os.Getpid()))
 	}
 	if first {
 		u.log.Info("shutting down", "handed_off", handedOff)
@@ -85,7 +74,31 @@ func (u *Upgrader) stop() (*multierror.Error, []*socket) {
 	}
 	u.closeExit()
 	stopReading(packets) // after Exit: a read that fails finds Exit closed
-	return errs, packets
+	return stopped{err: errjoin.Join(errs...), packets: packets, wasServing: !handedOff}
+}
+
+// closeState moves to closed, cancelling a running upgrade first and
+// waiting until it has handed off or fallen back. It returns the state it
+// left, the live sockets and the socket files this generation owned.
+func (u *Upgrader) closeState() (prev state, sockets []*socket, paths []*unixPath) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for u.state == upgrading {
+		cancel, done := u.cancelUpgrade, u.upgradeDone
+		u.mu.Unlock()
+		cancel()
+		<-done
+		u.mu.Lock()
+	}
+	sockets = u.liveSocketsLocked()
+	for _, s := range sockets {
+		if u.ownsPathLocked(s) {
+			paths = append(paths, s.unix)
+		}
+	}
+	prev = u.state
+	u.moveLocked(closed)
+	return prev, sockets, paths
 }
 
 // waitConns waits for the tracked connections to close; at ctx's end it

@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tcpgrace/tcpgrace/inherit"
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // connect dials ln and returns the client's end and the end ln accepted.
@@ -181,7 +181,7 @@ func TestClosedUpgraderRefusesWork(t *testing.T) {
 			assert.ErrorIs(t, err, ErrClosed, "ListenPacket after %s should fail", stop.name)
 			err = u.Upgrade(context.Background())
 			assert.ErrorIs(t, err, ErrClosed, "Upgrade after %s should fail", stop.name)
-			assert.NotErrorIs(t, err, ErrChildStart, "Upgrade after %s should not try to start a child", stop.name)
+			assert.NotErrorIs(t, err, ErrChildFailed, "Upgrade after %s should not try to start a child", stop.name)
 			_, err = web.Accept()
 			assert.ErrorIs(t, err, net.ErrClosed, "%s should have closed the listener", stop.name)
 			assert.NoError(t, web.Close(), "closing a listener that %s closed should return nil", stop.name)
@@ -195,7 +195,7 @@ func TestUpgradeBeforeReady(t *testing.T) {
 	require.NoError(t, err)
 	err = u.Upgrade(context.Background())
 	assert.ErrorIs(t, err, ErrNotReady, "Upgrade before Ready should fail")
-	assert.NotErrorIs(t, err, ErrChildStart, "Upgrade before Ready should not try to start a child")
+	assert.NotErrorIs(t, err, ErrChildFailed, "Upgrade before Ready should not try to start a child")
 	_, err = u.Listen("web", "tcp4", loopback)
 	assert.NoError(t, err, "a refused Upgrade should leave the Upgrader serving")
 }
@@ -207,14 +207,14 @@ func TestUpgradeWithDoneContext(t *testing.T) {
 	cancel()
 	err := u.Upgrade(ctx)
 	assert.ErrorIs(t, err, context.Canceled, "Upgrade with a cancelled ctx should fail with ctx's error")
-	assert.NotErrorIs(t, err, ErrChildStart, "Upgrade with a cancelled ctx should not try to start a child")
+	assert.NotErrorIs(t, err, ErrChildFailed, "Upgrade with a cancelled ctx should not try to start a child")
 }
 
 func TestReadyTwice(t *testing.T) {
 	u := newColdUpgrader(t, Options{})
 	require.NoError(t, u.Ready(), "the first Ready should succeed")
 	assert.ErrorIs(t, u.Ready(), ErrAlreadyReady, "a second Ready should fail")
-	assert.False(t, u.HasParent(), "a cold start has no parent")
+	assert.False(t, u.inh.HasParent(), "a cold start has no parent")
 	assert.Equal(t, 1, u.Generation(), "a cold start is generation 1")
 }
 
@@ -223,23 +223,12 @@ func TestFailWithoutParent(t *testing.T) {
 	assert.NoError(t, u.Fail(errors.New("no parent to tell")), "Fail without a parent should do nothing")
 }
 
-func TestNewWithFiles(t *testing.T) {
-	_, err := NewWithFiles(Options{}, nil)
-	assert.Error(t, err, "NewWithFiles without files should fail")
-	files, err := inherit.Open(nil)
-	require.NoError(t, err)
-	u, err := NewWithFiles(Options{}, files)
-	require.NoError(t, err, "NewWithFiles over a cold start should succeed")
-	defer u.Close()
-	assert.Equal(t, 1, u.Generation(), "a cold start is generation 1")
-}
-
 // TestUpgradeLimitsGenerations runs Upgrade in a generation whose parent
 // (here: this very process, alive) and an older one (reaped) may still
 // be draining.
 func TestUpgradeLimitsGenerations(t *testing.T) {
 	dead := reapedChild(t).cmd.Process.Pid
-	files, err := inherit.Open(&inherit.Env{Source: inherit.EnvFDs, Writer: os.Getpid(), Generation: 3,
+	files, err := wire.Open(&wire.Env{Source: wire.EnvFDs, Writer: os.Getpid(), Generation: 3,
 		ReadyFD: -1, Older: []int{dead}})
 	require.NoError(t, err)
 	u, err := newUpgrader(Options{Executable: filepath.Join(t.TempDir(), "missing"), MaxGenerations: 2}, files)
@@ -249,12 +238,12 @@ func TestUpgradeLimitsGenerations(t *testing.T) {
 
 	err = u.Upgrade(context.Background())
 	assert.ErrorIs(t, err, ErrTooManyGenerations, "a live parent, us and the next one are 3 generations, over a limit of 2")
-	assert.NotErrorIs(t, err, ErrChildStart, "an Upgrade over the limit should not try to start a child")
+	assert.NotErrorIs(t, err, ErrChildFailed, "an Upgrade over the limit should not try to start a child")
 	assert.Contains(t, err.Error(), strconv.Itoa(os.Getpid()), "the error should name the generation still draining")
 	_, err = u.Listen("web", "tcp4", loopback)
 	assert.NoError(t, err, "an Upgrade refused for the limit should leave the Upgrader serving")
 
 	u.opts.MaxGenerations = 3 // no Upgrade runs: no race
 	err = u.Upgrade(context.Background())
-	assert.ErrorIs(t, err, ErrChildStart, "with a limit of 3 the Upgrade should go on (the reaped older one does not count)")
+	assert.ErrorIs(t, err, ErrChildFailed, "with a limit of 3 the Upgrade should go on (the reaped older one does not count)")
 }

@@ -14,10 +14,10 @@ import (
 // Server.UpgradeSignals to match either, and register the signal with
 // NotifySignals(syscall.SIGUSR2): unregistered, SIGUSR2 kills the process).
 var (
-	// DefaultUpgradeSignals start the next generation.
-	DefaultUpgradeSignals = []os.Signal{syscall.SIGUSR1}
-	// DefaultStopSignals stop accepting, drain and return.
-	DefaultStopSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT}
-	// DefaultReloadSignals run Server.Reload in place.
-	DefaultReloadSignals = []os.Signal{syscall.SIGHUP}
+	// defaultUpgradeSignals start the next generation.
+	defaultUpgradeSignals = []os.Signal{syscall.SIGUSR1}
+	// defaultStopSignals stop accepting, drain and return.
+	defaultStopSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT}
+	// defaultReloadSignals run Server.Reload in place.
+	defaultReloadSignals = []os.Signal{syscall.SIGHUP}
 )

@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/tcpgrace/tcpgrace/inherit"
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 func inode(t *testing.T, path string) uint64 {
@@ -191,14 +191,14 @@ func TestFailedChildKeepsParentUnixSocketFile(t *testing.T) {
 	require.NoError(t, unix.Pipe2(p[:], unix.O_CLOEXEC), "creating the readiness pipe should succeed")
 	r := os.NewFile(uintptr(p[0]), "ready-r")
 	defer r.Close()
-	env := &inherit.Env{Source: inherit.EnvFDs, Generation: 2, ReadyFD: p[1], Entries: []inherit.Entry{
+	env := &wire.Env{Source: wire.EnvFDs, Generation: 2, ReadyFD: p[1], Entries: []wire.Entry{
 		{Name: "ctl", FD: rawDup(t, ctl.(syscall.Conn)), Network: "unix", Address: sock},
 	}}
-	files, err := inherit.Open(env)
+	files, err := wire.Open(env)
 	require.NoError(t, err)
 	child, err := newUpgrader(Options{}, files)
 	require.NoError(t, err)
-	require.True(t, child.HasParent(), "precondition: the child has a parent waiting for it")
+	require.True(t, child.inh.HasParent(), "precondition: the child has a parent waiting for it")
 	_, err = child.Listen("ctl", "unix", sock)
 	require.NoError(t, err, "the child should claim the inherited unix socket")
 
@@ -216,15 +216,15 @@ func TestFailedChildKeepsParentUnixSocketFile(t *testing.T) {
 // inheritedChild builds, in this process, a next generation that inherited
 // ln under name: env as its parent would write it, plus the parent's end
 // of the readiness pipe.
-func inheritedChild(t *testing.T, opts Options, env *inherit.Env, name, network, addr string, ln syscall.Conn) (*Upgrader, *os.File) {
+func inheritedChild(t *testing.T, opts Options, env *wire.Env, name, network, addr string, ln syscall.Conn) (*Upgrader, *os.File) {
 	t.Helper()
 	var p [2]int
 	require.NoError(t, unix.Pipe2(p[:], unix.O_CLOEXEC), "creating the readiness pipe should succeed")
 	r := os.NewFile(uintptr(p[0]), "ready-r")
 	t.Cleanup(func() { r.Close() })
 	env.ReadyFD = p[1]
-	env.Entries = []inherit.Entry{{Name: name, FD: rawDup(t, ln), Network: network, Address: addr}}
-	files, err := inherit.Open(env)
+	env.Entries = []wire.Entry{{Name: name, FD: rawDup(t, ln), Network: network, Address: addr}}
+	files, err := wire.Open(env)
 	require.NoError(t, err)
 	child, err := newUpgrader(opts, files)
 	require.NoError(t, err)
@@ -243,7 +243,7 @@ func TestFailedReadyKeepsParentUnixSocketFile(t *testing.T) {
 	ctl, err := parent.Listen("ctl", "unix", sock)
 	require.NoError(t, err)
 	opts := Options{PIDFile: filepath.Join(t.TempDir(), "missing", "x.pid")}
-	child, r := inheritedChild(t, opts, &inherit.Env{Source: inherit.EnvFDs, Generation: 2}, "ctl", "unix", sock, ctl.(syscall.Conn))
+	child, r := inheritedChild(t, opts, &wire.Env{Source: wire.EnvFDs, Generation: 2}, "ctl", "unix", sock, ctl.(syscall.Conn))
 	_, err = child.Listen("ctl", "unix", sock)
 	require.NoError(t, err)
 	require.Error(t, child.Ready(), "Ready must fail: the pid file's directory is missing")
@@ -263,10 +263,10 @@ func TestFailedReadyKeepsParentUnixSocketFile(t *testing.T) {
 func TestForeignSocketFileNeverRemoved(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		env  *inherit.Env
+		env  *wire.Env
 	}{
-		{"systemd", &inherit.Env{Source: inherit.EnvListenFDs, Generation: 1}},
-		{"keep", &inherit.Env{Source: inherit.EnvFDs, Generation: 2, Keep: []string{"ctl"}}},
+		{"systemd", &wire.Env{Source: wire.EnvListenFDs, Generation: 1}},
+		{"keep", &wire.Env{Source: wire.EnvFDs, Generation: 2, Keep: []string{"ctl"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sock := filepath.Join(t.TempDir(), "s.sock")

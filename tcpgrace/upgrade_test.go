@@ -45,7 +45,8 @@ type harness struct {
 	dns     net.PacketConn
 }
 
-func newHarness(t *testing.T, readyTimeout time.Duration) *harness {
+// newHarness makes the harness; each of more may change its Options.
+func newHarness(t *testing.T, readyTimeout time.Duration, more ...func(*Options)) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	h := &harness{t: t, dir: dir, exe: filepath.Join(dir, "next"), ctlPath: filepath.Join(dir, "c.sock"),
@@ -58,13 +59,17 @@ func newHarness(t *testing.T, readyTimeout time.Duration) *harness {
 	// reports; the child's own races still fail it.
 	t.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	h.useChild(childServe)
-	h.u = newColdUpgrader(t, Options{
+	opts := Options{
 		Executable:   h.exe,
 		Args:         []string{"tcpgrace-next", "-test.run=^$"},
 		ReadyTimeout: readyTimeout,
 		PIDFile:      h.pidFile,
 		Logger:       slog.New(h.rec),
-	})
+	}
+	for _, f := range more {
+		f(&opts)
+	}
+	h.u = newColdUpgrader(t, opts)
 	var err error
 	h.web, err = h.u.Listen(nameWeb, "tcp4", loopback)
 	require.NoError(t, err, "the parent should listen on tcp")
@@ -323,13 +328,13 @@ func TestUpgradeRollback(t *testing.T) {
 		wantText     []string // what the error must say
 	}{
 		{"executable missing", 0, (*harness).useMissing, false,
-			[]error{ErrChildStart, fs.ErrNotExist}, nil},
+			[]error{ErrChildFailed, fs.ErrNotExist}, nil},
 		{"executable not executable", 0, func(h *harness) { h.useNotExecutable(true) }, false,
-			[]error{ErrChildStart, syscall.EACCES}, nil},
+			[]error{ErrChildFailed, syscall.EACCES}, nil},
 		{"executable not a valid binary", 0, (*harness).useGarbage, false,
-			[]error{ErrChildStart, syscall.ENOEXEC}, nil},
+			[]error{ErrChildFailed, syscall.ENOEXEC}, nil},
 		{"child exits before ready", exitReadyTimeout, func(h *harness) { h.useChild(childExit3) }, true,
-			[]error{ErrChildExited}, []string{"exit status 3"}},
+			[]error{ErrChildFailed}, []string{"exit status 3"}},
 		{"child fails", 0, func(h *harness) { h.useChild(childFail) }, true,
 			[]error{ErrChildFailed}, []string{childFailReason}},
 		{"child never ready", 300 * time.Millisecond, func(h *harness) { h.useChild(childHang) }, true,
@@ -416,7 +421,7 @@ func TestRollbackKeepsParentUnixSocketFile(t *testing.T) {
 	h := newHarness(t, 10*time.Second)
 	h.useChild(childExit3Close)
 	err := h.u.Upgrade(context.Background())
-	assert.ErrorIs(t, err, ErrChildExited, "the child should exit before ready")
+	assert.ErrorIs(t, err, ErrChildFailed, "the child should exit before ready")
 	h.startedChild()
 	_, err = os.Lstat(h.ctlPath)
 	assert.NoError(t, err, "the parent's unix socket file should survive the failed child")

@@ -12,17 +12,7 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/tcpgrace/tcpgrace/inherit"
-)
-
-// state is the lifecycle of one generation.
-type state int
-
-const (
-	stateServing   state = iota // owns its sockets, may upgrade
-	stateUpgrading              // a child is starting
-	stateUpgraded               // a child took over; this one drains
-	stateClosed                 // Shutdown or Close was called
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // Upgrader is one generation of a service: it owns the registry of named
@@ -32,16 +22,14 @@ const (
 type Upgrader struct {
 	opts       Options
 	log        *slog.Logger
-	inh        *inherit.Files
-	sd         *sdNotifier // the service manager, if any (sd_notify)
+	inh        *wire.Files
+	sd         *sdNotifier    // the service manager, if any (sd_notify)
+	ctl        *controlServer // the control socket, if any
 	executable string
 	args       []string
 
 	mu            sync.Mutex
-	state         state
-	readying      bool // Ready was called
-	ready         bool // Ready told the parent (if any): this generation serves
-	handedOff     bool // a next generation took over the sockets
+	state         state // see lifecycle.go
 	sockets       map[string]*socket
 	conns         map[*trackedConn]struct{}
 	cancelUpgrade context.CancelFunc
@@ -55,35 +43,23 @@ type Upgrader struct {
 }
 
 // New returns the Upgrader of this process. It takes the sockets this
-// process inherited from its parent generation (or from systemd) through
-// [inherit.Take], which reads and removes the variables from the
-// environment: New may therefore be called once per process, and a second
-// call fails with an error wrapping [inherit.ErrTaken].
+// process inherited from its parent generation or from systemd, and
+// removes the variables that named them from the environment. New may be
+// called once per process; a second call fails.
 //
 // New registers no signal handler and starts no goroutine. If the
-// environment names sockets that fail their checks, New returns the error
+// environment names sockets that fail their checks, New returns the error,
 // and the parent's upgrade fails with the same reason.
 func New(opts Options) (*Upgrader, error) {
-	files, err := inherit.Take()
+	files, err := wire.Take()
 	if err != nil {
-		return nil, fmt.Errorf("tcpgrace: inheriting sockets: %w", err)
-	}
-	return newUpgrader(opts, files)
-}
-
-// NewWithFiles is New over sockets the caller took itself, with
-// [inherit.Take] (to look at them first) or [inherit.Open] (a cold start
-// from inherit.Open(nil), as tests and benchmarks do, or a hand-built
-// environment). The Upgrader owns files from then on.
-func NewWithFiles(opts Options, files *inherit.Files) (*Upgrader, error) {
-	if files == nil {
-		return nil, errors.New("tcpgrace: NewWithFiles: nil files")
+		return nil, err
 	}
 	return newUpgrader(opts, files)
 }
 
 // newUpgrader builds an Upgrader over given inherited files.
-func newUpgrader(opts Options, files *inherit.Files) (*Upgrader, error) {
+func newUpgrader(opts Options, files *wire.Files) (*Upgrader, error) {
 	u := &Upgrader{
 		opts:       opts,
 		log:        opts.Logger,
@@ -96,7 +72,7 @@ func newUpgrader(opts Options, files *inherit.Files) (*Upgrader, error) {
 		exit:       make(chan struct{}),
 	}
 	if u.log == nil {
-		u.log = slog.New(slog.DiscardHandler)
+		u.log = slog.New(warnings{slog.Default().Handler()})
 	}
 	u.log = u.log.With("pid", os.Getpid(), "generation", files.Generation())
 	if u.executable == "" {
@@ -111,6 +87,9 @@ func newUpgrader(opts Options, files *inherit.Files) (*Upgrader, error) {
 		if len(u.args) > 0 && strings.Contains(u.args[0], "/") && !filepath.IsAbs(u.args[0]) {
 			u.args[0] = u.executable // the next generation may start in another directory
 		}
+	}
+	if err := u.listenControl(); err != nil {
+		return nil, err
 	}
 	return u, nil
 }
@@ -154,11 +133,6 @@ func sameFile(a, b string) bool {
 // than its parent's for a process started by Upgrade.
 func (u *Upgrader) Generation() int { return u.inh.Generation() }
 
-// HasParent reports whether this process was started by Upgrade: its
-// parent waits (or waited) for Ready. It does not change when Ready or
-// Fail is called, so a child whose Ready failed can tell that it must exit.
-func (u *Upgrader) HasParent() bool { return u.inh.HasParent() }
-
 // Exit returns a channel that is closed when this generation should go
 // away: after a successful Upgrade (the next generation serves; this one's
 // listeners are already closed) or after Shutdown or Close. It never
@@ -168,55 +142,71 @@ func (u *Upgrader) Exit() <-chan struct{} { return u.exit }
 func (u *Upgrader) closeExit() { u.exitOnce.Do(func() { close(u.exit) }) }
 
 // Ready declares this generation serving. Call it once every socket it
-// needs is registered, and accept connections only after it returned nil:
-// a next generation whose parent rolls back is killed, and connections it
-// accepted would be reset. Ready writes the PID file (if configured),
-// tells the parent generation (if any) to stop accepting and drain, and
-// closes the inherited sockets nobody claimed: a listener this version no
-// longer asks for is released, and its Unix socket file removed if a
-// generation of this service created it and the path still leads to that
-// file (a parent that then rolls back within [Options.ReadyGrace] keeps
-// serving such a socket, without its file). It does not block beyond
-// those writes.
+// needs is registered. Accept connections only after it returned nil: a
+// next generation whose parent rolls back is killed, and connections it
+// accepted would be reset.
 //
-// If the PID file cannot be written, Ready returns that error. In a child
-// it also reports the error to the parent, whose Upgrade then fails and
-// which kills this process: the old generation keeps serving, and this
-// one must exit. A first generation counts as ready anyway (it serves
-// alone and may upgrade later): its error wraps [ErrReadyIncomplete], as
-// does an error after the parent was told (closing inherited sockets
-// nobody claimed). Such an error is for the log: this generation serves,
-// and exiting would leave nobody serving. A parent that has vanished
-// meanwhile is not an error: this process then serves alone. A second
-// call returns [ErrAlreadyReady].
+// Ready writes the PID file, if configured. It then tells the parent
+// generation, if any, to stop accepting and drain. Last it closes the
+// inherited sockets nobody claimed, so that a listener this version no
+// longer asks for is released. The Unix socket file of such a listener is
+// removed if a generation of this service created it and the path still
+// leads to it. Ready does not block beyond those writes.
+//
+// In a child, a PID file that cannot be written is an error: Ready
+// reports it to the parent and returns it. The parent's Upgrade then
+// fails and kills this process, and the old generation keeps serving.
+// A first generation serves all the same, because nobody else does; its
+// error wraps [ErrReadyIncomplete]. So does an error after the parent was
+// told, such as an inherited socket that would not close. Such an error
+// is for the log: exiting would leave nobody serving.
+//
+// A parent that has vanished meanwhile is not an error: this process then
+// serves alone. A second call returns [ErrAlreadyReady].
 func (u *Upgrader) Ready() error {
 	u.mu.Lock()
-	if u.readying {
-		u.mu.Unlock()
-		return ErrAlreadyReady
+	err := u.checkLocked(opReady)
+	if err == nil {
+		u.mustMoveLocked(readying)
 	}
-	u.readying = true
 	u.mu.Unlock()
-	hasParent := u.inh.HasParent()
-	if u.opts.PIDFile != "" {
-		if err := writePIDFile(u.opts.PIDFile, os.Getpid()); err != nil {
-			if hasParent {
-				u.inh.Fail(err)
-				return err
-			}
-			u.setReady()
-			return fmt.Errorf("%w: %w", ErrReadyIncomplete, err)
-		}
+	if err != nil {
+		return err
 	}
-	if err := u.inh.Ready(); err != nil && !errors.Is(err, syscall.EPIPE) {
-		return fmt.Errorf("tcpgrace: telling the parent we are ready: %w", err)
-	}
-	u.setReady()
-	u.log.Info("ready", "parent", hasParent)
-	if err := u.closeUnclaimed(); err != nil {
-		return fmt.Errorf("%w: %w", ErrReadyIncomplete, err)
+	if err := u.tellReady(); err != nil {
+		u.log.Error("ready failed", "err", err)
+		return err
 	}
 	return nil
+}
+
+// tellReady is Ready's work once the state is readying.
+func (u *Upgrader) tellReady() error {
+	hasParent := u.inh.HasParent()
+	if err := u.writePIDFile(); err != nil && hasParent {
+		u.inh.Fail(err)
+		return err
+	} else if err != nil {
+		u.serve()
+		return wrap(ErrReadyIncomplete, err)
+	}
+	if err := u.inh.Ready(); err != nil && !errors.Is(err, syscall.EPIPE) {
+		return fmt.Errorf("tcpgrace: telling the parent generation we are ready: %w", err)
+	}
+	u.serve()
+	u.log.Info("ready", "parent", hasParent)
+	if err := u.closeUnclaimed(); err != nil {
+		return wrap(ErrReadyIncomplete, err)
+	}
+	return nil
+}
+
+// writePIDFile writes the PID file, if one is configured.
+func (u *Upgrader) writePIDFile() error {
+	if u.opts.PIDFile == "" {
+		return nil
+	}
+	return writePIDFile(u.opts.PIDFile, os.Getpid())
 }
 
 // closeUnclaimed closes the inherited sockets nobody claimed and removes
@@ -239,11 +229,15 @@ func (u *Upgrader) closeUnclaimed() error {
 	return err
 }
 
-func (u *Upgrader) setReady() {
+// serve moves readying -> serving and tells a service manager.
+func (u *Upgrader) serve() {
 	u.mu.Lock()
-	u.ready = true
+	moved := u.moveLocked(serving)
 	u.mu.Unlock()
-	u.sdReady(u.inh.HasParent())
+	if moved {
+		u.sdReady(u.inh.HasParent())
+		u.serveControl()
+	}
 }
 
 // Fail tells the parent generation that this one will not become ready,
@@ -253,18 +247,4 @@ func (u *Upgrader) setReady() {
 func (u *Upgrader) Fail(reason error) error {
 	u.log.Error("start-up failed", "err", reason)
 	return u.inh.Fail(reason)
-}
-
-// stateErrLocked explains why an operation that needs stateServing cannot
-// run. u.mu must be held.
-func (u *Upgrader) stateErrLocked() error {
-	switch u.state {
-	case stateUpgrading:
-		return ErrUpgradeInProgress
-	case stateUpgraded:
-		return ErrUpgraded
-	case stateClosed:
-		return ErrClosed
-	}
-	return nil
 }

@@ -13,13 +13,13 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tcpgrace/tcpgrace/inherit"
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // TestChildFailReasonSurvivesItsExit is a regression test: a next
 // generation that calls Fail and exits at once, as Fail's doc tells it
 // to, had its reason dropped when waitReady saw the exit before the
-// message and returned ErrChildExited (fixed in 584c397). waitReady gets
+// message and returned ErrChildFailed (fixed in 584c397). waitReady gets
 // both at once here: a reaped child and a closed pipe holding the reason.
 func TestChildFailReasonSurvivesItsExit(t *testing.T) {
 	u := newColdUpgrader(t, Options{})
@@ -27,7 +27,7 @@ func TestChildFailReasonSurvivesItsExit(t *testing.T) {
 	for i := range 20 {
 		r, w, err := os.Pipe()
 		require.NoError(t, err)
-		_, err = w.Write(append([]byte{inherit.FailByte}, childFailReason...))
+		_, err = w.Write(append([]byte{wire.FailByte}, childFailReason...))
 		require.NoError(t, err)
 		require.NoError(t, w.Close())
 		err = u.waitReady(context.Background(), c, r)
@@ -61,7 +61,7 @@ func TestChildExitWithoutWordIsReportedAtOnce(t *testing.T) {
 		start := time.Now()
 		err = u.waitReady(context.Background(), c, r)
 		exit.Stop()
-		assert.ErrorIs(t, err, ErrChildExited, "try %d: a child that exits without a word has exited", i)
+		assert.ErrorIs(t, err, ErrChildFailed, "try %d: a child that exits without a word has exited", i)
 		assert.Less(t, time.Since(start), readyTimeout/2, "try %d: the exit should be reported at once, not at the ready timeout", i)
 	}
 }

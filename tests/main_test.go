@@ -26,9 +26,9 @@ import (
 // next generation is expected.
 const roleEnv = "TCPGRACE_E2E_ROLE"
 
-// binDir holds every example, built once for all tests in each of
-// versions (binDir/VERSION/NAME); lineserverBin is the reference server
-// among them, in the first version.
+// binDir holds every example and command, built once for all tests in
+// each of versions (binDir/VERSION/NAME); lineserverBin is the reference
+// server among them, in the first version.
 var binDir, lineserverBin string
 
 // versions are the builds of every example, the same source with the
@@ -71,7 +71,6 @@ func runTests(m *testing.M) int {
 	lineserverBin = exampleBin("lineserver")
 	for _, v := range versions {
 		out := filepath.Join(dir, v) + "/"
-		// The examples, and the tcpgrace command (binDir/VERSION/tcpgrace).
 		build := exec.Command("go", "build", "-ldflags", "-X main.version="+v, "-o", out, "../examples/...", "../cmd/...")
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {

@@ -3,7 +3,6 @@ package tests
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -164,21 +163,20 @@ func serveUDPRole(u *tcpgrace.Upgrader, sigs <-chan os.Signal, cfg *roleConfig, 
 	if err := u.Ready(); err != nil {
 		return err
 	}
-	leaving := make(chan struct{}) // Wait returned: no reply waits any longer
+	leaving := make(chan struct{}) // the drain began: no reply waits any longer
 	var replies sync.WaitGroup
-	read := make(chan struct{})
-	go func() {
-		defer close(read)
+	serve := func() error {
 		readUDP(u, udp, cfg, log, leaving, &replies)
-	}()
-	waitErr := (&tcpgrace.Server{Upgrader: u, Signals: sigs}).Wait(context.Background())
-	close(leaving)
-	udp.SetReadDeadline(time.Now()) // a stop: no more reading (after a hand-off it has stopped already)
-	<-read
-	replies.Wait()
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.drainTimeout)
-	defer cancel()
-	return errors.Join(waitErr, u.Shutdown(ctx))
+		return nil // reading ends only when this generation leaves
+	}
+	shutdown := func(context.Context) error {
+		close(leaving)
+		udp.SetReadDeadline(time.Now()) // a stop: no more reading (after a hand-off it has stopped already)
+		replies.Wait()
+		return nil
+	}
+	srv := &tcpgrace.Server{Upgrader: u, Signals: sigs, DrainTimeout: cfg.drainTimeout}
+	return srv.Run(context.Background(), serve, shutdown)
 }
 
 // readUDP answers every datagram in a goroutine of its own until reading

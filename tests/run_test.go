@@ -26,8 +26,8 @@ var readyRe = regexp.MustCompile(`msg="instance ready" pid=(\d+) instance=(\d+) 
 // instanceStartedRe is the supervisor's line for a started instance.
 var instanceStartedRe = regexp.MustCompile(`msg="instance started" pid=\d+ instance=(\d+) `)
 
-// tcpgraceBin is the tcpgrace command built in version v.
-func tcpgraceBin(v string) string { return filepath.Join(binDir, v, "tcpgrace") }
+// tcpgraceBuild is the tcpgrace command built in version v.
+func tcpgraceBuild(v string) string { return filepath.Join(binDir, v, "tcpgrace") }
 
 // pythonLineserver is the command line of the Python example, with the
 // interpreter itself rather than a wrapper found in PATH (pyenv's shims
@@ -73,7 +73,7 @@ func startRun(t *testing.T, spec runSpec) *supervised {
 	dir := t.TempDir()
 	s := &supervised{t: t, dir: dir, ns: spec.unshare, bin: filepath.Join(dir, "tcpgrace"), pidFile: filepath.Join(dir, "tcpgrace.pid"),
 		logs: &logFile{filepath.Join(dir, "stderr.log")}}
-	deployAt(t, s.bin, readFile(t, tcpgraceBin(versions[0])))
+	deployAt(t, s.bin, readFile(t, tcpgraceBuild(versions[0])))
 	stderr, err := os.Create(s.logs.path)
 	require.NoError(t, err)
 	defer stderr.Close()

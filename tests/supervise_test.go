@@ -245,7 +245,7 @@ func TestRunSelfUpgrade(t *testing.T) {
 	l := startLoad([]target{{"tcp", tcp}, {"unix", sock}}, 2, 200_000)
 	l.waitRequests(t, 50)
 
-	deployAt(t, s.bin, readFile(t, tcpgraceBin(versions[1])))
+	deployAt(t, s.bin, readFile(t, tcpgraceBuild(versions[1])))
 	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR2))
 	s.waitLog(fmt.Sprintf(`msg="supervisor upgraded in place" pid=%d version=%s from_version=%s instances=1`, s.selfPID, versions[1], versions[0]))
 	l.waitRequests(t, 50)

@@ -191,7 +191,7 @@ func TestSystemdFailedUpgrade(t *testing.T) {
 	deployFile(t, dir, []byte("\x7fELF but not really\n"))
 	s.mustSystemctl("kill", "-s", "USR1", "--kill-who=main", "lines.service")
 	status := s.waitShow("lines.service", "StatusText", "upgrade failed", func(v string) bool { return strings.Contains(v, "upgrade failed") })
-	assert.Contains(t, status, "serving, generation 1; upgrade failed: tcpgrace: cannot start the next generation", "the status says why")
+	assert.Contains(t, status, "serving, generation 1; upgrade failed: tcpgrace: the next generation failed: cannot start", "the status says why")
 	s.waitShow("lines.service", "SubState", "running", func(v string) bool { return v == "running" })
 	assert.Equal(t, strconv.Itoa(main), s.show("lines.service", "MainPID"), "the old generation is still the main process")
 	out, _ := s.systemctl("status", "--no-pager", "lines.service") // exit status 0 only for an active unit; checked below

@@ -67,7 +67,7 @@ func TestUnixFailedUpgrade(t *testing.T) {
 			s.deployAs(exampleBin("unix"), real)
 			missing := filepath.Join(s.dir, "missing", "c.sock")
 			s.deployBytes([]byte(fmt.Sprintf("#!/bin/sh\nexec %s \"$@\" -unix %s\n", real, missing)), 0o755)
-		}, "failed to start: tcpgrace: Listen"},
+		}, "the next generation failed: Listen"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

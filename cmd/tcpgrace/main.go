@@ -1,14 +1,43 @@
-// Command tcpgrace runs servers that are replaced without dropping a
-// connection.
+// Command tcpgrace talks to a running tcpgrace server through its control
+// socket (tcpgrace.Options.Control), so that a deploy learns how an
+// upgrade ended instead of firing a signal and hoping.
 //
 // Usage:
 //
-//	tcpgrace run [flags] -- CMD [ARGS...]
+//	tcpgrace upgrade -control PATH [-timeout DUR]
+//	tcpgrace status  -control PATH [-human]
+//	tcpgrace stop    -control PATH
 //
-// run is a supervisor with a stable pid for containers and for programs
-// in any language: it holds the listening sockets and runs CMD over them
-// with systemd's protocols (LISTEN_FDS, NOTIFY_SOCKET); see
-// "tcpgrace run -h".
+// The control path may come from TCPGRACE_CONTROL instead of -control.
+//
+// upgrade starts the next generation and waits until it serves or has
+// failed: it prints one line of JSON (pid, generation, old_pid,
+// handoff_ms) and exits 0 once the new generation serves, and exits 1
+// with the reason on stderr when the upgrade failed (the old generation
+// keeps serving). -timeout bounds the upgrade: the server cancels it then
+// and kills the next generation. status prints the serving generation as
+// one JSON object (pid, generation, state, executable, listeners,
+// connections, older generations still draining), or as text with
+// -human. stop begins a graceful stop and exits once draining has begun.
+// Every command exits 2 on a usage error or when no reply came (no
+// socket, refused connection, closed before a reply), and 1 when the
+// server replied with an error (such as a uid that may not ask).
+//
+// As systemd's ExecReload=, systemctl reload waits for the upgrade and
+// fails when it fails:
+//
+//	ExecReload=/usr/local/bin/tcpgrace upgrade -control /run/app/control.sock
+//
+// run is the supervisor, for containers and for programs in any language:
+//
+//	tcpgrace run [-listen [NAME=]URL]... [-pidfile PATH] [-ready-timeout DUR] [-stop-timeout DUR]
+//	             [-ready-delay DUR] [-max-instances N] -- CMD [ARGS...]
+//
+// It holds the sockets, keeps a stable pid (it can be PID 1), and runs
+// instances of CMD over them with systemd's LISTEN_FDS and NOTIFY_SOCKET;
+// SIGUSR1 upgrades the instance, SIGUSR2 the supervisor itself in place.
+// "tcpgrace run -h" lists the signals; the internal/supervisor package
+// doc says how it works.
 package main
 
 import (
@@ -19,28 +48,51 @@ import (
 	"github.com/tcpgrace/tcpgrace/internal/supervisor"
 )
 
-// version is stamped at build time (-ldflags "-X main.version=...").
-var version = "dev"
+// command is one subcommand: it parses its own flags and returns the
+// exit status.
+type command struct {
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) int
+}
 
-func main() {
-	if len(os.Args) < 2 {
-		usage(os.Stderr)
-		os.Exit(2)
+var commands = map[string]command{
+	"upgrade": {"start the next generation and wait until it serves or failed", upgradeCmd},
+	"status":  {"show the serving generation, its listeners and the older ones draining", statusCmd},
+	"stop":    {"stop gracefully: return once draining has begun", stopCmd},
+	"run":     {"supervise a server as a stable main process", runCmd},
+}
+
+// order is the order of the commands in the usage text.
+var order = []string{"upgrade", "status", "stop", "run"}
+
+func main() { os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func dispatch(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
 	}
-	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
-	case "run":
-		os.Exit(runCommand(args))
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		usage(stdout)
+		return exitOK
 	case supervisor.ExecArg: // run's exec helper, not a command
-		os.Exit(supervisor.ExecApp(args))
-	case "help", "-h", "-help", "--help":
-		usage(os.Stdout)
-	default:
-		fmt.Fprintf(os.Stderr, "tcpgrace: unknown command %q\n", cmd)
-		usage(os.Stderr)
-		os.Exit(2)
+		return supervisor.ExecApp(args[1:])
 	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "tcpgrace: unknown command %q\n", args[0])
+		usage(stderr)
+		return exitUsage
+	}
+	return cmd.run(args[1:], stdout, stderr)
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: tcpgrace run [flags] -- CMD [ARGS...]   (tcpgrace run -h for the flags)")
+	fmt.Fprintln(w, "usage: tcpgrace COMMAND -control PATH [flags]   (or TCPGRACE_CONTROL=PATH)")
+	fmt.Fprintln(w, "commands:")
+	for _, name := range order {
+		fmt.Fprintf(w, "  %-8s %s\n", name, commands[name].summary)
+	}
+	fmt.Fprintln(w, "tcpgrace COMMAND -h shows a command's flags")
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -29,6 +30,10 @@ can be PID 1 of a container.
 
 Flags:
 `
+
+// version is stamped at build time (-ldflags "-X main.version=...") and
+// logged by run, so that a self-upgrade's log names both builds.
+var version = "dev"
 
 // runSignals are registered before main, so that a stop signal that
 // arrives as soon as the program runs (right after a self-upgrade's exec,
@@ -57,10 +62,11 @@ type runFlags struct {
 	control string
 }
 
-func parseRunFlags(args []string) (*runFlags, error) {
+func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	var f runFlags
 	var listens listFlag
 	fs := flag.NewFlagSet("tcpgrace run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), runUsage); fs.PrintDefaults() }
 	fs.Var(&listens, "listen", "a socket to hold, [NAME=]URL (repeatable)")
 	fs.StringVar(&f.control, "control", "", "the control socket's path (not yet supported)")
@@ -80,34 +86,42 @@ func parseRunFlags(args []string) (*runFlags, error) {
 		f.Listen = append(f.Listen, l)
 	}
 	f.Command = fs.Args()
-	if f.control != "" {
+	switch {
+	case len(f.Listen) == 0:
+		return nil, errors.New("at least one -listen is required")
+	case len(f.Command) == 0:
+		return nil, errors.New("no command: tcpgrace run [flags] -- CMD [ARGS...]")
+	case f.control != "":
 		return nil, fmt.Errorf("-control %s: not yet supported by this build of tcpgrace run", f.control)
 	}
 	return &f, nil
 }
 
-func runCommand(args []string) int {
-	f, err := parseRunFlags(args)
+// runCmd is tcpgrace run, the supervisor: it returns the exit status of
+// the instance that served when it was stopped, 2 on a usage error and 1
+// when it cannot start.
+func runCmd(args []string, _, stderr io.Writer) int {
+	f, err := parseRunFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		return 0
+		return exitOK
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "tcpgrace run:", err)
-		return 2
+		fmt.Fprintln(stderr, "tcpgrace run:", err)
+		return exitUsage
 	}
 	f.Version = version
-	f.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	f.Logger = slog.New(slog.NewTextHandler(stderr, nil))
 	if check, err := supervisor.CheckRun(f.Config); check {
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "tcpgrace run: self-upgrade check:", err)
-			return 1
+			fmt.Fprintln(stderr, "tcpgrace run: self-upgrade check:", err)
+			return exitFailed
 		}
-		return 0
+		return exitOK
 	}
 	s, err := supervisor.New(f.Config)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		fmt.Fprintln(stderr, err)
+		return exitFailed
 	}
 	return s.Run(runSignals)
 }

@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	grpc [-grpc ADDR] [-stream-interval DUR] [-pidfile PATH] [-ready-timeout DUR]
+//	grpc [-grpc ADDR] [-stream-interval DUR] [-pidfile PATH] [-control PATH] [-ready-timeout DUR]
 //	     [-drain-timeout DUR] [-ready-grace DUR] [-max-generations N]
 //
 // The service, tcpgrace.example.Demo, is described by hand (service.go)
@@ -21,8 +21,10 @@
 // started from (a failed upgrade is logged and it keeps serving); SIGTERM
 // or SIGINT stop accepting, finish the calls in flight up to
 // -drain-timeout and exit 0; SIGHUP is logged and ignored. After a
-// successful upgrade the old process drains the same way and exits 0.
-// Logs are structured (log/slog text) on stderr, one line per event.
+// successful upgrade the old process drains the same way and exits 0. With
+// -control PATH it also answers tcpgrace upgrade, status and stop on that
+// Unix socket (see cmd/tcpgrace); signals keep working beside it. Logs are
+// structured (log/slog text) on stderr, one line per event.
 package main
 
 import (
@@ -43,6 +45,7 @@ type config struct {
 	addr           string
 	streamInterval time.Duration
 	pidFile        string
+	control        string
 	readyTimeout   time.Duration
 	drainTimeout   time.Duration
 	readyGrace     time.Duration
@@ -55,8 +58,9 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.addr, "grpc", "127.0.0.1:9090", "TCP address to serve gRPC on")
 	fs.DurationVar(&c.streamInterval, "stream-interval", 100*time.Millisecond, "delay between the messages of a Count stream")
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the serving process's pid here")
+	fs.StringVar(&c.control, "control", "", "answer tcpgrace upgrade, status and stop on this Unix socket")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", tcpgrace.DefaultReadyTimeout, "how long an upgrade waits for the new process")
-	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long calls in flight may take to finish on exit")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", tcpgrace.DefaultDrainTimeout, "how long calls in flight may take to finish on exit")
 	fs.DurationVar(&c.readyGrace, "ready-grace", 0, "after the new process is ready, keep serving this long and roll back if it dies")
 	fs.IntVar(&c.maxGens, "max-generations", tcpgrace.DefaultMaxGenerations, "how many generations may be alive at once, draining ones included")
 	if err := fs.Parse(args); err != nil {
@@ -93,7 +97,7 @@ func run() int {
 	log.Info("start", "version", version)
 	u, err := tcpgrace.New(tcpgrace.Options{
 		PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace,
-		MaxGenerations: cfg.maxGens, Logger: base,
+		MaxGenerations: cfg.maxGens, Control: cfg.control, Logger: base,
 	})
 	if err != nil {
 		log.Error("start", "err", err)

@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	http [-http ADDR] [-pidfile PATH] [-ready-timeout DUR] [-drain-timeout DUR]
+//	http [-http ADDR] [-pidfile PATH] [-control PATH] [-ready-timeout DUR] [-drain-timeout DUR]
 //	     [-ready-grace DUR] [-idle-grace DUR] [-max-generations N]
 //
 // Endpoints: GET / answers with the serving process's pid, and so does
@@ -17,8 +17,10 @@
 // started from (a failed upgrade is logged and it keeps serving); SIGTERM
 // or SIGINT stop accepting, finish open requests up to -drain-timeout and
 // exit 0; SIGHUP is logged and ignored. After a successful upgrade the old
-// process drains the same way and exits 0. Logs are structured (log/slog
-// text) on stderr, one line per event.
+// process drains the same way and exits 0. With -control PATH it also
+// answers tcpgrace upgrade, status and stop on that Unix socket (see
+// cmd/tcpgrace); signals keep working beside it. Logs are structured
+// (log/slog text) on stderr, one line per event.
 package main
 
 import (
@@ -42,6 +44,7 @@ const maxSlow = time.Minute
 type config struct {
 	addr         string
 	pidFile      string
+	control      string
 	readyTimeout time.Duration
 	drainTimeout time.Duration
 	readyGrace   time.Duration
@@ -54,8 +57,9 @@ func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("http", flag.ContinueOnError)
 	fs.StringVar(&c.addr, "http", "127.0.0.1:8080", "TCP address to serve HTTP on")
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the serving process's pid here")
+	fs.StringVar(&c.control, "control", "", "answer tcpgrace upgrade, status and stop on this Unix socket")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", tcpgrace.DefaultReadyTimeout, "how long an upgrade waits for the new process")
-	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long open requests may take to finish on exit")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", tcpgrace.DefaultDrainTimeout, "how long open requests may take to finish on exit")
 	fs.DurationVar(&c.readyGrace, "ready-grace", 0, "after the new process is ready, keep serving this long and roll back if it dies")
 	fs.DurationVar(&c.idleGrace, "idle-grace", tcpgrace.DefaultIdleGrace, "while draining, close a keep-alive connection idle this long")
 	fs.IntVar(&c.maxGens, "max-generations", tcpgrace.DefaultMaxGenerations, "how many generations may be alive at once, draining ones included")
@@ -90,7 +94,7 @@ func run() int {
 	log.Info("start", "version", version)
 	u, err := tcpgrace.New(tcpgrace.Options{
 		PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace,
-		MaxGenerations: cfg.maxGens, Logger: base,
+		MaxGenerations: cfg.maxGens, Control: cfg.control, Logger: base,
 	})
 	if err != nil {
 		log.Error("start", "err", err)

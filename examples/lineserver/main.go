@@ -4,7 +4,7 @@
 //
 // Usage:
 //
-//	lineserver [-tcp ADDR]... [-unix PATH]... [-pidfile PATH] [-ready-timeout DUR] [-drain-timeout DUR]
+//	lineserver [-tcp ADDR]... [-unix PATH]... [-pidfile PATH] [-control PATH] [-ready-timeout DUR] [-drain-timeout DUR]
 //	           [-ready-grace DUR] [-max-generations N]
 //
 // Signals: SIGUSR1 upgrades to the executable now at the path lineserver
@@ -13,6 +13,8 @@
 // -drain-timeout and exit 0; SIGHUP is logged and ignored (there is no
 // configuration to reload). After a successful upgrade the old process
 // finishes its open connections (or the drain timeout) and exits 0.
+// With -control PATH it also answers tcpgrace upgrade, status and stop
+// on that Unix socket (see cmd/tcpgrace); signals keep working beside it.
 // Logs are structured (log/slog text) on stderr, one line per event.
 package main
 
@@ -43,6 +45,7 @@ func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 type config struct {
 	tcp, unix    listFlag
 	pidFile      string
+	control      string
 	readyTimeout time.Duration
 	drainTimeout time.Duration
 	maxGens      int
@@ -55,8 +58,9 @@ func parseFlags(args []string) (*config, error) {
 	fs.Var(&c.tcp, "tcp", "TCP address to listen on, e.g. 127.0.0.1:8080 (repeatable)")
 	fs.Var(&c.unix, "unix", "Unix socket path to listen on (repeatable)")
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the serving process's pid here")
+	fs.StringVar(&c.control, "control", "", "answer tcpgrace upgrade, status and stop on this Unix socket")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", tcpgrace.DefaultReadyTimeout, "how long an upgrade waits for the new process")
-	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long open connections may take to finish on exit")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", tcpgrace.DefaultDrainTimeout, "how long open connections may take to finish on exit")
 	fs.DurationVar(&c.readyGrace, "ready-grace", 0, "after the new process is ready, keep serving this long and roll back if it dies")
 	fs.IntVar(&c.maxGens, "max-generations", tcpgrace.DefaultMaxGenerations, "how many generations may be alive at once, draining ones included")
 	if err := fs.Parse(args); err != nil {
@@ -93,7 +97,7 @@ func run() int {
 	log.Info("start", "version", version)
 	u, err := tcpgrace.New(tcpgrace.Options{
 		PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace,
-		MaxGenerations: cfg.maxGens, Logger: base,
+		MaxGenerations: cfg.maxGens, Control: cfg.control, Logger: base,
 	})
 	if err != nil {
 		log.Error("start", "err", err)

@@ -7,7 +7,7 @@
 //
 // Usage:
 //
-//	unix -unix PATH [-unix PATH]... [-mode OCTAL] [-pidfile PATH] [-ready-timeout DUR]
+//	unix -unix PATH [-unix PATH]... [-mode OCTAL] [-pidfile PATH] [-control PATH] [-ready-timeout DUR]
 //	     [-drain-timeout DUR] [-ready-grace DUR] [-max-generations N]
 //
 // Signals: SIGUSR1 upgrades to the executable now at the path unix was
@@ -15,7 +15,9 @@
 // or SIGINT stop accepting, remove the socket files, wait for open
 // connections up to -drain-timeout and exit 0; SIGHUP is logged and
 // ignored. After a successful upgrade the old process finishes its open
-// connections (or the drain timeout) and exits 0. Logs are structured
+// connections (or the drain timeout) and exits 0. With -control PATH it
+// also answers tcpgrace upgrade, status and stop on that Unix socket (see
+// cmd/tcpgrace); signals keep working beside it. Logs are structured
 // (log/slog text) on stderr, one line per event.
 package main
 
@@ -65,6 +67,7 @@ type config struct {
 	paths        listFlag
 	mode         modeFlag
 	pidFile      string
+	control      string
 	readyTimeout time.Duration
 	drainTimeout time.Duration
 	readyGrace   time.Duration
@@ -77,8 +80,9 @@ func parseFlags(args []string) (*config, error) {
 	fs.Var(&c.paths, "unix", "Unix socket path to listen on (repeatable, at least one)")
 	fs.Var(&c.mode, "mode", "permission of the socket files a cold start creates")
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the serving process's pid here")
+	fs.StringVar(&c.control, "control", "", "answer tcpgrace upgrade, status and stop on this Unix socket")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", tcpgrace.DefaultReadyTimeout, "how long an upgrade waits for the new process")
-	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long open connections may take to finish on exit")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", tcpgrace.DefaultDrainTimeout, "how long open connections may take to finish on exit")
 	fs.DurationVar(&c.readyGrace, "ready-grace", 0, "after the new process is ready, keep serving this long and roll back if it dies")
 	fs.IntVar(&c.maxGens, "max-generations", tcpgrace.DefaultMaxGenerations, "how many generations may be alive at once, draining ones included")
 	if err := fs.Parse(args); err != nil {
@@ -115,7 +119,7 @@ func run() int {
 	log.Info("start", "version", version)
 	u, err := tcpgrace.New(tcpgrace.Options{
 		PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace,
-		MaxGenerations: cfg.maxGens, UnixMode: fs.FileMode(cfg.mode), Logger: base,
+		MaxGenerations: cfg.maxGens, Control: cfg.control, UnixMode: fs.FileMode(cfg.mode), Logger: base,
 	})
 	if err != nil {
 		log.Error("start", "err", err)

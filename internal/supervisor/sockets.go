@@ -9,9 +9,9 @@ import (
 	"strconv"
 	"syscall"
 
-	"github.com/hashicorp/go-multierror"
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpgrace/tcpgrace/internal/errjoin"
 	"github.com/tcpgrace/tcpgrace/tcpgrace"
 )
 
@@ -137,11 +137,9 @@ func adoptSocket(l Listen, fd int) (*socket, error) {
 // the Unix socket files this supervisor bound, if their paths still lead
 // to them.
 func closeSockets(u *tcpgrace.Upgrader, socks []*socket) error {
-	var errs *multierror.Error
+	var errs []error
 	if u != nil {
-		if err := u.Close(); err != nil {
-			errs = multierror.Append(errs, err)
-		}
+		errs = append(errs, u.Close())
 	}
 	for _, s := range socks {
 		unix.Close(s.fd)
@@ -150,9 +148,9 @@ func closeSockets(u *tcpgrace.Upgrader, socks []*socket) error {
 		}
 		if id, err := statID(s.Address); err == nil && id == *s.owned {
 			if err := os.Remove(s.Address); err != nil {
-				errs = multierror.Append(errs, err)
+				errs = append(errs, err)
 			}
 		}
 	}
-	return errs.ErrorOrNil()
+	return errjoin.Join(errs...)
 }

@@ -1,6 +1,6 @@
 //go:build !unix
 
-package inherit
+package wire
 
 func checkPipe(fd int) (uint64, error) { return 0, ErrNotSupported }
 

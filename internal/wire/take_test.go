@@ -1,6 +1,6 @@
 //go:build linux
 
-package inherit
+package wire
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package inherit
+package wire
 
 import (
 	"errors"
@@ -10,7 +10,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/hashicorp/go-multierror"
+	"github.com/tcpgrace/tcpgrace/internal/errjoin"
 )
 
 // Readiness protocol on the pipe whose write end the child inherits as
@@ -75,6 +75,15 @@ func Take() (*Files, error) {
 		return nil, err
 	}
 	return Open(env)
+}
+
+// ResetTake lets Take be called again, for benchmarks outside package
+// tcpgrace that need one cold Upgrader after another in one process. The
+// sockets the first Take returned stay with their owner.
+func ResetTake() {
+	takeOnce.Lock()
+	defer takeOnce.Unlock()
+	takeOnce.done = false
 }
 
 // reportMalformed sends a decoding error to the parent when the malformed
@@ -306,17 +315,17 @@ func (f *Files) find(name, network, address string) (int, error) {
 func (f *Files) CloseUnclaimed() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var errs *multierror.Error
+	var errs []error
 	for i, file := range f.files {
 		if file == nil {
 			continue
 		}
 		f.files[i] = nil
 		if err := file.Close(); err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("inherit: closing unclaimed %q: %w", f.env.Entries[i].Name, err))
+			errs = append(errs, fmt.Errorf("inherit: closing unclaimed %q: %w", f.env.Entries[i].Name, err))
 		}
 	}
-	return errs.ErrorOrNil()
+	return errjoin.Join(errs...)
 }
 
 // Ready tells the parent that this process serves. The pipe stays open

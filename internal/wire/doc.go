@@ -1,6 +1,9 @@
-// Package inherit is the child's side of tcpgrace's hand-off: it decodes
-// the environment that names the sockets a process inherited, checks each
-// fd, and hands the sockets out by name.
+// Package wire is the hand-off's wire format and the child's side of it:
+// it decodes the environment that names the sockets a process inherited,
+// checks each fd, and hands the sockets out by name. Package tcpgrace
+// writes the format and reads it through this package; package inherit
+// is the small public face of its child's side. Its errors still say
+// "inherit:", the package a user sees.
 //
 // # Wire format
 //
@@ -52,4 +55,4 @@
 //
 // Fd checks need a Unix system; elsewhere [Open] fails with
 // [ErrNotSupported] for every inherited fd.
-package inherit
+package wire

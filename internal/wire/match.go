@@ -1,4 +1,4 @@
-package inherit
+package wire
 
 import (
 	"net"

@@ -1,10 +1,10 @@
-package inherit_test
+package wire_test
 
 import (
 	"errors"
 	"fmt"
 
-	"github.com/tcpgrace/tcpgrace/inherit"
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // Decode reads any environment through a lookup function; here a map
@@ -12,13 +12,13 @@ import (
 // handed on two sockets.
 func ExampleDecode() {
 	environ := map[string]string{
-		inherit.EnvFDs: "v1;pid=4242;gen=2;ready=3;fd=web,4,tcp,127.0.0.1%3A8080;fd=ctl,5,unix,%2Frun%2Fctl.sock",
+		wire.EnvFDs: "v1;pid=4242;gen=2;ready=3;fd=web,4,tcp,127.0.0.1%3A8080;fd=ctl,5,unix,%2Frun%2Fctl.sock",
 	}
 	lookup := func(key string) (string, bool) {
 		v, ok := environ[key]
 		return v, ok
 	}
-	env, err := inherit.Decode(lookup, 4243, 4242)
+	env, err := wire.Decode(lookup, 4243, 4242)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -29,13 +29,13 @@ func ExampleDecode() {
 	}
 
 	// A grandchild that inherited the same value ignores it.
-	env, err = inherit.Decode(lookup, 4244, 4243)
+	env, err = wire.Decode(lookup, 4244, 4243)
 	fmt.Println(env, err)
 
 	// A malformed value is an error that names the entry.
-	environ[inherit.EnvFDs] = "v1;pid=4242;gen=2;ready=3;fd=web,4,tcp,127.0.0.1%3A8080;fd=web,5,tcp,%3A9090"
-	_, err = inherit.Decode(lookup, 4243, 4242)
-	fmt.Println(err, errors.Is(err, inherit.ErrDuplicate))
+	environ[wire.EnvFDs] = "v1;pid=4242;gen=2;ready=3;fd=web,4,tcp,127.0.0.1%3A8080;fd=web,5,tcp,%3A9090"
+	_, err = wire.Decode(lookup, 4243, 4242)
+	fmt.Println(err, errors.Is(err, wire.ErrDuplicate))
 	// Output:
 	// generation 2 ready fd 3
 	// fd 4: web tcp 127.0.0.1:8080
@@ -48,11 +48,11 @@ func ExampleDecode() {
 // address stay empty until Open reads them off the sockets.
 func ExampleDecode_systemd() {
 	environ := map[string]string{
-		inherit.EnvListenPID:     "4243",
-		inherit.EnvListenFDs:     "2",
-		inherit.EnvListenFDNames: "web:ctl",
+		wire.EnvListenPID:     "4243",
+		wire.EnvListenFDs:     "2",
+		wire.EnvListenFDNames: "web:ctl",
 	}
-	env, err := inherit.Decode(func(key string) (string, bool) {
+	env, err := wire.Decode(func(key string) (string, bool) {
 		v, ok := environ[key]
 		return v, ok
 	}, 4243, 1)
@@ -71,11 +71,11 @@ func ExampleDecode_systemd() {
 }
 
 func ExampleEnv_Encode() {
-	env := &inherit.Env{Generation: 3, ReadyFD: 3, Entries: []inherit.Entry{
+	env := &wire.Env{Generation: 3, ReadyFD: 3, Entries: []wire.Entry{
 		{Name: "web", FD: 4, Network: "tcp6", Address: "[::1]:8080"},
 		{Name: "ctl", FD: 5, Network: "unix", Address: "/run/a,b;c.sock"},
 	}}
-	fmt.Println(inherit.EnvFDs + "=" + env.Encode(4242))
+	fmt.Println(wire.EnvFDs + "=" + env.Encode(4242))
 	// Output:
 	// TCPGRACE_FDS=v1;pid=4242;gen=3;ready=3;fd=web,4,tcp6,%5B%3A%3A1%5D%3A8080;fd=ctl,5,unix,%2Frun%2Fa%2Cb%3Bc.sock
 }

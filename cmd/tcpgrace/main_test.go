@@ -1,0 +1,50 @@
+package main
+
+import (
+	"bytes"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// TestUsage: usage errors and a missing socket exit 2 and say why on
+// stderr; help exits 0.
+func TestUsage(t *testing.T) {
+	t.Setenv(envControl, "")
+	none := filepath.Join(t.TempDir(), "none.sock")
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"no command", nil, exitUsage, "usage: tcpgrace COMMAND"},
+		{"unknown command", []string{"restart"}, exitUsage, `unknown command "restart"`},
+		{"help", []string{"help"}, exitOK, ""},
+		{"no control path", []string{"status"}, exitUsage, "no control socket: give -control PATH or set TCPGRACE_CONTROL"},
+		{"unknown flag", []string{"upgrade", "-control", none, "-fast"}, exitUsage, "flag provided but not defined: -fast"},
+		{"extra argument", []string{"stop", "-control", none, "now"}, exitUsage, `unexpected argument "now"`},
+		{"negative timeout", []string{"upgrade", "-control", none, "-timeout", "-1s"}, exitUsage, "-timeout -1s"},
+		{"no socket", []string{"upgrade", "-control", none}, exitUsage, "no such file or directory"},
+		{"no socket, status", []string{"status", "-control", none}, exitUsage, "no such file or directory"},
+		{"run without -listen", []string{"run", "--", "app"}, exitUsage, "tcpgrace run: at least one -listen is required"},
+		{"run without a command", []string{"run", "-listen", "tcp://127.0.0.1:0"}, exitUsage, "tcpgrace run: no command"},
+		{"run with a bad -listen", []string{"run", "-listen", "http://x:1", "--", "app"}, exitUsage, `unknown scheme "http"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			assert.Equal(t, tc.code, dispatch(tc.args, &stdout, &stderr), "exit status; stderr: %s", stderr.String())
+			assert.Contains(t, stderr.String(), tc.stderr, "stderr says why")
+		})
+	}
+}
+
+// TestControlFromEnvironment: TCPGRACE_CONTROL stands in for -control.
+func TestControlFromEnvironment(t *testing.T) {
+	none := filepath.Join(t.TempDir(), "env.sock")
+	t.Setenv(envControl, none)
+	var stdout, stderr bytes.Buffer
+	assert.Equal(t, exitUsage, dispatch([]string{"status"}, &stdout, &stderr))
+	assert.Contains(t, stderr.String(), none+": control: no reply", "the path from the environment was dialled")
+}

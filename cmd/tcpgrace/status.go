@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tcpgrace/tcpgrace/internal/control"
+)
+
+// statusCmd is tcpgrace status: the serving generation as JSON, or as
+// text with -human.
+func statusCmd(args []string, stdout, stderr io.Writer) int {
+	f := newFlags("status", stderr)
+	human := f.Bool("human", false, "print text for people instead of JSON")
+	if code, ok := f.parse(args); !ok {
+		return code
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	rep, code := f.ask(ctx, control.Request{Cmd: control.CmdStatus})
+	if code != exitOK {
+		return code
+	}
+	if rep.Status == nil {
+		fmt.Fprintf(stderr, "tcpgrace status: %s: a reply without a status\n", f.control)
+		return exitUsage
+	}
+	if *human {
+		printHuman(stdout, rep.Status)
+		return exitOK
+	}
+	return printJSON(stdout, rep.Status)
+}
+
+func printHuman(w io.Writer, st *control.Status) {
+	fmt.Fprintf(w, "pid %d, generation %d, %s since %s\n", st.PID, st.Generation, st.State, st.Started.Format(time.RFC3339))
+	fmt.Fprintf(w, "executable %s", st.Executable)
+	if st.File != "" && st.File != st.Executable {
+		fmt.Fprintf(w, " (runs %s)", st.File)
+	}
+	fmt.Fprintf(w, "\n%d open connections\n", st.Connections)
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "listener\tnetwork\taddress")
+	for _, l := range st.Listeners {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", l.Name, l.Network, l.Address)
+	}
+	tw.Flush()
+	if len(st.Older) == 0 {
+		fmt.Fprintln(w, "no older generation draining")
+		return
+	}
+	for _, o := range st.Older {
+		if o.Error != "" {
+			fmt.Fprintf(w, "draining: pid %d: connections unknown: %s\n", o.PID, o.Error)
+			continue
+		}
+		fmt.Fprintf(w, "draining: pid %d, generation %d: %d connections left\n", o.PID, o.Generation, o.Connections)
+	}
+}

@@ -1,0 +1,226 @@
+// Package control is the wire format of tcpgrace's control socket and its
+// client. The server side, which needs the Upgrader, lives in package
+// tcpgrace; the tcpgrace command and any supervisor use [Do].
+//
+// One request per connection, one reply, each a line of JSON:
+//
+//	-> {"v":1,"cmd":"upgrade","timeout_ms":30000}
+//	<- {"v":1,"ok":true,"upgrade":{"pid":4243,"generation":3,"old_pid":4242,"handoff_ms":14.2}}
+//	<- {"v":1,"ok":false,"error":"tcpgrace: the next generation failed: it exited before it was ready: exit status 3"}
+//
+// A request names [Version] and one of [CmdUpgrade], [CmdStatus] and
+// [CmdStop]; fields it does not know are ignored, so a later version may
+// add optional ones. Every reply names the version the server speaks, and
+// either ok with the command's result or the error text.
+package control
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Protocol constants.
+const (
+	// Version is the protocol version: a request of another version is
+	// refused with an error reply that names both.
+	Version = 1
+
+	// CmdUpgrade runs an upgrade and replies when it is over.
+	CmdUpgrade = "upgrade"
+	// CmdStatus replies with the serving generation's [Status].
+	CmdStatus = "status"
+	// CmdStop begins a graceful stop and replies once draining has begun.
+	CmdStop = "stop"
+
+	// MaxRequestLen bounds a request line, newline included.
+	MaxRequestLen = 4096
+	// MaxReplyLen bounds a reply line, newline included.
+	MaxReplyLen = 1 << 20
+)
+
+// Request is one line a client sends.
+type Request struct {
+	V   int    `json:"v"`   // Version; Do fills it in
+	Cmd string `json:"cmd"` // CmdUpgrade, CmdStatus or CmdStop
+	// TimeoutMS, for upgrade, bounds the upgrade in milliseconds: the
+	// server cancels it then (the next generation is killed) and replies
+	// with the error. 0: only the server's ready timeout bounds it.
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+}
+
+// Reply is the one line a server sends back. Exactly one of the result
+// fields is set when OK is true; Error is set when it is false.
+type Reply struct {
+	V       int       `json:"v"`                 // the version the server speaks
+	OK      bool      `json:"ok"`                // the request succeeded
+	Error   string    `json:"error,omitempty"`   // why it did not
+	Upgrade *Upgraded `json:"upgrade,omitempty"` // the result of upgrade
+	Status  *Status   `json:"status,omitempty"`  // the result of status
+	Stop    *Stopping `json:"stop,omitempty"`    // the result of stop
+}
+
+// Upgraded is the result of a successful upgrade.
+type Upgraded struct {
+	PID        int     `json:"pid"`        // the new generation, which now serves
+	Generation int     `json:"generation"` // its generation number
+	OldPID     int     `json:"old_pid"`    // the generation that handed over, now draining
+	HandoffMS  float64 `json:"handoff_ms"` // how long the upgrade took, ready grace included
+}
+
+// Status describes the generation that answered and the older ones still
+// draining.
+type Status struct {
+	PID        int `json:"pid"`        // the process that answered
+	Generation int `json:"generation"` // its generation number
+	// State is serving, upgrading (a next generation is starting),
+	// draining (it handed over) or stopping.
+	State string `json:"state"`
+	// Executable is the path an upgrade starts; File is the file this
+	// process runs.
+	Executable  string     `json:"executable"`
+	File        string     `json:"file,omitempty"`
+	Started     time.Time  `json:"started"`     // when this generation's Upgrader was made
+	Listeners   []Listener `json:"listeners"`   // every socket it holds and hands on, by name
+	Connections int        `json:"connections"` // its open connections
+	// Older lists the older generations still draining, with the
+	// connections each has left.
+	Older []Older `json:"older"`
+}
+
+// Listener is one named socket.
+type Listener struct {
+	Name    string `json:"name"`    // the name it is registered and handed on under
+	Network string `json:"network"` // tcp, tcp4, tcp6, unix, udp, udp4, udp6
+	Address string `json:"address"` // the bound address: a port 0 resolved, a Unix path
+}
+
+// Older is a draining generation as it answered its status channel.
+type Older struct {
+	PID         int    `json:"pid"`                  // from the hand-off
+	Generation  int    `json:"generation,omitempty"` // 0 if it did not answer
+	Connections int    `json:"connections"`          // -1 if it did not answer
+	Error       string `json:"error,omitempty"`      // why it did not
+}
+
+// Stopping is the result of a stop: draining has begun.
+type Stopping struct {
+	PID         int `json:"pid"`         // the generation that drains
+	Connections int `json:"connections"` // open when draining began
+}
+
+// ErrConnection wraps every failure to get a reply at all: no socket,
+// refused, closed before a reply, a reply that is not the protocol's.
+var ErrConnection = errors.New("control: no reply")
+
+// Do sends req to the control socket at path and returns the reply. ctx
+// bounds the whole exchange. An error (wrapping [ErrConnection]) means no
+// reply was read; a reply that says the request failed is returned with
+// a nil error.
+func Do(ctx context.Context, path string, req Request) (*Reply, error) {
+	if req.V == 0 {
+		req.V = Version
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConnection, err)
+	}
+	defer c.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		c.SetDeadline(deadline)
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	line, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encoding the request: %w", ErrConnection, err)
+	}
+	_, werr := c.Write(append(line, '\n'))
+	// A server that refuses without reading (a uid it does not let in)
+	// has replied and closed before our write: its reply still counts.
+	rep, err := ReadReply(c)
+	if err != nil && werr != nil {
+		return nil, fmt.Errorf("%w: sending to %s: %w", ErrConnection, path, werr)
+	}
+	if err != nil {
+		// The connection's deadline may fire a moment before ctx's.
+		if deadline, ok := ctx.Deadline(); ok && !time.Now().Before(deadline) {
+			return nil, fmt.Errorf("%w (%w)", err, context.DeadlineExceeded)
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w (%w)", err, ctx.Err())
+		}
+	}
+	return rep, err
+}
+
+// ReadReply reads and checks one reply line from r.
+func ReadReply(r io.Reader) (*Reply, error) {
+	br := bufio.NewReaderSize(r, 4096)
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		line = append(line, chunk...)
+		if len(line) > MaxReplyLen {
+			return nil, fmt.Errorf("%w: reply longer than %d bytes", ErrConnection, MaxReplyLen)
+		}
+		if err == nil {
+			break
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if len(line) == 0 {
+			return nil, fmt.Errorf("%w: reading the reply: %w", ErrConnection, err)
+		}
+		return nil, fmt.Errorf("%w: reply cut short after %d bytes: %w", ErrConnection, len(line), err)
+	}
+	var rep Reply
+	if err := json.Unmarshal(bytes.TrimSpace(line), &rep); err != nil {
+		return nil, fmt.Errorf("%w: malformed reply %.80q: %w", ErrConnection, line, err)
+	}
+	if rep.V != Version {
+		return nil, fmt.Errorf("%w: reply of protocol version %d, this client speaks %d", ErrConnection, rep.V, Version)
+	}
+	if !rep.OK && rep.Error == "" {
+		return nil, fmt.Errorf("%w: a failed reply without an error text", ErrConnection)
+	}
+	return &rep, nil
+}
+
+// Commands lists the commands a server of this version knows.
+var Commands = []string{CmdUpgrade, CmdStatus, CmdStop}
+
+// ParseRequest decodes and checks one request line (without its
+// newline): a JSON object of this [Version] with a known command.
+func ParseRequest(line []byte) (Request, error) {
+	var req Request
+	if len(bytes.TrimSpace(line)) == 0 {
+		return req, errors.New("empty request: send one line of JSON such as {\"v\":1,\"cmd\":\"status\"}")
+	}
+	if err := json.Unmarshal(line, &req); err != nil {
+		return req, fmt.Errorf("malformed request %.80q: %w", line, err)
+	}
+	switch {
+	case req.V == 0:
+		return req, fmt.Errorf("request without a protocol version (\"v\":%d)", Version)
+	case req.V != Version:
+		return req, fmt.Errorf("request of protocol version %d, this server speaks %d", req.V, Version)
+	case req.Cmd == "":
+		return req, fmt.Errorf("request without a command (\"cmd\": one of %s)", strings.Join(Commands, ", "))
+	case !slices.Contains(Commands, req.Cmd):
+		return req, fmt.Errorf("unknown command %.40q (known: %s)", req.Cmd, strings.Join(Commands, ", "))
+	case req.TimeoutMS < 0:
+		return req, fmt.Errorf("negative timeout_ms %d", req.TimeoutMS)
+	}
+	return req, nil
+}

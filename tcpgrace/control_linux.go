@@ -1,0 +1,96 @@
+package tcpgrace
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpgrace/tcpgrace/internal/control"
+)
+
+func controlSupported() error { return nil }
+
+// peerCred is the pid and uid of the process at the other end of a Unix
+// stream connection (SO_PEERCRED): for an accepted connection the
+// client's, for a dialled one the listener's.
+func peerCred(c net.Conn) (pid int, uid uint32, err error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return 0, 0, fmt.Errorf("tcpgrace: control: %T is no Unix socket", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, 0, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return 0, 0, err
+	}
+	if cerr != nil {
+		return 0, 0, fmt.Errorf("tcpgrace: control: SO_PEERCRED: %w", cerr)
+	}
+	return int(cred.Pid), cred.Uid, nil
+}
+
+// statusChannelName is where generation pid of the service whose control
+// socket is path answers status: an abstract Unix socket (no file to
+// leave behind; gone with the process), named after a hash of the path
+// and the pid. Anyone in the network namespace could bind such a name
+// first: the asking side checks with SO_PEERCRED that pid itself answers,
+// and the answering side lets only root and its own uid ask.
+func statusChannelName(path string, pid int) string {
+	h := fnv.New64a()
+	h.Write([]byte(path))
+	return fmt.Sprintf("@tcpgrace-status-%016x-%d", h.Sum64(), pid)
+}
+
+// listenStatusChannel binds this generation's status channel.
+func listenStatusChannel(path string, pid int) (net.Listener, error) {
+	name := statusChannelName(path, pid)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: name, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("tcpgrace: control: status channel %s: %w", name, err)
+	}
+	return ln, nil
+}
+
+// statusOf asks generation pid for its status on its status channel.
+func statusOf(path string, pid int, timeout time.Duration) (*control.Status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", statusChannelName(path, pid))
+	if err != nil {
+		return nil, fmt.Errorf("no status channel: %w", err)
+	}
+	defer c.Close()
+	deadline, _ := ctx.Deadline()
+	c.SetDeadline(deadline)
+	if got, _, err := peerCred(c); err != nil || got != pid {
+		return nil, fmt.Errorf("its status channel is held by pid %d, not by it (%v)", got, err)
+	}
+	line, _ := json.Marshal(control.Request{V: control.Version, Cmd: control.CmdStatus})
+	if _, err := c.Write(append(line, '\n')); err != nil {
+		return nil, fmt.Errorf("asking its status channel: %w", err)
+	}
+	rep, err := control.ReadReply(c)
+	switch {
+	case err != nil:
+		return nil, err
+	case !rep.OK:
+		return nil, errors.New(rep.Error)
+	case rep.Status == nil:
+		return nil, errors.New("a status reply without a status")
+	}
+	return rep.Status, nil
+}

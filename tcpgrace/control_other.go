@@ -1,0 +1,22 @@
+//go:build !linux
+
+package tcpgrace
+
+import (
+	"net"
+	"time"
+
+	"github.com/tcpgrace/tcpgrace/internal/control"
+)
+
+// The control socket checks its clients with SO_PEERCRED, which is Linux's.
+
+func controlSupported() error { return ErrNotSupported }
+
+func peerCred(c net.Conn) (pid int, uid uint32, err error) { return 0, 0, ErrNotSupported }
+
+func listenStatusChannel(path string, pid int) (net.Listener, error) { return nil, ErrNotSupported }
+
+func statusOf(path string, pid int, timeout time.Duration) (*control.Status, error) {
+	return nil, ErrNotSupported
+}

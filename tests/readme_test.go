@@ -1,0 +1,240 @@
+package tests
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The README's Go code is tested, so that it cannot rot. Every ```go
+// block in README.md carries a marker, an HTML comment on the line right
+// before its fence (GitHub does not render it):
+//
+//	<!-- readme-test: program -->   a whole program, package main: built and run
+//	<!-- readme-test: fragment -->  statements that go in a program: compiled
+//
+// The program must take "-addr HOST:PORT" and "-pidfile PATH", write its
+// pid file once it serves, answer every connection on addr with a line
+// that contains its pid, upgrade on SIGUSR1 and drain on SIGTERM. A
+// fragment may use u (*tcpgrace.Upgrader), sigs (chan os.Signal), ln
+// (net.Listener) and mux (http.Handler), and the packages of
+// fragmentImports.
+const (
+	readmeProgram  = "program"
+	readmeFragment = "fragment"
+)
+
+// readmeMarker is the marker line; its group is the kind.
+var readmeMarker = regexp.MustCompile(`^<!-- readme-test: (\S+) -->$`)
+
+// fragmentImports are the packages a README fragment may use.
+var fragmentImports = []string{"context", "errors", "net", "net/http", "os", "time",
+	"google.golang.org/grpc", "github.com/tcpgrace/tcpgrace/tcpgrace"}
+
+// readmeBlock is one marked ```go block of README.md.
+type readmeBlock struct {
+	kind string
+	line int // README.md's line of the block's first line of code
+	code string
+}
+
+// readmeBlocks returns the ```go blocks of README.md, failing the test on
+// a block without a marker, an unknown marker, a marker before anything
+// but a ```go fence, or a block that does not end.
+func readmeBlocks(t *testing.T) (path string, blocks []readmeBlock) {
+	t.Helper()
+	path, err := filepath.Abs("../README.md")
+	require.NoError(t, err)
+	lines := strings.Split(string(readFile(t, path)), "\n")
+	for i := 0; i < len(lines); i++ {
+		marker := readmeMarker.FindStringSubmatch(lines[i])
+		if marker != nil {
+			require.Contains(t, []string{readmeProgram, readmeFragment}, marker[1], "README.md:%d: unknown marker", i+1)
+			require.True(t, i+1 < len(lines) && lines[i+1] == "```go", "README.md:%d: a marker must be right before a ```go fence", i+1)
+			continue
+		}
+		if lines[i] != "```go" {
+			require.False(t, strings.HasPrefix(lines[i], "```go"), "README.md:%d: a Go block opens with exactly ```go", i+1)
+			continue
+		}
+		require.True(t, i > 0 && readmeMarker.MatchString(lines[i-1]),
+			"README.md:%d: this ```go block has no marker: mark it so that a test builds it", i+1)
+		b := readmeBlock{kind: readmeMarker.FindStringSubmatch(lines[i-1])[1], line: i + 2}
+		end := i + 1
+		for end < len(lines) && lines[end] != "```" {
+			end++
+		}
+		require.Less(t, end, len(lines), "README.md:%d: the ```go block never ends", i+1)
+		b.code = strings.Join(lines[i+1:end], "\n") + "\n"
+		blocks = append(blocks, b)
+		i = end
+	}
+	return path, blocks
+}
+
+// TestReadmeBlocksMarked: every ```go block of README.md is marked, so
+// that TestReadmeProgram builds it, and one of them is the program.
+func TestReadmeBlocksMarked(t *testing.T) {
+	_, blocks := readmeBlocks(t)
+	kinds := map[string]int{}
+	for _, b := range blocks {
+		kinds[b.kind]++
+	}
+	assert.Equal(t, 1, kinds[readmeProgram], "README.md should hold exactly one block marked %q", readmeProgram)
+}
+
+// readmeModule writes a module in a temp dir that uses this repository
+// (a replace to its root, with its go.sum) and holds the README's program
+// at its root and its fragments in package fragments, vets it and builds
+// the program. It returns the program's binary. Compile and vet errors
+// name README.md's lines.
+func readmeModule(t *testing.T) string {
+	t.Helper()
+	readme, blocks := readmeBlocks(t)
+	root := filepath.Dir(readme)
+	dir := t.TempDir()
+	gomod := fmt.Sprintf("module readme\n\ngo 1.26.0\n\nrequire github.com/tcpgrace/tcpgrace v0.0.0\n\nreplace github.com/tcpgrace/tcpgrace => %s\n", root)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.mod"), []byte(gomod), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.sum"), readFile(t, filepath.Join(root, "go.sum")), 0o644))
+
+	var programs []readmeBlock
+	var frag strings.Builder
+	frag.WriteString("// Package fragments holds the Go fragments of README.md.\npackage fragments\n\nimport (\n")
+	for _, p := range fragmentImports {
+		fmt.Fprintf(&frag, "\t%q\n", p)
+	}
+	frag.WriteString(")\n\n// Every import may go unused by the fragments.\nvar _ = []any{context.Background, errors.Is, net.Dial, http.StatusOK, os.Exit, time.Second, grpc.NewServer, tcpgrace.New}\n")
+	for i, b := range blocks {
+		switch b.kind {
+		case readmeProgram:
+			programs = append(programs, b)
+		case readmeFragment:
+			fmt.Fprintf(&frag, "\nfunc fragment%d(u *tcpgrace.Upgrader, sigs chan os.Signal, ln net.Listener, mux http.Handler) {\n//line %s:%d\n%s}\n",
+				i, readme, b.line, b.code)
+		}
+	}
+	require.Len(t, programs, 1, "README.md should hold exactly one block marked %q", readmeProgram)
+	program := fmt.Sprintf("//line %s:%d\n%s", readme, programs[0].line, programs[0].code)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "main.go"), []byte(program), 0o644))
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "fragments"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "fragments", "fragments.go"), []byte(frag.String()), 0o644))
+
+	// go vet type-checks every package (go build -o skips those that are
+	// not main). -mod=mod lets go add the requirements the code needs
+	// (grpc) from the build list; GOPROXY=off keeps it from looking
+	// anything up.
+	bin := filepath.Join(dir, "readme")
+	for _, args := range [][]string{{"vet", "./..."}, {"build", "-o", bin, "."}} {
+		cmd := exec.Command("go", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "go %s, on README.md's Go code in a module of its own:\n%s", strings.Join(args, " "), out)
+	}
+	return bin
+}
+
+// TestReadmeProgram builds README.md's program and its fragments (a
+// README block that does not compile or fails go vet fails it, naming the
+// README's line),
+// then runs the program as the README says: it serves once its pid file
+// names it; on SIGUSR1 a new process takes over, writes its pid file and
+// answers the next connections, while every connection meanwhile gets an
+// answer; the old one exits 0; SIGTERM then drains the new one, which
+// exits 0, and nothing was logged as a warning or an error.
+func TestReadmeProgram(t *testing.T) {
+	bin := readmeModule(t)
+	dir := t.TempDir()
+	addr, pidFile := freeAddr(t), filepath.Join(dir, "hello.pid")
+	logs := &logFile{filepath.Join(dir, "stderr.log")}
+	stderr, err := os.Create(logs.path)
+	require.NoError(t, err)
+	defer stderr.Close()
+	cmd := exec.Command(bin, "-addr", addr, "-pidfile", pidFile)
+	cmd.Dir = dir // where a relative pid file, the program's default, would go
+	cmd.Stdout, cmd.Stderr = stderr, stderr
+	require.NoError(t, cmd.Start())
+	first := cmd.Process.Pid
+	pids := []int{first}
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				reap(pid, time.Second)
+			}
+		}
+		if t.Failed() {
+			t.Logf("README program's output:\n%s", logs)
+		}
+	})
+	pidNow := func() int {
+		b, _ := os.ReadFile(pidFile)
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return pid
+	}
+	waitFor(t, fmt.Sprintf("the pid file to name %d\noutput:\n%s", first, logs), func() bool { return pidNow() == first })
+	require.Equal(t, first, readmeAnswer(t, addr, first), "the program answers with its pid")
+
+	require.NoError(t, syscall.Kill(first, syscall.SIGUSR1))
+	var next int
+	waitFor(t, "a new process in the pid file after SIGUSR1", func() bool {
+		next = pidNow()
+		return next != 0 && next != first
+	})
+	pids = append(pids, next)
+	waitFor(t, fmt.Sprintf("a connection answered by the new process %d", next), func() bool {
+		return readmeAnswer(t, addr, first, next) == next
+	})
+
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		require.NoError(t, err, "the old process exits 0 after the upgrade")
+	case <-time.After(waitTimeout):
+		t.Fatal("the old process did not exit after the upgrade")
+	}
+	assert.Equal(t, next, readmeAnswer(t, addr, next), "the new process serves alone")
+
+	require.NoError(t, syscall.Kill(next, syscall.SIGTERM))
+	// The new process is the old one's child: re-parented to this process
+	// (a subreaper) when the old one exited.
+	ws, err := reap(next, waitTimeout)
+	require.NoError(t, err, "reaping the new process after SIGTERM")
+	require.True(t, ws.Exited() && ws.ExitStatus() == 0, "the new process exits 0 after SIGTERM, not %v", ws)
+	assert.NotRegexp(t, `\b(WARN|ERROR)\b`, logs.String(), "nothing went wrong, so nothing was logged as a warning or an error")
+}
+
+// readmeAnswer connects to addr, reads the one line the program answers,
+// and returns the pid in it, which must be one of pids.
+func readmeAnswer(t *testing.T, addr string, pids ...int) int {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, requestBudget)
+	require.NoError(t, err, "connecting to the README program")
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(requestBudget))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err == io.EOF && line != "" {
+		err = nil
+	}
+	require.NoError(t, err, "reading the README program's answer")
+	for _, pid := range pids {
+		if regexp.MustCompile(fmt.Sprintf(`(^|\D)%d(\D|$)`, pid)).MatchString(line) {
+			return pid
+		}
+	}
+	require.Failf(t, "the answer names no serving process", "answer %q, serving %v", line, pids)
+	return 0
+}
