@@ -222,12 +222,18 @@ func (s *supervised) upgrade() int {
 func (s *supervised) stop() error {
 	s.t.Helper()
 	require.NoError(s.t, syscall.Kill(s.pid, syscall.SIGTERM))
+	return s.wait()
+}
+
+// wait waits for the supervisor to exit and returns the exit error.
+func (s *supervised) wait() error {
+	s.t.Helper()
 	select {
 	case err := <-s.done:
 		s.done <- err // for cleanup
 		return err
 	case <-time.After(waitTimeout):
-		s.t.Fatalf("the supervisor did not exit after SIGTERM\nlogs:\n%s", s.logs)
+		s.t.Fatalf("the supervisor did not exit\nlogs:\n%s", s.logs)
 		return nil
 	}
 }

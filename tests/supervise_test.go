@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/tcpgrace/tcpgrace/internal/control"
 )
 
 // runApp is a program served through tcpgrace run.
@@ -364,4 +367,79 @@ func (q *queuedLine) readEcho() error {
 		err = fmt.Errorf("sent %q, got %q", q.line, got)
 	}
 	return err
+}
+
+// TestRunControl: with -control, tcpgrace upgrade upgrades through the
+// supervisor under load and exits 0 naming the new instance and the old
+// one; it exits 1 with the reason when the new instance fails, and
+// -timeout kills a start that takes too long, the old instance serving on
+// both times; tcpgrace status lists the instances and the last failure;
+// the control socket's path answers across a self-upgrade; tcpgrace stop
+// ends the supervisor, which removes the socket file.
+func TestRunControl(t *testing.T) {
+	dir := t.TempDir()
+	app, tcp, ctl := filepath.Join(dir, "app"), freeAddr(t), filepath.Join(dir, "ctl.sock")
+	deployAt(t, app, readFile(t, lineserverBin))
+	s := startRun(t, runSpec{
+		flags:   []string{"-listen", "tcp://" + tcp, "-control", ctl},
+		command: []string{app, "-tcp", tcp},
+	})
+	l := startLoad([]target{{"tcp", tcp}}, 2, 200_000)
+	l.waitRequests(t, 50)
+
+	old := s.serving()
+	up := ctlUpgradeRun(t, ctl)
+	assert.Equal(t, old, up.OldPID, "the reply names the instance that served")
+	assert.Equal(t, 2, up.Generation)
+	require.Equal(t, up.PID, s.serving(), "the reply names the instance that serves now")
+	st := ctlStatus(t, ctl)
+	assert.Equal(t, s.selfPID, st.PID, "the supervisor answers")
+	assert.Equal(t, "serving", st.State)
+	assert.Equal(t, 2, st.Generation, "the serving instance's generation")
+	require.NotNil(t, st.Supervisor, "with its instances: %+v", st)
+	require.NotEmpty(t, st.Supervisor.Instances)
+	assert.Equal(t, up.PID, st.Supervisor.Instances[len(st.Supervisor.Instances)-1].PID)
+	l.waitRequests(t, 50)
+
+	deployAt(t, app, []byte("#!/bin/sh\nexit 3\n"))
+	r := runTcpgrace(t, "upgrade", "-control", ctl)
+	assert.Equal(t, 1, r.code, "a failed upgrade exits 1: %s", r)
+	assert.Contains(t, r.stderr, "exited (exit status 3) before it was ready", "and says why")
+	deployAt(t, app, []byte("#!/bin/sh\nexec sleep 30\n"))
+	r = runTcpgrace(t, "upgrade", "-control", ctl, "-timeout", "300ms")
+	assert.Equal(t, 1, r.code, "an upgrade past -timeout exits 1: %s", r)
+	assert.Contains(t, r.stderr, "cancelled", "and says why")
+	s.waitLog(`msg="instance exited" pid=\d+ instance=\d+ generation=4 phase=draining status="killed by SIGKILL"`)
+	st = ctlStatus(t, ctl)
+	assert.Contains(t, st.Supervisor.LastFailure, "cancelled", "status keeps the last failure")
+	assert.Equal(t, up.PID, s.serving(), "the old instance serves on")
+	r = runTcpgrace(t, "status", "-control", ctl, "-human")
+	assert.Regexp(t, fmt.Sprintf(`(?m)^%d +2 +serving `, up.PID), r.stdout, "status -human lists the instances: %s", r)
+	assert.Contains(t, r.stdout, "last failure: ", "and the last failure: %s", r)
+	l.waitRequests(t, 50)
+
+	deployAt(t, app, readFile(t, lineserverBin))
+	deployAt(t, s.bin, readFile(t, tcpgraceBuild(versions[1])))
+	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR2))
+	s.waitLog(`msg="supervisor upgraded in place"`)
+	ctlUpgradeRun(t, ctl)
+	l.waitRequests(t, 50)
+	l.stopLoad(t)
+
+	r = runTcpgrace(t, "stop", "-control", ctl)
+	require.Equal(t, 0, r.code, "tcpgrace stop: %s", r)
+	require.NoError(t, s.wait(), "the supervisor drains and exits 0")
+	assert.NoFileExists(t, ctl, "the control socket's file is removed at exit")
+}
+
+// ctlUpgradeRun runs tcpgrace upgrade against a supervisor, which must
+// succeed, and decodes its one line.
+func ctlUpgradeRun(t *testing.T, ctl string) control.Upgraded {
+	t.Helper()
+	r := runTcpgrace(t, "upgrade", "-control", ctl)
+	require.Equal(t, 0, r.code, "tcpgrace upgrade should succeed: %s", r)
+	var up control.Upgraded
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &up), "one line of JSON: %s", r)
+	require.NotZero(t, up.PID, "it names the new instance: %s", r)
+	return up
 }

@@ -28,6 +28,9 @@ can be PID 1 of a container.
   SIGHUP      forwarded to the serving instance
   SIGTERM/INT forwarded to every instance; exit with the serving one's status
 
+With -control PATH, "tcpgrace upgrade -control PATH" upgrades and waits for
+the outcome, "tcpgrace status" lists the instances, "tcpgrace stop" stops.
+
 Flags:
 `
 
@@ -59,7 +62,6 @@ func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 // runFlags is the command line of run.
 type runFlags struct {
 	supervisor.Config
-	control string
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
@@ -69,7 +71,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), runUsage); fs.PrintDefaults() }
 	fs.Var(&listens, "listen", "a socket to hold, [NAME=]URL (repeatable)")
-	fs.StringVar(&f.control, "control", "", "the control socket's path (not yet supported)")
+	fs.StringVar(&f.Control, "control", "", "answer tcpgrace upgrade, status and stop on a Unix socket at this path")
 	fs.StringVar(&f.PIDFile, "pidfile", "", "write the supervisor's pid here")
 	fs.DurationVar(&f.ReadyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "how long a new instance may take to be ready")
 	fs.DurationVar(&f.StopTimeout, "stop-timeout", supervisor.DefaultStopTimeout, "how long an instance may drain after SIGTERM before SIGKILL")
@@ -91,8 +93,6 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 		return nil, errors.New("at least one -listen is required")
 	case len(f.Command) == 0:
 		return nil, errors.New("no command: tcpgrace run [flags] -- CMD [ARGS...]")
-	case f.control != "":
-		return nil, fmt.Errorf("-control %s: not yet supported by this build of tcpgrace run", f.control)
 	}
 	return &f, nil
 }

@@ -34,6 +34,11 @@ type Config struct {
 	// next upgrade.
 	Command []string
 
+	// Control, if set, is the path of a control socket (Unix, mode 0600)
+	// that answers tcpgrace upgrade, status and stop for root and the
+	// supervisor's own uid. Default: none.
+	Control string
+
 	// PIDFile, if set, names the supervisor: it is written once, when the
 	// sockets are bound, and removed when the supervisor exits.
 	PIDFile string

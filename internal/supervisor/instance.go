@@ -45,11 +45,11 @@ type instance struct {
 	status  string // its last STATUS=
 	reason  string // why it was started
 	readyBy time.Time
-	delayAt time.Time // with a ReadyDelay: ready then, if still running
-	killAt  time.Time // draining: its process group is killed then
-	killed  bool      // SIGKILL was sent
-	pidGone bool      // pid exited; main, named with MAINPID=, runs on
-	waiters []chan<- error
+	delayAt time.Time        // with a ReadyDelay: ready then, if still running
+	killAt  time.Time        // draining: its process group is killed then
+	killed  bool             // SIGKILL was sent
+	pidGone bool             // pid exited; main, named with MAINPID=, runs on
+	waiters []chan<- outcome // Upgrade calls waiting for this start
 }
 
 // selfExe runs the supervisor's own image, whatever has been renamed over

@@ -16,7 +16,7 @@ import (
 
 // upgrade begins an upgrade, or says why it cannot; reply (if any) gets
 // the outcome.
-func (s *Supervisor) upgrade(reply chan<- error) {
+func (s *Supervisor) upgrade(reply chan<- outcome) {
 	var err error
 	switch {
 	case s.stopping:
@@ -29,7 +29,7 @@ func (s *Supervisor) upgrade(reply chan<- error) {
 	}
 	if err != nil {
 		s.log.Warn("upgrade refused", "err", err)
-		answer(reply, err)
+		answer(reply, outcome{err: err})
 		return
 	}
 	reason := "upgrade"
@@ -39,18 +39,24 @@ func (s *Supervisor) upgrade(reply chan<- error) {
 	s.start(reason, reply)
 }
 
-func answer(reply chan<- error, err error) {
+// outcome is how an upgrade ended, for the Upgrade call waiting for it.
+type outcome struct {
+	res UpgradeResult
+	err error
+}
+
+func answer(reply chan<- outcome, o outcome) {
 	if reply != nil {
-		reply <- err
+		reply <- o
 	}
 }
 
 // start starts an instance; its outcome goes to reply, if any.
-func (s *Supervisor) start(reason string, reply chan<- error) {
+func (s *Supervisor) start(reason string, reply chan<- outcome) {
 	s.restartAt = time.Time{}
 	pid, path, err := s.spawn()
 	if err != nil {
-		s.startFailed(&instance{gen: s.nextGen + 1, waiters: []chan<- error{reply}, pidGone: true}, err)
+		s.startFailed(&instance{gen: s.nextGen + 1, waiters: []chan<- outcome{reply}, pidGone: true}, err)
 		return
 	}
 	s.nextGen++
@@ -85,8 +91,12 @@ func (s *Supervisor) ready(in *instance, how string) {
 	if old != nil {
 		s.drain(old, fmt.Sprintf("replaced by generation %d", in.gen))
 	}
+	res := UpgradeResult{PID: in.pid, Generation: in.gen, Took: took}
+	if old != nil {
+		res.OldPID = old.main
+	}
 	for _, w := range in.waiters {
-		answer(w, nil)
+		answer(w, outcome{res: res})
 	}
 	in.waiters = nil
 	if !s.mgr.ready {
@@ -111,7 +121,7 @@ func (s *Supervisor) startFailed(in *instance, err error) {
 	}
 	s.lastFailure = err.Error()
 	for _, w := range in.waiters {
-		answer(w, err)
+		answer(w, outcome{err: err})
 	}
 	in.waiters = nil
 	if s.serving != nil {
@@ -123,6 +133,14 @@ func (s *Supervisor) startFailed(in *instance, err error) {
 	if !s.stopping {
 		s.crashes++
 		s.scheduleRestart()
+	}
+}
+
+// cancelStart ends the start that reply waits for, if it still runs: its
+// Upgrade call's context ended.
+func (s *Supervisor) cancelStart(reply chan<- outcome, why error) {
+	if in := s.starting; in != nil && slices.Contains(in.waiters, reply) {
+		s.startFailed(in, fmt.Errorf("cancelled: %w", why))
 	}
 }
 
@@ -222,7 +240,7 @@ func (s *Supervisor) stop(sig syscall.Signal) {
 		s.sd("STOPPING=1", "STATUS=stopping")
 		if in := s.starting; in != nil {
 			for _, w := range in.waiters {
-				answer(w, ErrStopping)
+				answer(w, outcome{err: ErrStopping})
 			}
 			in.waiters = nil
 		}

@@ -41,6 +41,14 @@ type handOver struct {
 	Restarts    int             `json:"restarts"`
 	Crashes     int             `json:"crashes"`
 	LastFailure string          `json:"last_failure,omitempty"`
+	Started     int64           `json:"started"`           // wall clock, ns: when the first image bound the sockets
+	Control     *handedControl  `json:"control,omitempty"` // the control socket, if any
+}
+
+type handedControl struct {
+	Path  string  `json:"path"`
+	FD    int     `json:"fd"`
+	Owned *fileID `json:"owned,omitempty"`
 }
 
 type handedSocket struct {
@@ -85,13 +93,16 @@ func (s *Supervisor) selfUpgrade() {
 		return
 	}
 	s.notify.stop(s.notes, s.onNote) // what it read meanwhile may change the state
+	s.ctl.pause()                    // requests not yet accepted wait for the next image
 	if err := s.selfUpgradeBlocked(); err != nil {
 		s.notify.start(s.notes)
+		s.ctl.start()
 		s.log.Warn("supervisor upgrade refused", "err", err)
 		return
 	}
 	err = s.execNext(exe, checked)
 	s.notify.start(s.notes)
+	s.ctl.start()
 	s.log.Error("supervisor upgrade failed; this version keeps running", "executable", exe, "err", err)
 }
 
@@ -116,6 +127,13 @@ func (s *Supervisor) execNext(exe string, checked time.Duration) error {
 		return err
 	}
 	fds := []int{nfd}
+	if s.ctl != nil {
+		cfd, err := s.ctl.fd()
+		if err != nil {
+			return err
+		}
+		fds = append(fds, cfd)
+	}
 	for _, sk := range s.socks {
 		fds = append(fds, sk.fd)
 	}
@@ -184,6 +202,11 @@ func (s *Supervisor) handOver(execAt *time.Time) *handOver {
 	if execAt != nil {
 		h.ExecAt = execAt.UnixNano()
 	}
+	h.Started = s.started.UnixNano()
+	if s.ctl != nil {
+		cfd, _ := s.ctl.fd()
+		h.Control = &handedControl{Path: s.ctl.path, FD: cfd, Owned: s.ctl.owned}
+	}
 	for _, sk := range s.socks {
 		h.Sockets = append(h.Sockets, handedSocket{Listen: sk.Listen, FD: sk.fd, Owned: sk.owned})
 	}
@@ -242,6 +265,10 @@ func (s *Supervisor) adopt(state string) error {
 	if s.notify, err = adoptNotifySocket(h.NotifyDir, h.NotifyFD, s.log); err != nil {
 		return err
 	}
+	if err := s.adoptControl(h.Control); err != nil {
+		return err
+	}
+	s.started = time.Unix(0, h.Started)
 	s.mgr = &manager{watchdog: time.Duration(h.WatchdogUS) * time.Microsecond, ready: h.Ready}
 	if h.Manager != "" {
 		s.mgr.addr = &net.UnixAddr{Name: h.Manager, Net: "unixgram"}
@@ -265,5 +292,24 @@ func (s *Supervisor) adopt(state string) error {
 		args = append(args, "exec_took", now.Sub(time.Unix(0, h.ExecAt)).Round(time.Microsecond))
 	}
 	s.log.Info("supervisor upgraded in place", args...)
+	return nil
+}
+
+// adoptControl takes the control socket the previous image passed on.
+func (s *Supervisor) adoptControl(hc *handedControl) error {
+	if hc == nil {
+		if s.cfg.Control != "" {
+			s.log.Warn("the previous image had no control socket: -control takes effect at the next start",
+				"control", s.cfg.Control)
+		}
+		return nil
+	}
+	f := os.NewFile(uintptr(hc.FD), "control")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("-control %s: inherited fd %d: %w", hc.Path, hc.FD, err)
+	}
+	s.ctl = newControlSocket(s, hc.Path, ln, hc.Owned)
 	return nil
 }

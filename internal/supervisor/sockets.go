@@ -5,6 +5,7 @@ package supervisor
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"syscall"
@@ -37,31 +38,53 @@ type socket struct {
 // fileID is a file's device and inode.
 type fileID struct{ Dev, Ino uint64 }
 
-// bindSockets binds every socket with the library's registry, which
-// also takes the sockets of a systemd socket activation of the
-// supervisor itself (matched by name, then address), replaces stale Unix
-// socket files and refuses live ones. It returns the Upgrader, which
-// keeps the sockets registered until closeSockets, and a raw duplicate of
-// each.
-func bindSockets(ls []Listen, log *slog.Logger) (*tcpgrace.Upgrader, []*socket, error) {
-	activated := os.Getenv(envListenPID) == strconv.Itoa(os.Getpid()) && os.Getenv(envListenFDs) != ""
+// bound is what bindSockets binds.
+type bound struct {
+	reg      *tcpgrace.Upgrader // keeps the sockets registered until closeSockets
+	socks    []*socket
+	ctl      net.Listener // the control socket, if one is configured
+	ctlOwned *fileID      // its file, if this supervisor bound it
+}
+
+// bindSockets binds every socket, and the control socket at control if
+// set, with the library's registry, which also takes the sockets of a
+// systemd socket activation of the supervisor itself (matched by name,
+// then address; activated says whether there was one), replaces stale
+// Unix socket files and refuses live ones. The supervisor keeps a raw
+// duplicate of each socket.
+func bindSockets(ls []Listen, control string, activated bool, log *slog.Logger) (*bound, error) {
 	u, err := tcpgrace.New(tcpgrace.Options{Logger: log})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	var socks []*socket
+	b := &bound{reg: u}
 	for _, l := range ls {
 		s, err := bindOne(u, l, activated)
 		if err != nil {
-			closeSockets(u, socks)
-			return nil, nil, fmt.Errorf("-listen %s: %w", l, err)
+			closeSockets(u, b.socks)
+			return nil, fmt.Errorf("-listen %s: %w", l, err)
 		}
-		socks = append(socks, s)
+		b.socks = append(b.socks, s)
+	}
+	if control != "" {
+		if b.ctl, err = u.Listen(controlName, "unix", control); err != nil {
+			closeSockets(u, b.socks)
+			return nil, fmt.Errorf("-control %s: %w", control, err)
+		}
+		if id, err := statID(control); err == nil && !activated {
+			b.ctlOwned = &id
+		}
 	}
 	if err := u.Ready(); err != nil {
 		log.Warn("closing inherited sockets no -listen asked for", "err", err)
 	}
-	return u, socks, nil
+	return b, nil
+}
+
+// activated reports whether systemd passed this process sockets; read it
+// before the registry takes the variables.
+func activated() bool {
+	return os.Getenv(envListenPID) == strconv.Itoa(os.Getpid()) && os.Getenv(envListenFDs) != ""
 }
 
 func bindOne(u *tcpgrace.Upgrader, l Listen, activated bool) (*socket, error) {

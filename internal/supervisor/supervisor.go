@@ -59,9 +59,11 @@ type Supervisor struct {
 	reg        *tcpgrace.Upgrader // the registry that bound the sockets; nil after a self-upgrade
 	socks      []*socket
 	notify     *notifySocket
+	ctl        *controlSocket // nil without Config.Control
 	mgr        *manager
-	env        []string // every instance's environment
-	executable string   // the supervisor's own program, for a self-upgrade
+	started    time.Time // when the first image of this supervisor bound the sockets
+	env        []string  // every instance's environment
+	executable string    // the supervisor's own program, for a self-upgrade
 
 	notes chan note
 	reqs  chan func()   // run by the loop
@@ -121,19 +123,22 @@ func New(cfg Config) (*Supervisor, error) {
 
 // bind is a cold start: the sockets, the notify socket, the PID file.
 func (s *Supervisor) bind() error {
-	reg, socks, err := bindSockets(s.cfg.Listen, s.cfg.Logger)
+	b, err := bindSockets(s.cfg.Listen, s.cfg.Control, activated(), s.cfg.Logger)
 	if err != nil {
 		return err
 	}
-	s.reg, s.socks = reg, socks
+	s.reg, s.socks, s.started = b.reg, b.socks, time.Now()
+	if b.ctl != nil {
+		s.ctl = newControlSocket(s, s.cfg.Control, b.ctl, b.ctlOwned)
+	}
 	if s.notify, err = newNotifySocket(s.log); err != nil {
-		closeSockets(reg, socks)
+		closeSockets(b.reg, b.socks)
 		return err
 	}
 	if s.cfg.PIDFile != "" {
 		if err := writePIDFile(s.cfg.PIDFile); err != nil {
 			s.notify.close()
-			closeSockets(reg, socks)
+			closeSockets(b.reg, b.socks)
 			return fmt.Errorf("-pidfile: %w", err)
 		}
 	}
@@ -186,6 +191,7 @@ func executable(configured string) (string, error) {
 func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 	defer close(s.done)
 	s.notify.start(s.notes)
+	s.ctl.start()
 	s.reap() // children that exited while a self-upgrade ran
 	if s.serving == nil && s.starting == nil {
 		s.start("first start", nil)
@@ -309,33 +315,49 @@ func (s *Supervisor) do(ctx context.Context, f func()) error {
 	}
 }
 
+// UpgradeResult describes a successful upgrade.
+type UpgradeResult struct {
+	PID        int           // the new instance, which now serves
+	Generation int           // its generation
+	OldPID     int           // the instance that served until then, now draining; 0 if none served
+	Took       time.Duration // from its start until it was ready
+}
+
 // Upgrade starts a new instance of the command over the same sockets and
 // waits until it is ready (READY=1, or still running after
 // Config.ReadyDelay), when the instance serving until then is sent
-// SIGTERM and drains; it returns nil then. If the new instance cannot be
-// started, exits or is not ready within Config.ReadyTimeout, it is
-// killed, the serving instance keeps serving, and the error (wrapping
-// [ErrStartFailed]) says why. It fails at once with [ErrUpgradeInProgress],
-// [ErrTooManyInstances] or [ErrStopping] when it cannot begin. If ctx
-// ends first, Upgrade returns ctx's error and the upgrade goes on. This is
-// what SIGUSR1 does, for a control socket to call.
-func (s *Supervisor) Upgrade(ctx context.Context) error {
-	reply := make(chan error, 1)
+// SIGTERM and drains; it returns the new instance then. If the new
+// instance cannot be started, exits or is not ready within
+// Config.ReadyTimeout, it is killed, the serving instance keeps serving,
+// and the error (wrapping [ErrStartFailed]) says why. It fails at once
+// with [ErrUpgradeInProgress], [ErrTooManyInstances] or [ErrStopping] when
+// it cannot begin. If ctx ends first, the new instance is killed as a
+// failed one and the error wraps ctx's. This is what SIGUSR1 does
+// (without waiting), for a control socket to call.
+func (s *Supervisor) Upgrade(ctx context.Context) (UpgradeResult, error) {
+	reply := make(chan outcome, 1)
 	if err := s.do(ctx, func() { s.upgrade(reply) }); err != nil {
-		return err
+		return UpgradeResult{}, err
 	}
 	select {
-	case err := <-reply:
-		return err
+	case o := <-reply:
+		return o.res, o.err
 	case <-ctx.Done():
-		return ctx.Err()
 	case <-s.done:
-		return ErrStopping
+		return UpgradeResult{}, ErrStopping
+	}
+	s.do(context.Background(), func() { s.cancelStart(reply, ctx.Err()) })
+	select {
+	case o := <-reply: // cancelled, or ready just before
+		return o.res, o.err
+	case <-s.done:
+		return UpgradeResult{}, ErrStopping
 	}
 }
 
 // exit releases everything at the end of Run and returns the status.
 func (s *Supervisor) exit() int {
+	s.ctl.close()
 	s.notify.stop(s.notes, func(note) {})
 	s.notify.close()
 	if err := closeSockets(s.reg, s.socks); err != nil {
