@@ -30,12 +30,13 @@
 //
 // run is the supervisor, for containers and for programs in any language:
 //
-//	tcpgrace run [-listen [NAME=]URL]... [-pidfile PATH] [-ready-timeout DUR] [-stop-timeout DUR]
-//	             [-ready-delay DUR] [-max-instances N] -- CMD [ARGS...]
+//	tcpgrace run [-listen [NAME=]URL]... [-control PATH] [-pidfile PATH] [-ready-timeout DUR]
+//	             [-stop-timeout DUR] [-ready-delay DUR] [-max-instances N] -- CMD [ARGS...]
 //
 // It holds the sockets, keeps a stable pid (it can be PID 1), and runs
 // instances of CMD over them with systemd's LISTEN_FDS and NOTIFY_SOCKET;
-// SIGUSR1 upgrades the instance, SIGUSR2 the supervisor itself in place.
+// SIGUSR1 (or tcpgrace upgrade on its -control socket) upgrades the
+// instance, SIGUSR2 the supervisor itself in place.
 // "tcpgrace run -h" lists the signals; the internal/supervisor package
 // doc says how it works.
 package main

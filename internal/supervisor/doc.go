@@ -51,6 +51,17 @@
 // Upgrade. At most Config.MaxInstances are alive at once, draining ones
 // included.
 //
+// With Config.Control (-control PATH) the supervisor answers the control
+// protocol of package internal/control on a Unix socket (mode 0600; root
+// and its own uid only, by SO_PEERCRED): "tcpgrace upgrade -control PATH"
+// runs Upgrade and exits with its outcome (its -timeout cancels the start
+// and kills the new instance), "tcpgrace status" shows the supervisor as
+// the process that answers, the serving instance's generation, the
+// draining instances as older generations, and in its supervisor part
+// every instance, the restarts and the last failure ([Supervisor.Status]);
+// the instances' connections are theirs and unknown (-1). "tcpgrace stop"
+// stops as SIGTERM does. The socket is not handed to the instances.
+//
 // When the serving instance dies unasked, the sockets stay open (clients
 // wait in the accept queues) and a new instance starts at once; after
 // deaths in a row (an instance that served less than 10 s) the restart
@@ -81,7 +92,8 @@
 // exit would end the namespace, instances included. So, as HAProxy's
 // master does, the supervisor re-execs itself in place: the same pid,
 // still PID 1 and still the parent of its instances. It clears
-// close-on-exec on the sockets and the notify socket and passes their fds,
+// close-on-exec on the sockets, the notify socket and the control socket
+// and passes their fds,
 // the instances and its counters in TCPGRACE_RUN_STATE (versioned JSON);
 // the new image adopts the fds as they are. (It cannot hand them over as
 // LISTEN_FDS through the registry: that needs them at fds 3 onwards, and a
@@ -92,7 +104,8 @@
 // and exits 0 does the exec happen, so that a broken build leaves the
 // running supervisor in place. The exec takes a few ms, during which the
 // instances serve on; children that exit meanwhile are reaped by the new
-// image, and notify messages wait in the socket. The self-upgrade is
+// image, and notify messages and control requests wait in their sockets
+// (a control request being answered at that moment gets no reply). The self-upgrade is
 // refused while an instance starts, while none serves and while stopping
 // (a start's deadlines and waiters do not cross the exec). A SIGTERM,
 // SIGINT or SIGHUP in the first moment of the new image, before the Go
