@@ -30,7 +30,7 @@ vet:
 
 ## test: formatting, vet, every example builds, all tests with the race detector, bounded fuzzing
 test: fmt-check vet build
-	$(PYTHON) -m py_compile bench/stress.py bench/harness.py
+	$(PYTHON) -m py_compile bench/stress.py bench/harness.py examples/python/lineserver.py
 	$(MAKE) fuzz FUZZTIME=5s
 	$(GO) test -race -count=1 ./...
 

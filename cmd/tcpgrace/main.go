@@ -27,12 +27,26 @@
 // fails when it fails:
 //
 //	ExecReload=/usr/local/bin/tcpgrace upgrade -control /run/app/control.sock
+//
+// run is the supervisor, for containers and for programs in any language:
+//
+//	tcpgrace run [-listen [NAME=]URL]... [-control PATH] [-pidfile PATH] [-ready-timeout DUR]
+//	             [-stop-timeout DUR] [-ready-delay DUR] [-max-instances N] -- CMD [ARGS...]
+//
+// It holds the sockets, keeps a stable pid (it can be PID 1), and runs
+// instances of CMD over them with systemd's LISTEN_FDS and NOTIFY_SOCKET;
+// SIGUSR1 (or tcpgrace upgrade on its -control socket) upgrades the
+// instance, SIGUSR2 the supervisor itself in place.
+// "tcpgrace run -h" lists the signals; the internal/supervisor package
+// doc says how it works.
 package main
 
 import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/tcpgrace/tcpgrace/internal/supervisor"
 )
 
 // command is one subcommand: it parses its own flags and returns the
@@ -63,6 +77,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return exitOK
+	case supervisor.ExecArg: // run's exec helper, not a command
+		return supervisor.ExecApp(args[1:])
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {

@@ -9,7 +9,7 @@ import (
 )
 
 // TestUsage: usage errors and a missing socket exit 2 and say why on
-// stderr; help exits 0; run is not there yet.
+// stderr; help exits 0.
 func TestUsage(t *testing.T) {
 	t.Setenv(envControl, "")
 	none := filepath.Join(t.TempDir(), "none.sock")
@@ -28,7 +28,9 @@ func TestUsage(t *testing.T) {
 		{"negative timeout", []string{"upgrade", "-control", none, "-timeout", "-1s"}, exitUsage, "-timeout -1s"},
 		{"no socket", []string{"upgrade", "-control", none}, exitUsage, "no such file or directory"},
 		{"no socket, status", []string{"status", "-control", none}, exitUsage, "no such file or directory"},
-		{"run", []string{"run"}, exitUsage, "tcpgrace run: not yet implemented"},
+		{"run without -listen", []string{"run", "--", "app"}, exitUsage, "tcpgrace run: at least one -listen is required"},
+		{"run without a command", []string{"run", "-listen", "tcp://127.0.0.1:0"}, exitUsage, "tcpgrace run: no command"},
+		{"run with a bad -listen", []string{"run", "-listen", "http://x:1", "--", "app"}, exitUsage, `unknown scheme "http"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

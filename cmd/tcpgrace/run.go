@@ -1,12 +1,127 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/tcpgrace/tcpgrace/internal/supervisor"
 )
 
-// runCmd is tcpgrace run, the supervisor: not there yet.
-func runCmd(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "tcpgrace run: not yet implemented")
-	return exitUsage
+const runUsage = `usage: tcpgrace run [-listen [NAME=]URL]... [flags] -- CMD [ARGS...]
+
+Holds the listening sockets and runs CMD over them, replacing it without
+dropping a connection. Each instance of CMD gets the sockets as fds 3
+onwards with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID, as from systemd
+socket activation, and NOTIFY_SOCKET, where it says READY=1 (or is ready
+after -ready-delay if it cannot). The supervisor's pid never changes: it
+can be PID 1 of a container.
+
+  URL         tcp://HOST:PORT, unix:///abs/path, udp://HOST:PORT
+              (tcp4, tcp6, udp4, udp6 too); NAME defaults to the family
+  SIGUSR1     start a new instance; once it is ready, SIGTERM the old one
+  SIGUSR2     replace the supervisor's own program in place (same pid)
+  SIGHUP      forwarded to the serving instance
+  SIGTERM/INT forwarded to every instance; exit with the serving one's status
+
+With -control PATH, "tcpgrace upgrade -control PATH" upgrades and waits for
+the outcome, "tcpgrace status" lists the instances, "tcpgrace stop" stops.
+
+Flags:
+`
+
+// version is stamped at build time (-ldflags "-X main.version=...") and
+// logged by run, so that a self-upgrade's log names both builds.
+var version = "dev"
+
+// runSignals are registered before main, so that a stop signal that
+// arrives as soon as the program runs (right after a self-upgrade's exec,
+// say) is acted on rather than ending the process.
+var runSignals = earlySignals()
+
+func earlySignals() <-chan os.Signal {
+	if len(os.Args) < 2 || os.Args[1] != "run" {
+		return nil
+	}
+	return supervisor.NotifySignals()
+}
+
+// listFlag is a flag that may be repeated.
+type listFlag []string
+
+// String implements flag.Value.
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+// Set implements flag.Value: each use of the flag adds one value.
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+// runFlags is the command line of run.
+type runFlags struct {
+	supervisor.Config
+}
+
+func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
+	var f runFlags
+	var listens listFlag
+	fs := flag.NewFlagSet("tcpgrace run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), runUsage); fs.PrintDefaults() }
+	fs.Var(&listens, "listen", "a socket to hold, [NAME=]URL (repeatable)")
+	fs.StringVar(&f.Control, "control", "", "answer tcpgrace upgrade, status and stop on a Unix socket at this path")
+	fs.StringVar(&f.PIDFile, "pidfile", "", "write the supervisor's pid here")
+	fs.DurationVar(&f.ReadyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "how long a new instance may take to be ready")
+	fs.DurationVar(&f.StopTimeout, "stop-timeout", supervisor.DefaultStopTimeout, "how long an instance may drain after SIGTERM before SIGKILL")
+	fs.DurationVar(&f.ReadyDelay, "ready-delay", 0, "count an instance still running after this long as ready (for programs that cannot send READY=1)")
+	fs.IntVar(&f.MaxInstances, "max-instances", supervisor.DefaultMaxInstances, "how many instances may be alive at once, draining ones included")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	for _, v := range listens {
+		l, err := supervisor.ParseListen(v)
+		if err != nil {
+			return nil, err
+		}
+		f.Listen = append(f.Listen, l)
+	}
+	f.Command = fs.Args()
+	switch {
+	case len(f.Listen) == 0:
+		return nil, errors.New("at least one -listen is required")
+	case len(f.Command) == 0:
+		return nil, errors.New("no command: tcpgrace run [flags] -- CMD [ARGS...]")
+	}
+	return &f, nil
+}
+
+// runCmd is tcpgrace run, the supervisor: it returns the exit status of
+// the instance that served when it was stopped, 2 on a usage error and 1
+// when it cannot start.
+func runCmd(args []string, _, stderr io.Writer) int {
+	f, err := parseRunFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "tcpgrace run:", err)
+		return exitUsage
+	}
+	f.Version = version
+	f.Logger = slog.New(slog.NewTextHandler(stderr, nil))
+	if check, err := supervisor.CheckRun(f.Config); check {
+		if err != nil {
+			fmt.Fprintln(stderr, "tcpgrace run: self-upgrade check:", err)
+			return exitFailed
+		}
+		return exitOK
+	}
+	s, err := supervisor.New(f.Config)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitFailed
+	}
+	return s.Run(runSignals)
 }

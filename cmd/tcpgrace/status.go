@@ -41,13 +41,21 @@ func printHuman(w io.Writer, st *control.Status) {
 	if st.File != "" && st.File != st.Executable {
 		fmt.Fprintf(w, " (runs %s)", st.File)
 	}
-	fmt.Fprintf(w, "\n%d open connections\n", st.Connections)
+	if st.Connections >= 0 {
+		fmt.Fprintf(w, "\n%d open connections\n", st.Connections)
+	} else {
+		fmt.Fprintln(w, "\nopen connections unknown: the instances of tcpgrace run hold them")
+	}
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "listener\tnetwork\taddress")
 	for _, l := range st.Listeners {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", l.Name, l.Network, l.Address)
 	}
 	tw.Flush()
+	if st.Supervisor != nil {
+		printSupervisor(w, st.Supervisor)
+		return
+	}
 	if len(st.Older) == 0 {
 		fmt.Fprintln(w, "no older generation draining")
 		return
@@ -58,5 +66,28 @@ func printHuman(w io.Writer, st *control.Status) {
 			continue
 		}
 		fmt.Fprintf(w, "draining: pid %d, generation %d: %d connections left\n", o.PID, o.Generation, o.Connections)
+	}
+}
+
+// printSupervisor prints what tcpgrace run adds: its instances, restarts
+// and the last failure.
+func printSupervisor(w io.Writer, sv *control.Supervisor) {
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "instance\tgeneration\tstate\tsince\tstatus")
+	for _, in := range sv.Instances {
+		pid := fmt.Sprint(in.PID)
+		if in.MainPID != 0 {
+			pid += fmt.Sprintf(" (main %d)", in.MainPID)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", pid, in.Generation, in.State, in.Since.Format(time.RFC3339), in.Status)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d restarts after a crash, %d crashes in a row", sv.Restarts, sv.Crashes)
+	if sv.RestartInMS > 0 {
+		fmt.Fprintf(w, ", next restart in %d ms", sv.RestartInMS)
+	}
+	fmt.Fprintln(w)
+	if sv.LastFailure != "" {
+		fmt.Fprintf(w, "last failure: %s\n", sv.LastFailure)
 	}
 }

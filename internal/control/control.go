@@ -94,6 +94,29 @@ type Status struct {
 	// Older lists the older generations still draining, with the
 	// connections each has left.
 	Older []Older `json:"older"`
+	// Supervisor is set when tcpgrace run answered: Generation is then
+	// the serving instance's, and Connections -1 (it does not see them).
+	Supervisor *Supervisor `json:"supervisor,omitempty"`
+}
+
+// Supervisor is what tcpgrace run adds to a status: its instances and
+// what went wrong.
+type Supervisor struct {
+	Instances   []Instance `json:"instances"`               // oldest first
+	Restarts    int        `json:"restarts"`                // instances started because the serving one had died
+	Crashes     int        `json:"crashes"`                 // deaths of the serving instance in a row
+	RestartInMS int64      `json:"restart_in_ms,omitempty"` // a restart waits for its backoff this long
+	LastFailure string     `json:"last_failure,omitempty"`  // the last failed start or crash
+}
+
+// Instance is one run of the supervised command.
+type Instance struct {
+	PID        int       `json:"pid"`                // the process tcpgrace run started
+	MainPID    int       `json:"main_pid,omitempty"` // the process that counts (MAINPID=), if another
+	Generation int       `json:"generation"`
+	State      string    `json:"state"`            // starting, serving or draining
+	Since      time.Time `json:"since"`            // when it entered State
+	Status     string    `json:"status,omitempty"` // its last STATUS=
 }
 
 // Listener is one named socket.

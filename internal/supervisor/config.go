@@ -1,0 +1,110 @@
+package supervisor
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/tcpgrace/tcpgrace/tcpgrace"
+)
+
+// Defaults for the zero values of [Config].
+const (
+	// DefaultReadyTimeout is how long a new instance may take to become
+	// ready.
+	DefaultReadyTimeout = tcpgrace.DefaultReadyTimeout
+	// DefaultStopTimeout is how long an instance told to stop may drain
+	// before it is killed.
+	DefaultStopTimeout = 30 * time.Second
+	// DefaultMaxInstances bounds the instances alive at once: the serving
+	// one, one starting and the ones still draining.
+	DefaultMaxInstances = 4
+)
+
+// Config configures a [Supervisor]. Listen and Command are required; the
+// zero value of every other field works.
+type Config struct {
+	// Listen are the sockets every instance gets, in LISTEN_FDS order
+	// (fd 3 onwards).
+	Listen []Listen
+
+	// Command is the program each instance runs and its arguments. A
+	// Command[0] without a slash is looked up in PATH, anew at every
+	// start, as is a path: a new release renamed over it runs at the
+	// next upgrade.
+	Command []string
+
+	// Control, if set, is the path of a control socket (Unix, mode 0600)
+	// that answers tcpgrace upgrade, status and stop for root and the
+	// supervisor's own uid. Default: none.
+	Control string
+
+	// PIDFile, if set, names the supervisor: it is written once, when the
+	// sockets are bound, and removed when the supervisor exits.
+	PIDFile string
+
+	// ReadyTimeout bounds how long a new instance may take to say
+	// READY=1 (or to reach ReadyDelay). Default: DefaultReadyTimeout.
+	ReadyTimeout time.Duration
+
+	// StopTimeout bounds how long an instance may drain after SIGTERM;
+	// then its process group is killed. Default: DefaultStopTimeout.
+	StopTimeout time.Duration
+
+	// ReadyDelay, if set, counts an instance that is still running this
+	// long after its start as ready, for programs that cannot send
+	// READY=1. A READY=1 that comes first counts at once. Default: 0,
+	// wait for READY=1.
+	ReadyDelay time.Duration
+
+	// MaxInstances bounds the instances alive at once (serving, starting
+	// and draining); an upgrade past it is refused. Default:
+	// DefaultMaxInstances.
+	MaxInstances int
+
+	// Executable is the supervisor's own program, run by a self-upgrade
+	// (SIGUSR2) in place of this one. Default: the path this process was
+	// started from, looked up anew at each self-upgrade.
+	Executable string
+
+	// Args is the supervisor's own command line, argv[0] included, for a
+	// self-upgrade. Default: os.Args.
+	Args []string
+
+	// Version names this build in the logs and in the hand-over state.
+	Version string
+
+	// Logger receives one structured record per event. Default:
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) check() error {
+	if len(c.Listen) == 0 {
+		return errors.New("at least one -listen is required")
+	}
+	if len(c.Command) == 0 || c.Command[0] == "" {
+		return errors.New("no command: tcpgrace run [flags] -- CMD [ARGS...]")
+	}
+	named, err := nameListens(c.Listen)
+	if err != nil {
+		return err
+	}
+	c.Listen = named
+	if c.ReadyTimeout <= 0 {
+		c.ReadyTimeout = DefaultReadyTimeout
+	}
+	if c.StopTimeout <= 0 {
+		c.StopTimeout = DefaultStopTimeout
+	}
+	if c.MaxInstances <= 0 {
+		c.MaxInstances = DefaultMaxInstances
+	}
+	if c.MaxInstances < 2 {
+		return errors.New("-max-instances must be at least 2: an upgrade overlaps two instances")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}

@@ -1,0 +1,327 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpgrace/tcpgrace/internal/control"
+)
+
+// Bounds on one control connection, as on the library's control socket:
+// the request must arrive within controlReadTimeout, the reply be taken
+// within controlWriteTimeout, and at most controlMaxConns are served at
+// once (more are told so and closed).
+const (
+	controlReadTimeout  = 2 * time.Second
+	controlWriteTimeout = time.Second
+	controlMaxConns     = 64
+	controlName         = "tcpgrace-run-control" // its name in the registry
+)
+
+// controlSocket answers tcpgrace upgrade, status and stop on
+// Config.Control, in the protocol of package internal/control, with the
+// supervisor's [Supervisor.Upgrade] and [Supervisor.Status] and a stop
+// as on SIGTERM. Only root and the supervisor's own uid may ask
+// (SO_PEERCRED). It is not handed to instances; a self-upgrade passes it
+// on, so its path stays valid.
+type controlSocket struct {
+	s     *Supervisor
+	path  string
+	ln    net.Listener
+	owned *fileID // the file this supervisor bound, removed at exit if its path still leads to it
+	sem   chan struct{}
+	wg    sync.WaitGroup // handlers
+	done  chan struct{}  // closed when the accept loop ends; nil while none runs
+}
+
+func newControlSocket(s *Supervisor, path string, ln net.Listener, owned *fileID) *controlSocket {
+	return &controlSocket{s: s, path: path, ln: ln, owned: owned, sem: make(chan struct{}, controlMaxConns)}
+}
+
+// deadliner is a listener whose Accept can be cut short.
+type deadliner interface{ SetDeadline(time.Time) error }
+
+// start runs the accept loop.
+func (c *controlSocket) start() {
+	if c == nil {
+		return
+	}
+	c.ln.(deadliner).SetDeadline(time.Time{})
+	c.done = make(chan struct{})
+	go c.accept(c.done)
+	c.s.log.Info("control socket: answering", "path", c.path)
+}
+
+// pause ends the accept loop, for a self-upgrade: connections not yet
+// accepted wait in the socket's queue for the next image.
+func (c *controlSocket) pause() {
+	if c == nil || c.done == nil {
+		return
+	}
+	c.ln.(deadliner).SetDeadline(time.Unix(1, 0))
+	<-c.done
+	c.done = nil
+}
+
+// close ends the control socket at exit: handlers get up to a second to
+// send their replies (a stop's, say); the file goes if it is ours.
+func (c *controlSocket) close() {
+	if c == nil {
+		return
+	}
+	c.pause()
+	finished := make(chan struct{})
+	go func() { c.wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(time.Second):
+	}
+	c.ln.Close()
+	if c.owned != nil {
+		if id, err := statID(c.path); err == nil && id == *c.owned {
+			os.Remove(c.path)
+		}
+	}
+}
+
+// fd is the listener's own fd, for a self-upgrade.
+func (c *controlSocket) fd() (int, error) {
+	sc, ok := c.ln.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("control socket: a %T has no fd", c.ln)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	err = rc.Control(func(s uintptr) { fd = int(s) })
+	return fd, err
+}
+
+func (c *controlSocket) accept(done chan<- struct{}) {
+	defer close(done)
+	delay := 5 * time.Millisecond
+	for {
+		conn, err := c.ln.Accept()
+		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil {
+			c.s.log.Warn("control socket: accept", "err", err)
+			time.Sleep(delay)
+			delay = min(2*delay, time.Second)
+			continue
+		}
+		delay = 5 * time.Millisecond
+		select {
+		case c.sem <- struct{}{}:
+			c.wg.Add(1)
+			go c.handle(conn)
+		default:
+			conn.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+			writeReply(conn, failReply(fmt.Errorf("tcpgrace run: control: busy, %d requests open; try again", controlMaxConns)))
+			conn.Close()
+		}
+	}
+}
+
+// handle answers one connection: the peer's credentials, one request,
+// one reply, close.
+func (c *controlSocket) handle(conn net.Conn) {
+	defer func() {
+		conn.Close()
+		<-c.sem
+		c.wg.Done()
+	}()
+	rep := c.answer(conn)
+	conn.SetWriteDeadline(time.Now().Add(controlWriteTimeout))
+	if err := writeReply(conn, rep); err != nil {
+		c.s.log.Warn("control socket: the reply was not taken", "err", err)
+	}
+}
+
+func (c *controlSocket) answer(conn net.Conn) *control.Reply {
+	pid, uid, err := peerCred(conn)
+	if err == nil && uid != 0 && uid != uint32(os.Geteuid()) {
+		err = fmt.Errorf("tcpgrace run: control: permission denied: uid %d may not ask; only root and uid %d may", uid, os.Geteuid())
+	}
+	if err != nil {
+		c.s.log.Warn("control socket: request refused", "peer_pid", pid, "peer_uid", uid, "err", err)
+		return failReply(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(controlReadTimeout))
+	req, err := readRequest(conn)
+	if err != nil {
+		return failReply(fmt.Errorf("tcpgrace run: control: %w", err))
+	}
+	if req.Cmd != control.CmdStatus {
+		c.s.log.Info("control request", "cmd", req.Cmd, "peer_pid", pid, "peer_uid", uid)
+	}
+	switch req.Cmd {
+	case control.CmdUpgrade:
+		return c.upgrade(req)
+	case control.CmdStop:
+		return c.stop()
+	}
+	return c.status()
+}
+
+func (c *controlSocket) upgrade(req control.Request) *control.Reply {
+	ctx := context.Background()
+	if req.TimeoutMS > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
+		defer cancel()
+	}
+	begin := time.Now()
+	res, err := c.s.Upgrade(ctx)
+	if err != nil {
+		return failReply(err)
+	}
+	return &control.Reply{V: control.Version, OK: true, Upgrade: &control.Upgraded{PID: res.PID,
+		Generation: res.Generation, OldPID: res.OldPID, HandoffMS: float64(time.Since(begin).Microseconds()) / 1000}}
+}
+
+// stop begins the stop SIGTERM begins, and replies once the signal went
+// to every instance.
+func (c *controlSocket) stop() *control.Reply {
+	ctx, cancel := context.WithTimeout(context.Background(), controlReadTimeout)
+	defer cancel()
+	if err := c.s.do(ctx, func() { c.s.stop(unix.SIGTERM) }); err != nil {
+		return failReply(err)
+	}
+	return &control.Reply{V: control.Version, OK: true, Stop: &control.Stopping{PID: os.Getpid(), Connections: -1}}
+}
+
+func (c *controlSocket) status() *control.Reply {
+	ctx, cancel := context.WithTimeout(context.Background(), controlReadTimeout)
+	defer cancel()
+	st, err := c.s.Status(ctx)
+	if err != nil {
+		return failReply(err)
+	}
+	return &control.Reply{V: control.Version, OK: true, Status: c.s.controlStatus(st)}
+}
+
+// controlStatus is st in the control protocol's terms: the supervisor
+// answers, Generation and State are the service's (the serving instance's
+// generation), draining instances are the older generations, and the
+// instances, restarts and last failure are in Supervisor.
+func (s *Supervisor) controlStatus(st Status) *control.Status {
+	file, _ := os.Executable()
+	cs := &control.Status{PID: st.PID, Executable: s.cfg.Command[0], File: file, Started: s.started,
+		Connections: -1, Listeners: []control.Listener{}, Older: []control.Older{}, State: "serving",
+		Supervisor: &control.Supervisor{Restarts: st.Restarts, Crashes: st.Crashes,
+			RestartInMS: st.RestartIn.Milliseconds(), LastFailure: st.LastFailure, Instances: []control.Instance{}}}
+	for _, sk := range s.socks {
+		cs.Listeners = append(cs.Listeners, control.Listener{Name: sk.Name, Network: sk.Network, Address: boundAddr(sk)})
+	}
+	serving := false
+	for _, in := range st.Instances {
+		ci := control.Instance{PID: in.PID, Generation: in.Generation, State: in.State, Since: in.Since, Status: in.Status}
+		if in.MainPID != in.PID {
+			ci.MainPID = in.MainPID
+		}
+		cs.Supervisor.Instances = append(cs.Supervisor.Instances, ci)
+		switch in.State {
+		case "serving":
+			cs.Generation, serving = in.Generation, true
+		case "starting":
+			cs.State = "upgrading"
+		case "draining":
+			cs.Older = append(cs.Older, control.Older{PID: in.MainPID, Generation: in.Generation, Connections: -1,
+				Error: "an instance of tcpgrace run: its connections are its own"})
+		}
+	}
+	switch {
+	case st.Stopping:
+		cs.State = "stopping"
+	case !serving && cs.State != "upgrading":
+		cs.State = "restarting"
+	}
+	return cs
+}
+
+// boundAddr is the address a socket is bound to (a port 0 resolved).
+func boundAddr(sk *socket) string {
+	sa, err := unix.Getsockname(sk.fd)
+	if err != nil {
+		return sk.Address
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+	case *unix.SockaddrInet6:
+		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+	case *unix.SockaddrUnix:
+		return a.Name
+	}
+	return sk.Address
+}
+
+// peerCred is the pid and uid of the client (SO_PEERCRED).
+func peerCred(c net.Conn) (pid int, uid uint32, err error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return 0, 0, fmt.Errorf("tcpgrace run: control: %T is no Unix socket", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, 0, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return 0, 0, err
+	}
+	if cerr != nil {
+		return 0, 0, fmt.Errorf("tcpgrace run: control: SO_PEERCRED: %w", cerr)
+	}
+	return int(cred.Pid), cred.Uid, nil
+}
+
+// readRequest reads one request line of at most control.MaxRequestLen
+// bytes (one cut off by the end of the stream counts).
+func readRequest(r io.Reader) (control.Request, error) {
+	line, err := bufio.NewReaderSize(r, control.MaxRequestLen).ReadSlice('\n')
+	switch {
+	case errors.Is(err, bufio.ErrBufferFull):
+		return control.Request{}, fmt.Errorf("request longer than %d bytes", control.MaxRequestLen)
+	case err != nil && !(errors.Is(err, io.EOF) && len(line) > 0):
+		return control.Request{}, fmt.Errorf("reading the request: %w", err)
+	}
+	if n := len(line); n > 0 && line[n-1] == '\n' {
+		line = line[:n-1]
+	}
+	return control.ParseRequest(line)
+}
+
+func failReply(err error) *control.Reply {
+	return &control.Reply{V: control.Version, Error: err.Error()}
+}
+
+func writeReply(w io.Writer, rep *control.Reply) error {
+	line, err := json.Marshal(rep)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(line, '\n'))
+	return err
+}

@@ -1,0 +1,319 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Every method here runs in the loop of Run.
+
+// upgrade begins an upgrade, or says why it cannot; reply (if any) gets
+// the outcome.
+func (s *Supervisor) upgrade(reply chan<- outcome) {
+	var err error
+	switch {
+	case s.stopping:
+		err = ErrStopping
+	case s.starting != nil:
+		err = fmt.Errorf("%w: generation %d (pid %d)", ErrUpgradeInProgress, s.starting.gen, s.starting.pid)
+	case len(s.instances) >= s.cfg.MaxInstances:
+		err = fmt.Errorf("%w: %d, the most -max-instances allows; wait for the draining ones to exit",
+			ErrTooManyInstances, len(s.instances))
+	}
+	if err != nil {
+		s.log.Warn("upgrade refused", "err", err)
+		answer(reply, outcome{err: err})
+		return
+	}
+	reason := "upgrade"
+	if s.serving == nil {
+		reason = "upgrade while nothing serves"
+	}
+	s.start(reason, reply)
+}
+
+// outcome is how an upgrade ended, for the Upgrade call waiting for it.
+type outcome struct {
+	res UpgradeResult
+	err error
+}
+
+func answer(reply chan<- outcome, o outcome) {
+	if reply != nil {
+		reply <- o
+	}
+}
+
+// start starts an instance; its outcome goes to reply, if any.
+func (s *Supervisor) start(reason string, reply chan<- outcome) {
+	s.restartAt = time.Time{}
+	pid, path, err := s.spawn()
+	if err != nil {
+		s.startFailed(&instance{gen: s.nextGen + 1, waiters: []chan<- outcome{reply}, pidGone: true}, err)
+		return
+	}
+	s.nextGen++
+	now := time.Now()
+	in := &instance{pid: pid, main: pid, gen: s.nextGen, phase: phaseStarting, since: now, reason: reason,
+		readyBy: now.Add(s.cfg.ReadyTimeout)}
+	if s.cfg.ReadyDelay > 0 {
+		in.delayAt = now.Add(s.cfg.ReadyDelay)
+	}
+	if reply != nil {
+		in.waiters = append(in.waiters, reply)
+	}
+	s.instances = append(s.instances, in)
+	s.starting = in
+	s.log.Info("instance started", "instance", pid, "generation", in.gen, "reason", reason, "command", path)
+	s.sdStatus()
+}
+
+// ready makes a starting instance the serving one; the one that served
+// until now drains.
+func (s *Supervisor) ready(in *instance, how string) {
+	took := time.Since(in.since)
+	in.phase, in.since = phaseServing, time.Now()
+	in.readyBy, in.delayAt = time.Time{}, time.Time{}
+	old := s.serving
+	s.serving, s.starting = in, nil
+	args := []any{"instance", in.pid, "generation", in.gen, "how", how, "took", took.Round(time.Microsecond)}
+	if old != nil {
+		args = append(args, "replaces", old.main)
+	}
+	s.log.Info("instance ready", args...)
+	if old != nil {
+		s.drain(old, fmt.Sprintf("replaced by generation %d", in.gen))
+	}
+	res := UpgradeResult{PID: in.pid, Generation: in.gen, Took: took}
+	if old != nil {
+		res.OldPID = old.main
+	}
+	for _, w := range in.waiters {
+		answer(w, outcome{res: res})
+	}
+	in.waiters = nil
+	if !s.mgr.ready {
+		s.mgr.ready = true
+		s.sd("READY=1", "MAINPID="+strconv.Itoa(syscall.Getpid()), "STATUS="+s.statusLine())
+		return
+	}
+	s.sdStatus()
+}
+
+// startFailed ends a start that failed: the instance is killed if it
+// runs, the waiters hear why, and a restart is scheduled if nothing
+// serves.
+func (s *Supervisor) startFailed(in *instance, err error) {
+	err = fmt.Errorf("%w: generation %d: %w", ErrStartFailed, in.gen, err)
+	if s.starting == in {
+		s.starting = nil
+	}
+	if in.pid != 0 && !in.pidGone && slices.Contains(s.instances, in) {
+		in.phase, in.since, in.readyBy, in.delayAt = phaseDraining, time.Now(), time.Time{}, time.Time{}
+		in.kill()
+	}
+	s.lastFailure = err.Error()
+	for _, w := range in.waiters {
+		answer(w, outcome{err: err})
+	}
+	in.waiters = nil
+	if s.serving != nil {
+		s.log.Error("upgrade failed", "err", err, "instance", in.pid, "serving", s.serving.pid)
+		s.sdStatus()
+		return
+	}
+	s.log.Error("start failed", "err", err, "instance", in.pid)
+	if !s.stopping {
+		s.crashes++
+		s.scheduleRestart()
+	}
+}
+
+// cancelStart ends the start that reply waits for, if it still runs: its
+// Upgrade call's context ended.
+func (s *Supervisor) cancelStart(reply chan<- outcome, why error) {
+	if in := s.starting; in != nil && slices.Contains(in.waiters, reply) {
+		s.startFailed(in, fmt.Errorf("cancelled: %w", why))
+	}
+}
+
+// drain tells an instance to stop: SIGTERM, then SIGKILL to its process
+// group after the stop timeout.
+func (s *Supervisor) drain(in *instance, reason string) {
+	in.phase, in.since = phaseDraining, time.Now()
+	in.killAt = in.since.Add(s.cfg.StopTimeout)
+	err := in.signal(unix.SIGTERM)
+	s.log.Info("instance draining", "instance", in.main, "generation", in.gen, "reason", reason, "err", err)
+}
+
+// exited handles the end of a child the loop reaped.
+func (s *Supervisor) exited(pid int, ws syscall.WaitStatus) {
+	in := s.find(pid)
+	if in == nil {
+		s.log.Debug("reaped an orphan", "process", pid, "status", describe(ws))
+		return
+	}
+	if pid == in.pid && in.main != in.pid && unix.Kill(in.main, 0) == nil {
+		in.pidGone = true
+		s.log.Info("instance's first process exited; its main process runs on", "instance", in.pid,
+			"main", in.main, "status", describe(ws))
+		return
+	}
+	s.instances = slices.DeleteFunc(s.instances, func(x *instance) bool { return x == in })
+	s.log.Info("instance exited", "instance", pid, "generation", in.gen, "phase", in.phase, "status", describe(ws))
+	if s.stopping && (in == s.stopServing || s.stopServing == nil) {
+		s.exitStatus = exitCode(ws)
+	}
+	switch in.phase {
+	case phaseStarting:
+		in.pidGone = true
+		s.startFailed(in, fmt.Errorf("exited (%s) before it was ready", describe(ws)))
+	case phaseServing:
+		s.serving = nil
+		s.crashed(in, describe(ws))
+	}
+}
+
+// crashed handles the death of the serving instance: nothing serves, the
+// sockets stay open (clients queue), and a new instance starts at once,
+// or after a backoff if this is one more crash in a row.
+func (s *Supervisor) crashed(in *instance, how string) {
+	if time.Since(in.since) >= stableAfter {
+		s.crashes = 0
+	}
+	s.crashes++
+	s.lastFailure = fmt.Sprintf("generation %d (pid %d) died while serving: %s", in.gen, in.main, how)
+	s.log.Error("serving instance died", "instance", in.main, "generation", in.gen, "status", how,
+		"crashes_in_a_row", s.crashes)
+	if s.starting != nil {
+		s.log.Info("the starting instance will serve", "instance", s.starting.pid, "generation", s.starting.gen)
+		return
+	}
+	s.scheduleRestart()
+}
+
+// scheduleRestart starts an instance now, after the first death in a
+// row, or after a backoff that doubles from 100 ms up to 10 s.
+func (s *Supervisor) scheduleRestart() {
+	s.restarts++
+	d := backoff(s.crashes)
+	if d == 0 {
+		s.start("restart after a crash", nil)
+		return
+	}
+	s.restartAt = time.Now().Add(d)
+	s.log.Warn("restarting after a backoff", "backoff", d, "crashes_in_a_row", s.crashes)
+	s.sdStatus()
+}
+
+// backoff is the delay before the restart after the n-th death in a row.
+func backoff(n int) time.Duration {
+	if n <= 1 {
+		return 0
+	}
+	if n > 8 {
+		return 10 * time.Second
+	}
+	return min(100*time.Millisecond<<(n-2), 10*time.Second)
+}
+
+// stop forwards sig to every instance; Run ends when all have exited. A
+// second stop signal is forwarded again.
+func (s *Supervisor) stop(sig syscall.Signal) {
+	now := time.Now()
+	if !s.stopping {
+		s.stopping = true
+		s.stopServing = s.serving
+		if s.serving == nil && s.lastFailure != "" {
+			s.exitStatus = 1 // nothing serves, after a failure; an instance that exits now sets its own
+		}
+		s.restartAt = time.Time{}
+		s.log.Info("stopping: forwarding the signal to every instance", "signal", unix.SignalName(sig),
+			"instances", len(s.instances))
+		s.sd("STOPPING=1", "STATUS=stopping")
+		if in := s.starting; in != nil {
+			for _, w := range in.waiters {
+				answer(w, outcome{err: ErrStopping})
+			}
+			in.waiters = nil
+		}
+	}
+	s.serving, s.starting = nil, nil
+	for _, in := range s.instances {
+		in.phase, in.readyBy, in.delayAt = phaseDraining, time.Time{}, time.Time{}
+		if !in.killed && (in.killAt.IsZero() || in.killAt.After(now.Add(s.cfg.StopTimeout))) {
+			in.killAt = now.Add(s.cfg.StopTimeout)
+		}
+		in.signal(sig)
+	}
+}
+
+// forwardHUP sends SIGHUP to the serving instance: its own reload.
+func (s *Supervisor) forwardHUP() {
+	if s.serving == nil {
+		s.log.Warn("SIGHUP: no instance serves; ignored")
+		return
+	}
+	err := s.serving.signal(unix.SIGHUP)
+	s.log.Info("SIGHUP forwarded", "instance", s.serving.main, "err", err)
+}
+
+// onNote acts on an sd_notify message. Only instances count: a message
+// from any other process is ignored.
+func (s *Supervisor) onNote(n note) {
+	in := s.find(n.pid)
+	if in == nil {
+		s.log.Debug("notify socket: ignored a message from a process that is no instance", "sender", n.pid)
+		return
+	}
+	if v, ok := n.fields["MAINPID"]; ok {
+		s.setMain(in, v)
+	}
+	if v, ok := n.fields["STATUS"]; ok {
+		in.status = v
+		s.log.Info("instance status", "instance", in.main, "generation", in.gen, "text", v)
+		if in == s.serving {
+			s.sdStatus()
+		}
+	}
+	if n.fields["READY"] == "1" && in.phase == phaseStarting {
+		s.ready(in, "READY=1")
+	}
+	if n.fields["STOPPING"] == "1" && in.phase == phaseServing && !s.stopping {
+		s.log.Info("serving instance is stopping on its own: starting a replacement", "instance", in.main,
+			"generation", in.gen)
+		in.phase, in.since, in.killAt = phaseDraining, time.Now(), time.Now().Add(s.cfg.StopTimeout)
+		s.serving = nil
+		if s.starting == nil {
+			s.start("replacing an instance that stopped on its own", nil)
+		}
+	}
+}
+
+// setMain follows MAINPID=: the instance's main process is now another
+// one, which must be its child (or already re-parented to the
+// supervisor).
+func (s *Supervisor) setMain(in *instance, v string) {
+	pid, err := strconv.Atoi(v)
+	if err != nil || pid <= 0 {
+		s.log.Warn("notify socket: bad MAINPID, ignored", "instance", in.main, "value", v)
+		return
+	}
+	if pid == in.main {
+		return
+	}
+	if p := parentOf(pid); p != in.pid && p != in.main && p != syscall.Getpid() {
+		s.log.Warn("notify socket: MAINPID names no child of the instance, ignored", "instance", in.main,
+			"mainpid", pid, "its_parent", p)
+		return
+	}
+	s.log.Info("instance has a new main process", "instance", in.main, "generation", in.gen, "main", pid)
+	in.main = pid
+}

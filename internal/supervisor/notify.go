@@ -1,0 +1,204 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxNote bounds one sd_notify message; a longer one is dropped whole.
+const maxNote = 4096
+
+// note is one sd_notify message: KEY=VALUE lines from the process pid,
+// as the kernel vouches for it (SCM_CREDENTIALS).
+type note struct {
+	pid    int
+	fields map[string]string
+}
+
+// notifySocket is the datagram socket every instance finds in
+// NOTIFY_SOCKET, in a directory of its own that only the supervisor's
+// user can enter. SO_PASSCRED makes the kernel attach the sender's pid to
+// every message, so only messages from instances count, whatever else
+// finds the socket.
+type notifySocket struct {
+	dir, path string
+	conn      *net.UnixConn
+	log       *slog.Logger
+	done      chan struct{} // closed when the reader stops; nil while none runs
+}
+
+// newNotifySocket makes the directory and binds the socket.
+func newNotifySocket(log *slog.Logger) (*notifySocket, error) {
+	dir, err := os.MkdirTemp("", "tcpgrace-run-")
+	if err != nil {
+		return nil, fmt.Errorf("notify socket: %w", err)
+	}
+	path := filepath.Join(dir, "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err == nil {
+		err = passCred(conn)
+	}
+	if err != nil {
+		if conn != nil {
+			conn.Close()
+		}
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("notify socket %s: %w", path, err)
+	}
+	return &notifySocket{dir: dir, path: path, conn: conn, log: log}, nil
+}
+
+// adoptNotifySocket takes the notify socket a previous image of the
+// supervisor passed as fd.
+func adoptNotifySocket(dir string, fd int, log *slog.Logger) (*notifySocket, error) {
+	f := os.NewFile(uintptr(fd), "notify")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("notify socket: inherited fd %d: %w", fd, err)
+	}
+	conn, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("notify socket: inherited fd %d is a %T", fd, c)
+	}
+	return &notifySocket{dir: dir, path: filepath.Join(dir, "notify"), conn: conn, log: log}, nil
+}
+
+func passCred(c *net.UnixConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("SO_PASSCRED: %w", serr)
+	}
+	return nil
+}
+
+// start runs the reader, which sends every message to out until stop.
+func (n *notifySocket) start(out chan<- note) {
+	n.conn.SetReadDeadline(time.Time{})
+	n.done = make(chan struct{})
+	go n.read(out, n.done)
+}
+
+// stop ends the reader and waits for it, handing every message it read
+// to deliver meanwhile (the loop, which cannot receive while it waits
+// here). Messages not yet read stay queued in the socket.
+func (n *notifySocket) stop(in <-chan note, deliver func(note)) {
+	if n.done == nil {
+		return
+	}
+	n.conn.SetReadDeadline(time.Unix(1, 0))
+	for reading := true; reading; {
+		select {
+		case m := <-in:
+			deliver(m)
+		case <-n.done:
+			reading = false
+		}
+	}
+	for {
+		select {
+		case m := <-in:
+			deliver(m)
+		default:
+			n.done = nil
+			return
+		}
+	}
+}
+
+func (n *notifySocket) read(out chan<- note, done chan<- struct{}) {
+	defer close(done)
+	buf := make([]byte, maxNote+1)
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(4*16))
+	for {
+		nb, noob, flags, _, err := n.conn.ReadMsgUnix(buf, oob)
+		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil {
+			n.log.Warn("notify socket", "err", err)
+			time.Sleep(10 * time.Millisecond) // no busy loop on a persistent error
+			continue
+		}
+		pid, ok := credentials(oob[:noob])
+		switch {
+		case !ok:
+			n.log.Warn("notify socket: a message without the sender's credentials, ignored")
+		case nb > maxNote || flags&unix.MSG_TRUNC != 0:
+			n.log.Warn("notify socket: a message longer than the limit, ignored", "sender", pid, "limit", maxNote)
+		default:
+			out <- note{pid: pid, fields: parseNote(string(buf[:nb]))}
+		}
+	}
+}
+
+// credentials is the sender's pid from the control messages, closing any
+// fds that came along (FDSTORE=1, which the supervisor does not keep).
+func credentials(oob []byte) (int, bool) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0, false
+	}
+	pid, ok := 0, false
+	for i := range msgs {
+		if fds, err := unix.ParseUnixRights(&msgs[i]); err == nil {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			continue
+		}
+		if cred, err := unix.ParseUnixCredentials(&msgs[i]); err == nil {
+			pid, ok = int(cred.Pid), true
+		}
+	}
+	return pid, ok
+}
+
+// parseNote splits a message into its KEY=VALUE lines; other lines are
+// ignored, as systemd does.
+func parseNote(msg string) map[string]string {
+	fields := map[string]string{}
+	for _, line := range strings.Split(msg, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && k != "" {
+			fields[k] = v
+		}
+	}
+	return fields
+}
+
+// close closes the socket and removes its directory.
+func (n *notifySocket) close() {
+	n.conn.Close()
+	os.RemoveAll(n.dir)
+}
+
+// fd is the socket's own fd, for a self-upgrade.
+func (n *notifySocket) fd() (int, error) {
+	rc, err := n.conn.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	err = rc.Control(func(s uintptr) { fd = int(s) })
+	return fd, err
+}

@@ -1,0 +1,315 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The self-upgrade's hand-over: the supervisor execs its new binary in
+// place (same pid, so it stays PID 1 and the parent of its instances)
+// with the sockets and the notify socket left open and their fds, the
+// instances and the counters in stateEnv.
+const (
+	stateEnv     = "TCPGRACE_RUN_STATE" // the hand-over, JSON (handOver)
+	checkEnv     = "TCPGRACE_RUN_CHECK" // "1": the check run of a new binary: decode stateEnv, exit
+	stateVersion = 1                    // handOver.V; a binary refuses any other
+	checkTimeout = 10 * time.Second     // bounds the check run
+)
+
+// handOver is the state one image of the supervisor passes to the next.
+type handOver struct {
+	V           int             `json:"v"`
+	Version     string          `json:"version"` // the build that wrote it
+	ExecAt      int64           `json:"exec_at"` // wall clock, ns, just before the exec
+	Sockets     []handedSocket  `json:"sockets"`
+	NotifyFD    int             `json:"notify_fd"`
+	NotifyDir   string          `json:"notify_dir"`
+	Manager     string          `json:"manager,omitempty"` // NOTIFY_SOCKET of a service manager above
+	WatchdogUS  int64           `json:"watchdog_us,omitempty"`
+	Ready       bool            `json:"ready"` // the manager was told READY=1
+	Instances   []handedProcess `json:"instances"`
+	NextGen     int             `json:"next_gen"`
+	Restarts    int             `json:"restarts"`
+	Crashes     int             `json:"crashes"`
+	LastFailure string          `json:"last_failure,omitempty"`
+	Started     int64           `json:"started"`           // wall clock, ns: when the first image bound the sockets
+	Control     *handedControl  `json:"control,omitempty"` // the control socket, if any
+}
+
+type handedControl struct {
+	Path  string  `json:"path"`
+	FD    int     `json:"fd"`
+	Owned *fileID `json:"owned,omitempty"`
+}
+
+type handedSocket struct {
+	Listen
+	FD    int     `json:"fd"`
+	Owned *fileID `json:"owned,omitempty"`
+}
+
+type handedProcess struct {
+	PID     int    `json:"pid"`
+	Main    int    `json:"main"`
+	Gen     int    `json:"gen"`
+	Phase   string `json:"phase"` // serving or draining: a self-upgrade waits for no start
+	Since   int64  `json:"since"` // wall clock, ns
+	Status  string `json:"status,omitempty"`
+	KillIn  int64  `json:"kill_in_ns,omitempty"` // draining: ns left before SIGKILL
+	Killed  bool   `json:"killed,omitempty"`
+	PIDGone bool   `json:"pid_gone,omitempty"`
+}
+
+// selfUpgrade replaces the supervisor's program in place. It is refused
+// while an instance starts, while nothing serves and while stopping: a
+// start's deadlines and waiters would not survive the exec. The new
+// binary is first run as a child with the state and checkEnv: only if it
+// decodes the state and exits 0 does the exec happen, so that a binary
+// that does not start, or does not speak this state's version, leaves
+// this one running. After the exec the new image starts over in main,
+// with the same pid, children, sockets and notify socket.
+func (s *Supervisor) selfUpgrade() {
+	if err := s.selfUpgradeBlocked(); err != nil {
+		s.log.Warn("supervisor upgrade refused", "err", err)
+		return
+	}
+	exe, begin := s.executable, time.Now()
+	state, err := json.Marshal(s.handOver(nil))
+	if err == nil {
+		err = s.checkNext(exe, state)
+	}
+	checked := time.Since(begin)
+	if err != nil {
+		s.log.Error("supervisor upgrade failed; this version keeps running", "executable", exe, "err", err)
+		return
+	}
+	s.notify.stop(s.notes, s.onNote) // what it read meanwhile may change the state
+	s.ctl.pause()                    // requests not yet accepted wait for the next image
+	if err := s.selfUpgradeBlocked(); err != nil {
+		s.notify.start(s.notes)
+		s.ctl.start()
+		s.log.Warn("supervisor upgrade refused", "err", err)
+		return
+	}
+	err = s.execNext(exe, checked)
+	s.notify.start(s.notes)
+	s.ctl.start()
+	s.log.Error("supervisor upgrade failed; this version keeps running", "executable", exe, "err", err)
+}
+
+func (s *Supervisor) selfUpgradeBlocked() error {
+	switch {
+	case s.stopping:
+		return ErrStopping
+	case s.starting != nil:
+		return fmt.Errorf("%w (generation %d): send SIGUSR2 again once it is ready", ErrUpgradeInProgress, s.starting.gen)
+	case s.serving == nil:
+		return errors.New("tcpgrace run: no instance serves: send SIGUSR2 again once one does")
+	}
+	return nil
+}
+
+// execNext clears close-on-exec on the fds the next image needs and
+// execs it (checked is how long the check run took, for the log); it
+// returns only if the exec failed, with the fds restored.
+func (s *Supervisor) execNext(exe string, checked time.Duration) error {
+	nfd, err := s.notify.fd()
+	if err != nil {
+		return err
+	}
+	fds := []int{nfd}
+	if s.ctl != nil {
+		cfd, err := s.ctl.fd()
+		if err != nil {
+			return err
+		}
+		fds = append(fds, cfd)
+	}
+	for _, sk := range s.socks {
+		fds = append(fds, sk.fd)
+	}
+	for _, fd := range fds {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			restoreCloexec(fds)
+			return fmt.Errorf("fd %d: clearing close-on-exec: %w", fd, err)
+		}
+	}
+	now := time.Now()
+	state, err := json.Marshal(s.handOver(&now))
+	if err != nil {
+		restoreCloexec(fds)
+		return err
+	}
+	s.log.Info("supervisor upgrading in place", "executable", exe, "from_version", s.cfg.Version,
+		"check_took", checked.Round(time.Microsecond))
+	err = syscall.Exec(exe, s.cfg.Args, append(os.Environ(), stateEnv+"="+string(state)))
+	restoreCloexec(fds)
+	return fmt.Errorf("exec %s: %w", exe, err)
+}
+
+func restoreCloexec(fds []int) {
+	for _, fd := range fds {
+		unix.CloseOnExec(fd)
+	}
+}
+
+// checkNext runs exe as a child with the state and checkEnv, and waits
+// for it (the loop's reaper does not run meanwhile: this loop is it).
+func (s *Supervisor) checkNext(exe string, state []byte) error {
+	env := append(os.Environ(), stateEnv+"="+string(state), checkEnv+"=1")
+	pid, err := syscall.ForkExec(exe, s.cfg.Args, &syscall.ProcAttr{Env: env, Files: []uintptr{0, 1, 2}})
+	if err != nil {
+		return fmt.Errorf("starting %s for its check: %w", exe, err)
+	}
+	deadline := time.Now().Add(checkTimeout)
+	for {
+		var ws syscall.WaitStatus
+		got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			return fmt.Errorf("waiting for the check of %s: %w", exe, err)
+		case got == pid && ws.Exited() && ws.ExitStatus() == 0:
+			return nil
+		case got == pid:
+			return fmt.Errorf("the new binary failed its check (%s): is it a tcpgrace that reads hand-over version %d?",
+				describe(ws), stateVersion)
+		case time.Now().After(deadline):
+			unix.Kill(pid, unix.SIGKILL)
+			syscall.Wait4(pid, &ws, 0, nil)
+			return fmt.Errorf("the new binary's check did not end within %v", checkTimeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// handOver is the state to pass on; execAt is set for the exec itself.
+func (s *Supervisor) handOver(execAt *time.Time) *handOver {
+	nfd, _ := s.notify.fd()
+	h := &handOver{V: stateVersion, Version: s.cfg.Version, NotifyFD: nfd, NotifyDir: s.notify.dir,
+		Manager: s.mgr.socket(), WatchdogUS: s.mgr.watchdog.Microseconds(), Ready: s.mgr.ready,
+		NextGen: s.nextGen, Restarts: s.restarts, Crashes: s.crashes, LastFailure: s.lastFailure}
+	if execAt != nil {
+		h.ExecAt = execAt.UnixNano()
+	}
+	h.Started = s.started.UnixNano()
+	if s.ctl != nil {
+		cfd, _ := s.ctl.fd()
+		h.Control = &handedControl{Path: s.ctl.path, FD: cfd, Owned: s.ctl.owned}
+	}
+	for _, sk := range s.socks {
+		h.Sockets = append(h.Sockets, handedSocket{Listen: sk.Listen, FD: sk.fd, Owned: sk.owned})
+	}
+	for _, in := range s.instances {
+		p := handedProcess{PID: in.pid, Main: in.main, Gen: in.gen, Phase: in.phase.String(),
+			Since: in.since.UnixNano(), Status: in.status, Killed: in.killed, PIDGone: in.pidGone}
+		if !in.killAt.IsZero() {
+			p.KillIn = max(int64(time.Until(in.killAt)), 1)
+		}
+		h.Instances = append(h.Instances, p)
+	}
+	return h
+}
+
+// decodeHandOver parses the state and checks its version.
+func decodeHandOver(state string) (*handOver, error) {
+	var h handOver
+	if err := json.Unmarshal([]byte(state), &h); err != nil {
+		return nil, fmt.Errorf("%s: %w", stateEnv, err)
+	}
+	if h.V != stateVersion {
+		return nil, fmt.Errorf("%s: hand-over version %d, this build reads %d", stateEnv, h.V, stateVersion)
+	}
+	return &h, nil
+}
+
+// CheckRun reports whether this process is the check run of a
+// self-upgrade (the previous image runs it before it execs this binary
+// in its place) and, if so, whether this binary can take over: cfg is
+// valid and the state decodes. The caller exits at once, 0 on success.
+func CheckRun(cfg Config) (bool, error) {
+	if os.Getenv(checkEnv) != "1" {
+		return false, nil
+	}
+	if err := cfg.check(); err != nil {
+		return true, fmt.Errorf("tcpgrace run: %w", err)
+	}
+	_, err := decodeHandOver(os.Getenv(stateEnv))
+	return true, err
+}
+
+// adopt takes over from the previous image of this process.
+func (s *Supervisor) adopt(state string) error {
+	h, err := decodeHandOver(state)
+	if err != nil {
+		return err
+	}
+	for _, hs := range h.Sockets {
+		sk, err := adoptSocket(hs.Listen, hs.FD)
+		if err != nil {
+			return err
+		}
+		sk.owned = hs.Owned
+		s.socks = append(s.socks, sk)
+	}
+	if s.notify, err = adoptNotifySocket(h.NotifyDir, h.NotifyFD, s.log); err != nil {
+		return err
+	}
+	if err := s.adoptControl(h.Control); err != nil {
+		return err
+	}
+	s.started = time.Unix(0, h.Started)
+	s.mgr = &manager{watchdog: time.Duration(h.WatchdogUS) * time.Microsecond, ready: h.Ready}
+	if h.Manager != "" {
+		s.mgr.addr = &net.UnixAddr{Name: h.Manager, Net: "unixgram"}
+	}
+	s.nextGen, s.restarts, s.crashes, s.lastFailure = h.NextGen, h.Restarts, h.Crashes, h.LastFailure
+	now := time.Now()
+	for _, p := range h.Instances {
+		in := &instance{pid: p.PID, main: p.Main, gen: p.Gen, phase: phaseDraining, since: time.Unix(0, p.Since),
+			status: p.Status, killed: p.Killed, pidGone: p.PIDGone}
+		if p.KillIn > 0 {
+			in.killAt = now.Add(time.Duration(p.KillIn))
+		}
+		if p.Phase == phaseServing.String() {
+			in.phase = phaseServing
+			s.serving = in
+		}
+		s.instances = append(s.instances, in)
+	}
+	args := []any{"version", s.cfg.Version, "from_version", h.Version, "instances", len(s.instances)}
+	if h.ExecAt > 0 {
+		args = append(args, "exec_took", now.Sub(time.Unix(0, h.ExecAt)).Round(time.Microsecond))
+	}
+	s.log.Info("supervisor upgraded in place", args...)
+	return nil
+}
+
+// adoptControl takes the control socket the previous image passed on.
+func (s *Supervisor) adoptControl(hc *handedControl) error {
+	if hc == nil {
+		if s.cfg.Control != "" {
+			s.log.Warn("the previous image had no control socket: -control takes effect at the next start",
+				"control", s.cfg.Control)
+		}
+		return nil
+	}
+	f := os.NewFile(uintptr(hc.FD), "control")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("-control %s: inherited fd %d: %w", hc.Path, hc.FD, err)
+	}
+	s.ctl = newControlSocket(s, hc.Path, ln, hc.Owned)
+	return nil
+}

@@ -1,0 +1,179 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpgrace/tcpgrace/internal/errjoin"
+	"github.com/tcpgrace/tcpgrace/tcpgrace"
+)
+
+// systemd's socket activation variables (sd_listen_fds(3)), as the
+// supervisor reads them for itself and writes them for each instance.
+const (
+	envListenPID     = "LISTEN_PID"     // the pid the variables are meant for
+	envListenFDs     = "LISTEN_FDS"     // how many sockets, from listenFDsStart on
+	envListenFDNames = "LISTEN_FDNAMES" // their names, ':'-separated
+	listenFDsStart   = 3                // the first socket's fd
+)
+
+// socket is one listening socket as the supervisor holds it: a raw fd,
+// close-on-exec, that each instance gets as fd listenFDsStart+index. The
+// supervisor never accepts on it; holding it keeps the socket and its
+// accept queue alive while instances come and go.
+type socket struct {
+	Listen
+	fd    int
+	owned *fileID // the Unix socket file this supervisor bound, removed at exit if its path still leads to it
+}
+
+// fileID is a file's device and inode.
+type fileID struct{ Dev, Ino uint64 }
+
+// bound is what bindSockets binds.
+type bound struct {
+	reg      *tcpgrace.Upgrader // keeps the sockets registered until closeSockets
+	socks    []*socket
+	ctl      net.Listener // the control socket, if one is configured
+	ctlOwned *fileID      // its file, if this supervisor bound it
+}
+
+// bindSockets binds every socket, and the control socket at control if
+// set, with the library's registry, which also takes the sockets of a
+// systemd socket activation of the supervisor itself (matched by name,
+// then address; activated says whether there was one), replaces stale
+// Unix socket files and refuses live ones. The supervisor keeps a raw
+// duplicate of each socket.
+func bindSockets(ls []Listen, control string, activated bool, log *slog.Logger) (*bound, error) {
+	u, err := tcpgrace.New(tcpgrace.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	b := &bound{reg: u}
+	for _, l := range ls {
+		s, err := bindOne(u, l, activated)
+		if err != nil {
+			closeSockets(u, b.socks)
+			return nil, fmt.Errorf("-listen %s: %w", l, err)
+		}
+		b.socks = append(b.socks, s)
+	}
+	if control != "" {
+		if b.ctl, err = u.Listen(controlName, "unix", control); err != nil {
+			closeSockets(u, b.socks)
+			return nil, fmt.Errorf("-control %s: %w", control, err)
+		}
+		if id, err := statID(control); err == nil && !activated {
+			b.ctlOwned = &id
+		}
+	}
+	if err := u.Ready(); err != nil {
+		log.Warn("closing inherited sockets no -listen asked for", "err", err)
+	}
+	return b, nil
+}
+
+// activated reports whether systemd passed this process sockets; read it
+// before the registry takes the variables.
+func activated() bool {
+	return os.Getenv(envListenPID) == strconv.Itoa(os.Getpid()) && os.Getenv(envListenFDs) != ""
+}
+
+func bindOne(u *tcpgrace.Upgrader, l Listen, activated bool) (*socket, error) {
+	var raw any
+	var err error
+	if l.packet() {
+		raw, err = u.ListenPacket(l.Name, l.Network, l.Address)
+	} else {
+		raw, err = u.Listen(l.Name, l.Network, l.Address)
+	}
+	if err != nil {
+		return nil, err
+	}
+	sc, ok := raw.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("a %T has no file descriptor", raw)
+	}
+	fd, err := dupCloexec(sc)
+	if err != nil {
+		return nil, err
+	}
+	s := &socket{Listen: l, fd: fd}
+	if l.Network == "unix" && !activated {
+		if id, err := statID(l.Address); err == nil {
+			s.owned = &id
+		}
+	}
+	return s, nil
+}
+
+// dupCloexec duplicates a socket's fd, close-on-exec, without touching
+// the socket's blocking mode (never (*net.TCPListener).File).
+func dupCloexec(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd, derr := -1, error(nil)
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, listenFDsStart) }); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("duplicating the socket: %w", derr)
+	}
+	return fd, nil
+}
+
+// statID is the device and inode of the file at path.
+func statID(path string) (fileID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fileID{}, err
+	}
+	return fileID{Dev: st.Dev, Ino: st.Ino}, nil
+}
+
+// adoptSocket checks that fd, inherited from the previous image of this
+// supervisor, still is a socket, and makes it close-on-exec again.
+func adoptSocket(l Listen, fd int) (*socket, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("-listen %s: inherited fd %d: %w", l, fd, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return nil, fmt.Errorf("-listen %s: inherited fd %d is not a socket", l, fd)
+	}
+	unix.CloseOnExec(fd)
+	return &socket{Listen: l, fd: fd}, nil
+}
+
+// closeSockets releases the sockets when the supervisor exits: the
+// registry's listeners (u is nil after a self-upgrade), the raw fds, and
+// the Unix socket files this supervisor bound, if their paths still lead
+// to them.
+func closeSockets(u *tcpgrace.Upgrader, socks []*socket) error {
+	var errs []error
+	if u != nil {
+		errs = append(errs, u.Close())
+	}
+	for _, s := range socks {
+		unix.Close(s.fd)
+		if s.owned == nil {
+			continue
+		}
+		if id, err := statID(s.Address); err == nil && id == *s.owned {
+			if err := os.Remove(s.Address); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errjoin.Join(errs...)
+}

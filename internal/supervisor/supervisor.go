@@ -1,0 +1,378 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpgrace/tcpgrace/tcpgrace"
+)
+
+// Errors of [Supervisor.Upgrade]; the returned errors wrap them with
+// details.
+var (
+	// ErrStopping: the supervisor is stopping, or has stopped.
+	ErrStopping = errors.New("tcpgrace run: stopping")
+	// ErrUpgradeInProgress: an instance is starting already; try again
+	// once it is ready or has failed.
+	ErrUpgradeInProgress = errors.New("tcpgrace run: an instance is starting already")
+	// ErrTooManyInstances: the upgrade would make more instances alive at
+	// once than Config.MaxInstances; wait for draining ones to exit.
+	ErrTooManyInstances = errors.New("tcpgrace run: too many instances alive")
+	// ErrStartFailed: the new instance could not be started, exited, or
+	// was not ready in time; it has been killed, and the serving one
+	// still serves.
+	ErrStartFailed = errors.New("tcpgrace run: the new instance failed")
+)
+
+// NotifySignals registers the signals [Supervisor.Run] acts on (SIGCHLD,
+// SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2) and returns the channel they
+// arrive on, which loses none to a burst of another
+// ([tcpgrace.NotifySignals]). Call it first thing, before [New]: until
+// then SIGTERM or SIGHUP kill the process, and SIGUSR2 too.
+func NotifySignals() <-chan os.Signal {
+	return tcpgrace.NotifySignals(unix.SIGCHLD, unix.SIGUSR2)
+}
+
+// stableAfter is how long an instance must have served for its crash not
+// to count as one more in a row (the backoff starts over).
+const stableAfter = 10 * time.Second
+
+// Supervisor holds the sockets and runs instances of the command over
+// them. Its state belongs to the goroutine in [Supervisor.Run]; the other
+// methods ask it and are safe for concurrent use.
+type Supervisor struct {
+	cfg        Config
+	log        *slog.Logger
+	reg        *tcpgrace.Upgrader // the registry that bound the sockets; nil after a self-upgrade
+	socks      []*socket
+	notify     *notifySocket
+	ctl        *controlSocket // nil without Config.Control
+	mgr        *manager
+	started    time.Time // when the first image of this supervisor bound the sockets
+	env        []string  // every instance's environment
+	executable string    // the supervisor's own program, for a self-upgrade
+
+	notes chan note
+	reqs  chan func()   // run by the loop
+	done  chan struct{} // closed when Run returns
+
+	instances   []*instance
+	serving     *instance
+	starting    *instance
+	nextGen     int
+	restarts    int // instances started because the serving one died
+	crashes     int // deaths in a row, for the backoff
+	lastFailure string
+	restartAt   time.Time // a restart waits for its backoff until then
+	stopping    bool
+	stopServing *instance // the instance that served when the stop began
+	exitStatus  int
+}
+
+// New binds the sockets (or, in a self-upgrade, takes over the sockets,
+// the instances and the state the previous image of this process passed
+// on), makes the notify socket, writes the PID file and makes the
+// supervisor a child subreaper, so that orphans of its instances are
+// re-parented to it and reaped. It starts no instance and no goroutine;
+// [Supervisor.Run] does.
+func New(cfg Config) (*Supervisor, error) {
+	if err := cfg.check(); err != nil {
+		return nil, fmt.Errorf("tcpgrace run: %w", err)
+	}
+	s := &Supervisor{
+		cfg: cfg, log: cfg.Logger.With("pid", os.Getpid()),
+		notes: make(chan note, 64), reqs: make(chan func()), done: make(chan struct{}),
+	}
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("tcpgrace run: PR_SET_CHILD_SUBREAPER: %w", err)
+	}
+	exe, err := executable(cfg.Executable)
+	if err != nil {
+		return nil, fmt.Errorf("tcpgrace run: finding own executable: %w", err)
+	}
+	s.executable = exe
+	if s.cfg.Args == nil {
+		s.cfg.Args = os.Args
+	}
+	s.mgr = takeManager() // before the registry's New, which would take NOTIFY_SOCKET for itself
+	if state, ok := os.LookupEnv(stateEnv); ok {
+		os.Unsetenv(stateEnv)
+		err = s.adopt(state)
+	} else {
+		err = s.bind()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tcpgrace run: %w", err)
+	}
+	s.env = instanceEnv(s.socks, s.notify.path)
+	return s, nil
+}
+
+// bind is a cold start: the sockets, the notify socket, the PID file.
+func (s *Supervisor) bind() error {
+	b, err := bindSockets(s.cfg.Listen, s.cfg.Control, activated(), s.cfg.Logger)
+	if err != nil {
+		return err
+	}
+	s.reg, s.socks, s.started = b.reg, b.socks, time.Now()
+	if b.ctl != nil {
+		s.ctl = newControlSocket(s, s.cfg.Control, b.ctl, b.ctlOwned)
+	}
+	if s.notify, err = newNotifySocket(s.log); err != nil {
+		closeSockets(b.reg, b.socks)
+		return err
+	}
+	if s.cfg.PIDFile != "" {
+		if err := writePIDFile(s.cfg.PIDFile); err != nil {
+			s.notify.close()
+			closeSockets(b.reg, b.socks)
+			return fmt.Errorf("-pidfile: %w", err)
+		}
+	}
+	s.log.Info("supervisor start", "version", s.cfg.Version, "command", strings.Join(s.cfg.Command, " "),
+		"notify_socket", s.notify.path)
+	return nil
+}
+
+// executable is the path this process was started from, as the library
+// upgrades to: argv[0] made absolute (or found in PATH), kept unresolved
+// so that a symlink is followed anew, when it names the running program;
+// os.Executable() otherwise.
+func executable(configured string) (string, error) {
+	if configured != "" {
+		return configured, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	p := os.Args[0]
+	if !strings.Contains(p, "/") {
+		if p, err = exec.LookPath(p); err != nil {
+			return self, nil
+		}
+	}
+	if p, err = filepath.Abs(p); err != nil {
+		return self, nil
+	}
+	a, errA := os.Stat(p)
+	b, errB := os.Stat(self)
+	if errA == nil && errB == nil && os.SameFile(a, b) {
+		return p, nil
+	}
+	return self, nil
+}
+
+// Run starts the first instance (unless a self-upgrade handed over a
+// serving one) and supervises until the supervisor is stopped and every
+// instance has exited. It acts on sigs:
+// SIGCHLD reaps every child that exited, instances and orphans alike
+// (nothing else in the process may wait for children); SIGUSR1 upgrades
+// ([Supervisor.Upgrade] without waiting); SIGUSR2 upgrades the supervisor
+// itself in place; SIGHUP is forwarded to the serving instance; SIGTERM
+// and SIGINT are forwarded to every instance and stop the supervisor.
+// Make sigs with [NotifySignals].
+// Run returns the exit status of the instance that was serving when the
+// stop began (128+N if signal N killed it), after releasing the sockets,
+// the notify socket and the PID file. It may be called once.
+func (s *Supervisor) Run(sigs <-chan os.Signal) int {
+	defer close(s.done)
+	s.notify.start(s.notes)
+	s.ctl.start()
+	s.reap() // children that exited while a self-upgrade ran
+	if s.serving == nil && s.starting == nil {
+		s.start("first start", nil)
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var watchdog <-chan time.Time
+	if d := s.mgr.watchdog; d > 0 {
+		t := time.NewTicker(d / 2)
+		defer t.Stop()
+		watchdog = t.C
+		s.sd("WATCHDOG=1")
+	}
+	for !s.stopping || len(s.instances) > 0 {
+		timer.Reset(s.nextDeadline())
+		select {
+		case sig := <-sigs:
+			s.onSignal(sig)
+		case n := <-s.notes:
+			s.onNote(n)
+		case req := <-s.reqs:
+			req()
+		case <-watchdog:
+			s.sd("WATCHDOG=1")
+		case <-timer.C:
+		}
+		s.onTime(time.Now())
+	}
+	return s.exit()
+}
+
+func (s *Supervisor) onSignal(sig os.Signal) {
+	switch sig {
+	case unix.SIGCHLD:
+		s.reap()
+	case unix.SIGTERM, unix.SIGINT:
+		s.stop(sig.(syscall.Signal))
+	case unix.SIGHUP:
+		s.forwardHUP()
+	case unix.SIGUSR1:
+		s.upgrade(nil)
+	case unix.SIGUSR2:
+		s.selfUpgrade()
+	}
+}
+
+// reap waits for every child that has exited: instances, and orphans
+// re-parented to the supervisor (as PID 1, or as the subreaper).
+func (s *Supervisor) reap() {
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || pid <= 0 {
+			return
+		}
+		s.exited(pid, ws)
+	}
+}
+
+// nextDeadline is how long the loop may sleep before a timer is due.
+func (s *Supervisor) nextDeadline() time.Duration {
+	next := s.restartAt
+	for _, in := range s.instances {
+		for _, t := range []time.Time{in.readyBy, in.delayAt, in.killAt} {
+			if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+				next = t
+			}
+		}
+	}
+	if next.IsZero() {
+		return time.Hour
+	}
+	return max(time.Until(next), 0)
+}
+
+// onTime acts on every deadline that has passed.
+func (s *Supervisor) onTime(now time.Time) {
+	for _, in := range slices.Clone(s.instances) {
+		switch {
+		case in.phase == phaseStarting && !in.delayAt.IsZero() && !now.Before(in.delayAt):
+			s.ready(in, "still running after -ready-delay")
+		case in.phase == phaseStarting && !now.Before(in.readyBy):
+			s.startFailed(in, fmt.Errorf("not ready within -ready-timeout %v", s.cfg.ReadyTimeout))
+		case in.phase == phaseDraining && !in.killed && !in.killAt.IsZero() && !now.Before(in.killAt):
+			s.log.Warn("instance did not exit within -stop-timeout: killing its process group",
+				"instance", in.pid, "generation", in.gen, "stop_timeout", s.cfg.StopTimeout)
+			in.kill()
+			in.killAt = time.Time{} // nothing more to wait for but its exit
+		}
+	}
+	if !s.restartAt.IsZero() && !now.Before(s.restartAt) {
+		s.start("restart after a crash", nil)
+	}
+}
+
+// find is the instance whose process pid is.
+func (s *Supervisor) find(pid int) *instance {
+	for _, in := range s.instances {
+		if in.main == pid || (in.pid == pid && !in.pidGone) {
+			return in
+		}
+	}
+	return nil
+}
+
+// do runs f in the loop and waits for it. It returns ErrStopping if the
+// loop is over, and ctx's error if ctx ends before the loop takes f.
+func (s *Supervisor) do(ctx context.Context, f func()) error {
+	ran := make(chan struct{})
+	select {
+	case s.reqs <- func() { f(); close(ran) }:
+		<-ran
+		return nil
+	case <-s.done:
+		return fmt.Errorf("%w: the supervisor has exited", ErrStopping)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// UpgradeResult describes a successful upgrade.
+type UpgradeResult struct {
+	PID        int           // the new instance, which now serves
+	Generation int           // its generation
+	OldPID     int           // the instance that served until then, now draining; 0 if none served
+	Took       time.Duration // from its start until it was ready
+}
+
+// Upgrade starts a new instance of the command over the same sockets and
+// waits until it is ready (READY=1, or still running after
+// Config.ReadyDelay), when the instance serving until then is sent
+// SIGTERM and drains; it returns the new instance then. If the new
+// instance cannot be started, exits or is not ready within
+// Config.ReadyTimeout, it is killed, the serving instance keeps serving,
+// and the error (wrapping [ErrStartFailed]) says why. It fails at once
+// with [ErrUpgradeInProgress], [ErrTooManyInstances] or [ErrStopping] when
+// it cannot begin. If ctx ends first, the new instance is killed as a
+// failed one and the error wraps ctx's. This is what SIGUSR1 does
+// (without waiting), for a control socket to call.
+func (s *Supervisor) Upgrade(ctx context.Context) (UpgradeResult, error) {
+	reply := make(chan outcome, 1)
+	if err := s.do(ctx, func() { s.upgrade(reply) }); err != nil {
+		return UpgradeResult{}, err
+	}
+	select {
+	case o := <-reply:
+		return o.res, o.err
+	case <-ctx.Done():
+	case <-s.done:
+		return UpgradeResult{}, ErrStopping
+	}
+	s.do(context.Background(), func() { s.cancelStart(reply, ctx.Err()) })
+	select {
+	case o := <-reply: // cancelled, or ready just before
+		return o.res, o.err
+	case <-s.done:
+		return UpgradeResult{}, ErrStopping
+	}
+}
+
+// exit releases everything at the end of Run and returns the status.
+func (s *Supervisor) exit() int {
+	s.ctl.close()
+	s.notify.stop(s.notes, func(note) {})
+	s.notify.close()
+	if err := closeSockets(s.reg, s.socks); err != nil {
+		s.log.Warn("releasing the sockets", "err", err)
+	}
+	if s.cfg.PIDFile != "" {
+		removePIDFile(s.cfg.PIDFile)
+	}
+	s.log.Info("supervisor exit", "status", s.exitStatus)
+	return s.exitStatus
+}
+
+// sd tells the service manager above, if any; a failure is logged.
+func (s *Supervisor) sd(lines ...string) {
+	if err := s.mgr.send(lines...); err != nil {
+		s.log.Warn("sd_notify", "err", err)
+	}
+}
