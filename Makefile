@@ -31,7 +31,7 @@ vet:
 ## test: formatting, vet, every example builds, all tests with the race detector, bounded fuzzing
 test: fmt-check vet build
 	$(PYTHON) -m py_compile bench/stress.py bench/harness.py examples/python/lineserver.py
-	$(MAKE) fuzz FUZZTIME=5s
+	$(MAKE) fuzz FUZZTIME=3s
 	$(GO) test -race -count=1 ./...
 
 # The third-party load clients of the interop tests (tests/interop_test.go),

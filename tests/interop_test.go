@@ -35,13 +35,14 @@ import (
 // The third-party clients are installed by `make tools` (pinned versions);
 // a missing one skips its case with a message that says how to get it.
 const (
-	interopUpgrades = 6
+	interopUpgrades = 5
 	// interopPace is the load between two upgrades.
 	interopPace = 300 * time.Millisecond
 	// interopRun bounds a client's run through the upgrades; it must
 	// outlast them.
-	interopRun = 4 * time.Second
-	// interopControl is the length of a control or refused run.
+	interopRun = 3 * time.Second
+	// interopControl is the length of a control or refused run: whole
+	// seconds, as ab and wrk take them.
 	interopControl = time.Second
 )
 
