@@ -3,7 +3,6 @@ package tcpgrace
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -228,7 +227,7 @@ func (c *controlServer) admit(conn net.Conn) error {
 // refuse answers a connection that is not admitted, briefly, and closes it.
 func (c *controlServer) refuse(conn net.Conn, err error) {
 	conn.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
-	writeReply(conn, failReply(err))
+	control.WriteReply(conn, control.FailReply(err))
 	conn.Close()
 }
 
@@ -244,29 +243,29 @@ func (c *controlServer) handle(conn net.Conn, sideOnly bool) {
 	}()
 	rep := c.answer(conn, sideOnly)
 	conn.SetWriteDeadline(time.Now().Add(controlWriteTimeout))
-	if err := writeReply(conn, rep); err != nil {
+	if err := control.WriteReply(conn, rep); err != nil {
 		c.u.log.Warn("control: the reply was not taken", "err", err)
 	}
 }
 
 // answer checks the peer, reads its request and carries it out.
 func (c *controlServer) answer(conn net.Conn, sideOnly bool) *control.Reply {
-	pid, uid, err := peerCred(conn)
+	pid, uid, err := control.PeerCred(conn)
 	if err == nil {
 		err = checkPeer(uid, uint32(os.Geteuid()))
 	}
 	if err != nil {
 		c.u.log.Warn("control: request refused", "peer_pid", pid, "peer_uid", uid, "err", err)
-		return failReply(err)
+		return control.FailReply(err)
 	}
 	conn.SetReadDeadline(time.Now().Add(c.readTimeout))
 	req, err := readRequest(conn, c.readTimeout)
 	if err != nil {
 		c.u.log.Warn("control: bad request", "peer_pid", pid, "err", err)
-		return failReply(fmt.Errorf("tcpgrace: control: %w", err))
+		return control.FailReply(fmt.Errorf("tcpgrace: control: %w", err))
 	}
 	if sideOnly && req.Cmd != control.CmdStatus {
-		return failReply(fmt.Errorf("tcpgrace: control: only status is answered on a generation's status channel, not %s", req.Cmd))
+		return control.FailReply(fmt.Errorf("tcpgrace: control: only status is answered on a generation's status channel, not %s", req.Cmd))
 	}
 	switch {
 	case sideOnly:
@@ -320,17 +319,4 @@ func readRequest(r io.Reader, timeout time.Duration) (control.Request, error) {
 			return control.Request{}, fmt.Errorf("reading the request: %w", err)
 		}
 	}
-}
-
-func failReply(err error) *control.Reply {
-	return &control.Reply{V: control.Version, Error: err.Error()}
-}
-
-func writeReply(w io.Writer, rep *control.Reply) error {
-	line, err := json.Marshal(rep)
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(append(line, '\n'))
-	return err
 }

@@ -20,7 +20,7 @@ func (c *controlServer) upgrade(req control.Request) *control.Reply {
 	leaving := c.leaving
 	c.mu.Unlock()
 	if leaving {
-		return failReply(fmt.Errorf("%w: this generation is leaving; no upgrade", ErrClosed))
+		return control.FailReply(fmt.Errorf("%w: this generation is leaving; no upgrade", ErrClosed))
 	}
 	ctx := c.leaveCtx
 	if req.TimeoutMS > 0 {
@@ -30,7 +30,7 @@ func (c *controlServer) upgrade(req control.Request) *control.Reply {
 	}
 	begin := time.Now()
 	if err := c.u.Upgrade(ctx); err != nil {
-		return failReply(err)
+		return control.FailReply(err)
 	}
 	c.mu.Lock()
 	next := c.next
@@ -47,7 +47,7 @@ func (c *controlServer) upgrade(req control.Request) *control.Reply {
 // over, it says so (the request must go to the serving generation).
 func (c *controlServer) stop() *control.Reply {
 	if c.replaced() {
-		return failReply(fmt.Errorf("tcpgrace: control: stop: %w; ask the serving generation", ErrUpgraded))
+		return control.FailReply(fmt.Errorf("tcpgrace: control: stop: %w; ask the serving generation", ErrUpgraded))
 	}
 	c.mu.Lock()
 	loops, leaving := c.loops, c.leaving
@@ -56,13 +56,13 @@ func (c *controlServer) stop() *control.Reply {
 	case leaving:
 		return c.stopping() // it drains already
 	case loops == 0:
-		return failReply(errors.New("tcpgrace: control: stop: no Server (Serve, Run or RunHTTP) runs this generation to drain it"))
+		return control.FailReply(errors.New("tcpgrace: control: stop: no Server (Serve, Run or RunHTTP) runs this generation to drain it"))
 	}
 	select {
 	case c.stopReq <- struct{}{}:
 	case <-c.leaveCtx.Done(): // the loop ended meanwhile
 		if c.replaced() {
-			return failReply(fmt.Errorf("tcpgrace: control: stop: %w; ask the serving generation", ErrUpgraded))
+			return control.FailReply(fmt.Errorf("tcpgrace: control: stop: %w; ask the serving generation", ErrUpgraded))
 		}
 	case <-c.done:
 	}

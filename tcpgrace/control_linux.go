@@ -7,40 +7,12 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/tcpgrace/tcpgrace/internal/control"
 )
 
 func controlSupported() error { return nil }
-
-// peerCred is the pid and uid of the process at the other end of a Unix
-// stream connection (SO_PEERCRED): for an accepted connection the
-// client's, for a dialled one the listener's.
-func peerCred(c net.Conn) (pid int, uid uint32, err error) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return 0, 0, fmt.Errorf("tcpgrace: control: %T is no Unix socket", c)
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return 0, 0, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := rc.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return 0, 0, err
-	}
-	if cerr != nil {
-		return 0, 0, fmt.Errorf("tcpgrace: control: SO_PEERCRED: %w", cerr)
-	}
-	return int(cred.Pid), cred.Uid, nil
-}
 
 // statusChannelName is where generation pid of the service whose control
 // socket is path answers status: an abstract Unix socket (no file to
@@ -76,7 +48,7 @@ func statusOf(path string, pid int, timeout time.Duration) (*control.Status, err
 	defer c.Close()
 	deadline, _ := ctx.Deadline()
 	c.SetDeadline(deadline)
-	if got, _, err := peerCred(c); err != nil || got != pid {
+	if got, _, err := control.PeerCred(c); err != nil || got != pid {
 		return nil, fmt.Errorf("its status channel is held by pid %d, not by it (%v)", got, err)
 	}
 	line, _ := json.Marshal(control.Request{V: control.Version, Cmd: control.CmdStatus})

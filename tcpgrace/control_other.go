@@ -13,8 +13,6 @@ import (
 
 func controlSupported() error { return ErrNotSupported }
 
-func peerCred(c net.Conn) (pid int, uid uint32, err error) { return 0, 0, ErrNotSupported }
-
 func listenStatusChannel(path string, pid int) (net.Listener, error) { return nil, ErrNotSupported }
 
 func statusOf(path string, pid int, timeout time.Duration) (*control.Status, error) {

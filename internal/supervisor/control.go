@@ -5,7 +5,6 @@ package supervisor
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -134,7 +133,7 @@ func (c *controlSocket) accept(done chan<- struct{}) {
 			go c.handle(conn)
 		default:
 			conn.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
-			writeReply(conn, failReply(fmt.Errorf("tcpgrace run: control: busy, %d requests open; try again", controlMaxConns)))
+			control.WriteReply(conn, control.FailReply(fmt.Errorf("tcpgrace run: control: busy, %d requests open; try again", controlMaxConns)))
 			conn.Close()
 		}
 	}
@@ -150,24 +149,24 @@ func (c *controlSocket) handle(conn net.Conn) {
 	}()
 	rep := c.answer(conn)
 	conn.SetWriteDeadline(time.Now().Add(controlWriteTimeout))
-	if err := writeReply(conn, rep); err != nil {
+	if err := control.WriteReply(conn, rep); err != nil {
 		c.s.log.Warn("control socket: the reply was not taken", "err", err)
 	}
 }
 
 func (c *controlSocket) answer(conn net.Conn) *control.Reply {
-	pid, uid, err := peerCred(conn)
+	pid, uid, err := control.PeerCred(conn)
 	if err == nil && uid != 0 && uid != uint32(os.Geteuid()) {
 		err = fmt.Errorf("tcpgrace run: control: permission denied: uid %d may not ask; only root and uid %d may", uid, os.Geteuid())
 	}
 	if err != nil {
 		c.s.log.Warn("control socket: request refused", "peer_pid", pid, "peer_uid", uid, "err", err)
-		return failReply(err)
+		return control.FailReply(err)
 	}
 	conn.SetReadDeadline(time.Now().Add(controlReadTimeout))
 	req, err := readRequest(conn)
 	if err != nil {
-		return failReply(fmt.Errorf("tcpgrace run: control: %w", err))
+		return control.FailReply(fmt.Errorf("tcpgrace run: control: %w", err))
 	}
 	if req.Cmd != control.CmdStatus {
 		c.s.log.Info("control request", "cmd", req.Cmd, "peer_pid", pid, "peer_uid", uid)
@@ -191,7 +190,7 @@ func (c *controlSocket) upgrade(req control.Request) *control.Reply {
 	begin := time.Now()
 	res, err := c.s.Upgrade(ctx)
 	if err != nil {
-		return failReply(err)
+		return control.FailReply(err)
 	}
 	return &control.Reply{V: control.Version, OK: true, Upgrade: &control.Upgraded{PID: res.PID,
 		Generation: res.Generation, OldPID: res.OldPID, HandoffMS: float64(time.Since(begin).Microseconds()) / 1000}}
@@ -203,7 +202,7 @@ func (c *controlSocket) stop() *control.Reply {
 	ctx, cancel := context.WithTimeout(context.Background(), controlReadTimeout)
 	defer cancel()
 	if err := c.s.do(ctx, func() { c.s.stop(unix.SIGTERM) }); err != nil {
-		return failReply(err)
+		return control.FailReply(err)
 	}
 	return &control.Reply{V: control.Version, OK: true, Stop: &control.Stopping{PID: os.Getpid(), Connections: -1}}
 }
@@ -213,7 +212,7 @@ func (c *controlSocket) status() *control.Reply {
 	defer cancel()
 	st, err := c.s.Status(ctx)
 	if err != nil {
-		return failReply(err)
+		return control.FailReply(err)
 	}
 	return &control.Reply{V: control.Version, OK: true, Status: c.s.controlStatus(st)}
 }
@@ -274,29 +273,6 @@ func boundAddr(sk *socket) string {
 	return sk.Address
 }
 
-// peerCred is the pid and uid of the client (SO_PEERCRED).
-func peerCred(c net.Conn) (pid int, uid uint32, err error) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return 0, 0, fmt.Errorf("tcpgrace run: control: %T is no Unix socket", c)
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return 0, 0, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := rc.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return 0, 0, err
-	}
-	if cerr != nil {
-		return 0, 0, fmt.Errorf("tcpgrace run: control: SO_PEERCRED: %w", cerr)
-	}
-	return int(cred.Pid), cred.Uid, nil
-}
-
 // readRequest reads one request line of at most control.MaxRequestLen
 // bytes (one cut off by the end of the stream counts).
 func readRequest(r io.Reader) (control.Request, error) {
@@ -311,17 +287,4 @@ func readRequest(r io.Reader) (control.Request, error) {
 		line = line[:n-1]
 	}
 	return control.ParseRequest(line)
-}
-
-func failReply(err error) *control.Reply {
-	return &control.Reply{V: control.Version, Error: err.Error()}
-}
-
-func writeReply(w io.Writer, rep *control.Reply) error {
-	line, err := json.Marshal(rep)
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(append(line, '\n'))
-	return err
 }

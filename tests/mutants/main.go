@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command mutants checks that the tests can fail: it applies each patch
 // in tests/mutants to a fresh copy of the working tree (the files git
 // tracks plus untracked files it does not ignore), runs the tests the
