@@ -149,16 +149,12 @@ func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatc
 				u.log.Info("upgrade signal", "signal", sig.String())
 				cancelUpgrade = startUpgrade(ctx, u, upgraded)
 			case stopSignal:
-				u.log.Info("stop signal", "signal", sig.String())
-				u.leave() // stopping on purpose: no rollback if the drain then fails
-				return true, nil
+				return u.stopOnPurpose("stop signal", "signal", sig.String())
 			case reloadSignal:
 				reloads.signal(sig)
 			}
 		case <-stopRequests:
-			u.log.Info("stop requested on the control socket")
-			u.leave() // as on a stop signal
-			return true, nil
+			return u.stopOnPurpose("stop requested on the control socket")
 		case <-reloads.ended:
 			reloads.finished()
 		case <-upgraded:
@@ -171,6 +167,14 @@ func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatc
 			return false, ctx.Err()
 		}
 	}
+}
+
+// stopOnPurpose logs why the loop stops and tells a watching parent that
+// this generation leaves on purpose: no rollback if the drain then fails.
+func (u *Upgrader) stopOnPurpose(msg string, args ...any) (stopped bool, err error) {
+	u.log.Info(msg, args...)
+	u.leave()
+	return true, nil
 }
 
 // cancelRunning cancels an upgrade still running when the loop leaves: a
