@@ -360,9 +360,7 @@ func (s *Supervisor) exit() int {
 	s.ctl.close()
 	s.notify.stop(s.notes, func(note) {})
 	s.notify.close()
-	if err := closeSockets(s.reg, s.socks); err != nil {
-		s.log.Warn("releasing the sockets", "err", err)
-	}
+	s.stopListening() // closed already unless Run ended without a stop
 	if s.cfg.PIDFile != "" {
 		removePIDFile(s.cfg.PIDFile)
 	}
