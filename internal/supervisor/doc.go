@@ -77,7 +77,11 @@
 // other wait races it (nothing here uses exec.Cmd.Wait). SIGTERM and
 // SIGINT are forwarded to every instance; the supervisor exits when all
 // are gone, with the status of the instance that served (128+N if signal
-// N killed it). SIGHUP is forwarded to the serving instance. Under a
+// N killed it). No instance starts after a stop, so the stop closes the
+// supervisor's copies of the sockets and removes the Unix socket files it
+// bound at once: when the draining instances have closed theirs too, a
+// new client is refused (or finds no file) instead of waiting in an
+// accept queue until the exit resets it. SIGHUP is forwarded to the serving instance. Under a
 // service manager (NOTIFY_SOCKET set for the supervisor) it says READY=1
 // with MAINPID= of its own stable pid once the first instance is ready,
 // STATUS= as instances come and go, STOPPING=1, and WATCHDOG=1.
