@@ -2,8 +2,11 @@ package tests
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -78,4 +81,84 @@ func TestRunStopRefusesNewClients(t *testing.T) {
 	held.Close()
 	require.NoError(t, s.wait(), "the instance drains its last connection and the supervisor exits 0")
 	t.Logf("stopped %v after SIGTERM", time.Since(stopAt).Round(time.Millisecond))
+}
+
+// slowCheckWrapper puts at the supervisor's path a script that runs the
+// tcpgrace build real, and whose check run (a self-upgrade runs the new
+// binary once with TCPGRACE_RUN_CHECK=1 before it execs it) first
+// creates marker and then takes a second, as a slow disk or a loaded
+// machine might make it.
+func slowCheckWrapper(t *testing.T, s *supervised, real, marker string) {
+	t.Helper()
+	script := fmt.Sprintf("#!/bin/sh\nif [ \"$TCPGRACE_RUN_CHECK\" = 1 ]; then : >%q; sleep 1; fi\nexec %q \"$@\"\n", marker, real)
+	deployAt(t, s.bin, []byte(script))
+}
+
+// waitExit waits up to d for the supervisor to exit and returns its exit
+// error.
+func (s *supervised) waitExit(d time.Duration) error {
+	s.t.Helper()
+	select {
+	case err := <-s.done:
+		s.done <- err // for cleanup
+		return err
+	case <-time.After(d):
+		s.t.Fatalf("the supervisor still runs %v after it was told to stop\nlogs:\n%s", d, s.logs)
+		return nil
+	}
+}
+
+// TestRunSignalsDuringSelfUpgrade (issue #18, item 3): signals that
+// arrive while a self-upgrade's check run takes its time are not lost to
+// the exec: a SIGHUP reaches the serving instance at once, and a SIGUSR1
+// upgrades the instance once the new supervisor runs. Before, the
+// supervisor read no signal while it waited for the check and dropped
+// what had arrived at the exec.
+func TestRunSignalsDuringSelfUpgrade(t *testing.T) {
+	needShell(t, "sleep")
+	dir := t.TempDir()
+	tcp, marker := freeAddr(t), filepath.Join(dir, "checking")
+	s := startRun(t, runSpec{
+		flags:   []string{"-listen", "tcp://" + tcp},
+		command: []string{lineserverBin, "-tcp", tcp},
+	})
+	first := s.serving()
+	slowCheckWrapper(t, s, tcpgraceBuild(versions[1]), marker)
+	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR2))
+	waitFor(t, "the new binary's check run", func() bool { _, err := os.Stat(marker); return err == nil })
+	require.NoError(t, syscall.Kill(s.pid, syscall.SIGHUP))
+	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR1))
+	s.waitLog(fmt.Sprintf(`msg="reload signal: no reload hook, ignored" pid=%d`, first))
+	s.waitLog(fmt.Sprintf(`msg="supervisor upgraded in place" pid=%d version=%s`, s.selfPID, versions[1]))
+	logs := s.logs.String()
+	assert.Less(t, strings.Index(logs, "reload signal"), strings.Index(logs, `msg="supervisor upgrading in place"`),
+		"the SIGHUP reached the instance while the check still ran")
+	s.waitLog(fmt.Sprintf(`msg="instance exited" pid=\d+ instance=%d generation=1 phase=draining status="exit status 0"`, first))
+	require.NotEqual(t, first, s.serving(), "the SIGUSR1 sent during the check upgraded the instance after the exec")
+	holdConn(t, "tcp", tcp).Close()
+	require.NoError(t, s.stop())
+}
+
+// TestRunStopDuringSelfUpgrade (issue #18, item 3): a SIGTERM that
+// arrives while a self-upgrade's check run takes its time cancels the
+// self-upgrade (the check is killed, nothing is exec'd) and stops the
+// supervisor and its instance. Before, the supervisor dropped it at the
+// exec and it and the app ran on.
+func TestRunStopDuringSelfUpgrade(t *testing.T) {
+	needShell(t, "sleep")
+	dir := t.TempDir()
+	tcp, marker := freeAddr(t), filepath.Join(dir, "checking")
+	s := startRun(t, runSpec{
+		flags:   []string{"-listen", "tcp://" + tcp},
+		command: []string{lineserverBin, "-tcp", tcp},
+	})
+	serving := s.serving()
+	slowCheckWrapper(t, s, tcpgraceBuild(versions[1]), marker)
+	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR2))
+	waitFor(t, "the new binary's check run", func() bool { _, err := os.Stat(marker); return err == nil })
+	require.NoError(t, syscall.Kill(s.pid, syscall.SIGTERM))
+	require.NoError(t, s.waitExit(5*time.Second), "the stop wins over the self-upgrade, and the instance exits 0")
+	assert.Contains(t, s.logs.String(), "stop signal during the supervisor upgrade: cancelling it")
+	assert.NotContains(t, s.logs.String(), "supervisor upgraded in place", "no exec happened")
+	assert.False(t, processExists(serving), "the instance has stopped")
 }
