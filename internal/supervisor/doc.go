@@ -112,11 +112,22 @@
 // image, and notify messages and control requests wait in their sockets
 // (a control request being answered at that moment gets no reply). The self-upgrade is
 // refused while an instance starts, while none serves and while stopping
-// (a start's deadlines and waiters do not cross the exec). A SIGTERM,
-// SIGINT or SIGHUP in the first moment of the new image, before the Go
-// runtime has handed signals to the supervisor (cmd/tcpgrace registers
-// them before main; the window is the runtime's start, about a
-// millisecond), ends the supervisor as an unhandled signal would.
+// (a start's deadlines and waiters do not cross the exec).
+//
+// While the check runs (up to 10 s) the supervisor still reads its
+// signals: SIGHUP is forwarded to the serving instance at once; SIGTERM
+// or SIGINT kills the check's process group, cancels the self-upgrade and
+// stops the supervisor (a stop wins); SIGUSR1 is carried across the exec
+// in the state, and the new image starts the upgrade once it runs (or
+// this one does, if the self-upgrade fails); another SIGUSR2 is the
+// self-upgrade under way. The supervisor looks at its signals once more
+// right before the exec. Two windows remain that no process can close
+// from Go: a signal that arrives in the few µs between that last look and
+// the exec is lost; and a SIGTERM, SIGINT or SIGHUP in the first moment
+// of the new image, before the Go runtime has handed signals to the
+// supervisor (cmd/tcpgrace registers them before main; the window is the
+// runtime's start, about a millisecond), ends the supervisor as an
+// unhandled signal would.
 //
 // # Platforms
 //
