@@ -162,3 +162,56 @@ func TestRunStopDuringSelfUpgrade(t *testing.T) {
 	assert.NotContains(t, s.logs.String(), "supervisor upgraded in place", "no exec happened")
 	assert.False(t, processExists(serving), "the instance has stopped")
 }
+
+// runDirs lists the supervisors' runtime directories in tmp (where the
+// notify socket lives).
+func runDirs(t *testing.T, tmp string) []string {
+	t.Helper()
+	dirs, err := filepath.Glob(filepath.Join(tmp, "tcpgrace-run-*"))
+	require.NoError(t, err)
+	return dirs
+}
+
+// TestRunKilledSupervisorRuntimeDir (issue #18, also checked): a
+// supervisor killed with SIGKILL leaves its runtime directory behind, and
+// the next supervisor of the user removes it at its start, while the
+// directory of a supervisor that is alive (and has upgraded itself in
+// place) is left alone: its notify socket still works.
+func TestRunKilledSupervisorRuntimeDir(t *testing.T) {
+	tmp := t.TempDir()
+	start := func() *supervised {
+		tcp := freeAddr(t)
+		return startRun(t, runSpec{
+			flags:   []string{"-listen", "tcp://" + tcp},
+			command: []string{lineserverBin, "-tcp", tcp},
+			env:     []string{"TMPDIR=" + tmp},
+		})
+	}
+	killed := start()
+	require.Len(t, runDirs(t, tmp), 1, "the supervisor's runtime directory is in TMPDIR")
+	stale := runDirs(t, tmp)[0]
+	orphan := killed.serving()
+	require.NoError(t, syscall.Kill(killed.pid, syscall.SIGKILL))
+	require.Error(t, killed.wait())
+	require.NoError(t, syscall.Kill(-orphan, syscall.SIGKILL))
+	reap(orphan, waitTimeout)
+	require.DirExists(t, stale, "a supervisor killed outright cannot remove its directory")
+
+	live := start()
+	assert.NoDirExists(t, stale, "the next supervisor removes the directory of the killed one")
+	live.waitLog(`msg="removed the runtime directory of a supervisor that is gone"`)
+	require.Len(t, runDirs(t, tmp), 1)
+	liveDir := runDirs(t, tmp)[0]
+
+	deployAt(t, live.bin, readFile(t, tcpgraceBuild(versions[1])))
+	require.NoError(t, syscall.Kill(live.pid, syscall.SIGUSR2))
+	live.waitLog(`msg="supervisor upgraded in place"`) // its lock crosses the exec
+	other := start()
+	assert.DirExists(t, liveDir, "a live supervisor's directory is left alone, after a self-upgrade too")
+	assert.FileExists(t, filepath.Join(liveDir, "notify"))
+	assert.Len(t, runDirs(t, tmp), 2)
+	live.upgrade() // the new instance says READY=1 on the live supervisor's notify socket
+	require.NoError(t, other.stop())
+	require.NoError(t, live.stop())
+	assert.Empty(t, runDirs(t, tmp), "a supervisor that exits removes its directory")
+}

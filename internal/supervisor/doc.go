@@ -29,7 +29,12 @@
 // under systemd: each instance sets the mode it needs.
 //
 // NOTIFY_SOCKET is a datagram socket of the supervisor in a private
-// directory (mode 0700). SO_PASSCRED makes the kernel attach the sender's
+// directory (mode 0700), $TMPDIR/tcpgrace-run-*, which also holds a lock
+// file that the supervisor keeps flock(2)ed all its life (across its
+// self-upgrades too). A supervisor killed outright cannot remove its
+// directory; the next one of the same user to start removes every such
+// directory whose lock is free, and never one whose lock is held, whatever
+// PID namespace its supervisor runs in. SO_PASSCRED makes the kernel attach the sender's
 // pid to every message, and only messages from an instance's main process
 // count. READY=1 makes a starting instance ready; STATUS= is logged and
 // passed on; STOPPING=1 from the serving instance, unasked, starts its

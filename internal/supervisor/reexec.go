@@ -33,6 +33,7 @@ type handOver struct {
 	Sockets     []handedSocket  `json:"sockets"`
 	NotifyFD    int             `json:"notify_fd"`
 	NotifyDir   string          `json:"notify_dir"`
+	LockFD      int             `json:"lock_fd,omitempty"` // the runtime directory's lock (rundir.go)
 	Manager     string          `json:"manager,omitempty"` // NOTIFY_SOCKET of a service manager above
 	WatchdogUS  int64           `json:"watchdog_us,omitempty"`
 	Ready       bool            `json:"ready"` // the manager was told READY=1
@@ -208,7 +209,7 @@ func (s *Supervisor) execNext(exe string, checked time.Duration, sigs <-chan os.
 	if err != nil {
 		return err
 	}
-	fds := []int{nfd}
+	fds := []int{nfd, int(s.notify.lock.Fd())}
 	if s.ctl != nil {
 		cfd, err := s.ctl.fd()
 		if err != nil {
@@ -307,6 +308,7 @@ func killCheck(pid int) {
 func (s *Supervisor) handOver(execAt *time.Time) *handOver {
 	nfd, _ := s.notify.fd()
 	h := &handOver{V: stateVersion, Version: s.cfg.Version, NotifyFD: nfd, NotifyDir: s.notify.dir,
+		LockFD:  int(s.notify.lock.Fd()),
 		Manager: s.mgr.socket(), WatchdogUS: s.mgr.watchdog.Microseconds(), Ready: s.mgr.ready,
 		NextGen: s.nextGen, Restarts: s.restarts, Crashes: s.crashes, LastFailure: s.lastFailure}
 	if execAt != nil {
@@ -372,7 +374,7 @@ func (s *Supervisor) adopt(state string) error {
 		sk.owned = hs.Owned
 		s.socks = append(s.socks, sk)
 	}
-	if s.notify, err = adoptNotifySocket(h.NotifyDir, h.NotifyFD, s.log); err != nil {
+	if s.notify, err = adoptNotifySocket(h.NotifyDir, h.NotifyFD, h.LockFD, s.log); err != nil {
 		return err
 	}
 	if err := s.adoptControl(h.Control); err != nil {
