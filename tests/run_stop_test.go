@@ -49,13 +49,21 @@ func refusedWithin(t *testing.T, network, addr string, timeout time.Duration, wa
 // and on Unix (the socket file is gone), while a connection held open
 // through the drain is still served. Before, the supervisor kept its
 // copies of the listening sockets until it exited, so a client that
-// connected during the drain hung until it was reset.
+// connected during the drain hung until it was reset. Both lineserver and
+// the Python example close their copies of the sockets as they begin to
+// drain.
 func TestRunStopRefusesNewClients(t *testing.T) {
+	for _, app := range runApps {
+		t.Run(app.name, func(t *testing.T) { stopRefusesNewClients(t, app) })
+	}
+}
+
+func stopRefusesNewClients(t *testing.T, app runApp) {
 	dir := t.TempDir()
 	tcp, sock := freeAddr(t), filepath.Join(dir, "s.sock")
 	s := startRun(t, runSpec{
 		flags:   []string{"-stop-timeout", "3s", "-listen", "tcp://" + tcp, "-listen", "unix://" + sock},
-		command: []string{lineserverBin, "-tcp", tcp, "-unix", sock, "-drain-timeout", "3s"},
+		command: app.command(t, dir, tcp, sock),
 	})
 	held := holdConn(t, "tcp", tcp)
 
