@@ -33,10 +33,10 @@
 // file that the supervisor keeps flock(2)ed all its life (across its
 // self-upgrades too). A supervisor killed outright cannot remove its
 // directory; the next one of the same user to start removes every such
-// directory whose lock is free, and never one whose lock is held, whatever
-// PID namespace its supervisor runs in. SO_PASSCRED makes the kernel attach the sender's
-// pid to every message, and only messages from an instance's main process
-// count. READY=1 makes a starting instance ready; STATUS= is logged and
+// directory whose lock is free, and never one whose lock is held,
+// whatever PID namespace its supervisor runs in. SO_PASSCRED makes the
+// kernel attach the sender's pid to every message, and only messages
+// from an instance's main process count. READY=1 makes a starting instance ready; STATUS= is logged and
 // passed on; STOPPING=1 from the serving instance, unasked, starts its
 // replacement at once; MAINPID= names another main process (a child of
 // the instance's, as when a Go instance upgrades itself with the
@@ -86,10 +86,11 @@
 // supervisor's copies of the sockets and removes the Unix socket files it
 // bound at once: when the draining instances have closed theirs too, a
 // new client is refused (or finds no file) instead of waiting in an
-// accept queue until the exit resets it. SIGHUP is forwarded to the serving instance. Under a
-// service manager (NOTIFY_SOCKET set for the supervisor) it says READY=1
-// with MAINPID= of its own stable pid once the first instance is ready,
-// STATUS= as instances come and go, STOPPING=1, and WATCHDOG=1.
+// accept queue until the exit resets it. SIGHUP is forwarded to the
+// serving instance. Under a service manager (NOTIFY_SOCKET set for the
+// supervisor) it says READY=1 with MAINPID= of its own stable pid once
+// the first instance is ready, STATUS= as instances come and go,
+// STOPPING=1, and WATCHDOG=1.
 //
 // # Upgrading the supervisor
 //

@@ -44,9 +44,9 @@ type handOver struct {
 	LastFailure string          `json:"last_failure,omitempty"`
 	Started     int64           `json:"started"`           // wall clock, ns: when the first image bound the sockets
 	Control     *handedControl  `json:"control,omitempty"` // the control socket, if any
-	// Signals arrived during the self-upgrade for the next image to act
-	// on, by name (SIGUSR1 only: see heldSignals). An image that does not
-	// know the field ignores it.
+	// Signals are those that arrived during the self-upgrade, by name,
+	// for the next image to act on (SIGUSR1 only: see heldSignals). An
+	// image that does not know the field ignores it.
 	Signals []string `json:"signals,omitempty"`
 }
 
@@ -100,7 +100,7 @@ func (s *Supervisor) selfUpgrade(sigs <-chan os.Signal) {
 	}
 	checked := time.Since(begin)
 	if err != nil {
-		s.log.Error("supervisor upgrade failed; this version keeps running", "executable", exe, "err", err)
+		s.selfUpgradeFailed(exe, err)
 		return
 	}
 	s.notify.stop(s.notes, s.onNote) // what it read meanwhile may change the state
@@ -114,6 +114,15 @@ func (s *Supervisor) selfUpgrade(sigs <-chan os.Signal) {
 	err = s.execNext(exe, checked, sigs, held)
 	s.notify.start(s.notes)
 	s.ctl.start()
+	s.selfUpgradeFailed(exe, err)
+}
+
+// selfUpgradeFailed logs why a self-upgrade did not exec.
+func (s *Supervisor) selfUpgradeFailed(exe string, err error) {
+	if errors.Is(err, errUpgradeStopped) {
+		s.log.Info("supervisor upgrade cancelled: stopping", "executable", exe)
+		return
+	}
 	s.log.Error("supervisor upgrade failed; this version keeps running", "executable", exe, "err", err)
 }
 
