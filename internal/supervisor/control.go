@@ -228,7 +228,7 @@ func (s *Supervisor) controlStatus(st Status) *control.Status {
 		Supervisor: &control.Supervisor{Restarts: st.Restarts, Crashes: st.Crashes,
 			RestartInMS: st.RestartIn.Milliseconds(), LastFailure: st.LastFailure, Instances: []control.Instance{}}}
 	for _, sk := range s.socks {
-		cs.Listeners = append(cs.Listeners, control.Listener{Name: sk.Name, Network: sk.Network, Address: boundAddr(sk)})
+		cs.Listeners = append(cs.Listeners, control.Listener{Name: sk.Name, Network: sk.Network, Address: sk.addr})
 	}
 	serving := false
 	for _, in := range st.Instances {

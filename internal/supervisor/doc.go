@@ -29,9 +29,14 @@
 // under systemd: each instance sets the mode it needs.
 //
 // NOTIFY_SOCKET is a datagram socket of the supervisor in a private
-// directory (mode 0700). SO_PASSCRED makes the kernel attach the sender's
-// pid to every message, and only messages from an instance's main process
-// count. READY=1 makes a starting instance ready; STATUS= is logged and
+// directory (mode 0700), $TMPDIR/tcpgrace-run-*, which also holds a lock
+// file that the supervisor keeps flock(2)ed all its life (across its
+// self-upgrades too). A supervisor killed outright cannot remove its
+// directory; the next one of the same user to start removes every such
+// directory whose lock is free, and never one whose lock is held,
+// whatever PID namespace its supervisor runs in. SO_PASSCRED makes the
+// kernel attach the sender's pid to every message, and only messages
+// from an instance's main process count. READY=1 makes a starting instance ready; STATUS= is logged and
 // passed on; STOPPING=1 from the serving instance, unasked, starts its
 // replacement at once; MAINPID= names another main process (a child of
 // the instance's, as when a Go instance upgrades itself with the
@@ -77,10 +82,15 @@
 // other wait races it (nothing here uses exec.Cmd.Wait). SIGTERM and
 // SIGINT are forwarded to every instance; the supervisor exits when all
 // are gone, with the status of the instance that served (128+N if signal
-// N killed it). SIGHUP is forwarded to the serving instance. Under a
-// service manager (NOTIFY_SOCKET set for the supervisor) it says READY=1
-// with MAINPID= of its own stable pid once the first instance is ready,
-// STATUS= as instances come and go, STOPPING=1, and WATCHDOG=1.
+// N killed it). No instance starts after a stop, so the stop closes the
+// supervisor's copies of the sockets and removes the Unix socket files it
+// bound at once: when the draining instances have closed theirs too, a
+// new client is refused (or finds no file) instead of waiting in an
+// accept queue until the exit resets it. SIGHUP is forwarded to the
+// serving instance. Under a service manager (NOTIFY_SOCKET set for the
+// supervisor) it says READY=1 with MAINPID= of its own stable pid once
+// the first instance is ready, STATUS= as instances come and go,
+// STOPPING=1, and WATCHDOG=1.
 //
 // # Upgrading the supervisor
 //
@@ -108,11 +118,22 @@
 // image, and notify messages and control requests wait in their sockets
 // (a control request being answered at that moment gets no reply). The self-upgrade is
 // refused while an instance starts, while none serves and while stopping
-// (a start's deadlines and waiters do not cross the exec). A SIGTERM,
-// SIGINT or SIGHUP in the first moment of the new image, before the Go
-// runtime has handed signals to the supervisor (cmd/tcpgrace registers
-// them before main; the window is the runtime's start, about a
-// millisecond), ends the supervisor as an unhandled signal would.
+// (a start's deadlines and waiters do not cross the exec).
+//
+// While the check runs (up to 10 s) the supervisor still reads its
+// signals: SIGHUP is forwarded to the serving instance at once; SIGTERM
+// or SIGINT kills the check's process group, cancels the self-upgrade and
+// stops the supervisor (a stop wins); SIGUSR1 is carried across the exec
+// in the state, and the new image starts the upgrade once it runs (or
+// this one does, if the self-upgrade fails); another SIGUSR2 is the
+// self-upgrade under way. The supervisor looks at its signals once more
+// right before the exec. Two windows remain that no process can close
+// from Go: a signal that arrives in the few µs between that last look and
+// the exec is lost; and a SIGTERM, SIGINT or SIGHUP in the first moment
+// of the new image, before the Go runtime has handed signals to the
+// supervisor (cmd/tcpgrace registers them before main; the window is the
+// runtime's start, about a millisecond), ends the supervisor as an
+// unhandled signal would.
 //
 // # Platforms
 //

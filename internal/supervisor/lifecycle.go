@@ -225,11 +225,13 @@ func backoff(n int) time.Duration {
 }
 
 // stop forwards sig to every instance; Run ends when all have exited. A
-// second stop signal is forwarded again.
+// second stop signal is forwarded again. The first one also closes the
+// supervisor's copies of the listening sockets at once (stopListening).
 func (s *Supervisor) stop(sig syscall.Signal) {
 	now := time.Now()
 	if !s.stopping {
 		s.stopping = true
+		s.stopListening()
 		s.stopServing = s.serving
 		if s.serving == nil && s.lastFailure != "" {
 			s.exitStatus = 1 // nothing serves, after a failure; an instance that exits now sets its own

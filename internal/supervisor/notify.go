@@ -32,14 +32,16 @@ type note struct {
 // finds the socket.
 type notifySocket struct {
 	dir, path string
+	lock      *os.File // the runtime directory's lock (rundir.go), held until close
 	conn      *net.UnixConn
 	log       *slog.Logger
 	done      chan struct{} // closed when the reader stops; nil while none runs
 }
 
-// newNotifySocket makes the directory and binds the socket.
+// newNotifySocket makes the runtime directory (removing those of killed
+// supervisors) and binds the socket in it.
 func newNotifySocket(log *slog.Logger) (*notifySocket, error) {
-	dir, err := os.MkdirTemp("", "tcpgrace-run-")
+	dir, lock, err := makeRunDir(log)
 	if err != nil {
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
@@ -53,26 +55,33 @@ func newNotifySocket(log *slog.Logger) (*notifySocket, error) {
 			conn.Close()
 		}
 		os.RemoveAll(dir)
+		lock.Close()
 		return nil, fmt.Errorf("notify socket %s: %w", path, err)
 	}
-	return &notifySocket{dir: dir, path: path, conn: conn, log: log}, nil
+	return &notifySocket{dir: dir, path: path, lock: lock, conn: conn, log: log}, nil
 }
 
 // adoptNotifySocket takes the notify socket a previous image of the
-// supervisor passed as fd.
-func adoptNotifySocket(dir string, fd int, log *slog.Logger) (*notifySocket, error) {
+// supervisor passed as fd, and the runtime directory's lock as lockFD.
+func adoptNotifySocket(dir string, fd, lockFD int, log *slog.Logger) (*notifySocket, error) {
+	lock, err := adoptRunDirLock(dir, lockFD)
+	if err != nil {
+		return nil, fmt.Errorf("notify socket: %w", err)
+	}
 	f := os.NewFile(uintptr(fd), "notify")
 	c, err := net.FileConn(f)
 	f.Close()
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("notify socket: inherited fd %d: %w", fd, err)
 	}
 	conn, ok := c.(*net.UnixConn)
 	if !ok {
 		c.Close()
+		lock.Close()
 		return nil, fmt.Errorf("notify socket: inherited fd %d is a %T", fd, c)
 	}
-	return &notifySocket{dir: dir, path: filepath.Join(dir, "notify"), conn: conn, log: log}, nil
+	return &notifySocket{dir: dir, path: filepath.Join(dir, "notify"), lock: lock, conn: conn, log: log}, nil
 }
 
 func passCred(c *net.UnixConn) error {
@@ -186,10 +195,12 @@ func parseNote(msg string) map[string]string {
 	return fields
 }
 
-// close closes the socket and removes its directory.
+// close closes the socket and removes its directory, then lets go of the
+// directory's lock.
 func (n *notifySocket) close() {
 	n.conn.Close()
 	os.RemoveAll(n.dir)
+	n.lock.Close()
 }
 
 // fd is the socket's own fd, for a self-upgrade.

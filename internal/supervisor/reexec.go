@@ -33,6 +33,7 @@ type handOver struct {
 	Sockets     []handedSocket  `json:"sockets"`
 	NotifyFD    int             `json:"notify_fd"`
 	NotifyDir   string          `json:"notify_dir"`
+	LockFD      int             `json:"lock_fd,omitempty"` // the runtime directory's lock (rundir.go)
 	Manager     string          `json:"manager,omitempty"` // NOTIFY_SOCKET of a service manager above
 	WatchdogUS  int64           `json:"watchdog_us,omitempty"`
 	Ready       bool            `json:"ready"` // the manager was told READY=1
@@ -43,6 +44,10 @@ type handOver struct {
 	LastFailure string          `json:"last_failure,omitempty"`
 	Started     int64           `json:"started"`           // wall clock, ns: when the first image bound the sockets
 	Control     *handedControl  `json:"control,omitempty"` // the control socket, if any
+	// Signals are those that arrived during the self-upgrade, by name,
+	// for the next image to act on (SIGUSR1 only: see heldSignals). An
+	// image that does not know the field ignores it.
+	Signals []string `json:"signals,omitempty"`
 }
 
 type handedControl struct {
@@ -77,19 +82,25 @@ type handedProcess struct {
 // that does not start, or does not speak this state's version, leaves
 // this one running. After the exec the new image starts over in main,
 // with the same pid, children, sockets and notify socket.
-func (s *Supervisor) selfUpgrade() {
+//
+// The loop waits for the check here, so the signals that arrive
+// meanwhile are taken from sigs as they come (see heldSignals): none is
+// lost to the exec, and a stop signal cancels the self-upgrade and stops.
+func (s *Supervisor) selfUpgrade(sigs <-chan os.Signal) {
 	if err := s.selfUpgradeBlocked(); err != nil {
 		s.log.Warn("supervisor upgrade refused", "err", err)
 		return
 	}
+	held := &heldSignals{}
+	defer s.actOnHeld(held) // if this image runs on
 	exe, begin := s.executable, time.Now()
 	state, err := json.Marshal(s.handOver(nil))
 	if err == nil {
-		err = s.checkNext(exe, state)
+		err = s.checkNext(exe, state, sigs, held)
 	}
 	checked := time.Since(begin)
 	if err != nil {
-		s.log.Error("supervisor upgrade failed; this version keeps running", "executable", exe, "err", err)
+		s.selfUpgradeFailed(exe, err)
 		return
 	}
 	s.notify.stop(s.notes, s.onNote) // what it read meanwhile may change the state
@@ -100,11 +111,86 @@ func (s *Supervisor) selfUpgrade() {
 		s.log.Warn("supervisor upgrade refused", "err", err)
 		return
 	}
-	err = s.execNext(exe, checked)
+	err = s.execNext(exe, checked, sigs, held)
 	s.notify.start(s.notes)
 	s.ctl.start()
+	s.selfUpgradeFailed(exe, err)
+}
+
+// selfUpgradeFailed logs why a self-upgrade did not exec.
+func (s *Supervisor) selfUpgradeFailed(exe string, err error) {
+	if errors.Is(err, errUpgradeStopped) {
+		s.log.Info("supervisor upgrade cancelled: stopping", "executable", exe)
+		return
+	}
 	s.log.Error("supervisor upgrade failed; this version keeps running", "executable", exe, "err", err)
 }
+
+// heldSignals are the signals that arrived while a self-upgrade ran and
+// the loop could not act on them. SIGHUP is forwarded at once. A stop
+// signal cancels the self-upgrade (the check is killed, or the exec not
+// done) and is acted on after it. SIGUSR1 is carried across the exec in
+// the hand-over (the new image starts the upgrade), or acted on here if
+// this image runs on; SIGCHLD likewise (the new image reaps at its start).
+// A SIGUSR2 is the self-upgrade under way.
+type heldSignals struct {
+	stop    os.Signal // the first stop signal, if one came
+	upgrade bool      // SIGUSR1
+	reap    bool      // SIGCHLD
+}
+
+// hold takes sig during a self-upgrade; it reports whether sig is a stop.
+func (s *Supervisor) hold(sig os.Signal, h *heldSignals) bool {
+	switch sig {
+	case unix.SIGTERM, unix.SIGINT:
+		if h.stop == nil {
+			h.stop = sig
+			s.log.Info("stop signal during the supervisor upgrade: cancelling it", "signal",
+				unix.SignalName(sig.(syscall.Signal)))
+		}
+		return true
+	case unix.SIGHUP:
+		s.forwardHUP()
+	case unix.SIGUSR1:
+		h.upgrade = true
+	case unix.SIGCHLD:
+		h.reap = true
+	case unix.SIGUSR2:
+		s.log.Info("SIGUSR2: the supervisor is upgrading already")
+	}
+	return false
+}
+
+// holdPending takes every signal already waiting on sigs, without
+// blocking; it reports whether a stop signal is among the held ones.
+func (s *Supervisor) holdPending(sigs <-chan os.Signal, h *heldSignals) bool {
+	for {
+		select {
+		case sig := <-sigs:
+			s.hold(sig, h)
+		default:
+			return h.stop != nil
+		}
+	}
+}
+
+// actOnHeld acts on the signals held during a self-upgrade that did not
+// exec: children are reaped, then a stop, then an upgrade (which a stop
+// refuses).
+func (s *Supervisor) actOnHeld(h *heldSignals) {
+	if h.reap {
+		s.reap()
+	}
+	if h.stop != nil {
+		s.stop(h.stop.(syscall.Signal))
+	}
+	if h.upgrade {
+		s.upgrade(nil)
+	}
+}
+
+// errUpgradeStopped: a stop signal arrived during the self-upgrade.
+var errUpgradeStopped = errors.New("a stop signal arrived: cancelled")
 
 func (s *Supervisor) selfUpgradeBlocked() error {
 	switch {
@@ -120,13 +206,19 @@ func (s *Supervisor) selfUpgradeBlocked() error {
 
 // execNext clears close-on-exec on the fds the next image needs and
 // execs it (checked is how long the check run took, for the log); it
-// returns only if the exec failed, with the fds restored.
-func (s *Supervisor) execNext(exe string, checked time.Duration) error {
+// returns only if the exec failed or a stop signal came first, with the
+// fds restored. It takes what waits on sigs last thing before the exec
+// and passes a held SIGUSR1 on; a signal that arrives after that look
+// (a few µs) and before the new image registers its own handlers (the
+// Go runtime's start, about a millisecond; cmd/tcpgrace registers them
+// before main) is lost, or, if it is SIGTERM, SIGINT or SIGHUP, ends the
+// supervisor as an unhandled signal does.
+func (s *Supervisor) execNext(exe string, checked time.Duration, sigs <-chan os.Signal, held *heldSignals) error {
 	nfd, err := s.notify.fd()
 	if err != nil {
 		return err
 	}
-	fds := []int{nfd}
+	fds := []int{nfd, int(s.notify.lock.Fd())}
 	if s.ctl != nil {
 		cfd, err := s.ctl.fd()
 		if err != nil {
@@ -143,14 +235,23 @@ func (s *Supervisor) execNext(exe string, checked time.Duration) error {
 			return fmt.Errorf("fd %d: clearing close-on-exec: %w", fd, err)
 		}
 	}
+	s.log.Info("supervisor upgrading in place", "executable", exe, "from_version", s.cfg.Version,
+		"check_took", checked.Round(time.Microsecond))
+	if s.holdPending(sigs, held) {
+		restoreCloexec(fds)
+		return errUpgradeStopped
+	}
 	now := time.Now()
-	state, err := json.Marshal(s.handOver(&now))
+	h := s.handOver(&now)
+	if held.upgrade {
+		h.Signals, held.upgrade = []string{unix.SignalName(unix.SIGUSR1)}, false
+	}
+	held.reap = false // the next image reaps first thing
+	state, err := json.Marshal(h)
 	if err != nil {
 		restoreCloexec(fds)
 		return err
 	}
-	s.log.Info("supervisor upgrading in place", "executable", exe, "from_version", s.cfg.Version,
-		"check_took", checked.Round(time.Microsecond))
 	err = syscall.Exec(exe, s.cfg.Args, append(os.Environ(), stateEnv+"="+string(state)))
 	restoreCloexec(fds)
 	return fmt.Errorf("exec %s: %w", exe, err)
@@ -162,15 +263,20 @@ func restoreCloexec(fds []int) {
 	}
 }
 
-// checkNext runs exe as a child with the state and checkEnv, and waits
-// for it (the loop's reaper does not run meanwhile: this loop is it).
-func (s *Supervisor) checkNext(exe string, state []byte) error {
+// checkNext runs exe as a child, leading a process group of its own,
+// with the state and checkEnv, and waits for it (the loop's reaper does
+// not run meanwhile: this loop is it). Signals on sigs are held
+// meanwhile; a stop signal kills the check's process group at once.
+func (s *Supervisor) checkNext(exe string, state []byte, sigs <-chan os.Signal, held *heldSignals) error {
 	env := append(os.Environ(), stateEnv+"="+string(state), checkEnv+"=1")
-	pid, err := syscall.ForkExec(exe, s.cfg.Args, &syscall.ProcAttr{Env: env, Files: []uintptr{0, 1, 2}})
+	pid, err := syscall.ForkExec(exe, s.cfg.Args, &syscall.ProcAttr{Env: env, Files: []uintptr{0, 1, 2},
+		Sys: &syscall.SysProcAttr{Setpgid: true}})
 	if err != nil {
 		return fmt.Errorf("starting %s for its check: %w", exe, err)
 	}
 	deadline := time.Now().Add(checkTimeout)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
 	for {
 		var ws syscall.WaitStatus
 		got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
@@ -185,18 +291,33 @@ func (s *Supervisor) checkNext(exe string, state []byte) error {
 			return fmt.Errorf("the new binary failed its check (%s): is it a tcpgrace that reads hand-over version %d?",
 				describe(ws), stateVersion)
 		case time.Now().After(deadline):
-			unix.Kill(pid, unix.SIGKILL)
-			syscall.Wait4(pid, &ws, 0, nil)
+			killCheck(pid)
 			return fmt.Errorf("the new binary's check did not end within %v", checkTimeout)
 		}
-		time.Sleep(time.Millisecond)
+		select {
+		case sig := <-sigs:
+			if s.hold(sig, held) {
+				killCheck(pid)
+				return errUpgradeStopped
+			}
+		case <-tick.C:
+		}
 	}
+}
+
+// killCheck kills the check run's process group and reaps the check.
+func killCheck(pid int) {
+	unix.Kill(-pid, unix.SIGKILL)
+	unix.Kill(pid, unix.SIGKILL)
+	var ws syscall.WaitStatus
+	syscall.Wait4(pid, &ws, 0, nil)
 }
 
 // handOver is the state to pass on; execAt is set for the exec itself.
 func (s *Supervisor) handOver(execAt *time.Time) *handOver {
 	nfd, _ := s.notify.fd()
 	h := &handOver{V: stateVersion, Version: s.cfg.Version, NotifyFD: nfd, NotifyDir: s.notify.dir,
+		LockFD:  int(s.notify.lock.Fd()),
 		Manager: s.mgr.socket(), WatchdogUS: s.mgr.watchdog.Microseconds(), Ready: s.mgr.ready,
 		NextGen: s.nextGen, Restarts: s.restarts, Crashes: s.crashes, LastFailure: s.lastFailure}
 	if execAt != nil {
@@ -262,7 +383,7 @@ func (s *Supervisor) adopt(state string) error {
 		sk.owned = hs.Owned
 		s.socks = append(s.socks, sk)
 	}
-	if s.notify, err = adoptNotifySocket(h.NotifyDir, h.NotifyFD, s.log); err != nil {
+	if s.notify, err = adoptNotifySocket(h.NotifyDir, h.NotifyFD, h.LockFD, s.log); err != nil {
 		return err
 	}
 	if err := s.adoptControl(h.Control); err != nil {
@@ -274,6 +395,11 @@ func (s *Supervisor) adopt(state string) error {
 		s.mgr.addr = &net.UnixAddr{Name: h.Manager, Net: "unixgram"}
 	}
 	s.nextGen, s.restarts, s.crashes, s.lastFailure = h.NextGen, h.Restarts, h.Crashes, h.LastFailure
+	for _, name := range h.Signals {
+		if sig := unix.SignalNum(name); sig == unix.SIGUSR1 {
+			s.carried = append(s.carried, sig)
+		}
+	}
 	now := time.Now()
 	for _, p := range h.Instances {
 		in := &instance{pid: p.PID, main: p.Main, gen: p.Gen, phase: phaseDraining, since: time.Unix(0, p.Since),

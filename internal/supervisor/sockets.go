@@ -31,8 +31,9 @@ const (
 // accept queue alive while instances come and go.
 type socket struct {
 	Listen
-	fd    int
-	owned *fileID // the Unix socket file this supervisor bound, removed at exit if its path still leads to it
+	fd    int     // -1 once closed
+	addr  string  // the address it is bound to, for status; set before Run and never changed
+	owned *fileID // the Unix socket file this supervisor bound, removed when it is closed if its path still leads to it
 }
 
 // fileID is a file's device and inode.
@@ -107,6 +108,7 @@ func bindOne(u *tcpgrace.Upgrader, l Listen, activated bool) (*socket, error) {
 		return nil, err
 	}
 	s := &socket{Listen: l, fd: fd}
+	s.addr = boundAddr(s)
 	if l.Network == "unix" && !activated {
 		if id, err := statID(l.Address); err == nil {
 			s.owned = &id
@@ -152,20 +154,26 @@ func adoptSocket(l Listen, fd int) (*socket, error) {
 		return nil, fmt.Errorf("-listen %s: inherited fd %d is not a socket", l, fd)
 	}
 	unix.CloseOnExec(fd)
-	return &socket{Listen: l, fd: fd}, nil
+	s := &socket{Listen: l, fd: fd}
+	s.addr = boundAddr(s)
+	return s, nil
 }
 
-// closeSockets releases the sockets when the supervisor exits: the
+// closeSockets releases the sockets when the supervisor stops: the
 // registry's listeners (u is nil after a self-upgrade), the raw fds, and
 // the Unix socket files this supervisor bound, if their paths still lead
-// to them.
+// to them. A socket closed already is skipped.
 func closeSockets(u *tcpgrace.Upgrader, socks []*socket) error {
 	var errs []error
 	if u != nil {
 		errs = append(errs, u.Close())
 	}
 	for _, s := range socks {
+		if s.fd < 0 {
+			continue
+		}
 		unix.Close(s.fd)
+		s.fd = -1
 		if s.owned == nil {
 			continue
 		}
@@ -176,4 +184,16 @@ func closeSockets(u *tcpgrace.Upgrader, socks []*socket) error {
 		}
 	}
 	return errjoin.Join(errs...)
+}
+
+// stopListening releases the listening sockets when the stop begins
+// rather than at exit: no instance will be started any more, so once the
+// draining instances have closed their copies too, a new client is
+// refused (and finds no Unix socket file) instead of waiting in an
+// accept queue that nobody will take it from.
+func (s *Supervisor) stopListening() {
+	if err := closeSockets(s.reg, s.socks); err != nil {
+		s.log.Warn("releasing the sockets", "err", err)
+	}
+	s.reg = nil
 }

@@ -64,6 +64,8 @@ type Supervisor struct {
 	started    time.Time // when the first image of this supervisor bound the sockets
 	env        []string  // every instance's environment
 	executable string    // the supervisor's own program, for a self-upgrade
+	sigs       <-chan os.Signal
+	carried    []os.Signal // signals the previous image held during its self-upgrade, for Run to act on
 
 	notes chan note
 	reqs  chan func()   // run by the loop
@@ -192,9 +194,14 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 	defer close(s.done)
 	s.notify.start(s.notes)
 	s.ctl.start()
+	s.sigs = sigs
 	s.reap() // children that exited while a self-upgrade ran
 	if s.serving == nil && s.starting == nil {
 		s.start("first start", nil)
+	}
+	for _, sig := range s.carried {
+		s.log.Info("acting on a signal received during the supervisor upgrade", "signal", unix.SignalName(sig.(syscall.Signal)))
+		s.onSignal(sig)
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -234,7 +241,7 @@ func (s *Supervisor) onSignal(sig os.Signal) {
 	case unix.SIGUSR1:
 		s.upgrade(nil)
 	case unix.SIGUSR2:
-		s.selfUpgrade()
+		s.selfUpgrade(s.sigs)
 	}
 }
 
@@ -360,9 +367,7 @@ func (s *Supervisor) exit() int {
 	s.ctl.close()
 	s.notify.stop(s.notes, func(note) {})
 	s.notify.close()
-	if err := closeSockets(s.reg, s.socks); err != nil {
-		s.log.Warn("releasing the sockets", "err", err)
-	}
+	s.stopListening() // closed already unless Run ended without a stop
 	if s.cfg.PIDFile != "" {
 		removePIDFile(s.cfg.PIDFile)
 	}
