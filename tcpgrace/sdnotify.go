@@ -121,7 +121,7 @@ func parseWatchdog(v string) (time.Duration, error) {
 	case err != nil:
 		return 0, fmt.Errorf("tcpgrace: %s=%q is not a number of µs; no watchdog pings", envWatchdogUsec, v)
 	case usec > sdWatchdogMaxUsec:
-		return 0, fmt.Errorf("tcpgrace: %s=%s is longer than %d µs, the longest interval there is; no watchdog pings",
+		return 0, fmt.Errorf("tcpgrace: %s=%s is more µs than a time.Duration holds (%d, about 292 years); no watchdog pings",
 			envWatchdogUsec, v, uint64(sdWatchdogMaxUsec))
 	case time.Duration(usec)*time.Microsecond < sdWatchdogMin:
 		return 0, fmt.Errorf("tcpgrace: %s=%s is below the minimum of %v; no watchdog pings",

@@ -92,7 +92,7 @@ func parseWatchdog(v string) (time.Duration, error) {
 	case err != nil:
 		return 0, fmt.Errorf("tcpgrace run: %s=%q is not a number of µs; no watchdog pings", envWatchdogUsec, v)
 	case usec > watchdogMaxUsec:
-		return 0, fmt.Errorf("tcpgrace run: %s=%s is longer than %d µs, the longest interval there is; no watchdog pings",
+		return 0, fmt.Errorf("tcpgrace run: %s=%s is more µs than a time.Duration holds (%d, about 292 years); no watchdog pings",
 			envWatchdogUsec, v, uint64(watchdogMaxUsec))
 	case time.Duration(usec)*time.Microsecond < watchdogMin:
 		return 0, fmt.Errorf("tcpgrace run: %s=%s is below the minimum of %v; no watchdog pings",
