@@ -252,6 +252,14 @@
 // the next generation gets them back. Without NOTIFY_SOCKET nothing is
 // sent.
 //
+// A message never waits: one that finds the manager's queue full (a
+// manager that reads nothing) is dropped, and a warning is logged at most
+// every 10 s with how many were lost, so a stalled manager holds up
+// neither serving, nor an upgrade, nor a stop. A WATCHDOG_USEC below 1 ms
+// or beyond the longest [time.Duration] (about 292 years) is ignored with
+// a warning that names it: no pings, and the next generation does not get
+// it.
+//
 //	[Service]
 //	Type=notify
 //	ExecStart=/usr/local/bin/lineserver -tcp :8080 -drain-timeout 30s

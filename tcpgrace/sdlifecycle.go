@@ -12,11 +12,22 @@ import (
 // from Ready on, each next one from the moment its parent named it with
 // MAINPID=, until it hands over in turn.
 
-// sdNotify sends lines, logging a failure: the service manager is told
-// what it can be told, and serving never depends on it.
+// sdNotify sends lines without waiting, logging a failure (at most one
+// warning every sdWarnEvery, with how many messages were lost): the
+// service manager is told what it can be told, and serving, stopping and
+// upgrading never depend on it.
 func (u *Upgrader) sdNotify(lines ...string) {
 	if err := u.sd.send(lines...); err != nil {
-		u.log.Warn("sd_notify", "err", err)
+		if lost, due := u.sd.warnDue(time.Now()); due {
+			u.log.Warn("sd_notify failed; is the service manager reading?", "err", err, "lost", lost)
+		}
+	}
+}
+
+// sdCheckEnv logs a service manager variable that New ignored.
+func (u *Upgrader) sdCheckEnv() {
+	if u.sd != nil && u.sd.envErr != nil {
+		u.log.Warn("sd_notify", "err", u.sd.envErr)
 	}
 }
 

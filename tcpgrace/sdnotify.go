@@ -2,6 +2,7 @@ package tcpgrace
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -26,6 +27,23 @@ const (
 // every sdExtendStep/3, so one lost or late message costs nothing.
 const sdExtendStep = 3 * time.Second
 
+// The bounds of WATCHDOG_USEC. systemd only asks for a positive number of
+// µs (sd_watchdog_enabled(3)); the rest is ours. Below a millisecond the
+// pings (at half the interval) would flood the manager, and no manager
+// sets such a value on purpose: it is a mistake or a value that wrapped.
+// Above the longest time.Duration the interval overflows. A value out of
+// bounds, or not a number, is ignored with a warning: no pings, and the
+// next generation does not get it either.
+const (
+	sdWatchdogMin     = time.Millisecond
+	sdWatchdogMaxUsec = math.MaxInt64 / 1000 // about 292 years
+)
+
+// sdWarnEvery is how often at most a failed notification is logged: a
+// manager that reads nothing would otherwise get a warning for every
+// watchdog ping.
+const sdWarnEvery = 10 * time.Second
+
 // sdNotifier speaks sd_notify(3) to the service manager: one datagram per
 // message, newline-separated KEY=VALUE lines. We write the dozen lines
 // ourselves rather than depend on a library (go-systemd's daemon package
@@ -37,9 +55,12 @@ type sdNotifier struct {
 	addr     *net.UnixAddr // nil: no service manager listens
 	env      []string      // the variables handed to the next generation
 	watchdog time.Duration // 0: no watchdog for this process
+	envErr   error         // a variable ignored as malformed, for New to log
 
-	mu   sync.Mutex
-	conn *net.UnixConn // opened at the first message
+	mu     sync.Mutex
+	conn   *net.UnixConn // opened at the first message
+	lost   int           // messages dropped since the last warning
+	warned time.Time     // when the last warning was due; zero: never
 }
 
 // lookupFunc reads one variable, as os.LookupEnv does.
@@ -73,16 +94,40 @@ func parseNotify(lookup lookupFunc, pid int) *sdNotifier {
 	n.addr = &net.UnixAddr{Name: sock, Net: "unixgram"} // Go maps a leading '@' to the abstract namespace
 	n.env = []string{envNotifySocket + "=" + sock}
 	usecStr, _ := lookup(envWatchdogUsec)
-	usec, err := strconv.ParseUint(usecStr, 10, 63)
-	if err != nil || usec == 0 {
+	watchdog, err := parseWatchdog(usecStr)
+	if err != nil || watchdog == 0 {
+		n.envErr = err
 		return n
 	}
 	n.env = append(n.env, envWatchdogUsec+"="+usecStr)
 	if p, ok := lookup(envWatchdogPID); ok && p != strconv.Itoa(pid) {
 		return n // meant for another process; our next generation may still be the one
 	}
-	n.watchdog = time.Duration(usec) * time.Microsecond
+	n.watchdog = watchdog
 	return n
+}
+
+// parseWatchdog reads WATCHDOG_USEC: 0 for unset or "0" (no watchdog), an
+// error naming the variable and its value when it is not a number of µs
+// between sdWatchdogMin and sdWatchdogMaxUsec.
+func parseWatchdog(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	usec, err := strconv.ParseUint(v, 10, 64)
+	switch {
+	case err == nil && usec == 0:
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("tcpgrace: %s=%q is not a number of µs; no watchdog pings", envWatchdogUsec, v)
+	case usec > sdWatchdogMaxUsec:
+		return 0, fmt.Errorf("tcpgrace: %s=%s is more µs than a time.Duration holds (%d, about 292 years); no watchdog pings",
+			envWatchdogUsec, v, uint64(sdWatchdogMaxUsec))
+	case time.Duration(usec)*time.Microsecond < sdWatchdogMin:
+		return 0, fmt.Errorf("tcpgrace: %s=%s is below the minimum of %v; no watchdog pings",
+			envWatchdogUsec, v, sdWatchdogMin)
+	}
+	return time.Duration(usec) * time.Microsecond, nil
 }
 
 // enabled reports whether a service manager listens.
@@ -96,7 +141,9 @@ func (n *sdNotifier) childEnv() []string {
 	return n.env
 }
 
-// send writes one message of KEY=VALUE lines. Without a manager it does
+// send writes one message of KEY=VALUE lines. It never waits: a manager
+// whose queue is full (it reads nothing) loses the message, and send
+// returns the error; see [sdNotifier.warnDue]. Without a manager it does
 // nothing and returns nil.
 func (n *sdNotifier) send(lines ...string) error {
 	if !n.enabled() {
@@ -112,10 +159,24 @@ func (n *sdNotifier) send(lines ...string) error {
 		n.conn = c
 	}
 	msg := strings.Join(lines, "\n") + "\n"
-	if _, err := n.conn.WriteToUnix([]byte(msg), n.addr); err != nil {
-		return fmt.Errorf("tcpgrace: sd_notify to %s: %w", n.addr.Name, err)
+	if err := sendNow(n.conn, []byte(msg), n.addr); err != nil {
+		n.lost++
+		return fmt.Errorf("tcpgrace: sd_notify to %s (message dropped): %w", n.addr.Name, err)
 	}
 	return nil
+}
+
+// warnDue reports whether a failed send should be logged now: the first
+// failure, then at most one every sdWarnEvery. lost is how many messages
+// were dropped since the last warning, this one included.
+func (n *sdNotifier) warnDue(now time.Time) (lost int, due bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.warned.IsZero() && now.Sub(n.warned) < sdWarnEvery {
+		return 0, false
+	}
+	lost, n.lost, n.warned = n.lost, 0, now
+	return lost, true
 }
 
 // reloading is the message that starts an upgrade: systemd 253 and later

@@ -39,8 +39,12 @@ func TestParseNotify(t *testing.T) {
 		{"abstract", map[string]string{envNotifySocket: "@sd"}, true, 0, []string{"NOTIFY_SOCKET=@sd"}},
 		{"watchdog for us", map[string]string{envNotifySocket: "/n", envWatchdogUsec: "2000000", envWatchdogPID: "4242"},
 			true, 2 * time.Second, []string{"NOTIFY_SOCKET=/n", "WATCHDOG_USEC=2000000"}},
-		{"watchdog without a pid is ours", map[string]string{envNotifySocket: "/n", envWatchdogUsec: "500"},
-			true, 500 * time.Microsecond, []string{"NOTIFY_SOCKET=/n", "WATCHDOG_USEC=500"}},
+		{"watchdog without a pid is ours", map[string]string{envNotifySocket: "/n", envWatchdogUsec: "5000"},
+			true, 5 * time.Millisecond, []string{"NOTIFY_SOCKET=/n", "WATCHDOG_USEC=5000"}},
+		{"watchdog that wrapped", map[string]string{envNotifySocket: "/n", envWatchdogUsec: "18446744073709552"},
+			true, 0, []string{"NOTIFY_SOCKET=/n"}},
+		{"watchdog below the minimum", map[string]string{envNotifySocket: "/n", envWatchdogUsec: "500"},
+			true, 0, []string{"NOTIFY_SOCKET=/n"}},
 		{"watchdog for another pid", map[string]string{envNotifySocket: "/n", envWatchdogUsec: "2000000", envWatchdogPID: "1"},
 			true, 0, []string{"NOTIFY_SOCKET=/n", "WATCHDOG_USEC=2000000"}},
 		{"malformed watchdog", map[string]string{envNotifySocket: "/n", envWatchdogUsec: "soon"},
@@ -55,6 +59,75 @@ func TestParseNotify(t *testing.T) {
 			assert.Equal(t, tc.childEnv, n.childEnv(), "what the next generation gets")
 		})
 	}
+}
+
+// TestParseWatchdog: WATCHDOG_USEC within bounds is the interval; one
+// that is not a number, below a millisecond or longer than a
+// time.Duration holds (issue #18: 18446744073709552 wrapped to 384 ns)
+// is an error that names the variable and its value.
+func TestParseWatchdog(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  time.Duration
+		err   string // "" for none
+	}{
+		{"", 0, ""},
+		{"0", 0, ""},
+		{"1000", time.Millisecond, ""},
+		{"30000000", 30 * time.Second, ""},
+		{"9223372036854775", 9223372036854775 * time.Microsecond, ""},
+		{"9223372036854776", 0, "WATCHDOG_USEC=9223372036854776 is more µs than a time.Duration holds"},
+		{"18446744073709552", 0, "WATCHDOG_USEC=18446744073709552 is more µs than a time.Duration holds"},
+		{"18446744073709551615", 0, "WATCHDOG_USEC=18446744073709551615 is more µs than a time.Duration holds"},
+		{"18446744073709551616", 0, `WATCHDOG_USEC="18446744073709551616" is not a number`},
+		{"999", 0, "WATCHDOG_USEC=999 is below the minimum of 1ms"},
+		{"1", 0, "WATCHDOG_USEC=1 is below the minimum"},
+		{"-5", 0, `WATCHDOG_USEC="-5" is not a number`},
+		{"soon", 0, `WATCHDOG_USEC="soon" is not a number`},
+		{"10s", 0, `WATCHDOG_USEC="10s" is not a number`},
+	} {
+		got, err := parseWatchdog(tc.value)
+		assert.Equal(t, tc.want, got, "the interval for %q", tc.value)
+		if tc.err == "" {
+			assert.NoError(t, err, "%q is a valid interval", tc.value)
+		} else if assert.Error(t, err, "%q is refused", tc.value) {
+			assert.Contains(t, err.Error(), tc.err, "the error names the variable and the value")
+		}
+	}
+}
+
+// TestNotifyNeverWaits (issue #18): a manager that reads nothing fills
+// its queue; then a message is dropped at once with an error, not
+// waited for, and a warning is due only once per sdWarnEvery.
+func TestNotifyNeverWaits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "stalled")
+	stalled, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	require.NoError(t, err, "a manager socket nobody reads")
+	defer stalled.Close()
+	n := parseNotify(func(k string) (string, bool) { return path, k == envNotifySocket }, os.Getpid())
+	var failed error
+	for i := 0; i < 10000 && failed == nil; i++ {
+		done := make(chan error, 1)
+		go func() { done <- n.send("WATCHDOG=1") }()
+		select {
+		case failed = <-done:
+		case <-time.After(ioTimeout):
+			require.FailNow(t, "send waits for a manager that reads nothing", "message %d", i)
+		}
+	}
+	require.Error(t, failed, "the queue of a manager that reads nothing fills up")
+	assert.Contains(t, failed.Error(), path, "the error names the socket")
+	now := time.Now()
+	lost, due := n.warnDue(now)
+	assert.True(t, due, "the first failure is logged")
+	assert.Equal(t, 1, lost, "one message was lost")
+	assert.Error(t, n.send("WATCHDOG=1"), "the queue is still full")
+	_, due = n.warnDue(now.Add(time.Second))
+	assert.False(t, due, "the next failure within sdWarnEvery is not logged")
+	assert.Error(t, n.send("WATCHDOG=1"), "the queue is still full")
+	lost, due = n.warnDue(now.Add(sdWarnEvery))
+	assert.True(t, due, "a failure after sdWarnEvery is logged again")
+	assert.Equal(t, 2, lost, "with the messages lost since the last warning")
 }
 
 // TestNotifyNothingWithoutSocket: no NOTIFY_SOCKET, no message and no

@@ -75,6 +75,7 @@ func newUpgrader(opts Options, files *wire.Files) (*Upgrader, error) {
 		u.log = slog.New(warnings{slog.Default().Handler()})
 	}
 	u.log = u.log.With("pid", os.Getpid(), "generation", files.Generation())
+	u.sdCheckEnv()
 	if u.executable == "" {
 		exe, err := startPath(os.Args)
 		if err != nil {

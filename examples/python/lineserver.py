@@ -29,6 +29,12 @@ import time
 
 LISTEN_FDS_START = 3
 
+# How many connections (or datagrams) one turn takes from one socket. Each
+# turn of the loop serves every ready socket once, a batch each, so a busy
+# socket cannot starve the others: draining one queue while it is not empty
+# would never end under steady load.
+BATCH = 4
+
 
 def log(msg, **kv):
     """One line per event on stderr, key=value as Go's log/slog writes."""
@@ -67,14 +73,18 @@ def listen_fds():
 
 
 def notify(*lines):
-    """Send one sd_notify message; nothing without NOTIFY_SOCKET."""
+    """Send one sd_notify message without waiting; nothing without NOTIFY_SOCKET."""
     addr = os.environ.get("NOTIFY_SOCKET")
     if not addr:
         return
     if addr.startswith("@"):
         addr = "\0" + addr[1:]  # an abstract socket
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.sendto("\n".join(lines).encode(), addr)
+        s.setblocking(False)  # a manager that reads nothing must not hold us up
+        try:
+            s.sendto("\n".join(lines).encode(), addr)
+        except OSError as e:  # its queue is full, or it is gone: the message is lost
+            log("sd_notify failed", level="WARN", err=e)
 
 
 class Server:
@@ -103,6 +113,9 @@ class Server:
         notify("READY=1", f"STATUS=serving {len(self.socks)} sockets")
         log("ready", sockets=",".join(name for name, _ in self.socks))
         while not self.stopping:
+            # select() is level-triggered: a socket with more waiting than
+            # one batch is ready again on the next turn, and every other
+            # ready socket has had its batch in between.
             for key, _ in sel.select():
                 if key.fileobj is wake_r:
                     try:
@@ -116,7 +129,7 @@ class Server:
         self.drain(sel)
 
     def accept(self, ln):
-        while True:
+        for _ in range(BATCH):
             try:
                 conn, _ = ln.accept()
             except (BlockingIOError, InterruptedError):
@@ -141,7 +154,7 @@ class Server:
                 self.idle.notify_all()
 
     def datagrams(self, pc):
-        while True:
+        for _ in range(BATCH):
             try:
                 data, peer = pc.recvfrom(65536)
             except (BlockingIOError, InterruptedError):

@@ -90,7 +90,10 @@
 // serving instance. Under a service manager (NOTIFY_SOCKET set for the
 // supervisor) it says READY=1 with MAINPID= of its own stable pid once
 // the first instance is ready, STATUS= as instances come and go,
-// STOPPING=1, and WATCHDOG=1.
+// STOPPING=1, and WATCHDOG=1. A message never waits (one that finds the
+// manager's queue full is dropped, with a warning at most every 10 s), so
+// a stalled manager never stalls the loop; a WATCHDOG_USEC below 1 ms or
+// beyond the longest time.Duration is ignored with a warning.
 //
 // # Upgrading the supervisor
 //

@@ -109,7 +109,7 @@ func New(cfg Config) (*Supervisor, error) {
 	if s.cfg.Args == nil {
 		s.cfg.Args = os.Args
 	}
-	s.mgr = takeManager() // before the registry's New, which would take NOTIFY_SOCKET for itself
+	s.mgr = takeManager(s.log) // before the registry's New, which would take NOTIFY_SOCKET for itself
 	if state, ok := os.LookupEnv(stateEnv); ok {
 		os.Unsetenv(stateEnv)
 		err = s.adopt(state)
