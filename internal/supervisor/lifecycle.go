@@ -325,19 +325,21 @@ func (s *Supervisor) setMain(in *instance, v string) {
 	if pid == in.main {
 		return
 	}
-	pidfd, err := unix.PidfdOpen(pid, 0)
+	pidfd, err := openPidfd(pid)
 	if err != nil {
 		s.log.Warn("notify socket: MAINPID names no process, ignored", "instance", in.main, "mainpid", pid, "err", err)
 		return
 	}
 	if owner := s.census(); !slices.ContainsFunc(owner[in], func(p procInfo) bool { return p.pid == pid }) ||
-		unix.PidfdSendSignal(pidfd, 0, nil, 0) != nil {
-		unix.Close(pidfd)
+		!runs(pidfd, pid) {
+		closePidfd(pidfd)
 		s.log.Warn("notify socket: MAINPID names no process of the instance, ignored", "instance", in.main,
 			"mainpid", pid)
 		return
 	}
 	s.log.Info("instance has a new main process", "instance", in.main, "generation", in.gen, "main", pid)
 	in.main = pid
-	go s.watchMain(pidfd, pid)
+	if pidfd >= 0 {
+		go s.watchMain(pidfd, pid)
+	}
 }

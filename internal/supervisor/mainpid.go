@@ -9,6 +9,32 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// openPidfd opens a pidfd for pid; -1 and no error where the kernel has
+// none (before Linux 5.3): the death of a MAINPID= process that is not
+// the supervisor's child then goes unseen.
+func openPidfd(pid int) (int, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err == unix.ENOSYS {
+		return -1, nil
+	}
+	return fd, err
+}
+
+func closePidfd(fd int) {
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+}
+
+// runs reports whether the process pidfd refers to (pid, where there is
+// no pidfd) still runs: then pid is still its number.
+func runs(pidfd, pid int) bool {
+	if pidfd < 0 {
+		return unix.Kill(pid, 0) == nil
+	}
+	return unix.PidfdSendSignal(pidfd, 0, nil, 0) == nil
+}
+
 // watchMain waits until the process pidfd refers to, pid, the main
 // process an instance named with MAINPID=, has exited, and tells the
 // loop (mainGone). It owns pidfd. The supervisor learns of the death of
@@ -49,10 +75,11 @@ func (s *Supervisor) watchMains() {
 		if in.main == in.pid {
 			continue
 		}
-		if pidfd, err := unix.PidfdOpen(in.main, 0); err == nil {
-			go s.watchMain(pidfd, in.main)
-		} else {
+		switch pidfd, err := openPidfd(in.main); {
+		case err != nil:
 			gone = append(gone, in.main)
+		case pidfd >= 0:
+			go s.watchMain(pidfd, in.main)
 		}
 	}
 	for _, pid := range gone {

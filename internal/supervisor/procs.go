@@ -83,6 +83,49 @@ func allProcs() []procInfo {
 	return out
 }
 
+// below lists the processes below root (root excluded), by their
+// parent's pid, walking the children files of each task of each process
+// (CONFIG_PROC_CHILDREN), which costs what the subtree holds; where the
+// kernel has none it reads every process in /proc.
+func below(root int) map[int][]procInfo {
+	kids := map[int][]procInfo{}
+	if _, err := os.Stat("/proc/" + strconv.Itoa(root) + "/task/" + strconv.Itoa(root) + "/children"); err != nil {
+		for _, p := range allProcs() {
+			if p.pid != root {
+				kids[p.ppid] = append(kids[p.ppid], p)
+			}
+		}
+		return kids
+	}
+	for todo := []int{root}; len(todo) > 0; {
+		pid := todo[0]
+		todo = todo[1:]
+		for _, c := range childrenOf(pid) {
+			if p, ok := readProc(c); ok && p.ppid == pid {
+				kids[pid] = append(kids[pid], p)
+				todo = append(todo, c)
+			}
+		}
+	}
+	return kids
+}
+
+// childrenOf lists the children of every task of pid.
+func childrenOf(pid int) []int {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task/"
+	tasks, _ := os.ReadDir(dir)
+	var out []int
+	for _, task := range tasks {
+		b, _ := os.ReadFile(dir + task.Name() + "/children")
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
 // listenPIDOf is LISTEN_PID in the environment pid was started with (0
 // if none or unreadable).
 func listenPIDOf(pid int) int {
@@ -110,12 +153,7 @@ type seenProc struct {
 // attribution for the next census. It returns the processes per owner.
 func (s *Supervisor) census() map[*instance][]procInfo {
 	self := os.Getpid()
-	kids := map[int][]procInfo{}
-	for _, p := range allProcs() {
-		if p.pid != self {
-			kids[p.ppid] = append(kids[p.ppid], p)
-		}
-	}
+	kids := below(self)
 	seen := map[int]seenProc{}
 	out := map[*instance][]procInfo{}
 	var walk func(p procInfo, owner *instance)

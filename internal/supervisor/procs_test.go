@@ -14,8 +14,8 @@ import (
 )
 
 // TestReadProc: the fields of /proc/PID/stat after a command name that
-// holds spaces and parentheses, and LISTEN_PID from a process's
-// environment.
+// holds spaces and parentheses, LISTEN_PID from a process's environment,
+// and the children a census walks.
 func TestReadProc(t *testing.T) {
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
@@ -35,6 +35,8 @@ func TestReadProc(t *testing.T) {
 	assert.Equal(t, procInfo{pid: pid, ppid: os.Getpid(), pgid: pid, sid: pid, start: p.start}, p)
 	assert.NotZero(t, p.start, "a start time")
 	assert.Equal(t, 4242, listenPIDOf(pid))
+
+	assert.Contains(t, pidsOf(below(os.Getpid())[os.Getpid()]), pid, "the census finds the child")
 
 	self, ok := readProc(os.Getpid())
 	require.True(t, ok)
