@@ -35,7 +35,9 @@ func init() {
 // command; each takes its settings from the environment:
 //
 //	run-forker   starts a run-worker on the inherited socket (RUN_SETSID=1:
-//	             in a session of its own), waits until it accepts, then
+//	             in a session of its own; RUN_CLEAN_ENV=1: without the
+//	             LISTEN_* and NOTIFY_SOCKET variables), waits until it
+//	             accepts, then
 //	             with RUN_MODE=fail exits 3 before READY=1, with
 //	             RUN_MODE=serve says READY=1 and waits for SIGTERM (exit 0)
 //	run-worker   accepts on fd 3 and answers every connection "worker"
@@ -60,14 +62,20 @@ func roleApp(t *testing.T, path, role string, env ...string) {
 }
 
 // startTestRole starts the test binary as role, with fds handed on (fd 3
-// onwards) and in a session of its own if setsid; it shares our stderr.
-func startTestRole(role string, setsid bool, files ...*os.File) (*exec.Cmd, error) {
+// onwards), in a session of its own if setsid, without the variables of
+// tcpgrace run if clean; it shares our stderr.
+func startTestRole(role string, setsid, clean bool, files ...*os.File) (*exec.Cmd, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), roleEnv+"="+role)
+	for _, kv := range os.Environ() {
+		if !clean || !strings.HasPrefix(kv, "LISTEN_") && !strings.HasPrefix(kv, "NOTIFY_SOCKET=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, roleEnv+"="+role)
 	cmd.Stderr, cmd.ExtraFiles = os.Stderr, files
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: setsid}
 	return cmd, cmd.Start()
@@ -98,7 +106,7 @@ func playRunForker() int {
 		fmt.Fprintln(os.Stderr, "run-forker:", err)
 		return 1
 	}
-	_, err = startTestRole("run-worker", os.Getenv("RUN_SETSID") == "1", os.NewFile(3, "listener"), w)
+	_, err = startTestRole("run-worker", os.Getenv("RUN_SETSID") == "1", os.Getenv("RUN_CLEAN_ENV") == "1", os.NewFile(3, "listener"), w)
 	w.Close()
 	if err == nil {
 		_, err = up.Read(make([]byte, 1)) // the worker accepts
@@ -139,7 +147,7 @@ func playRunWorker() int {
 
 func playRunMainPID() int {
 	term := waitTERM()
-	daemon, err := startTestRole("run-daemon", false)
+	daemon, err := startTestRole("run-daemon", false, false)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "run-mainpid:", err)
 		return 1
@@ -276,49 +284,82 @@ func answers(t *testing.T, addr string, n int) []string {
 // shared socket and then fails its config check (exit 3 before READY=1):
 // tcpgrace upgrade exits 1, the worker is stopped with the failed
 // instance (only the serving one answers), and once the supervisor has
-// exited on SIGTERM no process of any instance runs.
+// exited on SIGTERM no process of any instance runs. The worker stays in
+// the instance's process group, or leaves it for a session of its own
+// (and is then known by LISTEN_PID in its environment).
 func TestRunFailedInstanceChildren(t *testing.T) {
+	for _, c := range []struct{ name, setsid string }{{"group", "RUN_SETSID=0"}, {"own_session", "RUN_SETSID=1"}} {
+		t.Run(c.name, func(t *testing.T) {
+			s, app, tcp, ctl := startLineserverRun(t)
+			roleApp(t, app, "run-forker", "RUN_MODE=fail", c.setsid)
+			r := runTcpgrace(t, "upgrade", "-control", ctl)
+			assert.Equal(t, 1, r.code, "the failed upgrade exits 1: %s", r)
+			assert.Contains(t, r.stderr, "exited (exit status 3) before it was ready", "and says why")
+			worker := s.rolePID("run-worker", 1)
+			waitGone(t, worker, "the worker of the failed instance")
+			for _, got := range answers(t, tcp, 10) {
+				require.Equal(t, "ping", got, "only the serving instance answers")
+			}
+			require.NoError(t, s.stop())
+			s.requireNothingLeft()
+		})
+	}
+}
+
+// startLineserverRun starts tcpgrace run over a copy of lineserver on a
+// TCP socket, with a control socket, -stop-timeout 1s and -ready-timeout
+// 5s; it returns the copy's path, for the test to replace, the TCP
+// address and the control socket's path.
+func startLineserverRun(t *testing.T) (s *supervised, app, tcp, ctl string) {
+	t.Helper()
 	dir := t.TempDir()
-	app, tcp, ctl := filepath.Join(dir, "app"), freeAddr(t), filepath.Join(dir, "ctl.sock")
+	app, tcp, ctl = filepath.Join(dir, "app"), freeAddr(t), filepath.Join(dir, "ctl.sock")
 	deployAt(t, app, readFile(t, lineserverBin))
-	s := startRun(t, runSpec{
+	s = startRun(t, runSpec{
 		flags:   []string{"-listen", "tcp://" + tcp, "-control", ctl, "-ready-timeout", "5s", "-stop-timeout", "1s"},
 		command: []string{app, "-tcp", tcp},
 	})
 	s.killAllAtCleanup()
-	roleApp(t, app, "run-forker", "RUN_MODE=fail")
-	r := runTcpgrace(t, "upgrade", "-control", ctl)
-	assert.Equal(t, 1, r.code, "the failed upgrade exits 1: %s", r)
-	assert.Contains(t, r.stderr, "exited (exit status 3) before it was ready", "and says why")
-	worker := s.rolePID("run-worker", 1)
-	waitGone(t, worker, "the worker of the failed instance")
-	for _, got := range answers(t, tcp, 10) {
-		require.Equal(t, "ping", got, "only the serving instance answers")
-	}
-	require.NoError(t, s.stop())
-	s.requireNothingLeft()
+	return s, app, tcp, ctl
 }
 
 // TestRunCrashedInstanceChildren: the serving instance started a worker
-// that left its session and process group; the instance dies of SIGKILL:
-// the worker is stopped (SIGTERM) while the next instance takes over, and
-// SIGTERM to the supervisor leaves nothing of any instance running.
+// in a session of its own, without LISTEN_PID, so that only the census
+// taken when the instance became ready knows where it came from; the
+// instance dies of SIGKILL: the worker is stopped (SIGTERM) while the
+// next instance takes over, and SIGTERM to the supervisor leaves nothing
+// of any instance running.
 func TestRunCrashedInstanceChildren(t *testing.T) {
 	dir := t.TempDir()
 	app, tcp := filepath.Join(dir, "app"), freeAddr(t)
-	roleApp(t, app, "run-forker", "RUN_MODE=serve", "RUN_SETSID=1")
+	roleApp(t, app, "run-forker", "RUN_MODE=serve", "RUN_SETSID=1", "RUN_CLEAN_ENV=1")
 	s := startRun(t, runSpec{
 		flags:   []string{"-listen", "tcp://" + tcp, "-ready-timeout", "5s", "-stop-timeout", "1s"},
 		command: []string{app},
 	})
 	s.killAllAtCleanup()
 	first, worker := s.serving(), s.rolePID("run-worker", 1)
-	require.NotEqual(t, parentPID(first), 0)
 	require.NoError(t, syscall.Kill(first, syscall.SIGKILL))
 	s.waitLog(fmt.Sprintf(`msg="serving instance died" pid=\d+ instance=%d `, first))
 	s.waitCount(readyRe, 2)
 	waitGone(t, worker, "the worker of the crashed instance, in a session of its own")
 	require.NoError(t, s.stop(), "the serving instance exits 0 on SIGTERM")
+	s.requireNothingLeft()
+}
+
+// TestRunStrayStoppedAtExit: a worker that left the session and the
+// environment of an instance that then failed before any census saw the
+// worker belongs to no known instance: it runs on (the supervisor says
+// so), but the supervisor stops it before it exits.
+func TestRunStrayStoppedAtExit(t *testing.T) {
+	s, app, _, ctl := startLineserverRun(t)
+	roleApp(t, app, "run-forker", "RUN_MODE=fail", "RUN_SETSID=1", "RUN_CLEAN_ENV=1")
+	r := runTcpgrace(t, "upgrade", "-control", ctl)
+	require.Equal(t, 1, r.code, "the failed upgrade exits 1: %s", r)
+	worker := s.rolePID("run-worker", 1)
+	s.waitLog(fmt.Sprintf(`msg="an orphan of no known instance: it is stopped when the supervisor stops" .* process=%d`, worker))
+	require.True(t, alive(worker), "a stray runs on")
+	require.NoError(t, s.stop())
 	s.requireNothingLeft()
 }
 
