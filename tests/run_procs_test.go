@@ -357,10 +357,11 @@ func TestRunStrayStoppedAtExit(t *testing.T) {
 	r := runTcpgrace(t, "upgrade", "-control", ctl)
 	require.Equal(t, 1, r.code, "the failed upgrade exits 1: %s", r)
 	worker := s.rolePID("run-worker", 1)
-	s.waitLog(fmt.Sprintf(`msg="an orphan of no known instance: it is stopped when the supervisor stops" .* process=%d`, worker))
 	require.True(t, alive(worker), "a stray runs on")
 	require.NoError(t, s.stop())
 	s.requireNothingLeft()
+	assert.Regexp(t, fmt.Sprintf(`msg="an orphan of no known instance: it is stopped when the supervisor stops" .* process=%d`, worker),
+		s.logs.String(), "the supervisor said so")
 }
 
 // TestRunMainPIDNotReadyInTime: the new instance names a daemon it
