@@ -269,11 +269,14 @@ func (s *Supervisor) reap() {
 func (s *Supervisor) nextDeadline() time.Duration {
 	next := s.restartAt
 	if len(s.ended) > 0 { // what is left of them is swept at least every second
-		next = time.Now().Add(time.Second)
+		sweep := time.Now().Add(time.Second)
 		for _, in := range s.ended {
-			if !in.killed && in.killAt.Before(next) {
-				next = in.killAt
+			if !in.killed && !in.killAt.IsZero() && in.killAt.Before(sweep) {
+				sweep = in.killAt
 			}
+		}
+		if next.IsZero() || sweep.Before(next) {
+			next = sweep
 		}
 	}
 	for _, in := range s.instances {
