@@ -374,17 +374,18 @@ func TestRunMainPIDNotReadyInTime(t *testing.T) {
 	app, tcp, ctl := filepath.Join(dir, "app"), freeAddr(t), filepath.Join(dir, "ctl.sock")
 	deployAt(t, app, readFile(t, lineserverBin))
 	s := startRun(t, runSpec{
-		flags:   []string{"-listen", "tcp://" + tcp, "-control", ctl, "-ready-timeout", "1s"},
+		flags:   []string{"-listen", "tcp://" + tcp, "-control", ctl, "-ready-timeout", "2s"},
 		command: []string{app, "-tcp", tcp},
 	})
 	s.killAllAtCleanup()
 	serving := s.serving()
-	roleApp(t, app, "run-mainpid", "RUN_MODE=exit", "RUN_READY_AFTER=1500ms")
+	roleApp(t, app, "run-mainpid", "RUN_MODE=exit", "RUN_READY_AFTER=2500ms")
 	r := runTcpgrace(t, "upgrade", "-control", ctl)
 	assert.Equal(t, 1, r.code, "the failed upgrade exits 1: %s", r)
-	assert.Contains(t, r.stderr, "not ready within -ready-timeout 1s", "and says why")
-	daemon := s.rolePID("run-daemon", 1)
-	s.waitLog(fmt.Sprintf(`msg="instance has a new main process" .* main=%d`, daemon))
+	assert.Contains(t, r.stderr, "not ready within -ready-timeout 2s", "and says why")
+	m := regexp.MustCompile(`msg="instance has a new main process" .* generation=2 main=(\d+)`).FindStringSubmatch(s.logs.String())
+	require.NotNil(t, m, "the instance named its daemon with MAINPID=\nlogs:\n%s", s.logs)
+	daemon, _ := strconv.Atoi(m[1])
 	waitGone(t, daemon, "the daemon not ready in time")
 	st := ctlStatus(t, ctl)
 	assert.Equal(t, "serving", st.State, "status after the failed upgrade: %+v", st)
