@@ -27,6 +27,10 @@ can be PID 1 of a container.
   SIGUSR2     replace the supervisor's own program in place (same pid)
   SIGHUP      forwarded to the serving instance
   SIGTERM/INT forwarded to every instance; exit with the serving one's status
+              once nothing of any instance runs
+
+An instance's processes (its session, process group and orphans) are
+stopped with it when it fails, crashes or exits after its drain.
 
 With -control PATH, "tcpgrace upgrade -control PATH" upgrades and waits for
 the outcome, "tcpgrace status" lists the instances, "tcpgrace stop" stops.

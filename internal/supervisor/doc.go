@@ -11,9 +11,27 @@
 // supervisor itself is honoured), keeps a raw copy of each, and never
 // accepts on them: it only holds them, so that the sockets and their
 // accept queues live while instances come and go. An instance is one run
-// of the command, a child of the supervisor leading a process group of
-// its own. At most one instance serves; during an upgrade a second one
-// starts beside it; instances told to stop drain until they exit.
+// of the command, a child of the supervisor leading a session and a
+// process group of its own. At most one instance serves; during an
+// upgrade a second one starts beside it; instances told to stop drain
+// until they exit.
+//
+// Whatever an instance started is stopped with it. Its processes are its
+// descendants and the orphans among them re-parented to the supervisor;
+// no cgroup being at hand in general, a census of /proc, taken whenever a
+// child is reaped, an instance becomes ready or names a MAINPID=, tells
+// which orphan came from which instance: by the ancestry an earlier
+// census saw, by the session or process group it leads, or by LISTEN_PID
+// in the environment the orphan was started with. When an instance's
+// process (its main one, with MAINPID=) ends, what is left of it gets
+// SIGKILL if it never became ready or was killed, and otherwise SIGTERM,
+// then SIGKILL after Config.StopTimeout; a replaced instance's processes
+// are left to drain until its main process exits. An orphan none of these
+// place (it left the session, the environment and its parent before any
+// census saw it) is stopped when the supervisor stops, which exits only
+// once nothing of any instance runs. (A self-upgrade does not hand on
+// the ended instances: what they left still runs then is such an orphan
+// to the new image.)
 //
 // # The instance's side
 //
@@ -38,10 +56,13 @@
 // kernel attach the sender's pid to every message, and only messages
 // from an instance's main process count. READY=1 makes a starting instance ready; STATUS= is logged and
 // passed on; STOPPING=1 from the serving instance, unasked, starts its
-// replacement at once; MAINPID= names another main process (a child of
-// the instance's, as when a Go instance upgrades itself with the
-// library). Other messages are ignored; fds sent with FDSTORE=1 are
-// closed. A command that cannot notify is ready once it has run for
+// replacement at once; MAINPID= names another main process (a process
+// of the same instance, as when a Go instance upgrades itself with the
+// library; one of another instance is refused), whose death a pidfd
+// shows even when its own parent reaps it (the instance has then ended,
+// with an unknown status). A READY=1 from an instance whose start
+// failed is ignored. Other messages are ignored; fds sent with
+// FDSTORE=1 are closed. A command that cannot notify is ready once it has run for
 // Config.ReadyDelay.
 //
 // # Upgrades
@@ -51,8 +72,8 @@
 // a release renamed over it runs. Once it is ready the one serving until
 // then gets SIGTERM and drains; after Config.StopTimeout its process
 // group is killed. A new instance that cannot start, exits, or is not
-// ready within Config.ReadyTimeout is killed and the serving one serves
-// on; the reason is logged, kept as the last failure and returned by
+// ready within Config.ReadyTimeout (its MAINPID= included) is killed with
+// every process of it, and the serving one serves on; the reason is logged, kept as the last failure and returned by
 // Upgrade. At most Config.MaxInstances are alive at once, draining ones
 // included.
 //
@@ -81,19 +102,20 @@
 // is left to reap, instances and orphans alike, so no zombie stays and no
 // other wait races it (nothing here uses exec.Cmd.Wait). SIGTERM and
 // SIGINT are forwarded to every instance; the supervisor exits when all
-// are gone, with the status of the instance that served (128+N if signal
-// N killed it). No instance starts after a stop, so the stop closes the
-// supervisor's copies of the sockets and removes the Unix socket files it
-// bound at once: when the draining instances have closed theirs too, a
-// new client is refused (or finds no file) instead of waiting in an
-// accept queue until the exit resets it. SIGHUP is forwarded to the
-// serving instance. Under a service manager (NOTIFY_SOCKET set for the
-// supervisor) it says READY=1 with MAINPID= of its own stable pid once
-// the first instance is ready, STATUS= as instances come and go,
-// STOPPING=1, and WATCHDOG=1. A message never waits (one that finds the
-// manager's queue full is dropped, with a warning at most every 10 s), so
-// a stalled manager never stalls the loop; a WATCHDOG_USEC below 1 ms or
-// beyond the longest time.Duration is ignored with a warning.
+// are gone, and every process they left (see Processes), with the status
+// of the instance that served (128+N if signal N killed it). No instance
+// starts after a stop, so the stop closes the supervisor's copies of the
+// sockets and removes the Unix socket files it bound at once: when the
+// draining instances have closed theirs too, a new client is refused (or
+// finds no file) instead of waiting in an accept queue until the exit
+// resets it. SIGHUP is forwarded to the serving instance. Under a service
+// manager (NOTIFY_SOCKET set for the supervisor) it says READY=1 with
+// MAINPID= of its own stable pid once the first instance is ready,
+// STATUS= as instances come and go, STOPPING=1, and WATCHDOG=1. A message
+// never waits (one that finds the manager's queue full is dropped, with a
+// warning at most every 10 s), so a stalled manager never stalls the loop;
+// a WATCHDOG_USEC below 1 ms or beyond the longest time.Duration is
+// ignored with a warning.
 //
 // # Upgrading the supervisor
 //

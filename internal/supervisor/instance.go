@@ -49,6 +49,7 @@ type instance struct {
 	killAt  time.Time        // draining: its process group is killed then
 	killed  bool             // SIGKILL was sent
 	pidGone bool             // pid exited; main, named with MAINPID=, runs on
+	termed  bool             // ended: SIGTERM was sent to what is left of it
 	waiters []chan<- outcome // Upgrade calls waiting for this start
 }
 
@@ -60,7 +61,9 @@ const selfExe = "/proc/self/exe"
 // in the exec helper mode ([ExecApp]), which sets LISTEN_PID to its pid and
 // execs the command in that same process. The sockets are fds 3 onwards,
 // stdio is the supervisor's, and the instance leads a process group of
-// its own, so that a final SIGKILL also reaches the processes it started.
+// its own, so that a final SIGKILL also reaches the processes it started,
+// and a session of its own, which tells the processes it started that
+// moved to another group from any other (see census).
 // It returns the pid and the path that runs.
 func (s *Supervisor) spawn() (int, string, error) {
 	path, err := exec.LookPath(s.cfg.Command[0])
@@ -73,7 +76,7 @@ func (s *Supervisor) spawn() (int, string, error) {
 		files = append(files, uintptr(sk.fd))
 	}
 	pid, err := syscall.ForkExec(selfExe, argv, &syscall.ProcAttr{
-		Env: s.env, Files: files, Sys: &syscall.SysProcAttr{Setpgid: true},
+		Env: s.env, Files: files, Sys: &syscall.SysProcAttr{Setsid: true},
 	})
 	if err != nil {
 		return 0, "", fmt.Errorf("starting the exec helper for %s: %w", path, err)
@@ -134,23 +137,4 @@ func describe(ws syscall.WaitStatus) string {
 		return "killed by " + unix.SignalName(ws.Signal())
 	}
 	return fmt.Sprintf("exit status %d", ws.ExitStatus())
-}
-
-// parentOf is the parent pid of pid, from /proc; 0 if unknown.
-func parentOf(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
 }

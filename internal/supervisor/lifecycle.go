@@ -78,6 +78,7 @@ func (s *Supervisor) start(reason string, reply chan<- outcome) {
 // ready makes a starting instance the serving one; the one that served
 // until now drains.
 func (s *Supervisor) ready(in *instance, how string) {
+	s.census() // remembers the processes it started: an orphan of it is known later
 	took := time.Since(in.since)
 	in.phase, in.since = phaseServing, time.Now()
 	in.readyBy, in.delayAt = time.Time{}, time.Time{}
@@ -115,9 +116,9 @@ func (s *Supervisor) startFailed(in *instance, err error) {
 	if s.starting == in {
 		s.starting = nil
 	}
-	if in.pid != 0 && !in.pidGone && slices.Contains(s.instances, in) {
+	if in.pid != 0 && slices.Contains(s.instances, in) { // it runs: its first process, or its MAINPID=
 		in.phase, in.since, in.readyBy, in.delayAt = phaseDraining, time.Now(), time.Time{}, time.Time{}
-		in.kill()
+		s.kill(in)
 	}
 	s.lastFailure = err.Error()
 	for _, w := range in.waiters {
@@ -157,6 +158,11 @@ func (s *Supervisor) drain(in *instance, reason string) {
 func (s *Supervisor) exited(pid int, ws syscall.WaitStatus) {
 	in := s.find(pid)
 	if in == nil {
+		if sp, ok := s.seen[pid]; ok && sp.owner != s.strays {
+			s.log.Debug("reaped a process an instance left", "process", pid, "generation", sp.owner.gen,
+				"status", describe(ws))
+			return
+		}
 		s.log.Debug("reaped an orphan", "process", pid, "status", describe(ws))
 		return
 	}
@@ -166,18 +172,27 @@ func (s *Supervisor) exited(pid int, ws syscall.WaitStatus) {
 			"main", in.main, "status", describe(ws))
 		return
 	}
+	s.gone(in, pid, describe(ws), exitCode(ws))
+}
+
+// gone handles the end of an instance, whose process pid (its first or
+// its main one) ended as how says, with the exit status code (-1 if
+// unknown): what is left of it is stopped, and it counts as a failed
+// start or a crash if it was starting or serving.
+func (s *Supervisor) gone(in *instance, pid int, how string, code int) {
 	s.instances = slices.DeleteFunc(s.instances, func(x *instance) bool { return x == in })
-	s.log.Info("instance exited", "instance", pid, "generation", in.gen, "phase", in.phase, "status", describe(ws))
-	if s.stopping && (in == s.stopServing || s.stopServing == nil) {
-		s.exitStatus = exitCode(ws)
+	s.end(in)
+	s.log.Info("instance exited", "instance", pid, "generation", in.gen, "phase", in.phase, "status", how)
+	if s.stopping && (in == s.stopServing || s.stopServing == nil) && code >= 0 {
+		s.exitStatus = code
 	}
 	switch in.phase {
 	case phaseStarting:
 		in.pidGone = true
-		s.startFailed(in, fmt.Errorf("exited (%s) before it was ready", describe(ws)))
+		s.startFailed(in, fmt.Errorf("exited (%s) before it was ready", how))
 	case phaseServing:
 		s.serving = nil
-		s.crashed(in, describe(ws))
+		s.crashed(in, how)
 	}
 }
 
@@ -300,8 +315,9 @@ func (s *Supervisor) onNote(n note) {
 }
 
 // setMain follows MAINPID=: the instance's main process is now another
-// one, which must be its child (or already re-parented to the
-// supervisor).
+// one, which must be a process of this instance (below its first
+// process, or an orphan of it: see census), never another instance's.
+// A pidfd tells when it dies, even if its own parent reaps it.
 func (s *Supervisor) setMain(in *instance, v string) {
 	pid, err := strconv.Atoi(v)
 	if err != nil || pid <= 0 {
@@ -311,11 +327,21 @@ func (s *Supervisor) setMain(in *instance, v string) {
 	if pid == in.main {
 		return
 	}
-	if p := parentOf(pid); p != in.pid && p != in.main && p != syscall.Getpid() {
-		s.log.Warn("notify socket: MAINPID names no child of the instance, ignored", "instance", in.main,
-			"mainpid", pid, "its_parent", p)
+	pidfd, err := openPidfd(pid)
+	if err != nil {
+		s.log.Warn("notify socket: MAINPID names no process, ignored", "instance", in.main, "mainpid", pid, "err", err)
+		return
+	}
+	if owner := s.census(); !slices.ContainsFunc(owner[in], func(p procInfo) bool { return p.pid == pid }) ||
+		!runs(pidfd, pid) {
+		closePidfd(pidfd)
+		s.log.Warn("notify socket: MAINPID names no process of the instance, ignored", "instance", in.main,
+			"mainpid", pid)
 		return
 	}
 	s.log.Info("instance has a new main process", "instance", in.main, "generation", in.gen, "main", pid)
 	in.main = pid
+	if pidfd >= 0 {
+		go s.watchMain(pidfd, pid)
+	}
 }

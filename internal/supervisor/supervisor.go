@@ -72,6 +72,9 @@ type Supervisor struct {
 	done  chan struct{} // closed when Run returns
 
 	instances   []*instance
+	ended       []*instance      // instances whose processes left behind are being stopped (see census)
+	strays      *instance        // owns the orphans of no known instance
+	seen        map[int]seenProc // the last census
 	serving     *instance
 	starting    *instance
 	nextGen     int
@@ -97,6 +100,7 @@ func New(cfg Config) (*Supervisor, error) {
 	s := &Supervisor{
 		cfg: cfg, log: cfg.Logger.With("pid", os.Getpid()),
 		notes: make(chan note, 64), reqs: make(chan func()), done: make(chan struct{}),
+		strays: &instance{phase: phaseDraining},
 	}
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("tcpgrace run: PR_SET_CHILD_SUBREAPER: %w", err)
@@ -196,6 +200,7 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 	s.ctl.start()
 	s.sigs = sigs
 	s.reap() // children that exited while a self-upgrade ran
+	s.watchMains()
 	if s.serving == nil && s.starting == nil {
 		s.start("first start", nil)
 	}
@@ -212,7 +217,7 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 		watchdog = t.C
 		s.sd("WATCHDOG=1")
 	}
-	for !s.stopping || len(s.instances) > 0 {
+	for !s.stopping || len(s.instances) > 0 || len(s.ended) > 0 {
 		timer.Reset(s.nextDeadline())
 		select {
 		case sig := <-sigs:
@@ -246,8 +251,10 @@ func (s *Supervisor) onSignal(sig os.Signal) {
 }
 
 // reap waits for every child that has exited: instances, and orphans
-// re-parented to the supervisor (as PID 1, or as the subreaper).
+// re-parented to the supervisor (as PID 1, or as the subreaper); then it
+// sweeps, so that what an ended instance left is stopped.
 func (s *Supervisor) reap() {
+	reaped := false
 	for {
 		var ws syscall.WaitStatus
 		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
@@ -255,15 +262,30 @@ func (s *Supervisor) reap() {
 			continue
 		}
 		if err != nil || pid <= 0 {
-			return
+			break
 		}
+		reaped = true
 		s.exited(pid, ws)
+	}
+	if reaped {
+		s.sweep()
 	}
 }
 
 // nextDeadline is how long the loop may sleep before a timer is due.
 func (s *Supervisor) nextDeadline() time.Duration {
 	next := s.restartAt
+	if len(s.ended) > 0 { // what is left of them is swept at least every second
+		sweep := time.Now().Add(time.Second)
+		for _, in := range s.ended {
+			if !in.killed && !in.killAt.IsZero() && in.killAt.Before(sweep) {
+				sweep = in.killAt
+			}
+		}
+		if next.IsZero() || sweep.Before(next) {
+			next = sweep
+		}
+	}
 	for _, in := range s.instances {
 		for _, t := range []time.Time{in.readyBy, in.delayAt, in.killAt} {
 			if !t.IsZero() && (next.IsZero() || t.Before(next)) {
@@ -288,9 +310,12 @@ func (s *Supervisor) onTime(now time.Time) {
 		case in.phase == phaseDraining && !in.killed && !in.killAt.IsZero() && !now.Before(in.killAt):
 			s.log.Warn("instance did not exit within -stop-timeout: killing its process group",
 				"instance", in.pid, "generation", in.gen, "stop_timeout", s.cfg.StopTimeout)
-			in.kill()
+			s.kill(in)
 			in.killAt = time.Time{} // nothing more to wait for but its exit
 		}
+	}
+	if len(s.ended) > 0 || (s.stopping && len(s.instances) == 0) {
+		s.sweep() // and at the end of a stop, the strays join the ended
 	}
 	if !s.restartAt.IsZero() && !now.Before(s.restartAt) {
 		s.start("restart after a crash", nil)

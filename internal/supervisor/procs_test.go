@@ -1,0 +1,50 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestReadProc: the fields of /proc/PID/stat after a command name that
+// holds spaces and parentheses, LISTEN_PID from a process's environment,
+// and the children a census walks.
+func TestReadProc(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("needs sleep(1)")
+	}
+	odd := filepath.Join(t.TempDir(), "a) 1 2 (b")
+	require.NoError(t, os.Symlink(sleep, odd))
+	cmd := exec.Command(odd, "10")
+	cmd.Env = []string{envListenPID + "=4242"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	require.NoError(t, cmd.Start())
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	pid := cmd.Process.Pid
+
+	p, ok := readProc(pid)
+	require.True(t, ok, "the child runs")
+	assert.Equal(t, procInfo{pid: pid, ppid: os.Getpid(), pgid: pid, sid: pid, start: p.start}, p)
+	assert.NotZero(t, p.start, "a start time")
+	assert.Equal(t, 4242, listenPIDOf(pid))
+
+	assert.Contains(t, pidsOf(below(os.Getpid())[os.Getpid()]), pid, "the census finds the child")
+
+	self, ok := readProc(os.Getpid())
+	require.True(t, ok)
+	assert.Equal(t, os.Getppid(), self.ppid)
+	assert.Equal(t, syscall.Getpgrp(), self.pgid)
+	assert.Less(t, self.start, p.start+1, "started before its child")
+	assert.Equal(t, 0, listenPIDOf(os.Getpid()))
+
+	_, ok = readProc(-1)
+	assert.False(t, ok, "no such process")
+}
