@@ -171,6 +171,10 @@ func (c *controlSocket) answer(conn net.Conn) *control.Reply {
 	if req.Cmd != control.CmdStatus {
 		c.s.log.Info("control request", "cmd", req.Cmd, "peer_pid", pid, "peer_uid", uid)
 	}
+	if req.Cmd != control.CmdStatus && control.PeerGone(conn) {
+		c.s.log.Warn("control socket: request not carried out", "cmd", req.Cmd, "err", errRequesterGone)
+		return control.FailReply(errRequesterGone)
+	}
 	switch req.Cmd {
 	case control.CmdUpgrade:
 		return c.upgrade(req)
@@ -180,11 +184,17 @@ func (c *controlSocket) answer(conn net.Conn) *control.Reply {
 	return c.status()
 }
 
+// errRequesterGone refuses an upgrade or a stop whose client closed its
+// connection before the request was read (the supervisor was stopped
+// meanwhile, say): the client has given up and reported a failure, so
+// carrying the request out later would surprise everyone.
+var errRequesterGone = errors.New("tcpgrace run: control: the requester is gone (it closed its connection before its request was read): not carried out")
+
 func (c *controlSocket) upgrade(req control.Request) *control.Reply {
 	ctx := context.Background()
-	if req.TimeoutMS > 0 {
+	if t := req.Timeout(); t > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
+		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
 	}
 	begin := time.Now()
