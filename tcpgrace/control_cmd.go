@@ -95,10 +95,18 @@ func (c *controlServer) stop(conn net.Conn) *control.Reply {
 		return c.stopping()
 	}
 	<-c.leaveCtx.Done() // the loop has ended: an upgrade it ran has ended too
-	if c.u.waitUpgrade(forwardTimeout); c.replaced() {
+	if c.u.waitUpgrade(forwardTimeout); c.handedOver() {
 		return c.forwardStop()
 	}
 	return c.stopping()
+}
+
+// handedOver reports whether an upgrade of this generation succeeded: a
+// next generation took over (this one may be shut down since).
+func (c *controlServer) handedOver() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.next != 0
 }
 
 // waitUpgrade waits up to timeout for a running Upgrade to return (one
