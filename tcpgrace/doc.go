@@ -173,7 +173,7 @@
 //
 // The socket is registered like any other, as "tcpgrace-control:" and the
 // path. So every generation hands it to the next, and the path stays
-// valid. [Options.UnixMode] applies, 0600 by default. A stale file is
+// valid. Its file is 0600, whatever [Options.UnixMode] says. A stale file is
 // replaced, and a live one makes New fail. Each connection is checked with
 // SO_PEERCRED: only root and the server's own uid get an answer. It works
 // on Linux only.
@@ -190,9 +190,12 @@
 // the reply names the new generation's pid and number, the old pid, and
 // how long the upgrade took, ready grace included. On failure it carries
 // the error, with the child's Fail text or exit status. timeout_ms, if
-// given, cancels the upgrade after that long. While an upgrade runs,
-// started by a request or a signal, another is refused at once with
-// [ErrUpgradeInProgress].
+// given, cancels the upgrade after that long; above 24 h (86400000) the
+// request is refused. While an upgrade runs, started by a request or a
+// signal, another is refused at once with [ErrUpgradeInProgress]. So is
+// one that reaches the new generation while its parent still watches it
+// through [Options.ReadyGrace]: the upgrade to it is not over, and the
+// grace is kept.
 //
 // status replies with the pid, the generation and its state: serving,
 // upgrading, draining or stopping. It names the executable an upgrade
@@ -203,7 +206,17 @@
 //
 // stop asks the [Server] loop to drain as a stop signal does, and replies
 // once draining has begun. Without a Server it is refused. An upgrade
-// asked for while the generation stops is refused too. Serve's drain
+// asked for while the generation stops is refused too. A stop stops the
+// service, not one process: if it reaches the old generation while the
+// new one is in its ready grace, the grace ends, the hand-off stands, and
+// the old generation hands the stop on to the new one over the control
+// socket; the reply is the new generation's. (A stop signal, sent to one
+// pid, still stops only that process.)
+//
+// An upgrade or a stop whose client closed its connection before the
+// server read the request (the server was stopped or hung meanwhile, and
+// the client gave up) is not carried out: the server checks the
+// connection (POLLHUP) just before it acts, and logs the refusal. Serve's drain
 // closes the control socket with the other listeners and removes its
 // file. Run's drain keeps answering until the server has stopped.
 //

@@ -12,6 +12,11 @@
 // [CmdStop]; fields it does not know are ignored, so a later version may
 // add optional ones. Every reply names the version the server speaks, and
 // either ok with the command's result or the error text.
+//
+// Both ends check the other: a server answers only root and its own uid,
+// and [Do] asks only a server run by root or by the caller's own uid
+// (SO_PEERCRED), so that another user who bound the path first cannot
+// forge a reply.
 package control
 
 import (

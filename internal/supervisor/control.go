@@ -35,8 +35,10 @@ const (
 // Config.Control, in the protocol of package internal/control, with the
 // supervisor's [Supervisor.Upgrade] and [Supervisor.Status] and a stop
 // as on SIGTERM. Only root and the supervisor's own uid may ask
-// (SO_PEERCRED). It is not handed to instances; a self-upgrade passes it
-// on, so its path stays valid.
+// (SO_PEERCRED). An upgrade or a stop whose client closed its connection
+// before the request was read (the supervisor was stopped or hung
+// meanwhile, and the client gave up) is not carried out. It is not handed
+// to instances; a self-upgrade passes it on, so its path stays valid.
 type controlSocket struct {
 	s     *Supervisor
 	path  string
