@@ -57,7 +57,7 @@ func (c *controlServer) upgrade(req control.Request, conn net.Conn) *control.Rep
 	c.mu.Unlock()
 	return &control.Reply{V: control.Version, OK: true, Upgrade: &control.Upgraded{
 		PID: next, Generation: c.u.Generation() + 1, OldPID: os.Getpid(),
-		HandoffMS: float64(time.Since(begin).Microseconds()) / 1000,
+		HandoffMS: float64(time.Since(begin).Microseconds()) / 1000, PIDNamespace: control.PIDNamespace(),
 	}}
 }
 
@@ -162,7 +162,7 @@ func (c *controlServer) replaced() bool {
 
 func (c *controlServer) stopping() *control.Reply {
 	return &control.Reply{V: control.Version, OK: true,
-		Stop: &control.Stopping{PID: os.Getpid(), Connections: c.u.Stats().Active}}
+		Stop: &control.Stopping{PID: os.Getpid(), Connections: c.u.Stats().Active, PIDNamespace: control.PIDNamespace()}}
 }
 
 // status describes this generation and, if withOlder, asks each older
@@ -171,7 +171,7 @@ func (c *controlServer) status(withOlder bool) *control.Status {
 	u := c.u
 	file, _ := os.Executable()
 	st := &control.Status{PID: os.Getpid(), Generation: u.Generation(), Executable: u.executable, File: file,
-		Started: c.started, Listeners: []control.Listener{}, Older: []control.Older{}}
+		Started: c.started, Listeners: []control.Listener{}, Older: []control.Older{}, PIDNamespace: control.PIDNamespace()}
 	u.mu.Lock()
 	st.State = stateName(u.state)
 	for _, s := range u.liveSocketsLocked() {

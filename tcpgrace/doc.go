@@ -202,7 +202,10 @@
 // starts, the file this process runs, and the time New ran. It lists
 // every registered socket with its name, network and bound address, the
 // open connections, and each older generation still draining with the
-// connections it has left.
+// connections it has left. Every reply that names pids (upgrade, status,
+// stop) also names the pid namespace they are in, as pid_ns
+// ("pid:[4026531836]"): pids of a server in a container mean nothing
+// outside it, and the command says so when the namespace is not its own.
 //
 // stop asks the [Server] loop to drain as a stop signal does, and replies
 // once draining has begun. Without a Server it is refused. An upgrade

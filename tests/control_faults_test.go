@@ -334,3 +334,34 @@ func TestControlTimeoutOverflow(t *testing.T) {
 		assert.Equal(t, 1, s.count(instanceStartedRe), "no instance started after the first")
 	})
 }
+
+// TestControlPIDNamespace checks issue #18's suspicion that "pids in
+// status and upgrade replies from inside a PID namespace mean nothing
+// outside it": replies now name the server's pid namespace, and the
+// command says when it is not its own. tcpgrace run is PID 1 of a new PID
+// namespace (unshare); its control socket is asked from here.
+func TestControlPIDNamespace(t *testing.T) {
+	dir := t.TempDir()
+	tcp, ctl := freeAddr(t), filepath.Join(dir, "ctl.sock")
+	s := startRun(t, runSpec{flags: []string{"-listen", "tcp://" + tcp, "-control", ctl}, command: []string{lineserverBin, "-tcp", tcp}, unshare: true})
+	theirs, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", s.pid))
+	require.NoError(t, err)
+	ours, err := os.Readlink("/proc/self/ns/pid")
+	require.NoError(t, err)
+	require.NotEqual(t, ours, theirs, "the supervisor runs in a pid namespace of its own")
+
+	st := ctlStatus(t, ctl)
+	assert.Equal(t, 1, st.PID, "status names the supervisor by its pid in its namespace")
+	assert.Equal(t, theirs, st.PIDNamespace, "and says which namespace that pid is in")
+	r := runTcpgrace(t, "status", "-control", ctl, "-human")
+	require.Equal(t, 0, r.code, "%s", r)
+	assert.Contains(t, r.stdout, fmt.Sprintf("pids in pid namespace %s (not ours, %s", theirs, ours), "the text says the pids are not ours: %s", r)
+	assert.Contains(t, r.stderr, "not in ours", "so does a note on stderr: %s", r)
+
+	r = runTcpgrace(t, "upgrade", "-control", ctl)
+	require.Equal(t, 0, r.code, "%s", r)
+	var up control.Upgraded
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &up), "%s", r)
+	assert.Equal(t, theirs, up.PIDNamespace, "the upgrade's reply names the namespace of its pids")
+	assert.Contains(t, r.stderr, fmt.Sprintf("pid namespace %s, not in ours (%s)", theirs, ours), "and the command notes it: %s", r)
+}

@@ -92,6 +92,9 @@ type Upgraded struct {
 	Generation int     `json:"generation"` // its generation number
 	OldPID     int     `json:"old_pid"`    // the generation that handed over, now draining
 	HandoffMS  float64 `json:"handoff_ms"` // how long the upgrade took, ready grace included
+	// PIDNamespace is the pid namespace the pids are in ([PIDNamespace]
+	// of the server), "" if unknown.
+	PIDNamespace string `json:"pid_ns,omitempty"`
 }
 
 // Status describes the generation that answered and the older ones still
@@ -115,6 +118,10 @@ type Status struct {
 	// Supervisor is set when tcpgrace run answered: Generation is then
 	// the serving instance's, and Connections -1 (it does not see them).
 	Supervisor *Supervisor `json:"supervisor,omitempty"`
+	// PIDNamespace is the pid namespace every pid here is in
+	// ([PIDNamespace] of the server, such as "pid:[4026531836]"), "" if
+	// unknown: a server in a container reports pids of its own namespace.
+	PIDNamespace string `json:"pid_ns,omitempty"`
 }
 
 // Supervisor is what tcpgrace run adds to a status: its instances and
@@ -154,8 +161,9 @@ type Older struct {
 
 // Stopping is the result of a stop: draining has begun.
 type Stopping struct {
-	PID         int `json:"pid"`         // the generation that drains
-	Connections int `json:"connections"` // open when draining began
+	PID          int    `json:"pid"`              // the generation that drains
+	Connections  int    `json:"connections"`      // open when draining began
+	PIDNamespace string `json:"pid_ns,omitempty"` // the pid namespace PID is in, "" if unknown
 }
 
 // ErrConnection wraps every failure to get a reply at all: no socket,

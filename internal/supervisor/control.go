@@ -205,7 +205,8 @@ func (c *controlSocket) upgrade(req control.Request) *control.Reply {
 		return control.FailReply(err)
 	}
 	return &control.Reply{V: control.Version, OK: true, Upgrade: &control.Upgraded{PID: res.PID,
-		Generation: res.Generation, OldPID: res.OldPID, HandoffMS: float64(time.Since(begin).Microseconds()) / 1000}}
+		Generation: res.Generation, OldPID: res.OldPID, HandoffMS: float64(time.Since(begin).Microseconds()) / 1000,
+		PIDNamespace: control.PIDNamespace()}}
 }
 
 // stop begins the stop SIGTERM begins, and replies once the signal went
@@ -216,7 +217,7 @@ func (c *controlSocket) stop() *control.Reply {
 	if err := c.s.do(ctx, func() { c.s.stop(unix.SIGTERM) }); err != nil {
 		return control.FailReply(err)
 	}
-	return &control.Reply{V: control.Version, OK: true, Stop: &control.Stopping{PID: os.Getpid(), Connections: -1}}
+	return &control.Reply{V: control.Version, OK: true, Stop: &control.Stopping{PID: os.Getpid(), Connections: -1, PIDNamespace: control.PIDNamespace()}}
 }
 
 func (c *controlSocket) status() *control.Reply {
@@ -236,7 +237,7 @@ func (c *controlSocket) status() *control.Reply {
 func (s *Supervisor) controlStatus(st Status) *control.Status {
 	file, _ := os.Executable()
 	cs := &control.Status{PID: st.PID, Executable: s.cfg.Command[0], File: file, Started: s.started,
-		Connections: -1, Listeners: []control.Listener{}, Older: []control.Older{}, State: "serving",
+		Connections: -1, Listeners: []control.Listener{}, Older: []control.Older{}, State: "serving", PIDNamespace: control.PIDNamespace(),
 		Supervisor: &control.Supervisor{Restarts: st.Restarts, Crashes: st.Crashes,
 			RestartInMS: st.RestartIn.Milliseconds(), LastFailure: st.LastFailure, Instances: []control.Instance{}}}
 	for _, sk := range s.socks {
