@@ -254,7 +254,7 @@ func TestControlStop(t *testing.T) {
 
 	rep := ask(t, path, control.Request{Cmd: control.CmdStop})
 	require.True(t, rep.OK, "stop succeeds: %s", rep.Error)
-	assert.Equal(t, control.Stopping{PID: os.Getpid(), Connections: 1}, *rep.Stop, "the pid and the connection it drains")
+	assert.Equal(t, control.Stopping{PID: os.Getpid(), Connections: 1, PIDNamespace: control.PIDNamespace()}, *rep.Stop, "the pid and the connection it drains")
 	require.Eventually(t, func() bool {
 		_, err := os.Stat(path)
 		return os.IsNotExist(err)
