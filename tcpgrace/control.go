@@ -81,6 +81,7 @@ func (u *Upgrader) listenControl() error {
 	if err != nil {
 		return fmt.Errorf("tcpgrace: control socket: %w", err)
 	}
+	u.tightenControlMode(controlName + path)
 	c := &controlServer{u: u, path: path, ln: ln.(*listener).Listener, started: time.Now(),
 		readTimeout: controlReadTimeout, stopReq: make(chan struct{}), done: make(chan struct{}),
 		lnDone: make(chan struct{}), conns: map[net.Conn]struct{}{}}

@@ -173,7 +173,8 @@
 //
 // The socket is registered like any other, as "tcpgrace-control:" and the
 // path. So every generation hands it to the next, and the path stays
-// valid. Its file is 0600, whatever [Options.UnixMode] says. A stale file is
+// valid. Its file is 0600, whatever [Options.UnixMode] says (a file an
+// earlier release left with another mode is made 0600). A stale file is
 // replaced, and a live one makes New fail. Each connection is checked with
 // SO_PEERCRED: only root and the server's own uid get an answer. It works
 // on Linux only.

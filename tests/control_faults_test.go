@@ -298,16 +298,24 @@ func TestControlClientRefusesOtherUIDServer(t *testing.T) {
 
 // TestControlSocketModeIgnoresUnixMode pins issue #18's "the control
 // socket takes the Unix listeners' mode": with examples/unix -mode 0666
-// the listener is 0666 and the control socket stays 0600.
+// the listener is 0666 and the control socket stays 0600. A control
+// socket file that a generation of an earlier release left 0666 is made
+// 0600 by the next generation, since an upgrade keeps the file.
 func TestControlSocketModeIgnoresUnixMode(t *testing.T) {
 	dir := t.TempDir()
 	sock, ctl := filepath.Join(dir, "u.sock"), filepath.Join(dir, "control.sock")
-	startExample(t, exampleBin("unix"), nil, "-unix", sock, "-mode", "0666", "-control", ctl)
-	for path, mode := range map[string]os.FileMode{sock: 0o666, ctl: 0o600} {
-		fi, err := os.Stat(path)
-		require.NoError(t, err)
-		assert.Equal(t, mode, fi.Mode().Perm(), "the mode of %s", path)
+	s := startExample(t, exampleBin("unix"), nil, "-unix", sock, "-mode", "0666", "-control", ctl)
+	checkModes := func(when string) {
+		for path, mode := range map[string]os.FileMode{sock: 0o666, ctl: 0o600} {
+			fi, err := os.Stat(path)
+			require.NoError(t, err)
+			assert.Equal(t, mode, fi.Mode().Perm(), "%s: the mode of %s", when, path)
+		}
 	}
+	checkModes("at a cold start")
+	require.NoError(t, os.Chmod(ctl, 0o666)) // as a generation of an earlier release left it
+	s.upgrade()
+	checkModes("after an upgrade")
 }
 
 // TestControlTimeoutOverflow pins issue #18's "timeout_ms overflows": a
