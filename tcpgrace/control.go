@@ -54,6 +54,8 @@ type controlServer struct {
 	leave    context.CancelFunc
 	done     chan struct{} // closed by controlDone
 	lnDone   chan struct{} // closed when the accept loop of the control socket itself ends
+	looping  chan struct{} // closed when the first Server loop starts
+	firstRun sync.Once
 
 	mu      sync.Mutex
 	serving bool // the accept loops run
@@ -84,7 +86,7 @@ func (u *Upgrader) listenControl() error {
 	u.tightenControlMode(controlName + path)
 	c := &controlServer{u: u, path: path, ln: ln.(*listener).Listener, started: time.Now(),
 		readTimeout: controlReadTimeout, stopReq: make(chan struct{}), done: make(chan struct{}),
-		lnDone: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+		lnDone: make(chan struct{}), looping: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	c.leaveCtx, c.leave = context.WithCancel(context.Background())
 	u.ctl = c
 	return nil
@@ -141,6 +143,7 @@ func (u *Upgrader) controlLoop() (<-chan struct{}, func()) {
 	c.mu.Lock()
 	c.loops++
 	c.mu.Unlock()
+	c.firstRun.Do(func() { close(c.looping) })
 	return c.stopReq, func() {
 		c.mu.Lock()
 		c.loops--

@@ -79,6 +79,7 @@ func (c *controlServer) stop(conn net.Conn) *control.Reply {
 		c.u.log.Warn("control: stop not carried out", "err", errRequesterGone)
 		return control.FailReply(errRequesterGone)
 	}
+	c.waitLoop(loopWait)
 	c.mu.Lock()
 	loops, leaving := c.loops, c.leaving
 	c.mu.Unlock()
@@ -107,6 +108,26 @@ func (c *controlServer) handedOver() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.next != 0
+}
+
+// loopWait bounds the wait of a stop for the Server loop of a generation
+// that is ready but has not started it yet (a stop right after Ready).
+const loopWait = time.Second
+
+// waitLoop waits up to timeout for the first Server loop to start.
+func (c *controlServer) waitLoop(timeout time.Duration) {
+	select {
+	case <-c.looping:
+		return
+	default:
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-c.looping:
+	case <-t.C:
+	case <-c.done:
+	}
 }
 
 // waitUpgrade waits up to timeout for a running Upgrade to return (one
