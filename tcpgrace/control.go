@@ -19,6 +19,11 @@ import (
 // another name, and the old socket, unclaimed, is closed at its Ready.
 const controlName = "tcpgrace-control:"
 
+// controlMode is the permission of the control socket's file, whatever
+// Options.UnixMode says: its owner's only (root and its uid are let in by
+// their credentials anyway; the mode keeps the others from connecting).
+const controlMode = 0o600
+
 // Bounds on one control connection, so that no client can hold anything
 // up: the request must arrive within controlReadTimeout of the accept,
 // the reply be taken within controlWriteTimeout, and at most
@@ -48,6 +53,9 @@ type controlServer struct {
 	leaveCtx context.Context // ends when a Server loop ends: this generation leaves
 	leave    context.CancelFunc
 	done     chan struct{} // closed by controlDone
+	lnDone   chan struct{} // closed when the accept loop of the control socket itself ends
+	looping  chan struct{} // closed when the first Server loop starts
+	firstRun sync.Once
 
 	mu      sync.Mutex
 	serving bool // the accept loops run
@@ -75,9 +83,10 @@ func (u *Upgrader) listenControl() error {
 	if err != nil {
 		return fmt.Errorf("tcpgrace: control socket: %w", err)
 	}
+	u.tightenControlMode(controlName + path)
 	c := &controlServer{u: u, path: path, ln: ln.(*listener).Listener, started: time.Now(),
 		readTimeout: controlReadTimeout, stopReq: make(chan struct{}), done: make(chan struct{}),
-		conns: map[net.Conn]struct{}{}}
+		lnDone: make(chan struct{}), looping: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	c.leaveCtx, c.leave = context.WithCancel(context.Background())
 	u.ctl = c
 	return nil
@@ -105,7 +114,10 @@ func (u *Upgrader) serveControl() {
 		go c.acceptLoop(side, true)
 	}
 	c.wg.Add(1)
-	go c.acceptLoop(c.ln, false)
+	go func() {
+		defer close(c.lnDone)
+		c.acceptLoop(c.ln, false)
+	}()
 	u.log.Info("control socket: answering", "path", c.path)
 }
 
@@ -131,6 +143,7 @@ func (u *Upgrader) controlLoop() (<-chan struct{}, func()) {
 	c.mu.Lock()
 	c.loops++
 	c.mu.Unlock()
+	c.firstRun.Do(func() { close(c.looping) })
 	return c.stopReq, func() {
 		c.mu.Lock()
 		c.loops--
@@ -276,9 +289,9 @@ func (c *controlServer) answer(conn net.Conn, sideOnly bool) *control.Reply {
 	}
 	switch req.Cmd {
 	case control.CmdUpgrade:
-		return c.upgrade(req)
+		return c.upgrade(req, conn)
 	case control.CmdStop:
-		return c.stop()
+		return c.stop(conn)
 	}
 	return &control.Reply{V: control.Version, OK: true, Status: c.status(!sideOnly)}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -12,20 +13,39 @@ import (
 
 // The control socket's commands: upgrade, stop, status.
 
+// errRequesterGone refuses a request whose client closed its connection
+// before the server read it (the server was stopped meanwhile, say): the
+// client has given up and reported a failure, so carrying the request out
+// later would surprise everyone.
+var errRequesterGone = errors.New("tcpgrace: control: the requester is gone (it closed its connection before its request was read): not carried out")
+
+// forwardTimeout bounds handing a stop on to the next generation.
+const forwardTimeout = 2 * time.Second
+
 // upgrade runs Upgrade for a request and describes its outcome. An
 // upgrade ends early when the request's timeout passes, or when this
-// generation starts to leave.
-func (c *controlServer) upgrade(req control.Request) *control.Reply {
+// generation starts to leave. It is refused while this generation is
+// still in its parent's ready grace (the upgrade to it is not over), and
+// never started for a requester that is gone.
+func (c *controlServer) upgrade(req control.Request, conn net.Conn) *control.Reply {
 	c.mu.Lock()
 	leaving := c.leaving
 	c.mu.Unlock()
 	if leaving {
 		return control.FailReply(fmt.Errorf("%w: this generation is leaving; no upgrade", ErrClosed))
 	}
+	if parent, watched := c.u.inh.Watched(); watched {
+		return control.FailReply(fmt.Errorf("%w: the upgrade to this generation (pid %d) is in its ready grace, its parent (pid %d) still watches it; try again after the grace",
+			ErrUpgradeInProgress, os.Getpid(), parent))
+	}
+	if control.PeerGone(conn) {
+		c.u.log.Warn("control: upgrade not started", "err", errRequesterGone)
+		return control.FailReply(errRequesterGone)
+	}
 	ctx := c.leaveCtx
-	if req.TimeoutMS > 0 {
+	if t := req.Timeout(); t > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
+		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
 	}
 	begin := time.Now()
@@ -37,18 +57,29 @@ func (c *controlServer) upgrade(req control.Request) *control.Reply {
 	c.mu.Unlock()
 	return &control.Reply{V: control.Version, OK: true, Upgrade: &control.Upgraded{
 		PID: next, Generation: c.u.Generation() + 1, OldPID: os.Getpid(),
-		HandoffMS: float64(time.Since(begin).Microseconds()) / 1000,
+		HandoffMS: float64(time.Since(begin).Microseconds()) / 1000, PIDNamespace: control.PIDNamespace(),
 	}}
 }
 
 // stop hands a stop request to the Server loop, which begins to drain as
 // on a stop signal, and replies once the loop took it. A generation that
 // already leaves answers at once: it drains already, or, if it handed
-// over, it says so (the request must go to the serving generation).
-func (c *controlServer) stop() *control.Reply {
+// over, it says so (the request must go to the serving generation). A
+// stop is never carried out for a requester that is gone.
+//
+// A stop stops the service, not only this process: one that arrives
+// while a next generation is in this generation's ready grace ends the
+// grace (the hand-off stands, as the next generation serves) and is handed
+// on to the next generation, whose reply is the reply.
+func (c *controlServer) stop(conn net.Conn) *control.Reply {
 	if c.replaced() {
 		return control.FailReply(fmt.Errorf("tcpgrace: control: stop: %w; ask the serving generation", ErrUpgraded))
 	}
+	if control.PeerGone(conn) {
+		c.u.log.Warn("control: stop not carried out", "err", errRequesterGone)
+		return control.FailReply(errRequesterGone)
+	}
+	c.waitLoop(loopWait)
 	c.mu.Lock()
 	loops, leaving := c.loops, c.leaving
 	c.mu.Unlock()
@@ -61,12 +92,86 @@ func (c *controlServer) stop() *control.Reply {
 	select {
 	case c.stopReq <- struct{}{}:
 	case <-c.leaveCtx.Done(): // the loop ended meanwhile
-		if c.replaced() {
-			return control.FailReply(fmt.Errorf("tcpgrace: control: stop: %w; ask the serving generation", ErrUpgraded))
-		}
 	case <-c.done:
+		return c.stopping()
+	}
+	<-c.leaveCtx.Done() // the loop has ended: an upgrade it ran has ended too
+	if c.u.waitUpgrade(forwardTimeout); c.handedOver() {
+		return c.forwardStop()
 	}
 	return c.stopping()
+}
+
+// handedOver reports whether an upgrade of this generation succeeded: a
+// next generation took over (this one may be shut down since).
+func (c *controlServer) handedOver() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.next != 0
+}
+
+// loopWait bounds the wait of a stop for the Server loop of a generation
+// that is ready but has not started it yet (a stop right after Ready).
+const loopWait = time.Second
+
+// waitLoop waits up to timeout for the first Server loop to start.
+func (c *controlServer) waitLoop(timeout time.Duration) {
+	select {
+	case <-c.looping:
+		return
+	default:
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-c.looping:
+	case <-t.C:
+	case <-c.done:
+	}
+}
+
+// waitUpgrade waits up to timeout for a running Upgrade to return (one
+// cancelled by a stop returns at once: a next generation not yet ready is
+// killed, a ready grace ends).
+func (u *Upgrader) waitUpgrade(timeout time.Duration) {
+	u.mu.Lock()
+	done := u.upgradeDone
+	u.mu.Unlock()
+	if done == nil {
+		return
+	}
+	select {
+	case <-done:
+	case <-time.After(timeout):
+	}
+}
+
+// forwardStop hands a stop on to the generation that took over while the
+// stop arrived (in this generation's ready grace), on the control socket:
+// once this generation's copy of it is closed, only the serving
+// generation accepts there.
+func (c *controlServer) forwardStop() *control.Reply {
+	select {
+	case <-c.lnDone:
+	case <-time.After(forwardTimeout):
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
+	defer cancel()
+	rep, err := control.Do(ctx, c.path, control.Request{Cmd: control.CmdStop})
+	switch {
+	case err != nil:
+	case !rep.OK:
+		err = errors.New(rep.Error)
+	case rep.Stop == nil:
+		err = errors.New("a reply without the stop's result")
+	}
+	if err != nil {
+		c.u.log.Error("control: stop: the next generation did not take the stop", "err", err)
+		return control.FailReply(fmt.Errorf("tcpgrace: control: stop: this generation (pid %d) handed over during its ready grace and stops, but the stop did not reach the next generation, which may serve on: %w",
+			os.Getpid(), err))
+	}
+	c.u.log.Info("control: stop handed on to the next generation", "next", rep.Stop.PID)
+	return rep
 }
 
 // replaced reports whether a next generation took over.
@@ -78,7 +183,7 @@ func (c *controlServer) replaced() bool {
 
 func (c *controlServer) stopping() *control.Reply {
 	return &control.Reply{V: control.Version, OK: true,
-		Stop: &control.Stopping{PID: os.Getpid(), Connections: c.u.Stats().Active}}
+		Stop: &control.Stopping{PID: os.Getpid(), Connections: c.u.Stats().Active, PIDNamespace: control.PIDNamespace()}}
 }
 
 // status describes this generation and, if withOlder, asks each older
@@ -87,7 +192,7 @@ func (c *controlServer) status(withOlder bool) *control.Status {
 	u := c.u
 	file, _ := os.Executable()
 	st := &control.Status{PID: os.Getpid(), Generation: u.Generation(), Executable: u.executable, File: file,
-		Started: c.started, Listeners: []control.Listener{}, Older: []control.Older{}}
+		Started: c.started, Listeners: []control.Listener{}, Older: []control.Older{}, PIDNamespace: control.PIDNamespace()}
 	u.mu.Lock()
 	st.State = stateName(u.state)
 	for _, s := range u.liveSocketsLocked() {

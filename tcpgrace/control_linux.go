@@ -7,12 +7,39 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net"
+	"os"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tcpgrace/tcpgrace/internal/control"
 )
 
 func controlSupported() error { return nil }
+
+// tightenControlMode makes the file of the control socket registered as
+// name 0600 if it is not, and if it still is the file this service bound
+// (its device and inode as the hand-off carries them): a generation of an
+// earlier release gave it Options.UnixMode, and an upgrade keeps the
+// file, so without this the fix would wait for a cold start.
+func (u *Upgrader) tightenControlMode(name string) {
+	u.mu.Lock()
+	s := u.sockets[name]
+	u.mu.Unlock()
+	if s == nil || s.unix == nil {
+		return
+	}
+	var st unix.Stat_t
+	if unix.Lstat(s.unix.path, &st) != nil || uint64(st.Dev) != s.unix.dev || uint64(st.Ino) != s.unix.ino ||
+		st.Mode&0o7777 == controlMode {
+		return
+	}
+	if err := os.Chmod(s.unix.path, controlMode); err != nil {
+		u.log.Warn("control socket: cannot make it 0600", "path", s.unix.path, "err", err)
+		return
+	}
+	u.log.Info("control socket: made 0600", "path", s.unix.path, "was", fmt.Sprintf("%#o", st.Mode&0o7777))
+}
 
 // statusChannelName is where generation pid of the service whose control
 // socket is path answers status: an abstract Unix socket (no file to

@@ -13,6 +13,8 @@ import (
 
 func controlSupported() error { return ErrNotSupported }
 
+func (u *Upgrader) tightenControlMode(name string) {}
+
 func listenStatusChannel(path string, pid int) (net.Listener, error) { return nil, ErrNotSupported }
 
 func statusOf(path string, pid int, timeout time.Duration) (*control.Status, error) {

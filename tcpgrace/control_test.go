@@ -105,13 +105,15 @@ func TestControlStatus(t *testing.T) {
 	}, st.Listeners, "every socket, with its bound address")
 }
 
-// TestControlUnixModeApplies: Options.UnixMode is the control socket's
-// mode too.
-func TestControlUnixModeApplies(t *testing.T) {
-	_, path, _ := controlUpgrader(t, Options{UnixMode: 0o660}, nil)
-	fi, err := os.Stat(path)
-	require.NoError(t, err, "the control socket file exists")
-	assert.Equal(t, os.FileMode(0o660), fi.Mode().Perm(), "UnixMode")
+// TestControlModeIgnoresUnixMode: the control socket is 0600 whatever
+// Options.UnixMode gives the other Unix sockets (it took their mode).
+func TestControlModeIgnoresUnixMode(t *testing.T) {
+	for _, mode := range []os.FileMode{0, 0o660, 0o666} {
+		_, path, _ := controlUpgrader(t, Options{UnixMode: mode}, nil)
+		fi, err := os.Stat(path)
+		require.NoError(t, err, "the control socket file exists")
+		assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), "the control socket's mode with UnixMode %#o", mode)
+	}
 }
 
 // TestControlLiveSocketRefused: a control path where a live server
@@ -252,7 +254,7 @@ func TestControlStop(t *testing.T) {
 
 	rep := ask(t, path, control.Request{Cmd: control.CmdStop})
 	require.True(t, rep.OK, "stop succeeds: %s", rep.Error)
-	assert.Equal(t, control.Stopping{PID: os.Getpid(), Connections: 1}, *rep.Stop, "the pid and the connection it drains")
+	assert.Equal(t, control.Stopping{PID: os.Getpid(), Connections: 1, PIDNamespace: control.PIDNamespace()}, *rep.Stop, "the pid and the connection it drains")
 	require.Eventually(t, func() bool {
 		_, err := os.Stat(path)
 		return os.IsNotExist(err)

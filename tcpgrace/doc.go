@@ -173,7 +173,8 @@
 //
 // The socket is registered like any other, as "tcpgrace-control:" and the
 // path. So every generation hands it to the next, and the path stays
-// valid. [Options.UnixMode] applies, 0600 by default. A stale file is
+// valid. Its file is 0600, whatever [Options.UnixMode] says (a file an
+// earlier release left with another mode is made 0600). A stale file is
 // replaced, and a live one makes New fail. Each connection is checked with
 // SO_PEERCRED: only root and the server's own uid get an answer. It works
 // on Linux only.
@@ -190,20 +191,36 @@
 // the reply names the new generation's pid and number, the old pid, and
 // how long the upgrade took, ready grace included. On failure it carries
 // the error, with the child's Fail text or exit status. timeout_ms, if
-// given, cancels the upgrade after that long. While an upgrade runs,
-// started by a request or a signal, another is refused at once with
-// [ErrUpgradeInProgress].
+// given, cancels the upgrade after that long; above 24 h (86400000) the
+// request is refused. While an upgrade runs, started by a request or a
+// signal, another is refused at once with [ErrUpgradeInProgress]. So is
+// one that reaches the new generation while its parent still watches it
+// through [Options.ReadyGrace]: the upgrade to it is not over, and the
+// grace is kept.
 //
 // status replies with the pid, the generation and its state: serving,
 // upgrading, draining or stopping. It names the executable an upgrade
 // starts, the file this process runs, and the time New ran. It lists
 // every registered socket with its name, network and bound address, the
 // open connections, and each older generation still draining with the
-// connections it has left.
+// connections it has left. Every reply that names pids (upgrade, status,
+// stop) also names the pid namespace they are in, as pid_ns
+// ("pid:[4026531836]"): pids of a server in a container mean nothing
+// outside it, and the command says so when the namespace is not its own.
 //
 // stop asks the [Server] loop to drain as a stop signal does, and replies
 // once draining has begun. Without a Server it is refused. An upgrade
-// asked for while the generation stops is refused too. Serve's drain
+// asked for while the generation stops is refused too. A stop stops the
+// service, not one process: if it reaches the old generation while the
+// new one is in its ready grace, the grace ends, the hand-off stands, and
+// the old generation hands the stop on to the new one over the control
+// socket; the reply is the new generation's. (A stop signal, sent to one
+// pid, still stops only that process.)
+//
+// An upgrade or a stop whose client closed its connection before the
+// server read the request (the server was stopped or hung meanwhile, and
+// the client gave up) is not carried out: the server checks the
+// connection (POLLHUP) just before it acts, and logs the refusal. Serve's drain
 // closes the control socket with the other listeners and removes its
 // file. Run's drain keeps answering until the server has stopped.
 //

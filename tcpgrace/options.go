@@ -93,8 +93,8 @@ type Options struct {
 
 	// Control, if set, is the path of the control socket: a Unix stream
 	// socket registered like any other (so every generation hands it to
-	// the next and the path stays valid; UnixMode applies, a stale file is
-	// replaced, a live one makes New fail), on which the serving
+	// the next and the path stays valid; its file is 0600 whatever UnixMode
+	// says, a stale file is replaced, a live one makes New fail), on which the serving
 	// generation answers upgrade, status and stop requests from root and
 	// its own uid, from Ready on (see the package doc). Linux only:
 	// elsewhere New fails with ErrNotSupported. Default: none.

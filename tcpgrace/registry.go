@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 
@@ -159,7 +160,11 @@ func (u *Upgrader) inheritedPath(name, path string) *unixPath {
 
 func (u *Upgrader) bindStream(s *socket) (net.Listener, error) {
 	if s.network == "unix" {
-		ln, path, err := listenUnix(s.address, u.opts.unixMode())
+		mode := u.opts.unixMode()
+		if strings.HasPrefix(s.name, controlName) {
+			mode = controlMode // whatever UnixMode says
+		}
+		ln, path, err := listenUnix(s.address, mode)
 		if err != nil {
 			return nil, fmt.Errorf("tcpgrace: Listen %q: %w", s.name, err)
 		}

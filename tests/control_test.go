@@ -307,7 +307,7 @@ func TestControlStatusWhileDraining(t *testing.T) {
 	require.Equal(t, 0, r.code, "tcpgrace stop: %s", r)
 	var stop control.Stopping
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &stop), "%s", r)
-	assert.Equal(t, control.Stopping{PID: gen3, Connections: 1}, stop, "the serving generation drains its connection")
+	assert.Equal(t, control.Stopping{PID: gen3, Connections: 1, PIDNamespace: control.PIDNamespace()}, stop, "the serving generation drains its connection")
 	time.Sleep(200 * time.Millisecond) // not a synchronisation: the drain must not end by itself
 	assert.NoError(t, processAlive(gen3), "generation 3 drains while its connection is open")
 	c3.Close()

@@ -79,7 +79,24 @@ func (f *flags) ask(ctx context.Context, req control.Request) (*control.Reply, i
 		fmt.Fprintf(f.Output(), "tcpgrace %s: %s\n", f.name, rep.Error)
 		return nil, exitFailed
 	}
+	if ns, ours := replyNamespace(rep), control.PIDNamespace(); ns != "" && ours != "" && ns != ours {
+		fmt.Fprintf(f.Output(), "tcpgrace %s: note: the pids in the reply are in pid namespace %s, not in ours (%s)\n", f.name, ns, ours)
+	}
 	return rep, exitOK
+}
+
+// replyNamespace is the pid namespace a reply's pids are in, "" if it
+// does not say.
+func replyNamespace(rep *control.Reply) string {
+	switch {
+	case rep.Upgrade != nil:
+		return rep.Upgrade.PIDNamespace
+	case rep.Status != nil:
+		return rep.Status.PIDNamespace
+	case rep.Stop != nil:
+		return rep.Stop.PIDNamespace
+	}
+	return ""
 }
 
 // printJSON writes v, one of the protocol's results, as one line of JSON.

@@ -14,14 +14,21 @@
 // failed: it prints one line of JSON (pid, generation, old_pid,
 // handoff_ms) and exits 0 once the new generation serves, and exits 1
 // with the reason on stderr when the upgrade failed (the old generation
-// keeps serving). -timeout bounds the upgrade: the server cancels it then
-// and kills the next generation. status prints the serving generation as
+// keeps serving). -timeout (default 2m, at most 24h) bounds the upgrade:
+// the server cancels it then and kills the next generation, and a server
+// that reads the request after this command gave up does not start it.
+// status prints the serving generation as
 // one JSON object (pid, generation, state, executable, listeners,
 // connections, older generations still draining), or as text with
-// -human. stop begins a graceful stop and exits once draining has begun.
+// -human. stop begins a graceful stop of the service and exits once
+// draining has begun (during a ready grace the new generation is stopped
+// too; its pid is printed).
 // Every command exits 2 on a usage error or when no reply came (no
-// socket, refused connection, closed before a reply), and 1 when the
-// server replied with an error (such as a uid that may not ask).
+// socket, refused connection, closed before a reply, or a server it does
+// not trust), and 1 when the server replied with an error (such as a uid
+// that may not ask). Before it sends anything, every command checks who
+// listens on the socket (SO_PEERCRED): root or its own uid, or it refuses
+// and names that uid and the path.
 //
 // As systemd's ExecReload=, systemctl reload waits for the upgrade and
 // fails when it fails:

@@ -26,6 +26,8 @@ func TestUsage(t *testing.T) {
 		{"unknown flag", []string{"upgrade", "-control", none, "-fast"}, exitUsage, "flag provided but not defined: -fast"},
 		{"extra argument", []string{"stop", "-control", none, "now"}, exitUsage, `unexpected argument "now"`},
 		{"negative timeout", []string{"upgrade", "-control", none, "-timeout", "-1s"}, exitUsage, "-timeout -1s"},
+		{"zero timeout", []string{"upgrade", "-control", none, "-timeout", "0"}, exitUsage, "-timeout 0s: give a duration from 1ms to 24h"},
+		{"timeout above 24h", []string{"upgrade", "-control", none, "-timeout", "25h"}, exitUsage, "-timeout 25h0m0s: give a duration from 1ms to 24h"},
 		{"no socket", []string{"upgrade", "-control", none}, exitUsage, "no such file or directory"},
 		{"no socket, status", []string{"status", "-control", none}, exitUsage, "no such file or directory"},
 		{"run without -listen", []string{"run", "--", "app"}, exitUsage, "tcpgrace run: at least one -listen is required"},

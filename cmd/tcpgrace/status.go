@@ -37,6 +37,13 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 
 func printHuman(w io.Writer, st *control.Status) {
 	fmt.Fprintf(w, "pid %d, generation %d, %s since %s\n", st.PID, st.Generation, st.State, st.Started.Format(time.RFC3339))
+	if st.PIDNamespace != "" {
+		fmt.Fprintf(w, "pids in pid namespace %s", st.PIDNamespace)
+		if ours := control.PIDNamespace(); ours != "" && ours != st.PIDNamespace {
+			fmt.Fprintf(w, " (not ours, %s: they mean nothing here)", ours)
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "executable %s", st.Executable)
 	if st.File != "" && st.File != st.Executable {
 		fmt.Fprintf(w, " (runs %s)", st.File)

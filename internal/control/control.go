@@ -12,6 +12,11 @@
 // [CmdStop]; fields it does not know are ignored, so a later version may
 // add optional ones. Every reply names the version the server speaks, and
 // either ok with the command's result or the error text.
+//
+// Both ends check the other: a server answers only root and its own uid,
+// and [Do] asks only a server run by root or by the caller's own uid
+// (SO_PEERCRED), so that another user who bound the path first cannot
+// forge a reply.
 package control
 
 import (
@@ -23,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -45,6 +51,11 @@ const (
 	MaxRequestLen = 4096
 	// MaxReplyLen bounds a reply line, newline included.
 	MaxReplyLen = 1 << 20
+
+	// MaxTimeoutMS bounds a request's timeout_ms: 24 hours. A larger one
+	// is refused (it would overflow a time.Duration from about 292 years
+	// on; no upgrade is meant to take a day).
+	MaxTimeoutMS = 24 * 60 * 60 * 1000
 )
 
 // Request is one line a client sends.
@@ -53,8 +64,15 @@ type Request struct {
 	Cmd string `json:"cmd"` // CmdUpgrade, CmdStatus or CmdStop
 	// TimeoutMS, for upgrade, bounds the upgrade in milliseconds: the
 	// server cancels it then (the next generation is killed) and replies
-	// with the error. 0: only the server's ready timeout bounds it.
+	// with the error. 0: only the server's ready timeout bounds it. At
+	// most MaxTimeoutMS.
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+}
+
+// Timeout is TimeoutMS as a duration (0: none). ParseRequest keeps it
+// within MaxTimeoutMS, so it never overflows.
+func (r Request) Timeout() time.Duration {
+	return time.Duration(min(max(r.TimeoutMS, 0), MaxTimeoutMS)) * time.Millisecond
 }
 
 // Reply is the one line a server sends back. Exactly one of the result
@@ -74,6 +92,9 @@ type Upgraded struct {
 	Generation int     `json:"generation"` // its generation number
 	OldPID     int     `json:"old_pid"`    // the generation that handed over, now draining
 	HandoffMS  float64 `json:"handoff_ms"` // how long the upgrade took, ready grace included
+	// PIDNamespace is the pid namespace the pids are in ([PIDNamespace]
+	// of the server), "" if unknown.
+	PIDNamespace string `json:"pid_ns,omitempty"`
 }
 
 // Status describes the generation that answered and the older ones still
@@ -97,6 +118,10 @@ type Status struct {
 	// Supervisor is set when tcpgrace run answered: Generation is then
 	// the serving instance's, and Connections -1 (it does not see them).
 	Supervisor *Supervisor `json:"supervisor,omitempty"`
+	// PIDNamespace is the pid namespace every pid here is in
+	// ([PIDNamespace] of the server, such as "pid:[4026531836]"), "" if
+	// unknown: a server in a container reports pids of its own namespace.
+	PIDNamespace string `json:"pid_ns,omitempty"`
 }
 
 // Supervisor is what tcpgrace run adds to a status: its instances and
@@ -136,18 +161,28 @@ type Older struct {
 
 // Stopping is the result of a stop: draining has begun.
 type Stopping struct {
-	PID         int `json:"pid"`         // the generation that drains
-	Connections int `json:"connections"` // open when draining began
+	PID          int    `json:"pid"`              // the generation that drains
+	Connections  int    `json:"connections"`      // open when draining began
+	PIDNamespace string `json:"pid_ns,omitempty"` // the pid namespace PID is in, "" if unknown
 }
 
 // ErrConnection wraps every failure to get a reply at all: no socket,
-// refused, closed before a reply, a reply that is not the protocol's.
+// refused, closed before a reply, a reply that is not the protocol's, a
+// server that is not trusted ([ErrUntrustedServer]).
 var ErrConnection = errors.New("control: no reply")
 
+// ErrUntrustedServer is the error of [Do] when the process that listens
+// on the control socket is neither root nor of the caller's own
+// (effective) uid: another user may have bound the path first, and its
+// reply would be a forgery. It is wrapped together with [ErrConnection].
+var ErrUntrustedServer = errors.New("control: untrusted server")
+
 // Do sends req to the control socket at path and returns the reply. ctx
-// bounds the whole exchange. An error (wrapping [ErrConnection]) means no
-// reply was read; a reply that says the request failed is returned with
-// a nil error.
+// bounds the whole exchange. Before it sends anything it checks who
+// listens on the socket (SO_PEERCRED): root or the caller's own effective
+// uid, or it refuses with [ErrUntrustedServer]. An error (wrapping
+// [ErrConnection]) means no reply was read; a reply that says the request
+// failed is returned with a nil error.
 func Do(ctx context.Context, path string, req Request) (*Reply, error) {
 	if req.V == 0 {
 		req.V = Version
@@ -158,6 +193,9 @@ func Do(ctx context.Context, path string, req Request) (*Reply, error) {
 		return nil, fmt.Errorf("%w: %w", ErrConnection, err)
 	}
 	defer c.Close()
+	if err := checkServer(c, path, uint32(os.Geteuid())); err != nil {
+		return nil, err
+	}
 	if deadline, ok := ctx.Deadline(); ok {
 		c.SetDeadline(deadline)
 	}
@@ -184,6 +222,21 @@ func Do(ctx context.Context, path string, req Request) (*Reply, error) {
 		}
 	}
 	return rep, err
+}
+
+// checkServer lets a server run by root or by uid self be asked: the
+// credentials of the process that listens on the socket c is connected
+// to (SO_PEERCRED).
+func checkServer(c net.Conn, path string, self uint32) error {
+	pid, uid, err := PeerCred(c)
+	if err != nil {
+		return fmt.Errorf("%w: %w: cannot tell who listens on %s: %w", ErrConnection, ErrUntrustedServer, path, err)
+	}
+	if uid == 0 || uid == self {
+		return nil
+	}
+	return fmt.Errorf("%w: %w: %s is held by uid %d (pid %d), neither root nor uid %d: not asking it (another user may have bound the path first)",
+		ErrConnection, ErrUntrustedServer, path, uid, pid, self)
 }
 
 // ReadReply reads and checks one reply line from r.
@@ -244,6 +297,8 @@ func ParseRequest(line []byte) (Request, error) {
 		return req, fmt.Errorf("unknown command %.40q (known: %s)", req.Cmd, strings.Join(Commands, ", "))
 	case req.TimeoutMS < 0:
 		return req, fmt.Errorf("negative timeout_ms %d", req.TimeoutMS)
+	case req.TimeoutMS > MaxTimeoutMS:
+		return req, fmt.Errorf("timeout_ms %d is above the limit of %d (24h)", req.TimeoutMS, MaxTimeoutMS)
 	}
 	return req, nil
 }

@@ -40,6 +40,9 @@ func TestParseRequest(t *testing.T) {
 		{"unknown command", `{"v":1,"cmd":"reboot"}`, Request{}, `unknown command "reboot"`},
 		{"command case", `{"v":1,"cmd":"STATUS"}`, Request{}, `unknown command "STATUS"`},
 		{"negative timeout", `{"v":1,"cmd":"upgrade","timeout_ms":-5}`, Request{}, "negative timeout_ms -5"},
+		{"largest timeout", `{"v":1,"cmd":"upgrade","timeout_ms":86400000}`, Request{V: 1, Cmd: CmdUpgrade, TimeoutMS: MaxTimeoutMS}, ""},
+		{"timeout above the limit", `{"v":1,"cmd":"upgrade","timeout_ms":86400001}`, Request{}, "timeout_ms 86400001 is above the limit of 86400000 (24h)"},
+		{"timeout that overflows a duration", `{"v":1,"cmd":"upgrade","timeout_ms":9223372036854775807}`, Request{}, "above the limit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseRequest([]byte(tc.line))
@@ -65,7 +68,7 @@ func FuzzParseRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if req.V != Version || req.TimeoutMS < 0 {
+		if req.V != Version || req.TimeoutMS < 0 || req.Timeout() < 0 {
 			t.Fatalf("took %q as %+v", line, req)
 		}
 		known := false

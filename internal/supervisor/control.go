@@ -35,8 +35,10 @@ const (
 // Config.Control, in the protocol of package internal/control, with the
 // supervisor's [Supervisor.Upgrade] and [Supervisor.Status] and a stop
 // as on SIGTERM. Only root and the supervisor's own uid may ask
-// (SO_PEERCRED). It is not handed to instances; a self-upgrade passes it
-// on, so its path stays valid.
+// (SO_PEERCRED). An upgrade or a stop whose client closed its connection
+// before the request was read (the supervisor was stopped or hung
+// meanwhile, and the client gave up) is not carried out. It is not handed
+// to instances; a self-upgrade passes it on, so its path stays valid.
 type controlSocket struct {
 	s     *Supervisor
 	path  string
@@ -171,6 +173,10 @@ func (c *controlSocket) answer(conn net.Conn) *control.Reply {
 	if req.Cmd != control.CmdStatus {
 		c.s.log.Info("control request", "cmd", req.Cmd, "peer_pid", pid, "peer_uid", uid)
 	}
+	if req.Cmd != control.CmdStatus && control.PeerGone(conn) {
+		c.s.log.Warn("control socket: request not carried out", "cmd", req.Cmd, "err", errRequesterGone)
+		return control.FailReply(errRequesterGone)
+	}
 	switch req.Cmd {
 	case control.CmdUpgrade:
 		return c.upgrade(req)
@@ -180,11 +186,17 @@ func (c *controlSocket) answer(conn net.Conn) *control.Reply {
 	return c.status()
 }
 
+// errRequesterGone refuses an upgrade or a stop whose client closed its
+// connection before the request was read (the supervisor was stopped
+// meanwhile, say): the client has given up and reported a failure, so
+// carrying the request out later would surprise everyone.
+var errRequesterGone = errors.New("tcpgrace run: control: the requester is gone (it closed its connection before its request was read): not carried out")
+
 func (c *controlSocket) upgrade(req control.Request) *control.Reply {
 	ctx := context.Background()
-	if req.TimeoutMS > 0 {
+	if t := req.Timeout(); t > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
+		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
 	}
 	begin := time.Now()
@@ -193,7 +205,8 @@ func (c *controlSocket) upgrade(req control.Request) *control.Reply {
 		return control.FailReply(err)
 	}
 	return &control.Reply{V: control.Version, OK: true, Upgrade: &control.Upgraded{PID: res.PID,
-		Generation: res.Generation, OldPID: res.OldPID, HandoffMS: float64(time.Since(begin).Microseconds()) / 1000}}
+		Generation: res.Generation, OldPID: res.OldPID, HandoffMS: float64(time.Since(begin).Microseconds()) / 1000,
+		PIDNamespace: control.PIDNamespace()}}
 }
 
 // stop begins the stop SIGTERM begins, and replies once the signal went
@@ -204,7 +217,7 @@ func (c *controlSocket) stop() *control.Reply {
 	if err := c.s.do(ctx, func() { c.s.stop(unix.SIGTERM) }); err != nil {
 		return control.FailReply(err)
 	}
-	return &control.Reply{V: control.Version, OK: true, Stop: &control.Stopping{PID: os.Getpid(), Connections: -1}}
+	return &control.Reply{V: control.Version, OK: true, Stop: &control.Stopping{PID: os.Getpid(), Connections: -1, PIDNamespace: control.PIDNamespace()}}
 }
 
 func (c *controlSocket) status() *control.Reply {
@@ -224,7 +237,7 @@ func (c *controlSocket) status() *control.Reply {
 func (s *Supervisor) controlStatus(st Status) *control.Status {
 	file, _ := os.Executable()
 	cs := &control.Status{PID: st.PID, Executable: s.cfg.Command[0], File: file, Started: s.started,
-		Connections: -1, Listeners: []control.Listener{}, Older: []control.Older{}, State: "serving",
+		Connections: -1, Listeners: []control.Listener{}, Older: []control.Older{}, State: "serving", PIDNamespace: control.PIDNamespace(),
 		Supervisor: &control.Supervisor{Restarts: st.Restarts, Crashes: st.Crashes,
 			RestartInMS: st.RestartIn.Milliseconds(), LastFailure: st.LastFailure, Instances: []control.Instance{}}}
 	for _, sk := range s.socks {

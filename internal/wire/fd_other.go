@@ -7,3 +7,5 @@ func checkPipe(fd int) (uint64, error) { return 0, ErrNotSupported }
 func probePipe(fd int, ino uint64) (same, noReader bool) { return false, false }
 
 func checkSocket(en *Entry, fill bool) error { return ErrNotSupported }
+
+func readerGone(fd int) bool { return true }

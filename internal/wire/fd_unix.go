@@ -38,14 +38,22 @@ func probePipe(fd int, ino uint64) (same, noReader bool) {
 	if err != nil || flags&unix.O_ACCMODE != unix.O_WRONLY {
 		return false, false
 	}
+	return true, readerGone(fd)
+}
+
+// readerGone reports whether nobody holds the read end of the pipe whose
+// write end is fd any more, as poll(2) tells a writer (POLLERR on Linux,
+// POLLHUP elsewhere), without waiting.
+func readerGone(fd int) bool {
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	var err error
 	for {
 		_, err = unix.Poll(fds, 0)
 		if err != unix.EINTR {
 			break
 		}
 	}
-	return true, err == nil && fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0
+	return err == nil && fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0
 }
 
 // checkSocket makes sure en.FD is an open socket of the kind en says: a

@@ -373,6 +373,28 @@ func (f *Files) Leave() error {
 	return nil
 }
 
+// Watched reports whether this generation's parent still watches it: Ready
+// was sent, Leave was not, and the parent still holds the readiness pipe's
+// read end. A parent does so within its ready grace (the library's
+// Options.ReadyGrace) and closes it when the grace ends, when it dies, or
+// at once without a grace. It returns the parent's pid.
+func (f *Files) Watched() (parent int, watched bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ready == nil || !f.readySent {
+		return 0, false
+	}
+	rc, err := f.ready.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	gone := true
+	if err := rc.Control(func(fd uintptr) { gone = readerGone(int(fd)) }); err != nil {
+		return 0, false
+	}
+	return f.env.Writer, !gone
+}
+
 // Fail tells the parent that this process will not become ready, and why;
 // the parent's upgrade error carries the text. Without a parent it does
 // nothing. After Ready it returns an error.
