@@ -60,9 +60,10 @@ func TestRunStopRefusesNewClients(t *testing.T) {
 
 func stopRefusesNewClients(t *testing.T, app runApp) {
 	dir := t.TempDir()
-	tcp, sock := freeAddr(t), filepath.Join(dir, "s.sock")
+	tcp, sock, ctl := freeAddr(t), filepath.Join(dir, "s.sock"), filepath.Join(dir, "ctl.sock")
 	s := startRun(t, runSpec{
-		flags:   []string{"-stop-timeout", "3s", "-listen", "tcp://" + tcp, "-listen", "unix://" + sock},
+		flags: []string{"-stop-timeout", "3s", "-listen", "tcp://" + tcp, "-listen", "unix://" + sock,
+			"-control", ctl},
 		command: app.command(t, dir, tcp, sock),
 	})
 	held := holdConn(t, "tcp", tcp)
@@ -73,6 +74,8 @@ func stopRefusesNewClients(t *testing.T, app runApp) {
 	refusedWithin(t, "tcp", tcp, time.Second, syscall.ECONNREFUSED)
 	refusedWithin(t, "unix", sock, time.Second, syscall.ENOENT, syscall.ECONNREFUSED)
 	assert.NoFileExists(t, sock, "the supervisor removes its Unix socket file as the stop begins")
+	st := ctlStatus(t, ctl)
+	assert.Equal(t, "stopping", st.State, "the control socket answers through the drain")
 
 	held.SetDeadline(time.Now().Add(requestBudget))
 	_, err := held.Write([]byte("still\n"))
@@ -222,4 +225,30 @@ func TestRunKilledSupervisorRuntimeDir(t *testing.T) {
 	require.NoError(t, other.stop())
 	require.NoError(t, live.stop())
 	assert.Empty(t, runDirs(t, tmp), "a supervisor that exits removes its directory")
+}
+
+// TestRunControlDuringSelfUpgrade: control requests that arrive while a
+// self-upgrade's check runs are answered, and a stop among them cancels
+// the self-upgrade and stops, where the loop used to leave them waiting
+// until the check ended (a stop failed then with a deadline, unheard).
+func TestRunControlDuringSelfUpgrade(t *testing.T) {
+	needShell(t, "sleep")
+	dir := t.TempDir()
+	tcp, marker, ctl := freeAddr(t), filepath.Join(dir, "checking"), filepath.Join(dir, "ctl.sock")
+	s := startRun(t, runSpec{
+		flags:   []string{"-listen", "tcp://" + tcp, "-control", ctl},
+		command: []string{lineserverBin, "-tcp", tcp},
+	})
+	serving := s.serving()
+	slowCheckWrapper(t, s, tcpgraceBuild(versions[1]), marker)
+	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR2))
+	waitFor(t, "the new binary's check run", func() bool { _, err := os.Stat(marker); return err == nil })
+	r := runTcpgrace(t, "status", "-control", ctl)
+	require.Equal(t, 0, r.code, "status is answered during the check: %s", r)
+	r = runTcpgrace(t, "stop", "-control", ctl)
+	require.Equal(t, 0, r.code, "a stop is taken during the check: %s", r)
+	require.NoError(t, s.waitExit(5*time.Second), "the stop wins over the self-upgrade, and the instance exits 0")
+	assert.Contains(t, s.logs.String(), "supervisor upgrade cancelled: stopping")
+	assert.NotContains(t, s.logs.String(), "supervisor upgraded in place", "no exec happened")
+	assert.False(t, processExists(serving), "the instance has stopped")
 }

@@ -53,6 +53,10 @@ func newControlSocket(s *Supervisor, path string, ln net.Listener, owned *fileID
 	return &controlSocket{s: s, path: path, ln: ln, owned: owned, sem: make(chan struct{}, controlMaxConns)}
 }
 
+// busy reports whether a request is being read, carried out or
+// answered.
+func (c *controlSocket) busy() bool { return c != nil && len(c.sem) > 0 }
+
 // deadliner is a listener whose Accept can be cut short.
 type deadliner interface{ SetDeadline(time.Time) error }
 

@@ -105,10 +105,11 @@ func (s *Supervisor) selfUpgrade(sigs <-chan os.Signal) {
 	}
 	s.notify.stop(s.notes, s.onNote) // what it read meanwhile may change the state
 	s.ctl.pause()                    // requests not yet accepted wait for the next image
-	if err := s.selfUpgradeBlocked(); err != nil {
+	s.settleControl()                // requests accepted are answered by this one
+	if err := s.selfUpgradeCancelled(); err != nil {
 		s.notify.start(s.notes)
 		s.ctl.start()
-		s.log.Warn("supervisor upgrade refused", "err", err)
+		s.selfUpgradeFailed(exe, err)
 		return
 	}
 	err = s.execNext(exe, checked, sigs, held)
@@ -121,6 +122,10 @@ func (s *Supervisor) selfUpgrade(sigs <-chan os.Signal) {
 func (s *Supervisor) selfUpgradeFailed(exe string, err error) {
 	if errors.Is(err, errUpgradeStopped) {
 		s.log.Info("supervisor upgrade cancelled: stopping", "executable", exe)
+		return
+	}
+	if s.selfUpgradeBlocked() != nil { // a control request started an upgrade meanwhile
+		s.log.Warn("supervisor upgrade refused", "executable", exe, "err", err)
 		return
 	}
 	s.log.Error("supervisor upgrade failed; this version keeps running", "executable", exe, "err", err)
@@ -300,6 +305,48 @@ func (s *Supervisor) checkNext(exe string, state []byte, sigs <-chan os.Signal, 
 				killCheck(pid)
 				return errUpgradeStopped
 			}
+		case req := <-s.reqs: // a control request: a stop or an upgrade ends the self-upgrade
+			req()
+			if err := s.selfUpgradeCancelled(); err != nil {
+				killCheck(pid)
+				return err
+			}
+		case <-tick.C:
+		}
+	}
+}
+
+// selfUpgradeCancelled says whether what the loop did during a
+// self-upgrade (a control request it ran) ends it: a stop, or an
+// instance that now starts.
+func (s *Supervisor) selfUpgradeCancelled() error {
+	switch err := s.selfUpgradeBlocked(); {
+	case err == nil:
+		return nil
+	case s.stopping:
+		return errUpgradeStopped
+	default:
+		return fmt.Errorf("cancelled by a control request: %w", err)
+	}
+}
+
+// settleControl lets the requests the control socket accepted before it
+// paused finish before the exec, which would end their handlers with no
+// reply and leave a stop among them unheard: the loop runs what they ask
+// meanwhile. It stops waiting once one of them ends the self-upgrade (a
+// stop, an upgrade), or after the bound on one request.
+func (s *Supervisor) settleControl() {
+	deadline := time.Now().Add(controlReadTimeout + controlWriteTimeout)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for s.ctl.busy() && s.selfUpgradeBlocked() == nil {
+		if time.Now().After(deadline) {
+			s.log.Warn("supervisor upgrade: control requests still open at the exec; their clients get no reply")
+			return
+		}
+		select {
+		case req := <-s.reqs:
+			req()
 		case <-tick.C:
 		}
 	}

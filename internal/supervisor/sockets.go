@@ -31,9 +31,10 @@ const (
 // accept queue alive while instances come and go.
 type socket struct {
 	Listen
-	fd    int     // -1 once closed
-	addr  string  // the address it is bound to, for status; set before Run and never changed
-	owned *fileID // the Unix socket file this supervisor bound, removed when it is closed if its path still leads to it
+	fd    int          // -1 once closed
+	ln    net.Listener // the registry's listener of a stream socket; nil once closed, after a self-upgrade, and for datagrams
+	addr  string       // the address it is bound to, for status; set before Run and never changed
+	owned *fileID      // the Unix socket file this supervisor bound, removed when it is closed if its path still leads to it
 }
 
 // fileID is a file's device and inode.
@@ -108,6 +109,7 @@ func bindOne(u *tcpgrace.Upgrader, l Listen, activated bool) (*socket, error) {
 		return nil, err
 	}
 	s := &socket{Listen: l, fd: fd}
+	s.ln, _ = raw.(net.Listener)
 	s.addr = boundAddr(s)
 	if l.Network == "unix" && !activated {
 		if id, err := statID(l.Address); err == nil {
@@ -160,27 +162,37 @@ func adoptSocket(l Listen, fd int) (*socket, error) {
 }
 
 // closeSockets releases the sockets when the supervisor stops: the
-// registry's listeners (u is nil after a self-upgrade), the raw fds, and
-// the Unix socket files this supervisor bound, if their paths still lead
-// to them. A socket closed already is skipped.
+// registry's listeners (u is nil after a self-upgrade) and the control
+// socket, the raw fds, and the Unix socket files this supervisor bound,
+// if their paths still lead to them. A socket closed already is skipped.
 func closeSockets(u *tcpgrace.Upgrader, socks []*socket) error {
 	var errs []error
 	if u != nil {
 		errs = append(errs, u.Close())
 	}
 	for _, s := range socks {
-		if s.fd < 0 {
-			continue
-		}
-		unix.Close(s.fd)
-		s.fd = -1
-		if s.owned == nil {
-			continue
-		}
+		errs = append(errs, s.close())
+	}
+	return errjoin.Join(errs...)
+}
+
+// close releases one socket: the registry's listener, if it holds one
+// (which leaves the registry), the raw fd, and the Unix socket file if
+// this supervisor bound it and its path still leads to it.
+func (s *socket) close() error {
+	var errs []error
+	if s.ln != nil {
+		errs = append(errs, s.ln.Close())
+		s.ln = nil
+	}
+	if s.fd < 0 {
+		return errjoin.Join(errs...)
+	}
+	unix.Close(s.fd)
+	s.fd = -1
+	if s.owned != nil {
 		if id, err := statID(s.Address); err == nil && id == *s.owned {
-			if err := os.Remove(s.Address); err != nil {
-				errs = append(errs, err)
-			}
+			errs = append(errs, os.Remove(s.Address))
 		}
 	}
 	return errjoin.Join(errs...)
@@ -190,10 +202,17 @@ func closeSockets(u *tcpgrace.Upgrader, socks []*socket) error {
 // rather than at exit: no instance will be started any more, so once the
 // draining instances have closed their copies too, a new client is
 // refused (and finds no Unix socket file) instead of waiting in an
-// accept queue that nobody will take it from.
+// accept queue that nobody will take it from. The control socket stays
+// (status and stop are answered through the drain), and so do datagram
+// sockets, which have no queue of clients to refuse, until exit.
 func (s *Supervisor) stopListening() {
-	if err := closeSockets(s.reg, s.socks); err != nil {
+	var errs []error
+	for _, sk := range s.socks {
+		if !sk.packet() {
+			errs = append(errs, sk.close())
+		}
+	}
+	if err := errjoin.Join(errs...); err != nil {
 		s.log.Warn("releasing the sockets", "err", err)
 	}
-	s.reg = nil
 }

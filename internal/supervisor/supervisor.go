@@ -392,7 +392,9 @@ func (s *Supervisor) exit() int {
 	s.ctl.close()
 	s.notify.stop(s.notes, func(note) {})
 	s.notify.close()
-	s.stopListening() // closed already unless Run ended without a stop
+	if err := closeSockets(s.reg, s.socks); err != nil { // the listening ones are closed already, at the stop
+		s.log.Warn("releasing the sockets", "err", err)
+	}
 	if s.cfg.PIDFile != "" {
 		removePIDFile(s.cfg.PIDFile)
 	}
