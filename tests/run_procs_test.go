@@ -40,7 +40,8 @@ func init() {
 //	             accepts, then
 //	             with RUN_MODE=fail exits 3 before READY=1, with
 //	             RUN_MODE=serve says READY=1 and waits for SIGTERM (exit 0)
-//	run-worker   accepts on fd 3 and answers every connection "worker"
+//	run-worker   accepts on fd 3 and answers every connection "worker";
+//	             with RUN_WORKER_IGNORE_TERM=1 it ignores SIGTERM
 //	run-mainpid  starts a run-daemon and sends MAINPID= naming it (or
 //	             RUN_MAINPID if set); with RUN_MODE=exit it exits 0 at
 //	             once, with RUN_MODE=stay it says READY=1 too, reaps the
@@ -127,6 +128,9 @@ func playRunForker() int {
 }
 
 func playRunWorker() int {
+	if os.Getenv("RUN_WORKER_IGNORE_TERM") == "1" {
+		signal.Ignore(syscall.SIGTERM)
+	}
 	ln, err := net.FileListener(os.NewFile(3, "listener"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "run-worker:", err)
@@ -448,6 +452,41 @@ func TestRunMainPIDReapedByItsParent(t *testing.T) {
 	s.waitLog(fmt.Sprintf(`msg="serving instance died" pid=\d+ instance=%d .*status="exited, reaped by its own parent: status unknown"`, daemon))
 	s.waitCount(readyRe, 2)
 	waitGone(t, first, "the instance's first process, once its main process died")
+	require.NoError(t, s.stop())
+	s.requireNothingLeft()
+}
+
+// TestRunSelfUpgradeKeepsLeftovers: what a crashed instance left (a
+// worker in a session of its own, without LISTEN_PID, that ignores
+// SIGTERM) is still known after a self-upgrade, which hands the ended
+// instances and the last census to the next image: the new image kills
+// the worker at -stop-timeout while the supervisor runs on, where it used
+// to count it as of no known instance and leave it until the final stop.
+func TestRunSelfUpgradeKeepsLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	app, tcp := filepath.Join(dir, "app"), freeAddr(t)
+	roleApp(t, app, "run-forker", "RUN_MODE=serve", "RUN_SETSID=1", "RUN_CLEAN_ENV=1", "RUN_WORKER_IGNORE_TERM=1")
+	s := startRun(t, runSpec{
+		flags:   []string{"-listen", "tcp://" + tcp, "-ready-timeout", "5s", "-stop-timeout", "2s"},
+		command: []string{app},
+	})
+	s.killAllAtCleanup()
+	first, worker := s.serving(), s.rolePID("run-worker", 1)
+	require.NoError(t, syscall.Kill(first, syscall.SIGKILL))
+	s.waitLog(`msg="stopping what is left of an ended instance" .*signal=SIGTERM`)
+	s.waitCount(readyRe, 2)
+	require.True(t, alive(worker), "the worker ignores SIGTERM")
+
+	deployAt(t, s.bin, readFile(t, tcpgraceBuild(versions[1])))
+	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR2))
+	s.waitLog(`msg="supervisor upgraded in place"`)
+	waitGone(t, worker, "the worker of the crashed instance, across the self-upgrade")
+	assert.NotContains(t, s.logs.String(), "an orphan of no known instance", "the new image knows where it came from")
+	select {
+	case err := <-s.done:
+		t.Fatalf("the supervisor exited (%v): the worker was to be stopped while it runs", err)
+	default:
+	}
 	require.NoError(t, s.stop())
 	s.requireNothingLeft()
 }

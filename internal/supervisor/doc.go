@@ -29,9 +29,9 @@
 // are left to drain until its main process exits. An orphan none of these
 // place (it left the session, the environment and its parent before any
 // census saw it) is stopped when the supervisor stops, which exits only
-// once nothing of any instance runs. (A self-upgrade does not hand on
-// the ended instances: what they left still runs then is such an orphan
-// to the new image.)
+// once nothing of any instance runs. A self-upgrade hands the ended
+// instances and the last census on, so the new image goes on stopping
+// what they left.
 //
 // # The instance's side
 //
@@ -140,10 +140,13 @@
 // and exits 0 does the exec happen, so that a broken build leaves the
 // running supervisor in place. The exec takes a few ms, during which the
 // instances serve on; children that exit meanwhile are reaped by the new
-// image, and notify messages and control requests wait in their sockets
-// (a control request being answered at that moment gets no reply). The self-upgrade is
-// refused while an instance starts, while none serves and while stopping
-// (a start's deadlines and waiters do not cross the exec).
+// image, and notify messages and control requests not yet accepted wait
+// in their sockets. Control requests accepted before the exec are
+// answered first (for at most 3 s), and those that arrive while the check
+// runs are carried out at once. The self-upgrade is refused while an
+// instance starts, while none serves and while stopping (a start's
+// deadlines and waiters do not cross the exec), so an upgrade or a stop
+// requested during it cancels it.
 //
 // While the check runs (up to 10 s) the supervisor still reads its
 // signals: SIGHUP is forwarded to the serving instance at once; SIGTERM

@@ -44,6 +44,12 @@ type handOver struct {
 	LastFailure string          `json:"last_failure,omitempty"`
 	Started     int64           `json:"started"`           // wall clock, ns: when the first image bound the sockets
 	Control     *handedControl  `json:"control,omitempty"` // the control socket, if any
+	// Ended are the instances that have ended with processes left, which
+	// are being stopped (see census); Seen is the last census, which
+	// tells the orphans among those processes apart. An image that does
+	// not know the fields treats those processes as of no known instance.
+	Ended []handedProcess `json:"ended,omitempty"`
+	Seen  []handedSeen    `json:"seen,omitempty"`
 	// Signals are those that arrived during the self-upgrade, by name,
 	// for the next image to act on (SIGUSR1 only: see heldSignals). An
 	// image that does not know the field ignores it.
@@ -72,6 +78,15 @@ type handedProcess struct {
 	KillIn  int64  `json:"kill_in_ns,omitempty"` // draining: ns left before SIGKILL
 	Killed  bool   `json:"killed,omitempty"`
 	PIDGone bool   `json:"pid_gone,omitempty"`
+	Termed  bool   `json:"termed,omitempty"` // ended: SIGTERM was sent to what is left of it
+}
+
+// handedSeen is one process of the last census: its pid and start time,
+// and the generation of the instance it was attributed to (0: none).
+type handedSeen struct {
+	PID   int    `json:"pid"`
+	Start uint64 `json:"start"`
+	Gen   int    `json:"gen,omitempty"`
 }
 
 // selfUpgrade replaces the supervisor's program in place. It is refused
@@ -379,14 +394,68 @@ func (s *Supervisor) handOver(execAt *time.Time) *handOver {
 		h.Sockets = append(h.Sockets, handedSocket{Listen: sk.Listen, FD: sk.fd, Owned: sk.owned})
 	}
 	for _, in := range s.instances {
-		p := handedProcess{PID: in.pid, Main: in.main, Gen: in.gen, Phase: in.phase.String(),
-			Since: in.since.UnixNano(), Status: in.status, Killed: in.killed, PIDGone: in.pidGone}
-		if !in.killAt.IsZero() {
-			p.KillIn = max(int64(time.Until(in.killAt)), 1)
+		h.Instances = append(h.Instances, handed(in))
+	}
+	for _, in := range s.ended {
+		if in != s.strays {
+			h.Ended = append(h.Ended, handed(in))
 		}
-		h.Instances = append(h.Instances, p)
+	}
+	for pid, sp := range s.seen {
+		h.Seen = append(h.Seen, handedSeen{PID: pid, Start: sp.start, Gen: sp.owner.gen})
 	}
 	return h
+}
+
+// handed is an instance as the hand-over carries it.
+func handed(in *instance) handedProcess {
+	p := handedProcess{PID: in.pid, Main: in.main, Gen: in.gen, Phase: in.phase.String(),
+		Since: in.since.UnixNano(), Status: in.status, Killed: in.killed, PIDGone: in.pidGone, Termed: in.termed}
+	if !in.killAt.IsZero() {
+		p.KillIn = max(int64(time.Until(in.killAt)), 1)
+	}
+	return p
+}
+
+// adoptProcess is an instance a previous image handed over, draining
+// unless it served.
+func adoptProcess(p handedProcess, now time.Time) *instance {
+	in := &instance{pid: p.PID, main: p.Main, gen: p.Gen, phase: phaseDraining, since: time.Unix(0, p.Since),
+		status: p.Status, killed: p.Killed, pidGone: p.PIDGone, termed: p.Termed}
+	if p.KillIn > 0 {
+		in.killAt = now.Add(time.Duration(p.KillIn))
+	}
+	if p.Phase == phaseServing.String() {
+		in.phase = phaseServing
+	}
+	return in
+}
+
+// adoptProcesses takes the instances, the ended ones and the last census
+// a previous image handed over.
+func (s *Supervisor) adoptProcesses(h *handOver, now time.Time) {
+	byGen := map[int]*instance{}
+	for _, p := range h.Instances {
+		in := adoptProcess(p, now)
+		if in.phase == phaseServing {
+			s.serving = in
+		}
+		s.instances = append(s.instances, in)
+		byGen[in.gen] = in
+	}
+	for _, p := range h.Ended {
+		in := adoptProcess(p, now)
+		s.ended = append(s.ended, in)
+		byGen[in.gen] = in
+	}
+	s.seen = map[int]seenProc{}
+	for _, p := range h.Seen {
+		owner := byGen[p.Gen]
+		if owner == nil {
+			owner = s.strays
+		}
+		s.seen[p.PID] = seenProc{start: p.Start, owner: owner}
+	}
 }
 
 // decodeHandOver parses the state and checks its version.
@@ -448,18 +517,7 @@ func (s *Supervisor) adopt(state string) error {
 		}
 	}
 	now := time.Now()
-	for _, p := range h.Instances {
-		in := &instance{pid: p.PID, main: p.Main, gen: p.Gen, phase: phaseDraining, since: time.Unix(0, p.Since),
-			status: p.Status, killed: p.Killed, pidGone: p.PIDGone}
-		if p.KillIn > 0 {
-			in.killAt = now.Add(time.Duration(p.KillIn))
-		}
-		if p.Phase == phaseServing.String() {
-			in.phase = phaseServing
-			s.serving = in
-		}
-		s.instances = append(s.instances, in)
-	}
+	s.adoptProcesses(h, now)
 	args := []any{"version", s.cfg.Version, "from_version", h.Version, "instances", len(s.instances)}
 	if h.ExecAt > 0 {
 		args = append(args, "exec_took", now.Sub(time.Unix(0, h.ExecAt)).Round(time.Microsecond))
