@@ -105,6 +105,25 @@ func slowCheckWrapper(t *testing.T, s *supervised, real, marker string) {
 	deployAt(t, s.bin, []byte(script))
 }
 
+// checkingSelfUpgrade starts lineserver under tcpgrace run with flags,
+// deploys the next build behind slowCheckWrapper, sends SIGUSR2 and
+// waits until the check run has begun. It returns the supervisor, the
+// instance that serves and lineserver's TCP address.
+func checkingSelfUpgrade(t *testing.T, flags ...string) (*supervised, int, string) {
+	t.Helper()
+	needShell(t, "sleep")
+	tcp, marker := freeAddr(t), filepath.Join(t.TempDir(), "checking")
+	s := startRun(t, runSpec{
+		flags:   append([]string{"-listen", "tcp://" + tcp}, flags...),
+		command: []string{lineserverBin, "-tcp", tcp},
+	})
+	serving := s.serving()
+	slowCheckWrapper(t, s, tcpgraceBuild(versions[1]), marker)
+	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR2))
+	waitFor(t, "the new binary's check run", func() bool { _, err := os.Stat(marker); return err == nil })
+	return s, serving, tcp
+}
+
 // waitExit waits up to d for the supervisor to exit and returns its exit
 // error.
 func (s *supervised) waitExit(d time.Duration) error {
@@ -126,17 +145,7 @@ func (s *supervised) waitExit(d time.Duration) error {
 // supervisor read no signal while it waited for the check and dropped
 // what had arrived at the exec.
 func TestRunSignalsDuringSelfUpgrade(t *testing.T) {
-	needShell(t, "sleep")
-	dir := t.TempDir()
-	tcp, marker := freeAddr(t), filepath.Join(dir, "checking")
-	s := startRun(t, runSpec{
-		flags:   []string{"-listen", "tcp://" + tcp},
-		command: []string{lineserverBin, "-tcp", tcp},
-	})
-	first := s.serving()
-	slowCheckWrapper(t, s, tcpgraceBuild(versions[1]), marker)
-	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR2))
-	waitFor(t, "the new binary's check run", func() bool { _, err := os.Stat(marker); return err == nil })
+	s, first, tcp := checkingSelfUpgrade(t)
 	require.NoError(t, syscall.Kill(s.pid, syscall.SIGHUP))
 	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR1))
 	s.waitLog(fmt.Sprintf(`msg="reload signal: no reload hook, ignored" pid=%d`, first))
@@ -156,17 +165,7 @@ func TestRunSignalsDuringSelfUpgrade(t *testing.T) {
 // supervisor and its instance. Before, the supervisor dropped it at the
 // exec and it and the app ran on.
 func TestRunStopDuringSelfUpgrade(t *testing.T) {
-	needShell(t, "sleep")
-	dir := t.TempDir()
-	tcp, marker := freeAddr(t), filepath.Join(dir, "checking")
-	s := startRun(t, runSpec{
-		flags:   []string{"-listen", "tcp://" + tcp},
-		command: []string{lineserverBin, "-tcp", tcp},
-	})
-	serving := s.serving()
-	slowCheckWrapper(t, s, tcpgraceBuild(versions[1]), marker)
-	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR2))
-	waitFor(t, "the new binary's check run", func() bool { _, err := os.Stat(marker); return err == nil })
+	s, serving, _ := checkingSelfUpgrade(t)
 	require.NoError(t, syscall.Kill(s.pid, syscall.SIGTERM))
 	require.NoError(t, s.waitExit(5*time.Second), "the stop wins over the self-upgrade, and the instance exits 0")
 	assert.Contains(t, s.logs.String(), "stop signal during the supervisor upgrade: cancelling it")
@@ -232,17 +231,8 @@ func TestRunKilledSupervisorRuntimeDir(t *testing.T) {
 // the self-upgrade and stops, where the loop used to leave them waiting
 // until the check ended (a stop failed then with a deadline, unheard).
 func TestRunControlDuringSelfUpgrade(t *testing.T) {
-	needShell(t, "sleep")
-	dir := t.TempDir()
-	tcp, marker, ctl := freeAddr(t), filepath.Join(dir, "checking"), filepath.Join(dir, "ctl.sock")
-	s := startRun(t, runSpec{
-		flags:   []string{"-listen", "tcp://" + tcp, "-control", ctl},
-		command: []string{lineserverBin, "-tcp", tcp},
-	})
-	serving := s.serving()
-	slowCheckWrapper(t, s, tcpgraceBuild(versions[1]), marker)
-	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR2))
-	waitFor(t, "the new binary's check run", func() bool { _, err := os.Stat(marker); return err == nil })
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	s, serving, _ := checkingSelfUpgrade(t, "-control", ctl)
 	r := runTcpgrace(t, "status", "-control", ctl)
 	require.Equal(t, 0, r.code, "status is answered during the check: %s", r)
 	r = runTcpgrace(t, "stop", "-control", ctl)
