@@ -21,14 +21,21 @@ import (
 // waits for a manager that reads nothing takes forever.
 const waitLimit = 5 * time.Second
 
-// stalledManager is a manager socket nobody reads.
-func stalledManager(t *testing.T) string {
+// stalledManager is a manager socket nobody reads, and a sender to it.
+// At the end of the test the manager's socket is closed first: a send
+// that waits for room (a bug) then fails, so that the sender can be
+// closed.
+func stalledManager(t *testing.T) (string, *Sender) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "stalled")
 	stalled, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	require.NoError(t, err, "a manager socket nobody reads")
-	t.Cleanup(func() { stalled.Close() })
-	return path
+	s := NewSender(path)
+	t.Cleanup(func() {
+		stalled.Close()
+		s.Close()
+	})
+	return path, s
 }
 
 // within runs f, failing the test if it takes longer than waitLimit.
@@ -47,9 +54,7 @@ func within(t *testing.T, what string, f func()) {
 // queue; then a message is dropped at once with an error, not waited
 // for, and a warning is due only once per WarnEvery.
 func TestSendNeverWaits(t *testing.T) {
-	path := stalledManager(t)
-	s := NewSender(path)
-	defer s.Close()
+	path, s := stalledManager(t)
 	var failed error
 	for i := 0; i < 10000 && failed == nil; i++ {
 		within(t, fmt.Sprintf("message %d", i), func() { failed = s.Send("WATCHDOG=1") })
@@ -74,9 +79,7 @@ func TestSendNeverWaits(t *testing.T) {
 // nothing never waits, warns of the first lost message, and not again
 // within WarnEvery however many more are lost; those are counted.
 func TestNotifyWarnsOnce(t *testing.T) {
-	path := stalledManager(t)
-	s := NewSender(path)
-	defer s.Close()
+	path, s := stalledManager(t)
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	for i := 0; i < 10000 && logs.Len() == 0; i++ {
