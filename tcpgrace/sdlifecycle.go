@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/tcpgrace/tcpgrace/internal/sdnotify"
 )
 
 // What each generation tells the service manager, and when. Only the
@@ -13,16 +15,10 @@ import (
 // MAINPID=, until it hands over in turn.
 
 // sdNotify sends lines without waiting, logging a failure (at most one
-// warning every sdWarnEvery, with how many messages were lost): the
-// service manager is told what it can be told, and serving, stopping and
-// upgrading never depend on it.
-func (u *Upgrader) sdNotify(lines ...string) {
-	if err := u.sd.send(lines...); err != nil {
-		if lost, due := u.sd.warnDue(time.Now()); due {
-			u.log.Warn("sd_notify failed; is the service manager reading?", "err", err, "lost", lost)
-		}
-	}
-}
+// warning every sdnotify.WarnEvery, with how many messages were lost):
+// the service manager is told what it can be told, and serving, stopping
+// and upgrading never depend on it.
+func (u *Upgrader) sdNotify(lines ...string) { u.sd.notify(u.log, lines...) }
 
 // sdCheckEnv logs a service manager variable that New ignored.
 func (u *Upgrader) sdCheckEnv() {
@@ -70,7 +66,7 @@ func (u *Upgrader) sdUpgrading() (done func()) {
 	if !u.sd.enabled() {
 		return func() {}
 	}
-	u.sdNotify(reloading(fmt.Sprintf("upgrading to generation %d", u.Generation()+1))...)
+	u.sdNotify(sdnotify.Reloading(fmt.Sprintf("upgrading to generation %d", u.Generation()+1))...)
 	return u.sdExtend(context.Background(), func() string { return "" })
 }
 
@@ -124,7 +120,7 @@ func (u *Upgrader) sdExtend(ctx context.Context, status func() string) (done fun
 		t := time.NewTicker(sdExtendStep / 3)
 		defer t.Stop()
 		for {
-			lines := []string{extendTimeout(sdExtendStep)}
+			lines := []string{sdnotify.ExtendTimeout(sdExtendStep)}
 			if s := status(); s != "" {
 				lines = append(lines, s)
 			}

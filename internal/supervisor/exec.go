@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // ExecArg, as the first argument of the supervisor's own binary, makes it
@@ -28,7 +30,7 @@ func ExecApp(args []string) int {
 		fmt.Fprintln(os.Stderr, "tcpgrace run: exec helper: want PATH ARGV0 [ARGS...]")
 		return 127
 	}
-	env := append(os.Environ(), envListenPID+"="+strconv.Itoa(os.Getpid()))
+	env := append(os.Environ(), wire.EnvListenPID+"="+strconv.Itoa(os.Getpid()))
 	err := syscall.Exec(args[0], args[1:], env)
 	fmt.Fprintf(os.Stderr, "tcpgrace run: exec %s: %v\n", args[0], err)
 	return 127

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpgrace/tcpgrace/internal/sdnotify"
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // phase is where an instance is in its life.
@@ -88,8 +91,8 @@ func (s *Supervisor) spawn() (int, string, error) {
 // without any service manager's variables, plus the sockets (LISTEN_PID
 // is added by the exec helper) and the supervisor's notify socket.
 func instanceEnv(socks []*socket, notifyPath string) []string {
-	drop := []string{envListenPID, envListenFDs, envListenFDNames, envNotifySocket, envWatchdogUsec,
-		envWatchdogPID, stateEnv, checkEnv}
+	drop := []string{wire.EnvListenPID, wire.EnvListenFDs, wire.EnvListenFDNames, sdnotify.EnvNotifySocket, sdnotify.EnvWatchdogUsec,
+		sdnotify.EnvWatchdogPID, stateEnv, checkEnv}
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
@@ -102,9 +105,9 @@ func instanceEnv(socks []*socket, notifyPath string) []string {
 		names[i] = sk.Name
 	}
 	return append(env,
-		envListenFDs+"="+strconv.Itoa(len(socks)),
-		envListenFDNames+"="+strings.Join(names, ":"),
-		envNotifySocket+"="+notifyPath)
+		wire.EnvListenFDs+"="+strconv.Itoa(len(socks)),
+		wire.EnvListenFDNames+"="+strings.Join(names, ":"),
+		sdnotify.EnvNotifySocket+"="+notifyPath)
 }
 
 // signal sends sig to the instance's main process.

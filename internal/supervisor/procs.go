@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // An instance's processes are its first process, every descendant of it,
@@ -134,7 +136,7 @@ func listenPIDOf(pid int) int {
 		return 0
 	}
 	for _, kv := range bytes.Split(b, []byte{0}) {
-		if v, ok := bytes.CutPrefix(kv, []byte(envListenPID+"=")); ok {
+		if v, ok := bytes.CutPrefix(kv, []byte(wire.EnvListenPID+"=")); ok {
 			n, _ := strconv.Atoi(string(v))
 			return n
 		}

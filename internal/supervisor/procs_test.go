@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // TestReadProc: the fields of /proc/PID/stat after a command name that
@@ -24,7 +26,7 @@ func TestReadProc(t *testing.T) {
 	odd := filepath.Join(t.TempDir(), "a) 1 2 (b")
 	require.NoError(t, os.Symlink(sleep, odd))
 	cmd := exec.Command(odd, "10")
-	cmd.Env = []string{envListenPID + "=4242"}
+	cmd.Env = []string{wire.EnvListenPID + "=4242"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	require.NoError(t, cmd.Start())
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpgrace/tcpgrace/internal/sdnotify"
 )
 
 // The self-upgrade's hand-over: the supervisor execs its new binary in
@@ -380,7 +382,7 @@ func (s *Supervisor) handOver(execAt *time.Time) *handOver {
 	nfd, _ := s.notify.fd()
 	h := &handOver{V: stateVersion, Version: s.cfg.Version, NotifyFD: nfd, NotifyDir: s.notify.dir,
 		LockFD:  int(s.notify.lock.Fd()),
-		Manager: s.mgr.socket(), WatchdogUS: s.mgr.watchdog.Microseconds(), Ready: s.mgr.ready,
+		Manager: s.mgr.Socket(), WatchdogUS: s.mgr.watchdog.Microseconds(), Ready: s.mgr.ready,
 		NextGen: s.nextGen, Restarts: s.restarts, Crashes: s.crashes, LastFailure: s.lastFailure}
 	if execAt != nil {
 		h.ExecAt = execAt.UnixNano()
@@ -506,10 +508,7 @@ func (s *Supervisor) adopt(state string) error {
 		return err
 	}
 	s.started = time.Unix(0, h.Started)
-	s.mgr = &manager{watchdog: time.Duration(h.WatchdogUS) * time.Microsecond, ready: h.Ready}
-	if h.Manager != "" {
-		s.mgr.addr = &net.UnixAddr{Name: h.Manager, Net: "unixgram"}
-	}
+	s.mgr = &manager{Sender: sdnotify.NewSender(h.Manager), watchdog: time.Duration(h.WatchdogUS) * time.Microsecond, ready: h.Ready}
 	s.nextGen, s.restarts, s.crashes, s.lastFailure = h.NextGen, h.Restarts, h.Crashes, h.LastFailure
 	for _, name := range h.Signals {
 		if sig := unix.SignalNum(name); sig == unix.SIGUSR1 {

@@ -13,20 +13,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpgrace/tcpgrace/internal/errjoin"
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 	"github.com/tcpgrace/tcpgrace/tcpgrace"
 )
 
-// systemd's socket activation variables (sd_listen_fds(3)), as the
-// supervisor reads them for itself and writes them for each instance.
-const (
-	envListenPID     = "LISTEN_PID"     // the pid the variables are meant for
-	envListenFDs     = "LISTEN_FDS"     // how many sockets, from listenFDsStart on
-	envListenFDNames = "LISTEN_FDNAMES" // their names, ':'-separated
-	listenFDsStart   = 3                // the first socket's fd
-)
-
 // socket is one listening socket as the supervisor holds it: a raw fd,
-// close-on-exec, that each instance gets as fd listenFDsStart+index. The
+// close-on-exec, that each instance gets as fd [wire.ListenFDsStart]+index. The
 // supervisor never accepts on it; holding it keeps the socket and its
 // accept queue alive while instances come and go.
 type socket struct {
@@ -86,7 +78,7 @@ func bindSockets(ls []Listen, control string, activated bool, log *slog.Logger) 
 // activated reports whether systemd passed this process sockets; read it
 // before the registry takes the variables.
 func activated() bool {
-	return os.Getenv(envListenPID) == strconv.Itoa(os.Getpid()) && os.Getenv(envListenFDs) != ""
+	return os.Getenv(wire.EnvListenPID) == strconv.Itoa(os.Getpid()) && os.Getenv(wire.EnvListenFDs) != ""
 }
 
 func bindOne(u *tcpgrace.Upgrader, l Listen, activated bool) (*socket, error) {
@@ -127,7 +119,7 @@ func dupCloexec(c syscall.Conn) (int, error) {
 		return -1, err
 	}
 	fd, derr := -1, error(nil)
-	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, listenFDsStart) }); err != nil {
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, wire.ListenFDsStart) }); err != nil {
 		return -1, err
 	}
 	if derr != nil {

@@ -84,7 +84,7 @@ func (s *Supervisor) statusLine() string {
 
 // sdStatus sends the status line to the service manager above, if any.
 func (s *Supervisor) sdStatus() {
-	if s.mgr.addr != nil {
+	if s.mgr.Enabled() {
 		s.sd("STATUS=" + s.statusLine())
 	}
 }

@@ -402,9 +402,6 @@ func (s *Supervisor) exit() int {
 	return s.exitStatus
 }
 
-// sd tells the service manager above, if any; a failure is logged.
-func (s *Supervisor) sd(lines ...string) {
-	if err := s.mgr.send(lines...); err != nil {
-		s.log.Warn("sd_notify", "err", err)
-	}
-}
+// sd tells the service manager above, if any, without waiting; a lost
+// message is logged (at most one warning every sdnotify.WarnEvery).
+func (s *Supervisor) sd(lines ...string) { s.mgr.Notify(s.log, lines...) }

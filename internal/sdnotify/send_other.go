@@ -1,6 +1,6 @@
 //go:build !unix
 
-package tcpgrace
+package sdnotify
 
 import (
 	"net"

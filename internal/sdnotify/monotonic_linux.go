@@ -1,4 +1,4 @@
-package tcpgrace
+package sdnotify
 
 import "golang.org/x/sys/unix"
 

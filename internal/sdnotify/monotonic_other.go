@@ -1,6 +1,6 @@
 //go:build !linux
 
-package tcpgrace
+package sdnotify
 
 // monotonicUsec is unknown off Linux: MONOTONIC_USEC= is left out (only
 // systemd reads it, and systemd is Linux only).
