@@ -26,9 +26,11 @@ const olderStatusTimeout = 500 * time.Millisecond
 
 // controlServer answers the control socket ([Options.Control]) of one
 // generation, and its status channel: a socket of its own on which it
-// answers status while it drains (see statusChannelName). Both are served
-// from Ready on, the control socket until this generation hands over or
-// stops, the status channel until Shutdown has drained.
+// answers status while it drains (see statusChannelName). Each is a
+// control.Server (accept, peer check, bounds, framing) with a handler of
+// its own (answer, answerStatusChannel). Both are served from Ready on,
+// the control socket until this generation hands over or stops, the
+// status channel until Shutdown has drained.
 type controlServer struct {
 	u           *Upgrader
 	path        string
