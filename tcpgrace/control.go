@@ -1,11 +1,8 @@
 package tcpgrace
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"sync"
@@ -24,48 +21,39 @@ const controlName = "tcpgrace-control:"
 // their credentials anyway; the mode keeps the others from connecting).
 const controlMode = 0o600
 
-// Bounds on one control connection, so that no client can hold anything
-// up: the request must arrive within controlReadTimeout of the accept,
-// the reply be taken within controlWriteTimeout, and at most
-// controlMaxConns connections are served at once (more are told so and
-// closed).
-const (
-	controlReadTimeout  = 2 * time.Second
-	controlWriteTimeout = time.Second
-	controlMaxConns     = 64
-	// olderStatusTimeout bounds the question to one draining generation.
-	olderStatusTimeout = 500 * time.Millisecond
-)
+// olderStatusTimeout bounds the question to one draining generation.
+const olderStatusTimeout = 500 * time.Millisecond
 
 // controlServer answers the control socket ([Options.Control]) of one
 // generation, and its status channel: a socket of its own on which it
-// answers status while it drains (see statusChannelName). Both are served
-// from Ready on, the control socket until this generation hands over or
-// stops, the status channel until Shutdown has drained.
+// answers status while it drains (see statusChannelName). Each is a
+// control.Server (accept, peer check, bounds, framing) with a handler of
+// its own (answer, answerStatusChannel). Both are served from Ready on,
+// the control socket until this generation hands over or stops, the
+// status channel until Shutdown has drained.
 type controlServer struct {
 	u           *Upgrader
 	path        string
 	ln          net.Listener // the registry's socket, accepted from without tracking
 	started     time.Time
-	readTimeout time.Duration
+	readTimeout time.Duration // the servers' read timeout (control.ReadTimeout)
 
 	stopReq  chan struct{}   // a Server loop takes from it: the stop handshake
 	leaveCtx context.Context // ends when a Server loop ends: this generation leaves
 	leave    context.CancelFunc
 	done     chan struct{} // closed by controlDone
-	lnDone   chan struct{} // closed when the accept loop of the control socket itself ends
 	looping  chan struct{} // closed when the first Server loop starts
 	firstRun sync.Once
 
 	mu      sync.Mutex
-	serving bool // the accept loops run
+	serving bool // the servers run
 	closed  bool // controlDone was called: no more connections
 	loops   int  // Server loops that take stop requests
 	leaving bool
-	next    int // the pid the successful upgrade started
-	side    net.Listener
-	conns   map[net.Conn]struct{}
-	wg      sync.WaitGroup // accept loops and handlers
+	next    int             // the pid the successful upgrade started
+	srv     *control.Server // the control socket's; nil before Ready
+	side    *control.Server // the status channel's; nil without one
+	sideLn  net.Listener    // the status channel, which controlDone closes
 }
 
 // listenControl registers the control socket, if one is configured: the
@@ -85,8 +73,8 @@ func (u *Upgrader) listenControl() error {
 	}
 	u.tightenControlMode(controlName + path)
 	c := &controlServer{u: u, path: path, ln: ln.(*listener).Listener, started: time.Now(),
-		readTimeout: controlReadTimeout, stopReq: make(chan struct{}), done: make(chan struct{}),
-		lnDone: make(chan struct{}), looping: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+		readTimeout: control.ReadTimeout, stopReq: make(chan struct{}), done: make(chan struct{}),
+		looping: make(chan struct{})}
 	c.leaveCtx, c.leave = context.WithCancel(context.Background())
 	u.ctl = c
 	return nil
@@ -109,16 +97,18 @@ func (u *Upgrader) serveControl() {
 	if err != nil {
 		u.log.Warn("control: no status channel: status of this generation while it drains is unknown", "err", err)
 	} else {
-		c.side = side
-		c.wg.Add(1)
-		go c.acceptLoop(side, true)
+		c.sideLn, c.side = side, c.newServer(side, c.answerStatusChannel)
+		c.side.Start()
 	}
-	c.wg.Add(1)
-	go func() {
-		defer close(c.lnDone)
-		c.acceptLoop(c.ln, false)
-	}()
+	c.srv = c.newServer(c.ln, c.answer)
+	c.srv.Start()
 	u.log.Info("control socket: answering", "path", c.path)
+}
+
+// newServer is a control server of ln that answers with h.
+func (c *controlServer) newServer(ln net.Listener, h control.Handler) *control.Server {
+	return control.NewServer(ln, control.ServerOptions{Handler: h, Name: "tcpgrace: control", LogPrefix: "control",
+		Logger: c.u.log, ReadTimeout: c.readTimeout})
 }
 
 // controlUpgraded records the outcome of an upgrade: Upgrade calls it.
@@ -164,128 +154,33 @@ func (u *Upgrader) controlDone(ctx context.Context) {
 	c.mu.Lock()
 	first := !c.closed
 	c.closed = true
-	side := c.side
+	servers, sideLn := []*control.Server{c.srv, c.side}, c.sideLn
 	c.mu.Unlock()
 	if first {
 		close(c.done)
 		c.leave()
-		if side != nil { // the control socket itself is closed with the registry
-			side.Close()
+		if sideLn != nil { // the control socket itself is closed with the registry
+			sideLn.Close()
 		}
 	}
-	finished := make(chan struct{})
-	go func() {
-		c.wg.Wait()
-		close(finished)
-	}()
-	select {
-	case <-finished:
-		return
-	case <-ctx.Done():
-	}
-	c.mu.Lock()
-	for conn := range c.conns {
-		conn.Close()
-	}
-	c.mu.Unlock()
-	<-finished
-}
-
-// acceptLoop serves ln until it is closed. On the status channel
-// (sideOnly) only status is answered.
-func (c *controlServer) acceptLoop(ln net.Listener, sideOnly bool) {
-	defer c.wg.Done()
-	delay := 5 * time.Millisecond
-	for {
-		conn, err := ln.Accept()
-		switch {
-		case errors.Is(err, net.ErrClosed):
-			return
-		case err != nil && isTemporary(err):
-			select {
-			case <-time.After(delay):
-			case <-c.done:
-				return
-			}
-			delay = min(2*delay, time.Second)
-			continue
-		case err != nil:
-			c.u.log.Error("control: accept stopped", "path", c.path, "err", err)
-			return
+	for _, srv := range servers {
+		if srv != nil {
+			srv.Close(ctx)
 		}
-		delay = 5 * time.Millisecond
-		if err := c.admit(conn); err != nil {
-			c.refuse(conn, err)
-			continue
+	}
+	for _, srv := range servers {
+		if srv != nil {
+			srv.Wait()
 		}
-		go c.handle(conn, sideOnly)
 	}
 }
 
-// admit counts conn in, unless too many are open or the server is done.
-func (c *controlServer) admit(conn net.Conn) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch {
-	case c.closed:
-		return errors.New("tcpgrace: control: this generation is shutting down")
-	case len(c.conns) >= controlMaxConns:
-		return fmt.Errorf("tcpgrace: control: busy, %d requests open; try again", len(c.conns))
-	}
-	c.conns[conn] = struct{}{}
-	c.wg.Add(1)
-	return nil
-}
-
-// refuse answers a connection that is not admitted, briefly, and closes it.
-func (c *controlServer) refuse(conn net.Conn, err error) {
-	conn.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
-	control.WriteReply(conn, control.FailReply(err))
-	conn.Close()
-}
-
-// handle answers one connection: the peer's credentials, one request,
-// one reply, close.
-func (c *controlServer) handle(conn net.Conn, sideOnly bool) {
-	defer c.wg.Done()
-	defer func() {
-		conn.Close()
-		c.mu.Lock()
-		delete(c.conns, conn)
-		c.mu.Unlock()
-	}()
-	rep := c.answer(conn, sideOnly)
-	conn.SetWriteDeadline(time.Now().Add(controlWriteTimeout))
-	if err := control.WriteReply(conn, rep); err != nil {
-		c.u.log.Warn("control: the reply was not taken", "err", err)
-	}
-}
-
-// answer checks the peer, reads its request and carries it out.
-func (c *controlServer) answer(conn net.Conn, sideOnly bool) *control.Reply {
-	pid, uid, err := control.PeerCred(conn)
-	if err == nil {
-		err = checkPeer(uid, uint32(os.Geteuid()))
-	}
-	if err != nil {
-		c.u.log.Warn("control: request refused", "peer_pid", pid, "peer_uid", uid, "err", err)
-		return control.FailReply(err)
-	}
-	conn.SetReadDeadline(time.Now().Add(c.readTimeout))
-	req, err := readRequest(conn, c.readTimeout)
-	if err != nil {
-		c.u.log.Warn("control: bad request", "peer_pid", pid, "err", err)
-		return control.FailReply(fmt.Errorf("tcpgrace: control: %w", err))
-	}
-	if sideOnly && req.Cmd != control.CmdStatus {
-		return control.FailReply(fmt.Errorf("tcpgrace: control: only status is answered on a generation's status channel, not %s", req.Cmd))
-	}
-	switch {
-	case sideOnly:
-	case req.Cmd == control.CmdStatus: // a monitor may poll it
-		c.u.log.Debug("control request", "cmd", req.Cmd, "peer_pid", pid, "peer_uid", uid)
-	default:
-		c.u.log.Info("control request", "cmd", req.Cmd, "peer_pid", pid, "peer_uid", uid)
+// answer carries out a request on the control socket.
+func (c *controlServer) answer(req control.Request, peer control.Peer, conn net.Conn) *control.Reply {
+	if req.Cmd == control.CmdStatus { // a monitor may poll it
+		c.u.log.Debug("control request", "cmd", req.Cmd, "peer_pid", peer.PID, "peer_uid", peer.UID)
+	} else {
+		c.u.log.Info("control request", "cmd", req.Cmd, "peer_pid", peer.PID, "peer_uid", peer.UID)
 	}
 	switch req.Cmd {
 	case control.CmdUpgrade:
@@ -293,43 +188,14 @@ func (c *controlServer) answer(conn net.Conn, sideOnly bool) *control.Reply {
 	case control.CmdStop:
 		return c.stop(conn)
 	}
-	return &control.Reply{V: control.Version, OK: true, Status: c.status(!sideOnly)}
+	return &control.Reply{V: control.Version, OK: true, Status: c.status(true)}
 }
 
-// checkPeer lets root and the server's own (effective) uid in.
-func checkPeer(uid, self uint32) error {
-	if uid == 0 || uid == self {
-		return nil
+// answerStatusChannel answers on the status channel: status only, of
+// this generation alone.
+func (c *controlServer) answerStatusChannel(req control.Request, _ control.Peer, _ net.Conn) *control.Reply {
+	if req.Cmd != control.CmdStatus {
+		return control.FailReply(fmt.Errorf("tcpgrace: control: only status is answered on a generation's status channel, not %s", req.Cmd))
 	}
-	return fmt.Errorf("tcpgrace: control: permission denied: uid %d may not ask; only root and uid %d may", uid, self)
-}
-
-// readRequest reads one request line, of at most control.MaxRequestLen
-// bytes, newline included (a request cut off by the end of the stream
-// counts as a line).
-func readRequest(r io.Reader, timeout time.Duration) (control.Request, error) {
-	buf := make([]byte, 0, 512)
-	chunk := make([]byte, 512)
-	for {
-		n, err := r.Read(chunk)
-		buf = append(buf, chunk[:n]...)
-		if i := bytes.IndexByte(buf, '\n'); i >= 0 && i < control.MaxRequestLen {
-			return control.ParseRequest(buf[:i])
-		}
-		if len(buf) >= control.MaxRequestLen {
-			return control.Request{}, fmt.Errorf("request longer than %d bytes", control.MaxRequestLen)
-		}
-		var ne net.Error
-		switch {
-		case err == nil:
-		case errors.Is(err, io.EOF) && len(buf) > 0:
-			return control.ParseRequest(buf)
-		case errors.Is(err, io.EOF):
-			return control.Request{}, errors.New("closed without a request")
-		case errors.As(err, &ne) && ne.Timeout():
-			return control.Request{}, fmt.Errorf("no complete request within %v (%d bytes read)", timeout, len(buf))
-		default:
-			return control.Request{}, fmt.Errorf("reading the request: %w", err)
-		}
-	}
+	return &control.Reply{V: control.Version, OK: true, Status: c.status(false)}
 }

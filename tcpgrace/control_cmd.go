@@ -42,12 +42,8 @@ func (c *controlServer) upgrade(req control.Request, conn net.Conn) *control.Rep
 		c.u.log.Warn("control: upgrade not started", "err", errRequesterGone)
 		return control.FailReply(errRequesterGone)
 	}
-	ctx := c.leaveCtx
-	if t := req.Timeout(); t > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t)
-		defer cancel()
-	}
+	ctx, cancel := req.Context(c.leaveCtx)
+	defer cancel()
 	begin := time.Now()
 	if err := c.u.Upgrade(ctx); err != nil {
 		return control.FailReply(err)
@@ -152,7 +148,7 @@ func (u *Upgrader) waitUpgrade(timeout time.Duration) {
 // generation accepts there.
 func (c *controlServer) forwardStop() *control.Reply {
 	select {
-	case <-c.lnDone:
+	case <-c.srv.Done():
 	case <-time.After(forwardTimeout):
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)

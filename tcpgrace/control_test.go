@@ -204,12 +204,12 @@ func TestControlSlowClientDropped(t *testing.T) {
 	}
 }
 
-// TestControlBusy: past controlMaxConns open connections, the next one is
+// TestControlBusy: past control.MaxConns open connections, the next one is
 // told so at once and closed; once they are gone requests are answered.
 func TestControlBusy(t *testing.T) {
 	_, path, _ := controlUpgrader(t, Options{}, func(u *Upgrader) { u.ctl.readTimeout = time.Second })
 	var idle []net.Conn
-	for range controlMaxConns {
+	for range control.MaxConns {
 		c, err := net.DialTimeout("unix", path, ioTimeout)
 		require.NoError(t, err, "dialing")
 		idle = append(idle, c)
@@ -225,18 +225,6 @@ func TestControlBusy(t *testing.T) {
 		rep, err := control.Do(context.Background(), path, control.Request{Cmd: control.CmdStatus})
 		return err == nil && rep.OK
 	}, ioTimeout, 10*time.Millisecond, "answered again once the idle ones are gone")
-}
-
-// TestControlPeerCheck: root and the server's own uid may ask, nobody
-// else.
-func TestControlPeerCheck(t *testing.T) {
-	assert.NoError(t, checkPeer(0, 1000), "root")
-	assert.NoError(t, checkPeer(1000, 1000), "the same uid")
-	assert.NoError(t, checkPeer(0, 0), "root asking root")
-	err := checkPeer(65534, 1000)
-	require.Error(t, err, "another uid")
-	assert.Contains(t, err.Error(), "permission denied: uid 65534", "the error names the uid")
-	assert.Error(t, checkPeer(1000, 0), "a user asking a root server")
 }
 
 // TestControlStop: stop makes Serve drain as a stop signal does, and is
@@ -397,9 +385,7 @@ func TestControlReplacedGeneration(t *testing.T) {
 		conns[cmd] = c
 	}
 	require.Eventually(t, func() bool {
-		h.u.ctl.mu.Lock()
-		defer h.u.ctl.mu.Unlock()
-		return len(h.u.ctl.conns) == len(conns)
+		return h.u.ctl.srv.Open() == len(conns)
 	}, ioTimeout, time.Millisecond, "all accepted before the upgrade")
 	require.NoError(t, h.u.Upgrade(context.Background()), "the upgrade")
 	h.startedChild()

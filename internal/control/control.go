@@ -1,6 +1,7 @@
-// Package control is the wire format of tcpgrace's control socket and its
-// client. The server side, which needs the Upgrader, lives in package
-// tcpgrace; the tcpgrace command and any supervisor use [Do].
+// Package control is tcpgrace's control socket: its wire format, its
+// client [Do], and its [Server], which the library's Upgrader and
+// tcpgrace run both answer with, each giving it a [Handler] of its own
+// commands.
 //
 // One request per connection, one reply, each a line of JSON:
 //
@@ -73,6 +74,15 @@ type Request struct {
 // within MaxTimeoutMS, so it never overflows.
 func (r Request) Timeout() time.Duration {
 	return time.Duration(min(max(r.TimeoutMS, 0), MaxTimeoutMS)) * time.Millisecond
+}
+
+// Context is parent bounded by the request's timeout, if it has one; the
+// caller calls cancel when done.
+func (r Request) Context(parent context.Context) (ctx context.Context, cancel context.CancelFunc) {
+	if t := r.Timeout(); t > 0 {
+		return context.WithTimeout(parent, t)
+	}
+	return context.WithCancel(parent)
 }
 
 // Reply is the one line a server sends back. Exactly one of the result

@@ -145,3 +145,20 @@ func TestDo(t *testing.T) {
 	assert.ErrorIs(t, err, ErrConnection, "a server that never answers")
 	assert.ErrorIs(t, err, context.DeadlineExceeded, "ends at the context's deadline")
 }
+
+// TestRequestContext: a request's timeout bounds its context; without
+// one the context ends only with its parent or cancel.
+func TestRequestContext(t *testing.T) {
+	ctx, cancel := Request{Cmd: CmdUpgrade, TimeoutMS: 1500}.Context(context.Background())
+	deadline, ok := ctx.Deadline()
+	require.True(t, ok, "a deadline from timeout_ms")
+	assert.WithinDuration(t, time.Now().Add(1500*time.Millisecond), deadline, 100*time.Millisecond, "timeout_ms from now")
+	cancel()
+	assert.Error(t, ctx.Err(), "cancel ends it")
+
+	ctx, cancel = Request{Cmd: CmdUpgrade}.Context(context.Background())
+	defer cancel()
+	_, ok = ctx.Deadline()
+	assert.False(t, ok, "no deadline without timeout_ms")
+	assert.NoError(t, ctx.Err(), "and it runs on")
+}

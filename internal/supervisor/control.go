@@ -3,15 +3,12 @@
 package supervisor
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -20,15 +17,13 @@ import (
 	"github.com/tcpgrace/tcpgrace/internal/control"
 )
 
-// Bounds on one control connection, as on the library's control socket:
-// the request must arrive within controlReadTimeout, the reply be taken
-// within controlWriteTimeout, and at most controlMaxConns are served at
-// once (more are told so and closed).
+// The bounds of the control server on one request (the request must
+// arrive within controlReadTimeout, the reply be taken within
+// controlWriteTimeout), and the control socket's name in the registry.
 const (
-	controlReadTimeout  = 2 * time.Second
-	controlWriteTimeout = time.Second
-	controlMaxConns     = 64
-	controlName         = "tcpgrace-run-control" // its name in the registry
+	controlReadTimeout  = control.ReadTimeout
+	controlWriteTimeout = control.WriteTimeout
+	controlName         = "tcpgrace-run-control"
 )
 
 // controlSocket answers tcpgrace upgrade, status and stop on
@@ -44,57 +39,48 @@ type controlSocket struct {
 	path  string
 	ln    net.Listener
 	owned *fileID // the file this supervisor bound, removed at exit if its path still leads to it
-	sem   chan struct{}
-	wg    sync.WaitGroup // handlers
-	done  chan struct{}  // closed when the accept loop ends; nil while none runs
+	srv   *control.Server
 }
 
 func newControlSocket(s *Supervisor, path string, ln net.Listener, owned *fileID) *controlSocket {
-	return &controlSocket{s: s, path: path, ln: ln, owned: owned, sem: make(chan struct{}, controlMaxConns)}
+	c := &controlSocket{s: s, path: path, ln: ln, owned: owned}
+	c.srv = control.NewServer(ln, control.ServerOptions{Handler: c.answer, Name: "tcpgrace run: control",
+		LogPrefix: "control socket", Logger: s.log})
+	return c
 }
 
 // busy reports whether a request is being read, carried out or
 // answered.
-func (c *controlSocket) busy() bool { return c != nil && len(c.sem) > 0 }
-
-// deadliner is a listener whose Accept can be cut short.
-type deadliner interface{ SetDeadline(time.Time) error }
+func (c *controlSocket) busy() bool { return c != nil && c.srv.Busy() }
 
 // start runs the accept loop.
 func (c *controlSocket) start() {
 	if c == nil {
 		return
 	}
-	c.ln.(deadliner).SetDeadline(time.Time{})
-	c.done = make(chan struct{})
-	go c.accept(c.done)
+	c.srv.Start()
 	c.s.log.Info("control socket: answering", "path", c.path)
 }
 
 // pause ends the accept loop, for a self-upgrade: connections not yet
 // accepted wait in the socket's queue for the next image.
 func (c *controlSocket) pause() {
-	if c == nil || c.done == nil {
+	if c == nil {
 		return
 	}
-	c.ln.(deadliner).SetDeadline(time.Unix(1, 0))
-	<-c.done
-	c.done = nil
+	c.srv.Pause()
 }
 
 // close ends the control socket at exit: handlers get up to a second to
-// send their replies (a stop's, say); the file goes if it is ours.
+// send their replies (a stop's, say), then their connections are closed;
+// the file goes if it is ours.
 func (c *controlSocket) close() {
 	if c == nil {
 		return
 	}
-	c.pause()
-	finished := make(chan struct{})
-	go func() { c.wg.Wait(); close(finished) }()
-	select {
-	case <-finished:
-	case <-time.After(time.Second):
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c.srv.Close(ctx)
 	c.ln.Close()
 	if c.owned != nil {
 		if id, err := statID(c.path); err == nil && id == *c.owned {
@@ -118,64 +104,11 @@ func (c *controlSocket) fd() (int, error) {
 	return fd, err
 }
 
-func (c *controlSocket) accept(done chan<- struct{}) {
-	defer close(done)
-	delay := 5 * time.Millisecond
-	for {
-		conn, err := c.ln.Accept()
-		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
-			return
-		}
-		if err != nil {
-			c.s.log.Warn("control socket: accept", "err", err)
-			time.Sleep(delay)
-			delay = min(2*delay, time.Second)
-			continue
-		}
-		delay = 5 * time.Millisecond
-		select {
-		case c.sem <- struct{}{}:
-			c.wg.Add(1)
-			go c.handle(conn)
-		default:
-			conn.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
-			control.WriteReply(conn, control.FailReply(fmt.Errorf("tcpgrace run: control: busy, %d requests open; try again", controlMaxConns)))
-			conn.Close()
-		}
-	}
-}
-
-// handle answers one connection: the peer's credentials, one request,
-// one reply, close.
-func (c *controlSocket) handle(conn net.Conn) {
-	defer func() {
-		conn.Close()
-		<-c.sem
-		c.wg.Done()
-	}()
-	rep := c.answer(conn)
-	conn.SetWriteDeadline(time.Now().Add(controlWriteTimeout))
-	if err := control.WriteReply(conn, rep); err != nil {
-		c.s.log.Warn("control socket: the reply was not taken", "err", err)
-	}
-}
-
-func (c *controlSocket) answer(conn net.Conn) *control.Reply {
-	pid, uid, err := control.PeerCred(conn)
-	if err == nil && uid != 0 && uid != uint32(os.Geteuid()) {
-		err = fmt.Errorf("tcpgrace run: control: permission denied: uid %d may not ask; only root and uid %d may", uid, os.Geteuid())
-	}
-	if err != nil {
-		c.s.log.Warn("control socket: request refused", "peer_pid", pid, "peer_uid", uid, "err", err)
-		return control.FailReply(err)
-	}
-	conn.SetReadDeadline(time.Now().Add(controlReadTimeout))
-	req, err := readRequest(conn)
-	if err != nil {
-		return control.FailReply(fmt.Errorf("tcpgrace run: control: %w", err))
-	}
+// answer carries out one request: upgrade and stop, unless their
+// requester is gone; status.
+func (c *controlSocket) answer(req control.Request, peer control.Peer, conn net.Conn) *control.Reply {
 	if req.Cmd != control.CmdStatus {
-		c.s.log.Info("control request", "cmd", req.Cmd, "peer_pid", pid, "peer_uid", uid)
+		c.s.log.Info("control request", "cmd", req.Cmd, "peer_pid", peer.PID, "peer_uid", peer.UID)
 	}
 	if req.Cmd != control.CmdStatus && control.PeerGone(conn) {
 		c.s.log.Warn("control socket: request not carried out", "cmd", req.Cmd, "err", errRequesterGone)
@@ -197,12 +130,8 @@ func (c *controlSocket) answer(conn net.Conn) *control.Reply {
 var errRequesterGone = errors.New("tcpgrace run: control: the requester is gone (it closed its connection before its request was read): not carried out")
 
 func (c *controlSocket) upgrade(req control.Request) *control.Reply {
-	ctx := context.Background()
-	if t := req.Timeout(); t > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t)
-		defer cancel()
-	}
+	ctx, cancel := req.Context(context.Background())
+	defer cancel()
 	begin := time.Now()
 	res, err := c.s.Upgrade(ctx)
 	if err != nil {
@@ -288,20 +217,4 @@ func boundAddr(sk *socket) string {
 		return a.Name
 	}
 	return sk.Address
-}
-
-// readRequest reads one request line of at most control.MaxRequestLen
-// bytes (one cut off by the end of the stream counts).
-func readRequest(r io.Reader) (control.Request, error) {
-	line, err := bufio.NewReaderSize(r, control.MaxRequestLen).ReadSlice('\n')
-	switch {
-	case errors.Is(err, bufio.ErrBufferFull):
-		return control.Request{}, fmt.Errorf("request longer than %d bytes", control.MaxRequestLen)
-	case err != nil && !(errors.Is(err, io.EOF) && len(line) > 0):
-		return control.Request{}, fmt.Errorf("reading the request: %w", err)
-	}
-	if n := len(line); n > 0 && line[n-1] == '\n' {
-		line = line[:n-1]
-	}
-	return control.ParseRequest(line)
 }
