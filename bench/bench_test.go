@@ -141,9 +141,10 @@ func BenchmarkUpgrade(b *testing.B) {
 	}
 	for _, n := range []int{1, 16, 256} {
 		b.Run(fmt.Sprintf("listeners=%d", n), func(b *testing.B) {
+			result := filepath.Join(b.TempDir(), "result")
 			var sum upgradeCost
 			for range b.N {
-				c := upgradeOnce(b, self, n)
+				c := upgradeOnce(b, self, n, result)
 				sum.ns += c.ns
 				sum.bytes += c.bytes
 				sum.allocs += c.allocs
@@ -159,9 +160,9 @@ func BenchmarkUpgrade(b *testing.B) {
 type upgradeCost struct{ ns, bytes, allocs uint64 }
 
 // upgradeOnce runs the upgrader process for n listeners and returns what
-// it measured.
-func upgradeOnce(b *testing.B, self string, n int) upgradeCost {
-	result := filepath.Join(b.TempDir(), "result")
+// it measured, which it wrote to the file result.
+func upgradeOnce(b *testing.B, self string, n int, result string) upgradeCost {
+	os.Remove(result)
 	cmd := exec.Command(self)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", upgraderEnv, n), resultEnv+"="+result)
 	cmd.Stderr = os.Stderr
