@@ -210,3 +210,25 @@ func TestCancelStart(t *testing.T) {
 	assert.Equal(t, unix.SIGKILL, reapInto(t, s, in).Signal(), "the cancelled instance is killed")
 	assert.Empty(t, replies(stranger))
 }
+
+// TestOnTimeStopTimeout: a draining instance still running at its killAt
+// (-stop-timeout after SIGTERM) has its process group killed, once: no
+// deadline of it is left for the loop to wake for.
+func TestOnTimeStopTimeout(t *testing.T) {
+	s := newLoopSupervisor(t, Config{StopTimeout: time.Minute})
+	old := servingInstance(t, s, cmdNoTERM)
+	waitIgnores(t, old.pid, unix.SIGTERM)
+	in := servingInstance(t, s, cmdSleep)
+	require.Equal(t, phaseDraining, old.phase, "replaced, it drains")
+	s.onTime(time.Now())
+	assert.False(t, old.killed, "not before -stop-timeout")
+
+	old.killAt = time.Now() // the minute has passed
+	s.onTime(time.Now())
+	assert.True(t, old.killed, "killed at -stop-timeout")
+	assert.True(t, old.killAt.IsZero(), "nothing more to wait for but its exit")
+	assert.Greater(t, s.nextDeadline(), time.Minute, "no deadline is left of it")
+	assert.Equal(t, unix.SIGKILL, reapInto(t, s, old).Signal())
+	assert.Same(t, in, s.serving)
+	assert.Equal(t, 0, s.crashes, "a replaced instance that is killed is no crash")
+}
