@@ -29,13 +29,7 @@ func BenchmarkFileToConn(b *testing.B) {
 		}
 		return ln
 	}
-	tracked := func(b *testing.B) net.Listener {
-		ln, err := coldUpgrader(b).Listen("web", "tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		return ln
-	}
+	tracked := trackedListener
 	b.Run("impl=plain", func(b *testing.B) { benchFileToConn(b, plain(b), path, false) })
 	b.Run("impl=tracked", func(b *testing.B) { benchFileToConn(b, tracked(b), path, false) })
 	b.Run("impl=hidden-readfrom", func(b *testing.B) { benchFileToConn(b, tracked(b), path, true) })

@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tcpgrace/tcpgrace/internal/wire"
 	"github.com/tcpgrace/tcpgrace/tcpgrace"
 )
 
@@ -86,17 +85,17 @@ func ask(addr, line string) string {
 	return answer
 }
 
+// New may be called once per process, and ExampleServer_Serve calls it in
+// this test binary, so ExampleServer_Run is compiled but not run, as the
+// Upgrader examples below; TestRunOwnAcceptLoop runs the same program on
+// a cold Upgrader and checks what it prints here.
+
 // ExampleServer_Run runs a server that has its own accept loop, here a
 // small one; a grpc.Server fits the same way. Run calls serve in a
 // goroutine and calls shutdown when this generation must leave. Cancelling
 // the context drains the server, as a stop signal does. For net/http, use
 // Server.RunHTTP.
 func ExampleServer_Run() {
-	// New may be called once per process. This test binary calls it in
-	// each example, so it resets that here; a program never does this.
-	wire.ResetTake()
-	defer wire.ResetTake()
-
 	u, err := tcpgrace.New(tcpgrace.Options{
 		Logger: slog.New(slog.DiscardHandler), // no log at all; nil logs warnings and errors
 	})
@@ -142,12 +141,8 @@ func ExampleServer_Run() {
 	fmt.Print(ask(ln.Addr().String(), "hello"))
 	cancel()
 	err = <-ran
-	fmt.Println("Run:", err)
-	fmt.Println("serve failed:", errors.Is(err, tcpgrace.ErrServeFailed))
-	// Output:
-	// HELLO
-	// Run: context canceled
-	// serve failed: false
+	fmt.Println("Run:", err)                                              // Run: context canceled
+	fmt.Println("serve failed:", errors.Is(err, tcpgrace.ErrServeFailed)) // serve failed: false
 }
 
 // ExampleUpgrader_Fail shows a next generation that cannot start: it

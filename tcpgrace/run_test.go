@@ -3,11 +3,16 @@
 package tcpgrace
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"os"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -86,4 +91,50 @@ func TestRunContext(t *testing.T) {
 	cancel()
 	assert.ErrorIs(t, <-done, context.Canceled)
 	assert.Error(t, (&Server{}).Run(ctx, nil, nil), "Run without an Upgrader, serve or shutdown")
+}
+
+// TestRunOwnAcceptLoop is ExampleServer_Run on a cold Upgrader (New may
+// be called once per process): a server with its own accept loop answers
+// a connection; the end of Run's context then closes the listener through
+// shutdown, the loop ends with net.ErrClosed, which is no serve failure,
+// and Run returns the context's error and nothing else.
+func TestRunOwnAcceptLoop(t *testing.T) {
+	u := newColdUpgrader(t, Options{Logger: slog.New(slog.DiscardHandler)})
+	ln, err := u.Listen("upper", "tcp", loopback)
+	require.NoError(t, err)
+	require.NoError(t, u.Ready(), "Ready without a parent")
+	var conns sync.WaitGroup
+	serve := func() error {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return err
+			}
+			conns.Go(func() {
+				defer c.Close()
+				line, _ := bufio.NewReader(c).ReadString('\n')
+				io.WriteString(c, strings.ToUpper(line))
+			})
+		}
+	}
+	shutdown := func(ctx context.Context) error {
+		ln.Close()
+		conns.Wait()
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- (&Server{Upgrader: u, DrainTimeout: 10 * time.Second}).Run(ctx, serve, shutdown) }()
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	io.WriteString(c, "hello\n")
+	answer, err := bufio.NewReader(c).ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, "HELLO\n", answer, "the server answers before the stop")
+	cancel()
+	err = <-ran
+	assert.EqualError(t, err, "context canceled", "Run returns the context's error alone")
+	assert.NotErrorIs(t, err, ErrServeFailed, "net.ErrClosed after shutdown is no serve failure")
 }

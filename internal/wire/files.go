@@ -77,15 +77,6 @@ func Take() (*Files, error) {
 	return Open(env)
 }
 
-// ResetTake lets Take be called again, for benchmarks outside package
-// tcpgrace that need one cold Upgrader after another in one process. The
-// sockets the first Take returned stay with their owner.
-func ResetTake() {
-	takeOnce.Lock()
-	defer takeOnce.Unlock()
-	takeOnce.done = false
-}
-
 // reportMalformed sends a decoding error to the parent when the malformed
 // value still names our parent's pid and a readiness pipe that checks out:
 // the parent's upgrade then fails with the reason, not a bare exit.
