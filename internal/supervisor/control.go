@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpgrace/tcpgrace/internal/control"
+	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 )
 
 // Bounds on one control connection, as on the library's control socket:
@@ -43,13 +44,13 @@ type controlSocket struct {
 	s     *Supervisor
 	path  string
 	ln    net.Listener
-	owned *fileID // the file this supervisor bound, removed at exit if its path still leads to it
+	owned *sockfd.FileID // the file this supervisor bound, removed at exit if its path still leads to it
 	sem   chan struct{}
 	wg    sync.WaitGroup // handlers
 	done  chan struct{}  // closed when the accept loop ends; nil while none runs
 }
 
-func newControlSocket(s *Supervisor, path string, ln net.Listener, owned *fileID) *controlSocket {
+func newControlSocket(s *Supervisor, path string, ln net.Listener, owned *sockfd.FileID) *controlSocket {
 	return &controlSocket{s: s, path: path, ln: ln, owned: owned, sem: make(chan struct{}, controlMaxConns)}
 }
 
@@ -97,7 +98,7 @@ func (c *controlSocket) close() {
 	}
 	c.ln.Close()
 	if c.owned != nil {
-		if id, err := statID(c.path); err == nil && id == *c.owned {
+		if id, err := sockfd.Stat(c.path); err == nil && id == *c.owned {
 			os.Remove(c.path)
 		}
 	}

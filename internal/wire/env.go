@@ -9,6 +9,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 )
 
 // Protocol constants. They are named here once; every other file refers to
@@ -115,8 +117,8 @@ type Entry struct {
 // was bound to it. The file is the socket's only while its path still
 // leads to that inode.
 type UnixFile struct {
-	Name     string // the entry's name
-	Dev, Ino uint64 // st_dev and st_ino of the socket file
+	Name          string // the entry's name
+	sockfd.FileID        // st_dev and st_ino of the socket file
 }
 
 // Env is the decoded content of the environment.
