@@ -27,7 +27,7 @@ var (
 	ErrStopping = errors.New("tcpgrace run: stopping")
 	// ErrUpgradeInProgress: an instance is starting already; try again
 	// once it is ready or has failed.
-	ErrUpgradeInProgress = errors.New("tcpgrace run: an instance is starting already")
+	ErrUpgradeInProgress = errors.New("tcpgrace run: an upgrade is already in progress")
 	// ErrTooManyInstances: the upgrade would make more instances alive at
 	// once than Config.MaxInstances; wait for draining ones to exit.
 	ErrTooManyInstances = errors.New("tcpgrace run: too many instances alive")

@@ -412,6 +412,22 @@ func CheckName(name string) error {
 	return nil
 }
 
+// CheckFDName reports whether name may also be handed on in
+// LISTEN_FDNAMES, as systemd accepts it in FileDescriptorName=: 1 to
+// [MaxNameLen] printable ASCII characters other than space and ':', which
+// separates the names there. Every such name passes [CheckName] too.
+func CheckFDName(name string) error {
+	if name == "" || len(name) > MaxNameLen {
+		return fmt.Errorf("a name is 1 to %d characters, not %d", MaxNameLen, len(name))
+	}
+	for _, r := range name {
+		if r <= ' ' || r > '~' || r == ':' {
+			return fmt.Errorf("name %q: only printable ASCII without spaces or ':'", name)
+		}
+	}
+	return nil
+}
+
 // KnownNetwork reports whether network is one tcpgrace hands on.
 func KnownNetwork(network string) bool {
 	switch network {

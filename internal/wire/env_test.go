@@ -521,6 +521,30 @@ func TestCheckName(t *testing.T) {
 	}
 }
 
+// TestCheckFDName: the names that may go into LISTEN_FDNAMES are the
+// ones systemd takes in FileDescriptorName=, a subset of CheckName's.
+func TestCheckFDName(t *testing.T) {
+	for _, name := range []string{"web", "tcp-2", "a.b_c@d=e!~", strings.Repeat("x", MaxNameLen)} {
+		assert.NoError(t, CheckFDName(name), "%q is a valid name", name)
+		assert.NoError(t, CheckName(name), "%q is valid for CheckName too", name)
+	}
+	for _, c := range []struct{ name, err string }{
+		{"", "a name is 1 to 255 characters, not 0"},
+		{strings.Repeat("x", MaxNameLen+1), "a name is 1 to 255 characters, not 256"},
+		{"a:b", `name "a:b": only printable ASCII without spaces or ':'`},
+		{"a b", "without spaces"},
+		{"a\tb", "without spaces"},
+		{"a\x7fb", "only printable ASCII"},
+		{"名前", "only printable ASCII"},
+		{"\xff", "only printable ASCII"},
+	} {
+		err := CheckFDName(c.name)
+		if assert.Error(t, err, "%q is not a valid name", c.name) {
+			assert.Contains(t, err.Error(), c.err, "%q", c.name)
+		}
+	}
+}
+
 func TestKnownNetwork(t *testing.T) {
 	for _, n := range []string{"tcp", "tcp4", "tcp6", "unix", "udp", "udp4", "udp6"} {
 		assert.True(t, KnownNetwork(n), "%s must be known", n)
