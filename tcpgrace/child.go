@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tcpgrace/tcpgrace/internal/pidfile"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
@@ -304,10 +305,10 @@ func exitStatus(err error) string {
 // reclaimPIDFile puts this process's pid back into the PID file if a
 // child that failed had written its own there.
 func (u *Upgrader) reclaimPIDFile(child int) {
-	if u.opts.PIDFile == "" || readPIDFile(u.opts.PIDFile) != child {
+	if u.opts.PIDFile == "" || pidfile.Read(u.opts.PIDFile) != child {
 		return
 	}
-	if err := writePIDFile(u.opts.PIDFile, os.Getpid()); err != nil {
+	if err := pidfile.Write(u.opts.PIDFile, os.Getpid()); err != nil {
 		u.log.Error("taking the pid file back from the failed next generation", "err", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpgrace/tcpgrace/internal/control"
+	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 )
 
 func controlSupported() error { return nil }
@@ -30,7 +31,7 @@ func (u *Upgrader) tightenControlMode(name string) {
 		return
 	}
 	var st unix.Stat_t
-	if unix.Lstat(s.unix.path, &st) != nil || uint64(st.Dev) != s.unix.dev || uint64(st.Ino) != s.unix.ino ||
+	if unix.Lstat(s.unix.path, &st) != nil || (sockfd.FileID{Dev: uint64(st.Dev), Ino: uint64(st.Ino)}) != s.unix.id ||
 		st.Mode&0o7777 == controlMode {
 		return
 	}

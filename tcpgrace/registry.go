@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
@@ -24,6 +25,13 @@ type socket struct {
 	closedByUpgrader       atomic.Bool    // closed by a hand-off or Shutdown, not by the user
 	inherited              bool           // came from the parent, which may still serve it
 	foreign                bool           // its file belongs to someone else (systemd): never removed
+}
+
+// unixPath identifies a socket file by path, device and inode, so that
+// releasing it never removes a file that someone else put there since.
+type unixPath struct {
+	path string
+	id   sockfd.FileID
 }
 
 // closeRaw closes this process's copy of the socket without unlinking
@@ -155,7 +163,7 @@ func (u *Upgrader) inheritedPath(name, path string) *unixPath {
 	if !ok {
 		return nil
 	}
-	return &unixPath{path: path, dev: f.Dev, ino: f.Ino}
+	return &unixPath{path: path, id: f.FileID}
 }
 
 func (u *Upgrader) bindStream(s *socket) (net.Listener, error) {

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/tcpgrace/tcpgrace/internal/errjoin"
+	"github.com/tcpgrace/tcpgrace/internal/pidfile"
 )
 
 // Shutdown ends this generation gracefully. In order it: tells its parent
@@ -64,7 +65,9 @@ func (u *Upgrader) stop() stopped {
 		p.remove()
 	}
 	if first && !handedOff && u.opts.PIDFile != "" {
-		errs = append(errs, removePIDFile(u.opts.PIDFile, os.Getpid()))
+		if err := pidfile.Remove(u.opts.PIDFile, os.Getpid()); err != nil {
+			errs = append(errs, fmt.Errorf("tcpgrace: %w", err))
+		}
 	}
 	if first {
 		u.log.Info("shutting down", "handed_off", handedOff)

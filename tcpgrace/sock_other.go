@@ -16,11 +16,6 @@ func isOpen(c syscall.Conn) bool {
 	return err == nil && rc.Control(func(uintptr) {}) == nil
 }
 
-type unixPath struct {
-	path     string
-	dev, ino uint64
-}
-
 func statUnixPath(path string) *unixPath { return nil }
 
 func (p *unixPath) remove() bool { return false }
@@ -30,5 +25,3 @@ func fileInode(f *os.File) uint64 { return 0 }
 func listenUnix(path string, mode fs.FileMode) (*net.UnixListener, *unixPath, error) {
 	return nil, nil, ErrNotSupported
 }
-
-func processAlive(pid int) bool { return false }

@@ -12,23 +12,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 )
 
 // dupSocket duplicates the socket behind c as a close-on-exec fd, without
 // (*net.TCPListener).File, which would switch the shared socket to
 // blocking mode.
 func dupSocket(c syscall.Conn, name string) (*os.File, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	fd, derr := -1, error(nil)
-	err = rc.Control(func(s uintptr) {
-		fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
-	})
-	if err == nil {
-		err = derr
-	}
+	fd, err := sockfd.Dup(c, 0)
 	if err != nil {
 		return nil, fmt.Errorf("tcpgrace: duplicating %q: %w", name, err)
 	}
@@ -41,19 +33,17 @@ func isOpen(c syscall.Conn) bool {
 	return err == nil && rc.Control(func(uintptr) {}) == nil
 }
 
-// unixPath identifies a socket file by path and inode, so that releasing
-// it never removes a file that someone else put there since.
-type unixPath struct {
-	path     string
-	dev, ino uint64
-}
-
+// statUnixPath is the socket file at path as it is now; nil for an
+// abstract socket ('@') or where no socket file is.
 func statUnixPath(path string) *unixPath {
-	var st unix.Stat_t
-	if len(path) == 0 || path[0] == '@' || unix.Lstat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+	if len(path) == 0 || path[0] == '@' {
 		return nil
 	}
-	return &unixPath{path: path, dev: uint64(st.Dev), ino: uint64(st.Ino)}
+	id, ok := sockfd.SocketFile(path)
+	if !ok {
+		return nil
+	}
+	return &unixPath{path: path, id: id}
 }
 
 // remove removes the file at p.path if it is still p's inode, and

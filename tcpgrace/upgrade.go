@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/tcpgrace/tcpgrace/internal/proc"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
@@ -100,7 +101,7 @@ func (u *Upgrader) beginUpgrade(ctx context.Context) (context.Context, []*os.Fil
 		if s.unix != nil {
 			// The file as it was bound, not as it is now: the next
 			// generation's owner check follows the socket.
-			env.Owned = append(env.Owned, wire.UnixFile{Name: s.name, Dev: s.unix.dev, Ino: s.unix.ino})
+			env.Owned = append(env.Owned, wire.UnixFile{Name: s.name, FileID: s.unix.id})
 		}
 	}
 	u.mustMoveLocked(upgrading)
@@ -113,7 +114,7 @@ func (u *Upgrader) beginUpgrade(ctx context.Context) (context.Context, []*os.Fil
 func (u *Upgrader) drainingOlder() []int {
 	var alive []int
 	for _, pid := range u.inh.Older() {
-		if processAlive(pid) {
+		if proc.Alive(pid) {
 			alive = append(alive, pid)
 		}
 	}

@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 
+	"github.com/tcpgrace/tcpgrace/internal/pidfile"
+	"github.com/tcpgrace/tcpgrace/internal/proc"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
@@ -77,7 +78,7 @@ func newUpgrader(opts Options, files *wire.Files) (*Upgrader, error) {
 	u.log = u.log.With("pid", os.Getpid(), "generation", files.Generation())
 	u.sdCheckEnv()
 	if u.executable == "" {
-		exe, err := startPath(os.Args)
+		exe, err := proc.Executable(os.Args)
 		if err != nil {
 			return nil, fmt.Errorf("tcpgrace: finding own executable (set Options.Executable): %w", err)
 		}
@@ -93,41 +94,6 @@ func newUpgrader(opts Options, files *wire.Files) (*Upgrader, error) {
 		return nil, err
 	}
 	return u, nil
-}
-
-// startPath is the path this process was started from, as nginx re-execs
-// its own argv[0]: argv[0] made absolute against the working directory
-// now (New runs at start), or looked up in PATH when it has no slash. It
-// is kept unresolved, so that a symlink ("current -> releases/v2") is
-// followed anew at every upgrade. When argv[0] does not name the running
-// program (a launcher that set it to something else), it is
-// os.Executable(), which has symlinks resolved.
-func startPath(args []string) (string, error) {
-	var p string
-	switch {
-	case len(args) == 0 || args[0] == "":
-	case strings.Contains(args[0], "/"):
-		p, _ = filepath.Abs(args[0])
-	default:
-		if found, err := exec.LookPath(args[0]); err == nil {
-			p, _ = filepath.Abs(found)
-		}
-	}
-	self, err := os.Executable()
-	if p != "" && sameFile(p, self) {
-		return p, nil
-	}
-	return self, err
-}
-
-// sameFile reports whether paths a and b name the same file.
-func sameFile(a, b string) bool {
-	fa, err := os.Stat(a)
-	if err != nil {
-		return false
-	}
-	fb, err := os.Stat(b)
-	return err == nil && os.SameFile(fa, fb)
 }
 
 // Generation is 1 for a process started cold (or by systemd) and one more
@@ -207,7 +173,10 @@ func (u *Upgrader) writePIDFile() error {
 	if u.opts.PIDFile == "" {
 		return nil
 	}
-	return writePIDFile(u.opts.PIDFile, os.Getpid())
+	if err := pidfile.Write(u.opts.PIDFile, os.Getpid()); err != nil {
+		return fmt.Errorf("tcpgrace: %w", err)
+	}
+	return nil
 }
 
 // closeUnclaimed closes the inherited sockets nobody claimed and removes
@@ -222,7 +191,7 @@ func (u *Upgrader) closeUnclaimed() error {
 	for _, en := range unclaimed {
 		removed := false
 		if f, ok := u.inh.Owned(en.Name); ok && en.Network == "unix" {
-			removed = (&unixPath{path: en.Address, dev: f.Dev, ino: f.Ino}).remove()
+			removed = (&unixPath{path: en.Address, id: f.FileID}).remove()
 		}
 		u.log.Info("closed an inherited socket nobody asked for", "listener", en.Name, "network", en.Network,
 			"addr", en.Address, "file_removed", removed)

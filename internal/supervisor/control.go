@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpgrace/tcpgrace/internal/control"
+	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 )
 
 // The bounds of the control server on one request (the request must
@@ -38,11 +39,11 @@ type controlSocket struct {
 	s     *Supervisor
 	path  string
 	ln    net.Listener
-	owned *fileID // the file this supervisor bound, removed at exit if its path still leads to it
+	owned *sockfd.FileID // the file this supervisor bound, removed at exit if its path still leads to it
 	srv   *control.Server
 }
 
-func newControlSocket(s *Supervisor, path string, ln net.Listener, owned *fileID) *controlSocket {
+func newControlSocket(s *Supervisor, path string, ln net.Listener, owned *sockfd.FileID) *controlSocket {
 	c := &controlSocket{s: s, path: path, ln: ln, owned: owned}
 	c.srv = control.NewServer(ln, control.ServerOptions{Handler: c.answer, Name: "tcpgrace run: control",
 		LogPrefix: "control socket", Logger: s.log})
@@ -83,7 +84,7 @@ func (c *controlSocket) close() {
 	c.srv.Close(ctx)
 	c.ln.Close()
 	if c.owned != nil {
-		if id, err := statID(c.path); err == nil && id == *c.owned {
+		if id, err := sockfd.Stat(c.path); err == nil && id == *c.owned {
 			os.Remove(c.path)
 		}
 	}

@@ -1,11 +1,14 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // Listen is one socket the supervisor binds and hands to every instance:
@@ -33,7 +36,7 @@ func ParseListen(value string) (Listen, error) {
 	rest := value
 	if eq, scheme := strings.IndexByte(value, '='), strings.Index(value, "://"); eq >= 0 && (scheme < 0 || eq < scheme) {
 		l.Name, rest = value[:eq], value[eq+1:]
-		if err := checkName(l.Name); err != nil {
+		if err := wire.CheckFDName(l.Name); err != nil {
 			return bad("%v", err)
 		}
 	}
@@ -48,31 +51,38 @@ func ParseListen(value string) (Listen, error) {
 		return bad("want tcp://HOST:PORT, unix:///abs/path or udp://HOST:PORT")
 	}
 	l.Network = u.Scheme
+	if l.Address, err = urlAddress(u); err != nil {
+		return bad("%v", err)
+	}
+	return l, nil
+}
+
+// urlAddress is the address a -listen URL names: HOST:PORT, or the
+// absolute path of a unix one.
+func urlAddress(u *url.URL) (string, error) {
 	switch u.Scheme {
 	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
 		if u.Path != "" {
-			return bad("a %s address has no path (%q)", u.Scheme, u.Path)
+			return "", fmt.Errorf("a %s address has no path (%q)", u.Scheme, u.Path)
 		}
 		host, port, err := net.SplitHostPort(u.Host)
 		if err != nil {
-			return bad("%v", err)
+			return "", err
 		}
 		if n, err := strconv.ParseUint(port, 10, 16); err != nil || (port != "0" && n == 0) {
-			return bad("port %q is not a number from 0 to 65535", port)
+			return "", fmt.Errorf("port %q is not a number from 0 to 65535", port)
 		}
-		l.Address = net.JoinHostPort(host, port)
+		return net.JoinHostPort(host, port), nil
 	case "unix":
 		if u.Host != "" {
-			return bad("the path must be absolute: unix:///abs/path (three slashes), not host %q", u.Host)
+			return "", fmt.Errorf("the path must be absolute: unix:///abs/path (three slashes), not host %q", u.Host)
 		}
 		if !strings.HasPrefix(u.Path, "/") {
-			return bad("the path must be absolute: unix:///abs/path")
+			return "", errors.New("the path must be absolute: unix:///abs/path")
 		}
-		l.Address = u.Path
-	default:
-		return bad("unknown scheme %q: want tcp, tcp4, tcp6, unix, udp, udp4 or udp6", u.Scheme)
+		return u.Path, nil
 	}
-	return l, nil
+	return "", fmt.Errorf("unknown scheme %q: want tcp, tcp4, tcp6, unix, udp, udp4 or udp6", u.Scheme)
 }
 
 // String gives the flag back: NAME=URL.
@@ -85,21 +95,6 @@ func (l Listen) String() string {
 
 // packet reports whether the socket is a datagram one.
 func (l Listen) packet() bool { return strings.HasPrefix(l.Network, "udp") }
-
-// checkName accepts what systemd accepts in FileDescriptorName=: 1 to 255
-// printable ASCII characters other than ':', which separates the names in
-// LISTEN_FDNAMES.
-func checkName(name string) error {
-	if name == "" || len(name) > 255 {
-		return fmt.Errorf("a name is 1 to 255 characters, not %d", len(name))
-	}
-	for _, r := range name {
-		if r <= ' ' || r > '~' || r == ':' {
-			return fmt.Errorf("name %q: only printable ASCII without spaces or ':'", name)
-		}
-	}
-	return nil
-}
 
 // nameListens fills in default names and rejects duplicates.
 func nameListens(ls []Listen) ([]Listen, error) {

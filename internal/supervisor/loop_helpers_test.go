@@ -74,11 +74,11 @@ func newLoopSupervisor(t *testing.T, cfg Config) *Supervisor {
 func killChildren(t *testing.T) {
 	self := os.Getpid()
 	for _, c := range below(self)[self] {
-		if c.sid != c.pid {
+		if c.SID != c.PID {
 			continue
 		}
-		unix.Kill(-c.pid, unix.SIGKILL)
-		waitExit(t, c.pid)
+		unix.Kill(-c.PID, unix.SIGKILL)
+		waitExit(t, c.PID)
 	}
 }
 

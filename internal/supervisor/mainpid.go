@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpgrace/tcpgrace/internal/proc"
 )
 
 // openPidfd opens a pidfd for pid; -1 and no error where the kernel has
@@ -61,7 +63,7 @@ func (s *Supervisor) mainGone(pid int) {
 	if in == nil || in.main != pid || in.main == in.pid {
 		return
 	}
-	if p, ok := readProc(pid); ok && p.ppid == os.Getpid() {
+	if p, ok := proc.ReadStat(pid); ok && p.PPID == os.Getpid() {
 		return // a zombie of ours: reap has it, with its status
 	}
 	s.gone(in, pid, "exited, reaped by its own parent: status unknown", -1)

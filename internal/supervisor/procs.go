@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpgrace/tcpgrace/internal/proc"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
@@ -36,48 +37,18 @@ import (
 // before any census saw it) belongs to no known instance: it is stopped
 // only when the supervisor stops.
 
-// procInfo is what /proc/PID/stat says of one process.
-type procInfo struct {
-	pid, ppid, pgid, sid int
-	start                uint64 // clock ticks after boot; with pid, names one process
-}
-
-// readProc reads /proc/PID/stat; false if the process is gone.
-func readProc(pid int) (procInfo, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procInfo{}, false
-	}
-	// pid (comm) state ppid pgrp session ... starttime is field 22; comm
-	// may hold spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return procInfo{}, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return procInfo{}, false
-	}
-	p := procInfo{pid: pid}
-	p.ppid, _ = strconv.Atoi(f[1])
-	p.pgid, _ = strconv.Atoi(f[2])
-	p.sid, _ = strconv.Atoi(f[3])
-	p.start, _ = strconv.ParseUint(f[19], 10, 64)
-	return p, true
-}
-
 // allProcs reads every process in /proc.
-func allProcs() []procInfo {
+func allProcs() []proc.Stat {
 	d, err := os.Open("/proc")
 	if err != nil {
 		return nil
 	}
 	defer d.Close()
 	names, _ := d.Readdirnames(-1)
-	var out []procInfo
+	var out []proc.Stat
 	for _, n := range names {
 		if pid, err := strconv.Atoi(n); err == nil {
-			if p, ok := readProc(pid); ok {
+			if p, ok := proc.ReadStat(pid); ok {
 				out = append(out, p)
 			}
 		}
@@ -89,12 +60,12 @@ func allProcs() []procInfo {
 // parent's pid, walking the children files of each task of each process
 // (CONFIG_PROC_CHILDREN), which costs what the subtree holds; where the
 // kernel has none it reads every process in /proc.
-func below(root int) map[int][]procInfo {
-	kids := map[int][]procInfo{}
+func below(root int) map[int][]proc.Stat {
+	kids := map[int][]proc.Stat{}
 	if _, err := os.Stat("/proc/" + strconv.Itoa(root) + "/task/" + strconv.Itoa(root) + "/children"); err != nil {
 		for _, p := range allProcs() {
-			if p.pid != root {
-				kids[p.ppid] = append(kids[p.ppid], p)
+			if p.PID != root {
+				kids[p.PPID] = append(kids[p.PPID], p)
 			}
 		}
 		return kids
@@ -103,7 +74,7 @@ func below(root int) map[int][]procInfo {
 		pid := todo[0]
 		todo = todo[1:]
 		for _, c := range childrenOf(pid) {
-			if p, ok := readProc(c); ok && p.ppid == pid {
+			if p, ok := proc.ReadStat(c); ok && p.PPID == pid {
 				kids[pid] = append(kids[pid], p)
 				todo = append(todo, c)
 			}
@@ -153,23 +124,23 @@ type seenProc struct {
 // census attributes every process below the supervisor to an instance
 // (live, or ended with processes left) or to s.strays, and remembers the
 // attribution for the next census. It returns the processes per owner.
-func (s *Supervisor) census() map[*instance][]procInfo {
+func (s *Supervisor) census() map[*instance][]proc.Stat {
 	self := os.Getpid()
 	kids := below(self)
 	seen := map[int]seenProc{}
-	out := map[*instance][]procInfo{}
-	var walk func(p procInfo, owner *instance)
-	walk = func(p procInfo, owner *instance) {
-		seen[p.pid] = seenProc{p.start, owner}
+	out := map[*instance][]proc.Stat{}
+	var walk func(p proc.Stat, owner *instance)
+	walk = func(p proc.Stat, owner *instance) {
+		seen[p.PID] = seenProc{p.Start, owner}
 		out[owner] = append(out[owner], p)
-		for _, c := range kids[p.pid] {
+		for _, c := range kids[p.PID] {
 			walk(c, owner)
 		}
 	}
 	for _, c := range kids[self] {
 		owner := s.attribute(c)
-		if owner == s.strays && s.seen[c.pid] != (seenProc{c.start, s.strays}) {
-			s.log.Warn("an orphan of no known instance: it is stopped when the supervisor stops", "process", c.pid)
+		if owner == s.strays && s.seen[c.PID] != (seenProc{c.Start, s.strays}) {
+			s.log.Warn("an orphan of no known instance: it is stopped when the supervisor stops", "process", c.PID)
 		}
 		walk(c, owner)
 	}
@@ -179,22 +150,22 @@ func (s *Supervisor) census() map[*instance][]procInfo {
 
 // attribute is the instance that c, a child of the supervisor, belongs
 // to; s.strays if none is known.
-func (s *Supervisor) attribute(c procInfo) *instance {
+func (s *Supervisor) attribute(c proc.Stat) *instance {
 	for _, in := range s.instances {
-		if c.pid == in.main || (c.pid == in.pid && !in.pidGone) {
+		if c.PID == in.main || (c.PID == in.pid && !in.pidGone) {
 			return in
 		}
 	}
 	known := slices.Concat(s.instances, s.ended)
-	if sp, ok := s.seen[c.pid]; ok && sp.start == c.start && (sp.owner == s.strays || slices.Contains(known, sp.owner)) {
+	if sp, ok := s.seen[c.PID]; ok && sp.start == c.Start && (sp.owner == s.strays || slices.Contains(known, sp.owner)) {
 		return sp.owner
 	}
 	for _, in := range known {
-		if in.pid > 1 && (c.pgid == in.pid || c.sid == in.pid) {
+		if in.pid > 1 && (c.PGID == in.pid || c.SID == in.pid) {
 			return in
 		}
 	}
-	if lp := listenPIDOf(c.pid); lp > 1 {
+	if lp := listenPIDOf(c.PID); lp > 1 {
 		for _, in := range known {
 			if in.pid == lp {
 				return in
@@ -207,11 +178,11 @@ func (s *Supervisor) attribute(c procInfo) *instance {
 // signalProcs sends sig to procs, the processes of in, and to the
 // process group in leads if one of them is in it (so that a child forked
 // since the census is not missed).
-func signalProcs(in *instance, procs []procInfo, sig unix.Signal) {
+func signalProcs(in *instance, procs []proc.Stat, sig unix.Signal) {
 	group := false
 	for _, p := range procs {
-		group = group || (in.pid > 1 && p.pgid == in.pid)
-		unix.Kill(p.pid, sig)
+		group = group || (in.pid > 1 && p.PGID == in.pid)
+		unix.Kill(p.PID, sig)
 	}
 	if group {
 		unix.Kill(-in.pid, sig)
@@ -269,10 +240,10 @@ func (s *Supervisor) sweep() {
 	})
 }
 
-func pidsOf(procs []procInfo) []int {
+func pidsOf(procs []proc.Stat) []int {
 	pids := make([]int, len(procs))
 	for i, p := range procs {
-		pids[i] = p.pid
+		pids[i] = p.PID
 	}
 	return pids
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tcpgrace/tcpgrace/internal/proc"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
@@ -32,21 +33,21 @@ func TestReadProc(t *testing.T) {
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	pid := cmd.Process.Pid
 
-	p, ok := readProc(pid)
+	p, ok := proc.ReadStat(pid)
 	require.True(t, ok, "the child runs")
-	assert.Equal(t, procInfo{pid: pid, ppid: os.Getpid(), pgid: pid, sid: pid, start: p.start}, p)
-	assert.NotZero(t, p.start, "a start time")
+	assert.Equal(t, proc.Stat{PID: pid, PPID: os.Getpid(), PGID: pid, SID: pid, State: p.State, Start: p.Start}, p)
+	assert.NotZero(t, p.Start, "a start time")
 	assert.Equal(t, 4242, listenPIDOf(pid))
 
 	assert.Contains(t, pidsOf(below(os.Getpid())[os.Getpid()]), pid, "the census finds the child")
 
-	self, ok := readProc(os.Getpid())
+	self, ok := proc.ReadStat(os.Getpid())
 	require.True(t, ok)
-	assert.Equal(t, os.Getppid(), self.ppid)
-	assert.Equal(t, syscall.Getpgrp(), self.pgid)
-	assert.Less(t, self.start, p.start+1, "started before its child")
+	assert.Equal(t, os.Getppid(), self.PPID)
+	assert.Equal(t, syscall.Getpgrp(), self.PGID)
+	assert.Less(t, self.Start, p.Start+1, "started before its child")
 	assert.Equal(t, 0, listenPIDOf(os.Getpid()))
 
-	_, ok = readProc(-1)
+	_, ok = proc.ReadStat(-1)
 	assert.False(t, ok, "no such process")
 }

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpgrace/tcpgrace/internal/sdnotify"
+	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 )
 
 // The self-upgrade's hand-over: the supervisor execs its new binary in
@@ -59,15 +60,15 @@ type handOver struct {
 }
 
 type handedControl struct {
-	Path  string  `json:"path"`
-	FD    int     `json:"fd"`
-	Owned *fileID `json:"owned,omitempty"`
+	Path  string         `json:"path"`
+	FD    int            `json:"fd"`
+	Owned *sockfd.FileID `json:"owned,omitempty"`
 }
 
 type handedSocket struct {
 	Listen
-	FD    int     `json:"fd"`
-	Owned *fileID `json:"owned,omitempty"`
+	FD    int            `json:"fd"`
+	Owned *sockfd.FileID `json:"owned,omitempty"`
 }
 
 type handedProcess struct {

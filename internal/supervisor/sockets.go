@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpgrace/tcpgrace/internal/errjoin"
+	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
 	"github.com/tcpgrace/tcpgrace/tcpgrace"
 )
@@ -23,21 +24,18 @@ import (
 // accept queue alive while instances come and go.
 type socket struct {
 	Listen
-	fd    int          // -1 once closed
-	ln    net.Listener // the registry's listener of a stream socket; nil once closed, after a self-upgrade, and for datagrams
-	addr  string       // the address it is bound to, for status; set before Run and never changed
-	owned *fileID      // the Unix socket file this supervisor bound, removed when it is closed if its path still leads to it
+	fd    int            // -1 once closed
+	ln    net.Listener   // the registry's listener of a stream socket; nil once closed, after a self-upgrade, and for datagrams
+	addr  string         // the address it is bound to, for status; set before Run and never changed
+	owned *sockfd.FileID // the Unix socket file this supervisor bound, removed when it is closed if its path still leads to it
 }
-
-// fileID is a file's device and inode.
-type fileID struct{ Dev, Ino uint64 }
 
 // bound is what bindSockets binds.
 type bound struct {
 	reg      *tcpgrace.Upgrader // keeps the sockets registered until closeSockets
 	socks    []*socket
-	ctl      net.Listener // the control socket, if one is configured
-	ctlOwned *fileID      // its file, if this supervisor bound it
+	ctl      net.Listener   // the control socket, if one is configured
+	ctlOwned *sockfd.FileID // its file, if this supervisor bound it
 }
 
 // bindSockets binds every socket, and the control socket at control if
@@ -65,7 +63,7 @@ func bindSockets(ls []Listen, control string, activated bool, log *slog.Logger) 
 			closeSockets(u, b.socks)
 			return nil, fmt.Errorf("-control %s: %w", control, err)
 		}
-		if id, err := statID(control); err == nil && !activated {
+		if id, err := sockfd.Stat(control); err == nil && !activated {
 			b.ctlOwned = &id
 		}
 	}
@@ -96,45 +94,19 @@ func bindOne(u *tcpgrace.Upgrader, l Listen, activated bool) (*socket, error) {
 	if !ok {
 		return nil, fmt.Errorf("a %T has no file descriptor", raw)
 	}
-	fd, err := dupCloexec(sc)
+	fd, err := sockfd.Dup(sc, wire.ListenFDsStart)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("duplicating the socket: %w", err)
 	}
 	s := &socket{Listen: l, fd: fd}
 	s.ln, _ = raw.(net.Listener)
 	s.addr = boundAddr(s)
 	if l.Network == "unix" && !activated {
-		if id, err := statID(l.Address); err == nil {
+		if id, err := sockfd.Stat(l.Address); err == nil {
 			s.owned = &id
 		}
 	}
 	return s, nil
-}
-
-// dupCloexec duplicates a socket's fd, close-on-exec, without touching
-// the socket's blocking mode (never (*net.TCPListener).File).
-func dupCloexec(c syscall.Conn) (int, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	fd, derr := -1, error(nil)
-	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, wire.ListenFDsStart) }); err != nil {
-		return -1, err
-	}
-	if derr != nil {
-		return -1, fmt.Errorf("duplicating the socket: %w", derr)
-	}
-	return fd, nil
-}
-
-// statID is the device and inode of the file at path.
-func statID(path string) (fileID, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return fileID{}, err
-	}
-	return fileID{Dev: st.Dev, Ino: st.Ino}, nil
 }
 
 // adoptSocket checks that fd, inherited from the previous image of this
@@ -183,7 +155,7 @@ func (s *socket) close() error {
 	unix.Close(s.fd)
 	s.fd = -1
 	if s.owned != nil {
-		if id, err := statID(s.Address); err == nil && id == *s.owned {
+		if id, err := sockfd.Stat(s.Address); err == nil && id == *s.owned {
 			errs = append(errs, os.Remove(s.Address))
 		}
 	}

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -17,6 +15,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpgrace/tcpgrace/internal/pidfile"
+	"github.com/tcpgrace/tcpgrace/internal/proc"
 	"github.com/tcpgrace/tcpgrace/tcpgrace"
 )
 
@@ -27,7 +27,7 @@ var (
 	ErrStopping = errors.New("tcpgrace run: stopping")
 	// ErrUpgradeInProgress: an instance is starting already; try again
 	// once it is ready or has failed.
-	ErrUpgradeInProgress = errors.New("tcpgrace run: an instance is starting already")
+	ErrUpgradeInProgress = errors.New("tcpgrace run: an upgrade is already in progress")
 	// ErrTooManyInstances: the upgrade would make more instances alive at
 	// once than Config.MaxInstances; wait for draining ones to exit.
 	ErrTooManyInstances = errors.New("tcpgrace run: too many instances alive")
@@ -105,15 +105,18 @@ func New(cfg Config) (*Supervisor, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("tcpgrace run: PR_SET_CHILD_SUBREAPER: %w", err)
 	}
-	exe, err := executable(cfg.Executable)
-	if err != nil {
-		return nil, fmt.Errorf("tcpgrace run: finding own executable: %w", err)
+	if s.executable = cfg.Executable; s.executable == "" {
+		exe, err := proc.Executable(os.Args)
+		if err != nil {
+			return nil, fmt.Errorf("tcpgrace run: finding own executable: %w", err)
+		}
+		s.executable = exe
 	}
-	s.executable = exe
 	if s.cfg.Args == nil {
 		s.cfg.Args = os.Args
 	}
 	s.mgr = takeManager(s.log) // before the registry's New, which would take NOTIFY_SOCKET for itself
+	var err error
 	if state, ok := os.LookupEnv(stateEnv); ok {
 		os.Unsetenv(stateEnv)
 		err = s.adopt(state)
@@ -142,7 +145,7 @@ func (s *Supervisor) bind() error {
 		return err
 	}
 	if s.cfg.PIDFile != "" {
-		if err := writePIDFile(s.cfg.PIDFile); err != nil {
+		if err := pidfile.Write(s.cfg.PIDFile, os.Getpid()); err != nil {
 			s.notify.close()
 			closeSockets(b.reg, b.socks)
 			return fmt.Errorf("-pidfile: %w", err)
@@ -151,35 +154,6 @@ func (s *Supervisor) bind() error {
 	s.log.Info("supervisor start", "version", s.cfg.Version, "command", strings.Join(s.cfg.Command, " "),
 		"notify_socket", s.notify.path)
 	return nil
-}
-
-// executable is the path this process was started from, as the library
-// upgrades to: argv[0] made absolute (or found in PATH), kept unresolved
-// so that a symlink is followed anew, when it names the running program;
-// os.Executable() otherwise.
-func executable(configured string) (string, error) {
-	if configured != "" {
-		return configured, nil
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return "", err
-	}
-	p := os.Args[0]
-	if !strings.Contains(p, "/") {
-		if p, err = exec.LookPath(p); err != nil {
-			return self, nil
-		}
-	}
-	if p, err = filepath.Abs(p); err != nil {
-		return self, nil
-	}
-	a, errA := os.Stat(p)
-	b, errB := os.Stat(self)
-	if errA == nil && errB == nil && os.SameFile(a, b) {
-		return p, nil
-	}
-	return self, nil
 }
 
 // Run starts the first instance (unless a self-upgrade handed over a
@@ -396,7 +370,9 @@ func (s *Supervisor) exit() int {
 		s.log.Warn("releasing the sockets", "err", err)
 	}
 	if s.cfg.PIDFile != "" {
-		removePIDFile(s.cfg.PIDFile)
+		if err := pidfile.Remove(s.cfg.PIDFile, os.Getpid()); err != nil {
+			s.log.Warn("releasing the pid file", "err", err)
+		}
 	}
 	s.log.Info("supervisor exit", "status", s.exitStatus)
 	return s.exitStatus

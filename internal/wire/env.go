@@ -9,6 +9,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 )
 
 // Protocol constants. They are named here once; every other file refers to
@@ -115,8 +117,8 @@ type Entry struct {
 // was bound to it. The file is the socket's only while its path still
 // leads to that inode.
 type UnixFile struct {
-	Name     string // the entry's name
-	Dev, Ino uint64 // st_dev and st_ino of the socket file
+	Name          string // the entry's name
+	sockfd.FileID        // st_dev and st_ino of the socket file
 }
 
 // Env is the decoded content of the environment.
@@ -406,6 +408,22 @@ func CheckName(name string) error {
 		return fmt.Errorf("name %q is not valid UTF-8", name)
 	case strings.IndexFunc(name, unicode.IsControl) >= 0:
 		return fmt.Errorf("name %q contains a control character", name)
+	}
+	return nil
+}
+
+// CheckFDName reports whether name may also be handed on in
+// LISTEN_FDNAMES, as systemd accepts it in FileDescriptorName=: 1 to
+// [MaxNameLen] printable ASCII characters other than space and ':', which
+// separates the names there. Every such name passes [CheckName] too.
+func CheckFDName(name string) error {
+	if name == "" || len(name) > MaxNameLen {
+		return fmt.Errorf("a name is 1 to %d characters, not %d", MaxNameLen, len(name))
+	}
+	for _, r := range name {
+		if r <= ' ' || r > '~' || r == ':' {
+			return fmt.Errorf("name %q: only printable ASCII without spaces or ':'", name)
+		}
 	}
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 )
 
 // The reading process of the fake environments: its pid and its parent's.
@@ -133,11 +135,11 @@ func TestDecodeFDs(t *testing.T) {
 		{name: "another pid's value with a pipe inode", env: fdsOnly("v1;pid=4242;gen=2;ready=3;pipe=12345;fd=web,4,tcp,%3A80")},
 		{name: "owned files", env: fdsOnly("v1;pid=100;gen=2;ready=3;owned=ctl:2049:77,a%3Ab:0:1;fd=ctl,4,unix,%2Fc.sock;fd=a%3Ab,5,unix,%2Fab.sock"),
 			want: &Env{Source: EnvFDs, Writer: testPPID, Generation: 2, ReadyFD: 3,
-				Owned:   []UnixFile{{Name: "ctl", Dev: 2049, Ino: 77}, {Name: "a:b", Dev: 0, Ino: 1}},
+				Owned:   []UnixFile{{Name: "ctl", FileID: sockfd.FileID{Dev: 2049, Ino: 77}}, {Name: "a:b", FileID: sockfd.FileID{Dev: 0, Ino: 1}}},
 				Entries: []Entry{{Name: "ctl", FD: 4, Network: "unix", Address: "/c.sock"}, {Name: "a:b", FD: 5, Network: "unix", Address: "/ab.sock"}}}},
 		{name: "owned before keep and after the entries", env: fdsOnly("v1;pid=100;gen=2;ready=3;fd=ctl,4,unix,%2Fc.sock;owned=ctl:1:2;fd=sd,5,unix,%2Fsd.sock;keep=sd"),
 			want: &Env{Source: EnvFDs, Writer: testPPID, Generation: 2, ReadyFD: 3, Keep: []string{"sd"},
-				Owned:   []UnixFile{{Name: "ctl", Dev: 1, Ino: 2}},
+				Owned:   []UnixFile{{Name: "ctl", FileID: sockfd.FileID{Dev: 1, Ino: 2}}},
 				Entries: []Entry{{Name: "ctl", FD: 4, Network: "unix", Address: "/c.sock"}, {Name: "sd", FD: 5, Network: "unix", Address: "/sd.sock"}}}},
 		{name: "own pid instead of parent's", env: fdsOnly(strings.Replace(good, "pid="+p, "pid="+strconv.Itoa(testPID), 1))},
 		{name: "exactly MaxEntries", env: fdsOnly(manyEntries(MaxEntries)), want: func() *Env {
@@ -377,7 +379,7 @@ func TestEncodeRoundTrip(t *testing.T) {
 		{"older generations", &Env{Generation: 5, ReadyFD: 3, Older: []int{97, 98, 99},
 			Entries: []Entry{{Name: "web", FD: 4, Network: "tcp", Address: ":80"}}}},
 		{"pipe, kept and owned files", &Env{Generation: 3, ReadyFD: 3, Pipe: 1<<63 + 5, Keep: []string{"sd"},
-			Owned: []UnixFile{{Name: "a:b,c;d%e f", Dev: 1<<64 - 1, Ino: 1}, {Name: "ctl", Dev: 0, Ino: 42}},
+			Owned: []UnixFile{{Name: "a:b,c;d%e f", FileID: sockfd.FileID{Dev: 1<<64 - 1, Ino: 1}}, {Name: "ctl", FileID: sockfd.FileID{Dev: 0, Ino: 42}}},
 			Entries: []Entry{
 				{Name: "a:b,c;d%e f", FD: 4, Network: "unix", Address: "/run/a.sock"},
 				{Name: "ctl", FD: 5, Network: "unix", Address: "/run/ctl.sock"},
@@ -421,7 +423,7 @@ func TestEncodeFormat(t *testing.T) {
 		env.Encode(4242), "Encode must write older pids after ready, as documented in env.go")
 	env.Older = []int{}
 	assert.NotContains(t, env.Encode(4242), "older", "an empty Older must not be written")
-	env.Generation, env.Pipe, env.Owned = 2, 777, []UnixFile{{Name: "ctl", Dev: 2049, Ino: 1234}}
+	env.Generation, env.Pipe, env.Owned = 2, 777, []UnixFile{{Name: "ctl", FileID: sockfd.FileID{Dev: 2049, Ino: 1234}}}
 	assert.Equal(t,
 		"v1;pid=4242;gen=2;ready=3;pipe=777;owned=ctl:2049:1234;fd=web,4,tcp,127.0.0.1%3A8080;fd=ctl,5,unix,%2Frun%2Fctl.sock",
 		env.Encode(4242), "Encode must write pipe after ready and owned after keep, as documented in env.go")
@@ -516,6 +518,30 @@ func TestCheckName(t *testing.T) {
 	}
 	for _, name := range []string{"", "a\x00b", "a\tb", "a\x7fb", "\xff", strings.Repeat("x", MaxNameLen+1)} {
 		assert.Error(t, CheckName(name), "%q is not a valid name", name)
+	}
+}
+
+// TestCheckFDName: the names that may go into LISTEN_FDNAMES are the
+// ones systemd takes in FileDescriptorName=, a subset of CheckName's.
+func TestCheckFDName(t *testing.T) {
+	for _, name := range []string{"web", "tcp-2", "a.b_c@d=e!~", strings.Repeat("x", MaxNameLen)} {
+		assert.NoError(t, CheckFDName(name), "%q is a valid name", name)
+		assert.NoError(t, CheckName(name), "%q is valid for CheckName too", name)
+	}
+	for _, c := range []struct{ name, err string }{
+		{"", "a name is 1 to 255 characters, not 0"},
+		{strings.Repeat("x", MaxNameLen+1), "a name is 1 to 255 characters, not 256"},
+		{"a:b", `name "a:b": only printable ASCII without spaces or ':'`},
+		{"a b", "without spaces"},
+		{"a\tb", "without spaces"},
+		{"a\x7fb", "only printable ASCII"},
+		{"名前", "only printable ASCII"},
+		{"\xff", "only printable ASCII"},
+	} {
+		err := CheckFDName(c.name)
+		if assert.Error(t, err, "%q is not a valid name", c.name) {
+			assert.Contains(t, err.Error(), c.err, "%q", c.name)
+		}
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 )
 
 // pipeInode is the inode of the pipe behind f.
@@ -70,7 +72,7 @@ func TestOpenChecksPipeInode(t *testing.T) {
 func TestOwned(t *testing.T) {
 	ux, path := listenUnix(t)
 	web := listenTCP(t, "tcp", "127.0.0.1:0")
-	owned := []UnixFile{{Name: "ctl", Dev: 7, Ino: 42}}
+	owned := []UnixFile{{Name: "ctl", FileID: sockfd.FileID{Dev: 7, Ino: 42}}}
 	env := &Env{Source: EnvFDs, Generation: 2, ReadyFD: -1, Owned: owned, Entries: []Entry{
 		{Name: "ctl", FD: dupFD(t, ux.(syscall.Conn)), Network: "unix", Address: path},
 		{Name: "web", FD: dupFD(t, web.(syscall.Conn)), Network: "tcp", Address: "127.0.0.1:0"},
@@ -79,7 +81,7 @@ func TestOwned(t *testing.T) {
 	owned[0].Ino = 1 // Open copied the list
 	got, ok := f.Owned("ctl")
 	assert.True(t, ok, "ctl's file was created by the chain")
-	assert.Equal(t, UnixFile{Name: "ctl", Dev: 7, Ino: 42}, got, "Owned returns device and inode as handed on")
+	assert.Equal(t, UnixFile{Name: "ctl", FileID: sockfd.FileID{Dev: 7, Ino: 42}}, got, "Owned returns device and inode as handed on")
 	_, ok = f.Owned("web")
 	assert.False(t, ok, "web has no file")
 	_, ok = openFiles(t, nil).Owned("ctl")
