@@ -8,10 +8,10 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/tcpgrace/tcpgrace/internal/errjoin"
+	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 )
 
 // Handler serves one accepted connection and closes it when done. ctx is
@@ -366,14 +366,8 @@ func (l *serveLoop) acceptLoop(ln net.Listener) {
 // isTemporary reports accept errors worth waiting out: out of fds or
 // memory, or a connection aborted before it was accepted.
 func isTemporary(err error) bool {
-	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS,
-		syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR, syscall.EAGAIN, syscall.EPROTO, syscall.EPERM} {
-		if errors.Is(err, errno) {
-			return true
-		}
-	}
 	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	return sockfd.TemporaryAccept(err) || errors.As(err, &ne) && ne.Timeout()
 }
 
 func or[T any](v, def []T) []T {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"syscall"
 	"time"
 )
 
@@ -38,20 +37,4 @@ func readRequest(r io.Reader, timeout time.Duration) (Request, error) {
 			return Request{}, fmt.Errorf("reading the request: %w", err)
 		}
 	}
-}
-
-// temporary reports whether an accept error passes with time (no fd or
-// memory to spare, an aborted connection, a signal): the accept loop
-// backs off and goes on.
-func temporary(err error) bool {
-	var errno syscall.Errno
-	if !errors.As(err, &errno) {
-		return false
-	}
-	switch errno {
-	case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED,
-		syscall.EINTR, syscall.EAGAIN, syscall.EPROTO, syscall.EPERM:
-		return true
-	}
-	return false
 }

@@ -11,6 +11,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 )
 
 // Defaults of [ServerOptions]: the request must arrive within
@@ -227,7 +229,7 @@ func (s *Server) acceptLoop(quit <-chan struct{}, loopDone chan<- struct{}) {
 		case errors.Is(err, net.ErrClosed):
 			s.end()
 			return
-		case temporary(err):
+		case sockfd.TemporaryAccept(err):
 			s.log.Warn(s.opts.LogPrefix+": accept: backing off", "delay", delay, "err", err)
 			select {
 			case <-time.After(delay):
