@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -32,6 +33,12 @@ func TestReadProc(t *testing.T) {
 	require.NoError(t, cmd.Start())
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	pid := cmd.Process.Pid
+	// Start returns once the exec has begun, before the kernel has laid
+	// out the new program's environment: until then environ reads empty.
+	deadline := time.Now().Add(5 * time.Second)
+	for listenPIDOf(pid) == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 
 	p, ok := proc.ReadStat(pid)
 	require.True(t, ok, "the child runs")

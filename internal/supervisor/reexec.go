@@ -237,26 +237,9 @@ func (s *Supervisor) selfUpgradeBlocked() error {
 // before main) is lost, or, if it is SIGTERM, SIGINT or SIGHUP, ends the
 // supervisor as an unhandled signal does.
 func (s *Supervisor) execNext(exe string, checked time.Duration, sigs <-chan os.Signal, held *heldSignals) error {
-	nfd, err := s.notify.fd()
+	fds, err := s.keepAcrossExec()
 	if err != nil {
 		return err
-	}
-	fds := []int{nfd, int(s.notify.lock.Fd())}
-	if s.ctl != nil {
-		cfd, err := s.ctl.fd()
-		if err != nil {
-			return err
-		}
-		fds = append(fds, cfd)
-	}
-	for _, sk := range s.socks {
-		fds = append(fds, sk.fd)
-	}
-	for _, fd := range fds {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
-			restoreCloexec(fds)
-			return fmt.Errorf("fd %d: clearing close-on-exec: %w", fd, err)
-		}
 	}
 	s.log.Info("supervisor upgrading in place", "executable", exe, "from_version", s.cfg.Version,
 		"check_took", checked.Round(time.Microsecond))
@@ -278,6 +261,34 @@ func (s *Supervisor) execNext(exe string, checked time.Duration, sigs <-chan os.
 	err = syscall.Exec(exe, s.cfg.Args, append(os.Environ(), stateEnv+"="+string(state)))
 	restoreCloexec(fds)
 	return fmt.Errorf("exec %s: %w", exe, err)
+}
+
+// keepAcrossExec clears close-on-exec on the fds the next image takes
+// over (the notify socket and its directory's lock, the control socket,
+// the sockets) and returns them; on an error none is left cleared.
+func (s *Supervisor) keepAcrossExec() ([]int, error) {
+	nfd, err := s.notify.fd()
+	if err != nil {
+		return nil, err
+	}
+	fds := []int{nfd, int(s.notify.lock.Fd())}
+	if s.ctl != nil {
+		cfd, err := s.ctl.fd()
+		if err != nil {
+			return nil, err
+		}
+		fds = append(fds, cfd)
+	}
+	for _, sk := range s.socks {
+		fds = append(fds, sk.fd)
+	}
+	for _, fd := range fds {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			restoreCloexec(fds)
+			return nil, fmt.Errorf("fd %d: clearing close-on-exec: %w", fd, err)
+		}
+	}
+	return fds, nil
 }
 
 func restoreCloexec(fds []int) {
@@ -317,21 +328,29 @@ func (s *Supervisor) checkNext(exe string, state []byte, sigs <-chan os.Signal, 
 			killCheck(pid)
 			return fmt.Errorf("the new binary's check did not end within %v", checkTimeout)
 		}
-		select {
-		case sig := <-sigs:
-			if s.hold(sig, held) {
-				killCheck(pid)
-				return errUpgradeStopped
-			}
-		case req := <-s.reqs: // a control request: a stop or an upgrade ends the self-upgrade
-			req()
-			if err := s.selfUpgradeCancelled(); err != nil {
-				killCheck(pid)
-				return err
-			}
-		case <-tick.C:
+		if err := s.whileChecking(sigs, held, tick.C); err != nil {
+			killCheck(pid)
+			return err
 		}
 	}
+}
+
+// whileChecking waits for the next tick of the check's wait, taking a
+// signal (see hold) or a control request meanwhile; it returns the error
+// that ends the self-upgrade, if one of them does: a stop, or an upgrade
+// that a control request started.
+func (s *Supervisor) whileChecking(sigs <-chan os.Signal, held *heldSignals, tick <-chan time.Time) error {
+	select {
+	case sig := <-sigs:
+		if s.hold(sig, held) {
+			return errUpgradeStopped
+		}
+	case req := <-s.reqs:
+		req()
+		return s.selfUpgradeCancelled()
+	case <-tick:
+	}
+	return nil
 }
 
 // selfUpgradeCancelled says whether what the loop did during a

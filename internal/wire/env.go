@@ -250,9 +250,25 @@ func decodeFDs(v string, ppid int, probe pipeProbe) (*Env, error) {
 	if n > MaxEntries {
 		return nil, malformed(-1, "%d entries, more than %d", n, MaxEntries)
 	}
+	e, err := decodeFields(fields[1:])
+	if err != nil {
+		return nil, err
+	}
+	if !e.meantFor(ppid, probe) {
+		return nil, nil // written for another process: not ours to read
+	}
+	if err := e.checkFDs(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// decodeFields decodes the key=value fields after the version: each
+// once (fd= as often as there are entries), pid, gen and ready required.
+func decodeFields(fields []string) (*Env, error) {
 	e := &Env{Source: EnvFDs, ReadyFD: -1}
 	seen := map[string]bool{}
-	for _, f := range fields[1:] {
+	for _, f := range fields {
 		key, val, ok := strings.Cut(f, "=")
 		if !ok {
 			return nil, malformed(-1, "field %q is not key=value", trunc(f))
@@ -269,12 +285,6 @@ func decodeFDs(v string, ppid int, probe pipeProbe) (*Env, error) {
 		if !seen[key] {
 			return nil, malformed(-1, "field %q missing", key)
 		}
-	}
-	if !e.meantFor(ppid, probe) {
-		return nil, nil // written for another process: not ours to read
-	}
-	if err := e.checkFDs(); err != nil {
-		return nil, err
 	}
 	return e, nil
 }

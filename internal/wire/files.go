@@ -130,13 +130,8 @@ func Open(env *Env) (*Files, error) {
 	f.env.Keep = append([]string(nil), env.Keep...)
 	f.env.Owned = append([]UnixFile(nil), env.Owned...)
 	if env.ReadyFD >= 0 {
-		ino, err := checkPipe(env.ReadyFD)
-		if err == nil && env.Pipe != 0 && ino != env.Pipe {
-			err = fmt.Errorf("pipe inode %d, the value names %d", ino, env.Pipe)
-		}
-		if err != nil {
-			return nil, &DecodeError{Var: env.Source, Entry: -1, Err: ErrBadFD,
-				Reason: fmt.Sprintf("ready fd %d: %v", env.ReadyFD, err)}
+		if err := checkReadyPipe(env); err != nil {
+			return nil, err
 		}
 		f.ready = os.NewFile(uintptr(env.ReadyFD), "tcpgrace-ready")
 	}
@@ -156,6 +151,20 @@ func Open(env *Env) (*Files, error) {
 	}
 	f.claimed = make([]bool, len(f.files))
 	return f, nil
+}
+
+// checkReadyPipe checks that env's ready fd is a pipe, the one the value
+// names by its inode (if it names one).
+func checkReadyPipe(env *Env) error {
+	ino, err := checkPipe(env.ReadyFD)
+	if err == nil && env.Pipe != 0 && ino != env.Pipe {
+		err = fmt.Errorf("pipe inode %d, the value names %d", ino, env.Pipe)
+	}
+	if err != nil {
+		return &DecodeError{Var: env.Source, Entry: -1, Err: ErrBadFD,
+			Reason: fmt.Sprintf("ready fd %d: %v", env.ReadyFD, err)}
+	}
+	return nil
 }
 
 // Generation is the generation of this process: 1 on a first start (or a
