@@ -138,10 +138,11 @@ func interop(t *testing.T, c interopClient, bin, listener string, args ...string
 	t.Logf("control: %d ok", r.ok)
 
 	done := make(chan clientResult, 1)
+	begin := time.Now()
 	go func() { done <- c.run(t, tool, addr, interopRun) }()
 	first := s.pid()
-	for range interopUpgrades {
-		time.Sleep(interopPace) // load on the generation now serving
+	for i := range interopUpgrades {
+		time.Sleep(interopPaceAt(begin, i)) // load on the generation now serving
 		s.deploy(bin)
 		s.startUpgrade()
 	}
@@ -165,6 +166,16 @@ func interop(t *testing.T, c interopClient, bin, listener string, args ...string
 		s.waitExit(pid, 0)
 	}
 	s.stop()
+}
+
+// interopPaceAt is the load before upgrade i of a run that began at
+// begin: interopPace, or less when the deploys and upgrades so far took
+// long (a loaded machine) and the rest would not end well inside the
+// client's run: half of what is left of its first four fifths, shared
+// among the upgrades to come, goes to load.
+func interopPaceAt(begin time.Time, i int) time.Duration {
+	left := interopRun*4/5 - time.Since(begin)
+	return max(0, min(interopPace, left/time.Duration(2*(interopUpgrades-i))))
 }
 
 // findTool finds a client on PATH or in the Go bin directory; without
