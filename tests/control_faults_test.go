@@ -152,6 +152,7 @@ func TestControlStopDuringReadyGrace(t *testing.T) {
 // upgrade keeps its whole grace. The old generation is held (SIGSTOP)
 // while the second upgrade arrives, so that the new one takes it.
 func TestControlUpgradeDuringReadyGrace(t *testing.T) {
+	t.Parallel() // it waits out a timeout; nothing it measures is a latency
 	ctl := filepath.Join(t.TempDir(), "control.sock")
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-control", ctl, "-ready-grace", "2s")
 	tcp := s.addr("tcp:127.0.0.1:0")

@@ -374,6 +374,7 @@ func TestRunStrayStoppedAtExit(t *testing.T) {
 // is killed at the timeout and never becomes ready; the old instance
 // serves on and status says so (not "upgrading").
 func TestRunMainPIDNotReadyInTime(t *testing.T) {
+	t.Parallel() // it waits out a timeout; nothing it measures is a latency
 	dir := t.TempDir()
 	app, tcp, ctl := filepath.Join(dir, "app"), freeAddr(t), filepath.Join(dir, "ctl.sock")
 	deployAt(t, app, readFile(t, lineserverBin))
@@ -463,6 +464,7 @@ func TestRunMainPIDReapedByItsParent(t *testing.T) {
 // the worker at -stop-timeout while the supervisor runs on, where it used
 // to count it as of no known instance and leave it until the final stop.
 func TestRunSelfUpgradeKeepsLeftovers(t *testing.T) {
+	t.Parallel() // it waits out a timeout; nothing it measures is a latency
 	dir := t.TempDir()
 	app, tcp := filepath.Join(dir, "app"), freeAddr(t)
 	roleApp(t, app, "run-forker", "RUN_MODE=serve", "RUN_SETSID=1", "RUN_CLEAN_ENV=1", "RUN_WORKER_IGNORE_TERM=1")
