@@ -36,11 +36,20 @@ func parseStat(pid int, b []byte) (Stat, bool) {
 	if len(f) < 20 {
 		return Stat{}, false
 	}
+	if c := f[0][0]; len(f[0]) != 1 || !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z') {
+		return Stat{}, false // the state is one letter
+	}
 	s := Stat{PID: pid, State: f[0][0]}
-	s.PPID, _ = strconv.Atoi(f[1])
-	s.PGID, _ = strconv.Atoi(f[2])
-	s.SID, _ = strconv.Atoi(f[3])
-	s.Start, _ = strconv.ParseUint(f[19], 10, 64)
+	var errs [4]error
+	s.PPID, errs[0] = strconv.Atoi(f[1])
+	s.PGID, errs[1] = strconv.Atoi(f[2])
+	s.SID, errs[2] = strconv.Atoi(f[3])
+	s.Start, errs[3] = strconv.ParseUint(f[19], 10, 64)
+	for _, err := range errs {
+		if err != nil {
+			return Stat{}, false
+		}
+	}
 	return s, true
 }
 

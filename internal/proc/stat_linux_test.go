@@ -30,6 +30,8 @@ func TestParseStat(t *testing.T) {
 		{"no comm", "42 S 1 42 42" + tail, Stat{}, false},
 		{"too few fields", "42 (x) S 1 42 42 0 1 2", Stat{}, false},
 		{"nothing after comm", "42 (x)", Stat{}, false},
+		{"a state that is no letter", ")\x00 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0", Stat{}, false},
+		{"a ppid that is no number", "42 (x) S one 42 42" + tail, Stat{}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got, ok := parseStat(42, []byte(c.line))
