@@ -343,9 +343,12 @@ func TestRunMaxInstances(t *testing.T) {
 		q := queueLine(t, "tcp", tcp, fmt.Sprintf("held-%d", i))
 		require.NoError(t, q.readEcho(), "the serving instance answers, and now holds the connection")
 		held = append(held, q)
-		n := s.count(readyRe)
+		n, old := s.count(readyRe), s.serving()
 		require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR1))
 		s.waitCount(readyRe, n+1)
+		// The replaced instance has closed its listener (it logs this once
+		// it has): the next connection can only reach the new one.
+		s.waitLog(fmt.Sprintf(`msg="shutting down" pid=%d `, old))
 	}
 	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR1))
 	s.waitLog(`msg="upgrade refused" .*too many instances alive: 3, the most -max-instances allows`)
