@@ -31,15 +31,15 @@ func (u *Upgrader) tightenControlMode(name string) {
 		return
 	}
 	var st unix.Stat_t
-	if unix.Lstat(s.unix.path, &st) != nil || (sockfd.FileID{Dev: uint64(st.Dev), Ino: uint64(st.Ino)}) != s.unix.id ||
+	if unix.Lstat(s.unix.Path, &st) != nil || (sockfd.FileID{Dev: uint64(st.Dev), Ino: uint64(st.Ino)}) != s.unix.ID ||
 		st.Mode&0o7777 == controlMode {
 		return
 	}
-	if err := os.Chmod(s.unix.path, controlMode); err != nil {
-		u.log.Warn("control socket: cannot make it 0600", "path", s.unix.path, "err", err)
+	if err := os.Chmod(s.unix.Path, controlMode); err != nil {
+		u.log.Warn("control socket: cannot make it 0600", "path", s.unix.Path, "err", err)
 		return
 	}
-	u.log.Info("control socket: made 0600", "path", s.unix.path, "was", fmt.Sprintf("%#o", st.Mode&0o7777))
+	u.log.Info("control socket: made 0600", "path", s.unix.Path, "was", fmt.Sprintf("%#o", st.Mode&0o7777))
 }
 
 // statusChannelName is where generation pid of the service whose control

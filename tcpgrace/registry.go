@@ -1,7 +1,6 @@
 package tcpgrace
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -10,7 +9,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/tcpgrace/tcpgrace/internal/sockfd"
+	"github.com/tcpgrace/tcpgrace/internal/bind"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
@@ -21,17 +20,10 @@ type socket struct {
 	raw                    syscall.Conn   // *net.TCPListener, *net.UnixListener or *net.UDPConn
 	ln                     *listener      // what Listen handed out (stream)
 	pc                     net.PacketConn // what ListenPacket handed out (packet)
-	unix                   *unixPath      // for unix sockets: the file to unlink on release
+	unix                   *bind.File     // for unix sockets: the file to unlink on release
 	closedByUpgrader       atomic.Bool    // closed by a hand-off or Shutdown, not by the user
 	inherited              bool           // came from the parent, which may still serve it
 	foreign                bool           // its file belongs to someone else (systemd): never removed
-}
-
-// unixPath identifies a socket file by path, device and inode, so that
-// releasing it never removes a file that someone else put there since.
-type unixPath struct {
-	path string
-	id   sockfd.FileID
 }
 
 // closeRaw closes this process's copy of the socket without unlinking
@@ -158,32 +150,29 @@ func (u *Upgrader) newListener(s *socket) error {
 // carried in the hand-off), not whatever file is at path now: a file
 // that another server put there since is never taken for ours. nil when
 // the hand-off records none; the file is then never removed.
-func (u *Upgrader) inheritedPath(name, path string) *unixPath {
+func (u *Upgrader) inheritedPath(name, path string) *bind.File {
 	f, ok := u.inh.Owned(name)
 	if !ok {
 		return nil
 	}
-	return &unixPath{path: path, id: f.FileID}
+	return &bind.File{Path: path, ID: f.FileID}
 }
 
+// bindStream binds a new stream socket for s; a Unix socket file gets
+// Options.UnixMode (the control socket's, controlMode) and becomes s's.
 func (u *Upgrader) bindStream(s *socket) (net.Listener, error) {
-	if s.network == "unix" {
-		mode := u.opts.unixMode()
-		if strings.HasPrefix(s.name, controlName) {
-			mode = controlMode // whatever UnixMode says
-		}
-		ln, path, err := listenUnix(s.address, mode)
-		if err != nil {
-			return nil, fmt.Errorf("tcpgrace: Listen %q: %w", s.name, err)
-		}
-		s.unix = path
-		return ln, nil
+	mode := u.opts.unixMode()
+	if strings.HasPrefix(s.name, controlName) {
+		mode = controlMode // whatever UnixMode says
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(context.Background(), s.network, s.address)
+	ln, file, err := bind.Listen(s.network, s.address, mode)
+	if errors.Is(err, bind.ErrNotSupported) {
+		err = ErrNotSupported
+	}
 	if err != nil {
 		return nil, fmt.Errorf("tcpgrace: Listen %q: %w", s.name, err)
 	}
+	s.unix = file
 	return ln, nil
 }
 
@@ -191,8 +180,7 @@ func (u *Upgrader) newPacketConn(s *socket) error {
 	pc, err := u.inh.PacketConn(s.name, s.network, s.address)
 	inherited := pc != nil
 	if err == nil && pc == nil {
-		var lc net.ListenConfig
-		pc, err = lc.ListenPacket(context.Background(), s.network, s.address)
+		pc, err = bind.ListenPacket(s.network, s.address)
 		if err != nil {
 			err = fmt.Errorf("tcpgrace: ListenPacket %q: %w", s.name, err)
 		}
@@ -235,7 +223,7 @@ func (u *Upgrader) release(s *socket) {
 	}
 	u.mu.Unlock()
 	if owned {
-		s.unix.remove()
+		s.unix.Remove()
 	}
 }
 

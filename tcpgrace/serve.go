@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tcpgrace/tcpgrace/internal/errjoin"
+	"github.com/tcpgrace/tcpgrace/internal/signals"
 	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 )
 
@@ -53,7 +54,7 @@ type acceptResult struct {
 // channel to one Server at a time.
 func NotifySignals(extra ...os.Signal) chan os.Signal {
 	all := slices.Concat(defaultUpgradeSignals, defaultStopSignals, defaultReloadSignals, extra)
-	return notifySignals(nil, all, defaultStopSignals)
+	return signals.Notify(nil, all, defaultStopSignals)
 }
 
 // Server is the accept loop for raw TCP (and Unix) servers: accept

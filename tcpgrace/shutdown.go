@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/tcpgrace/tcpgrace/internal/bind"
 	"github.com/tcpgrace/tcpgrace/internal/errjoin"
 	"github.com/tcpgrace/tcpgrace/internal/pidfile"
 )
@@ -62,7 +63,7 @@ func (u *Upgrader) stop() stopped {
 	stream, packets := splitSockets(sockets)
 	errs := []error{closeSockets(stream)}
 	for _, p := range paths {
-		p.remove()
+		p.Remove()
 	}
 	if first && !handedOff && u.opts.PIDFile != "" {
 		if err := pidfile.Remove(u.opts.PIDFile, os.Getpid()); err != nil {
@@ -83,7 +84,7 @@ func (u *Upgrader) stop() stopped {
 // closeState moves to closed, cancelling a running upgrade first and
 // waiting until it has handed off or fallen back. It returns the state it
 // left, the live sockets and the socket files this generation owned.
-func (u *Upgrader) closeState() (prev state, sockets []*socket, paths []*unixPath) {
+func (u *Upgrader) closeState() (prev state, sockets []*socket, paths []*bind.File) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for u.state == upgrading {

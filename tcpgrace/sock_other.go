@@ -3,8 +3,6 @@
 package tcpgrace
 
 import (
-	"io/fs"
-	"net"
 	"os"
 	"syscall"
 )
@@ -16,12 +14,4 @@ func isOpen(c syscall.Conn) bool {
 	return err == nil && rc.Control(func(uintptr) {}) == nil
 }
 
-func statUnixPath(path string) *unixPath { return nil }
-
-func (p *unixPath) remove() bool { return false }
-
 func fileInode(f *os.File) uint64 { return 0 }
-
-func listenUnix(path string, mode fs.FileMode) (*net.UnixListener, *unixPath, error) {
-	return nil, nil, ErrNotSupported
-}

@@ -101,7 +101,7 @@ func (u *Upgrader) beginUpgrade(ctx context.Context) (context.Context, []*os.Fil
 		if s.unix != nil {
 			// The file as it was bound, not as it is now: the next
 			// generation's owner check follows the socket.
-			env.Owned = append(env.Owned, wire.UnixFile{Name: s.name, FileID: s.unix.id})
+			env.Owned = append(env.Owned, wire.UnixFile{Name: s.name, FileID: s.unix.ID})
 		}
 	}
 	u.mustMoveLocked(upgrading)

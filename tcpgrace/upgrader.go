@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/tcpgrace/tcpgrace/internal/bind"
 	"github.com/tcpgrace/tcpgrace/internal/pidfile"
 	"github.com/tcpgrace/tcpgrace/internal/proc"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
@@ -191,7 +192,7 @@ func (u *Upgrader) closeUnclaimed() error {
 	for _, en := range unclaimed {
 		removed := false
 		if f, ok := u.inh.Owned(en.Name); ok && en.Network == "unix" {
-			removed = (&unixPath{path: en.Address, id: f.FileID}).remove()
+			removed = (&bind.File{Path: en.Address, ID: f.FileID}).Remove()
 		}
 		u.log.Info("closed an inherited socket nobody asked for", "listener", en.Name, "network", en.Network,
 			"addr", en.Address, "file_removed", removed)

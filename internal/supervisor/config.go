@@ -4,15 +4,13 @@ import (
 	"errors"
 	"log/slog"
 	"time"
-
-	"github.com/tcpgrace/tcpgrace/tcpgrace"
 )
 
 // Defaults for the zero values of [Config].
 const (
 	// DefaultReadyTimeout is how long a new instance may take to become
-	// ready.
-	DefaultReadyTimeout = tcpgrace.DefaultReadyTimeout
+	// ready: a minute, as the library's Upgrade waits.
+	DefaultReadyTimeout = time.Minute
 	// DefaultStopTimeout is how long an instance told to stop may drain
 	// before it is killed.
 	DefaultStopTimeout = 30 * time.Second

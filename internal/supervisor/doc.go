@@ -6,9 +6,11 @@
 //
 // # Processes
 //
-// The supervisor binds every -listen socket with the library's registry
-// ([tcpgrace.New], Listen, ListenPacket; a systemd socket activation of the
-// supervisor itself is honoured), keeps a raw copy of each, and never
+// The supervisor binds every -listen socket with the shared socket layer
+// (internal/bind: a stale Unix socket file is replaced, a live one
+// refused; a systemd socket activation of the supervisor itself is
+// honoured through internal/wire, matched by name, then address), keeps a
+// raw copy of each, and never
 // accepts on them: it only holds them, so that the sockets and their
 // accept queues live while instances come and go. An instance is one run
 // of the command, a child of the supervisor leading a session and a
@@ -41,7 +43,7 @@
 // set a variable after the fork, so the supervisor starts its own binary
 // in a hidden mode ([ExecApp]) that sets LISTEN_PID and execs the command
 // in the same process (a few ms; see bench/RESULTS.md). A Go program
-// using this module's inherit package, through [tcpgrace.New], takes the
+// using this module's inherit package, through tcpgrace.New, takes the
 // sockets unchanged (matched by name, then address). The file status
 // flags (O_NONBLOCK) belong to a socket, which every instance shares, as
 // under systemd: each instance sets the mode it needs.
@@ -131,7 +133,7 @@
 // and passes their fds,
 // the instances and its counters in TCPGRACE_RUN_STATE (versioned JSON);
 // the new image adopts the fds as they are. (It cannot hand them over as
-// LISTEN_FDS through the registry: that needs them at fds 3 onwards, and a
+// LISTEN_FDS: that needs them at fds 3 onwards, and a
 // running Go program cannot move fds there without closing the runtime's
 // own: the Go 1.26 runtime holds its cgroup CPU-limit files open, at fds
 // 3 and 4 on a machine measured.)

@@ -4,18 +4,18 @@ package supervisor
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpgrace/tcpgrace/internal/bind"
 	"github.com/tcpgrace/tcpgrace/internal/errjoin"
 	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
-	"github.com/tcpgrace/tcpgrace/tcpgrace"
 )
 
 // socket is one listening socket as the supervisor holds it: a raw fd,
@@ -25,87 +25,151 @@ import (
 type socket struct {
 	Listen
 	fd    int            // -1 once closed
-	ln    net.Listener   // the registry's listener of a stream socket; nil once closed, after a self-upgrade, and for datagrams
+	conn  io.Closer      // the listener or packet conn bound or taken at a cold start; nil once closed, and after a self-upgrade
 	addr  string         // the address it is bound to, for status; set before Run and never changed
 	owned *sockfd.FileID // the Unix socket file this supervisor bound, removed when it is closed if its path still leads to it
 }
 
 // bound is what bindSockets binds.
 type bound struct {
-	reg      *tcpgrace.Upgrader // keeps the sockets registered until closeSockets
 	socks    []*socket
 	ctl      net.Listener   // the control socket, if one is configured
 	ctlOwned *sockfd.FileID // its file, if this supervisor bound it
 }
 
 // bindSockets binds every socket, and the control socket at control if
-// set, with the library's registry, which also takes the sockets of a
-// systemd socket activation of the supervisor itself (matched by name,
-// then address; activated says whether there was one), replaces stale
-// Unix socket files and refuses live ones. The supervisor keeps a raw
+// set. A socket of a systemd socket activation of the supervisor itself
+// is taken (matched by name, then address), any other is bound anew (a
+// stale Unix socket file is replaced, a live one refused). The activated
+// sockets no -listen asked for are closed. The supervisor keeps a raw
 // duplicate of each socket.
-func bindSockets(ls []Listen, control string, activated bool, log *slog.Logger) (*bound, error) {
-	u, err := tcpgrace.New(tcpgrace.Options{Logger: log})
+func bindSockets(ls []Listen, control string, log *slog.Logger) (*bound, error) {
+	inh, err := wire.Take()
 	if err != nil {
 		return nil, err
 	}
-	b := &bound{reg: u}
+	return bindFrom(inh, ls, control, log)
+}
+
+// bindFrom is bindSockets with the sockets of an activation in inh.
+func bindFrom(inh *wire.Files, ls []Listen, control string, log *slog.Logger) (*bound, error) {
+	b := &bound{}
 	for _, l := range ls {
-		s, err := bindOne(u, l, activated)
+		s, err := bindOne(inh, l, log)
 		if err != nil {
-			closeSockets(u, b.socks)
+			b.close(inh)
 			return nil, fmt.Errorf("-listen %s: %w", l, err)
 		}
 		b.socks = append(b.socks, s)
 	}
 	if control != "" {
-		if b.ctl, err = u.Listen(controlName, "unix", control); err != nil {
-			closeSockets(u, b.socks)
+		ln, file, err := open(inh, Listen{Name: controlName, Network: "unix", Address: control}, log)
+		if err != nil {
+			b.close(inh)
 			return nil, fmt.Errorf("-control %s: %w", control, err)
 		}
-		if id, err := sockfd.Stat(control); err == nil && !activated {
-			b.ctlOwned = &id
-		}
+		b.ctl, b.ctlOwned = ln.(net.Listener), fileID(file)
 	}
-	if err := u.Ready(); err != nil {
-		log.Warn("closing inherited sockets no -listen asked for", "err", err)
-	}
+	closeUnclaimed(inh, log)
 	return b, nil
 }
 
-// activated reports whether systemd passed this process sockets; read it
-// before the registry takes the variables.
-func activated() bool {
-	return os.Getenv(wire.EnvListenPID) == strconv.Itoa(os.Getpid()) && os.Getenv(wire.EnvListenFDs) != ""
+// close releases what bindSockets bound before it failed, and the
+// activated sockets nobody claimed.
+func (b *bound) close(inh *wire.Files) {
+	closeSockets(b.socks)
+	inh.CloseUnclaimed()
 }
 
-func bindOne(u *tcpgrace.Upgrader, l Listen, activated bool) (*socket, error) {
-	var raw any
-	var err error
-	if l.packet() {
-		raw, err = u.ListenPacket(l.Name, l.Network, l.Address)
-	} else {
-		raw, err = u.Listen(l.Name, l.Network, l.Address)
+// closeUnclaimed closes the activated sockets no -listen asked for.
+func closeUnclaimed(inh *wire.Files, log *slog.Logger) {
+	for _, en := range inh.Unclaimed() {
+		log.Info("closed an inherited socket nobody asked for", "listener", en.Name, "network", en.Network,
+			"addr", en.Address)
 	}
+	if err := inh.CloseUnclaimed(); err != nil {
+		log.Warn("closing inherited sockets no -listen asked for", "err", err)
+	}
+}
+
+// socketMode is the permission of the Unix socket files the supervisor
+// binds, the control socket's too: only the owner may connect (the
+// library's DefaultUnixMode).
+const socketMode = 0o600
+
+// open takes the socket l from inh or binds it anew, and logs it. It
+// returns a listener, or a packet conn for a datagram socket, and the
+// Unix socket file it bound, if any.
+func open(inh *wire.Files, l Listen, log *slog.Logger) (io.Closer, *bind.File, error) {
+	var conn io.Closer
+	var file *bind.File
+	var inherited bool
+	var addr net.Addr
+	if l.packet() {
+		pc, inh, err := takeOrListenPacket(inh, l)
+		if err != nil {
+			return nil, nil, err
+		}
+		conn, inherited, addr = pc, inh, pc.LocalAddr()
+	} else {
+		ln, f, inh, err := takeOrListen(inh, l)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ul, ok := ln.(*net.UnixListener); ok {
+			ul.SetUnlinkOnClose(false) // the file goes only while its path still leads to ours
+		}
+		conn, file, inherited, addr = ln, f, inh, ln.Addr()
+	}
+	log.Info("listening", "listener", l.Name, "network", l.Network, "addr", addr.String(), "inherited", inherited)
+	return conn, file, nil
+}
+
+// takeOrListen takes the stream socket l from inh (inherited), or binds
+// it anew: a Unix socket file gets socketMode and is returned.
+func takeOrListen(inh *wire.Files, l Listen) (ln net.Listener, file *bind.File, inherited bool, err error) {
+	ln, err = inh.Listener(l.Name, l.Network, l.Address)
+	if err != nil || ln != nil {
+		return ln, nil, ln != nil, err
+	}
+	ln, file, err = bind.Listen(l.Network, l.Address, socketMode)
+	return ln, file, false, err
+}
+
+// takeOrListenPacket is takeOrListen for a datagram socket.
+func takeOrListenPacket(inh *wire.Files, l Listen) (pc net.PacketConn, inherited bool, err error) {
+	pc, err = inh.PacketConn(l.Name, l.Network, l.Address)
+	if err != nil || pc != nil {
+		return pc, pc != nil, err
+	}
+	pc, err = bind.ListenPacket(l.Network, l.Address)
+	return pc, false, err
+}
+
+// fileID is the device and inode of file; nil for none.
+func fileID(file *bind.File) *sockfd.FileID {
+	if file == nil {
+		return nil
+	}
+	return &file.ID
+}
+
+// bindOne takes or binds l and keeps a raw duplicate of its socket.
+func bindOne(inh *wire.Files, l Listen, log *slog.Logger) (*socket, error) {
+	conn, file, err := open(inh, l, log)
 	if err != nil {
 		return nil, err
 	}
-	sc, ok := raw.(syscall.Conn)
-	if !ok {
-		return nil, fmt.Errorf("a %T has no file descriptor", raw)
-	}
-	fd, err := sockfd.Dup(sc, wire.ListenFDsStart)
+	fd, err := sockfd.Dup(conn.(syscall.Conn), wire.ListenFDsStart)
 	if err != nil {
+		conn.Close()
+		if file != nil {
+			file.Remove()
+		}
 		return nil, fmt.Errorf("duplicating the socket: %w", err)
 	}
-	s := &socket{Listen: l, fd: fd}
-	s.ln, _ = raw.(net.Listener)
+	s := &socket{Listen: l, fd: fd, conn: conn, owned: fileID(file)}
 	s.addr = boundAddr(s)
-	if l.Network == "unix" && !activated {
-		if id, err := sockfd.Stat(l.Address); err == nil {
-			s.owned = &id
-		}
-	}
 	return s, nil
 }
 
@@ -126,28 +190,25 @@ func adoptSocket(l Listen, fd int) (*socket, error) {
 }
 
 // closeSockets releases the sockets when the supervisor stops: the
-// registry's listeners (u is nil after a self-upgrade) and the control
-// socket, the raw fds, and the Unix socket files this supervisor bound,
-// if their paths still lead to them. A socket closed already is skipped.
-func closeSockets(u *tcpgrace.Upgrader, socks []*socket) error {
+// listeners and packet conns, the raw fds, and the Unix socket files this
+// supervisor bound, if their paths still lead to them. A socket closed
+// already is skipped.
+func closeSockets(socks []*socket) error {
 	var errs []error
-	if u != nil {
-		errs = append(errs, u.Close())
-	}
 	for _, s := range socks {
 		errs = append(errs, s.close())
 	}
 	return errjoin.Join(errs...)
 }
 
-// close releases one socket: the registry's listener, if it holds one
-// (which leaves the registry), the raw fd, and the Unix socket file if
-// this supervisor bound it and its path still leads to it.
+// close releases one socket: the listener or packet conn, if it holds
+// one, the raw fd, and the Unix socket file if this supervisor bound it
+// and its path still leads to it.
 func (s *socket) close() error {
 	var errs []error
-	if s.ln != nil {
-		errs = append(errs, s.ln.Close())
-		s.ln = nil
+	if s.conn != nil {
+		errs = append(errs, s.conn.Close())
+		s.conn = nil
 	}
 	if s.fd < 0 {
 		return errjoin.Join(errs...)

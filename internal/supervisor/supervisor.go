@@ -17,7 +17,7 @@ import (
 
 	"github.com/tcpgrace/tcpgrace/internal/pidfile"
 	"github.com/tcpgrace/tcpgrace/internal/proc"
-	"github.com/tcpgrace/tcpgrace/tcpgrace"
+	"github.com/tcpgrace/tcpgrace/internal/signals"
 )
 
 // Errors of [Supervisor.Upgrade]; the returned errors wrap them with
@@ -40,10 +40,13 @@ var (
 // NotifySignals registers the signals [Supervisor.Run] acts on (SIGCHLD,
 // SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2) and returns the channel they
 // arrive on, which loses none to a burst of another
-// ([tcpgrace.NotifySignals]). Call it first thing, before [New]: until
-// then SIGTERM or SIGHUP kill the process, and SIGUSR2 too.
+// (the library's NotifySignals, with SIGCHLD and SIGUSR2). Call it first
+// thing, before [New]: until then SIGTERM or SIGHUP kill the process, and
+// SIGUSR2 too.
 func NotifySignals() <-chan os.Signal {
-	return tcpgrace.NotifySignals(unix.SIGCHLD, unix.SIGUSR2)
+	stop := []os.Signal{unix.SIGTERM, unix.SIGINT}
+	all := slices.Concat([]os.Signal{unix.SIGUSR1}, stop, []os.Signal{unix.SIGHUP, unix.SIGCHLD, unix.SIGUSR2})
+	return signals.Notify(nil, all, stop)
 }
 
 // stableAfter is how long an instance must have served for its crash not
@@ -56,7 +59,6 @@ const stableAfter = 10 * time.Second
 type Supervisor struct {
 	cfg        Config
 	log        *slog.Logger
-	reg        *tcpgrace.Upgrader // the registry that bound the sockets; nil after a self-upgrade
 	socks      []*socket
 	notify     *notifySocket
 	ctl        *controlSocket // nil without Config.Control
@@ -115,7 +117,7 @@ func New(cfg Config) (*Supervisor, error) {
 	if s.cfg.Args == nil {
 		s.cfg.Args = os.Args
 	}
-	s.mgr = takeManager(s.log) // before the registry's New, which would take NOTIFY_SOCKET for itself
+	s.mgr = takeManager(s.log)
 	var err error
 	if state, ok := os.LookupEnv(stateEnv); ok {
 		os.Unsetenv(stateEnv)
@@ -132,22 +134,24 @@ func New(cfg Config) (*Supervisor, error) {
 
 // bind is a cold start: the sockets, the notify socket, the PID file.
 func (s *Supervisor) bind() error {
-	b, err := bindSockets(s.cfg.Listen, s.cfg.Control, activated(), s.cfg.Logger)
+	b, err := bindSockets(s.cfg.Listen, s.cfg.Control, s.log)
 	if err != nil {
 		return err
 	}
-	s.reg, s.socks, s.started = b.reg, b.socks, time.Now()
+	s.socks, s.started = b.socks, time.Now()
 	if b.ctl != nil {
 		s.ctl = newControlSocket(s, s.cfg.Control, b.ctl, b.ctlOwned)
 	}
 	if s.notify, err = newNotifySocket(s.log); err != nil {
-		closeSockets(b.reg, b.socks)
+		s.ctl.close()
+		closeSockets(b.socks)
 		return err
 	}
 	if s.cfg.PIDFile != "" {
 		if err := pidfile.Write(s.cfg.PIDFile, os.Getpid()); err != nil {
 			s.notify.close()
-			closeSockets(b.reg, b.socks)
+			s.ctl.close()
+			closeSockets(b.socks)
 			return fmt.Errorf("-pidfile: %w", err)
 		}
 	}
@@ -366,7 +370,7 @@ func (s *Supervisor) exit() int {
 	s.ctl.close()
 	s.notify.stop(s.notes, func(note) {})
 	s.notify.close()
-	if err := closeSockets(s.reg, s.socks); err != nil { // the listening ones are closed already, at the stop
+	if err := closeSockets(s.socks); err != nil { // the listening ones are closed already, at the stop
 		s.log.Warn("releasing the sockets", "err", err)
 	}
 	if s.cfg.PIDFile != "" {

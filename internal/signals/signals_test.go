@@ -1,6 +1,6 @@
 //go:build linux
 
-package tcpgrace
+package signals
 
 import (
 	"os"
@@ -11,6 +11,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
+
+// ioTimeout bounds each wait for a signal.
+const ioTimeout = 5 * time.Second
 
 // TestSignalMergerQueue: pending signals coalesce per signal number (a
 // stop signal is kept twice), and stop signals go before the others,
@@ -30,7 +33,7 @@ func TestSignalMergerQueue(t *testing.T) {
 		{"nothing", nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := &signalMerger{stop: []os.Signal{term, intr}}
+			m := &merger{stop: []os.Signal{term, intr}}
 			for _, sig := range tc.in {
 				m.add(sig)
 			}
@@ -64,7 +67,7 @@ func recvSignals(t *testing.T, c <-chan os.Signal, want os.Signal) []os.Signal {
 func TestNotifySignalsLosesNoStop(t *testing.T) {
 	done := make(chan struct{})
 	defer close(done)
-	c := notifySignals(done, []os.Signal{syscall.SIGHUP, syscall.SIGTERM, syscall.SIGUSR2}, []os.Signal{syscall.SIGTERM})
+	c := Notify(done, []os.Signal{syscall.SIGHUP, syscall.SIGTERM, syscall.SIGUSR2}, []os.Signal{syscall.SIGTERM})
 	for range 50 {
 		require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGHUP))
 	}

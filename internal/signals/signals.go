@@ -1,4 +1,7 @@
-package tcpgrace
+// Package signals delivers signals without losing one to a burst of
+// another: the channel under the library's NotifySignals and tcpgrace
+// run's.
+package signals
 
 import (
 	"os"
@@ -7,11 +10,13 @@ import (
 	"slices"
 )
 
-// notifySignals registers each of sigs with signal.Notify on a one-slot
-// channel of its own and merges them into the returned channel, as
-// NotifySignals documents; stop are passed on first. done ends the
-// merging and unregisters the channels; nil never does.
-func notifySignals(done <-chan struct{}, sigs, stop []os.Signal) chan os.Signal {
+// Notify registers each of sigs with signal.Notify on a one-slot channel
+// of its own and merges them into the returned channel: a burst of one
+// signal coalesces only with itself, a stop signal is kept twice (the
+// first drains, a second one cuts the drain short), and stop are passed
+// on first. Signals wait in a goroutine until the channel is read. done
+// ends the merging and unregisters the channels; nil never does.
+func Notify(done <-chan struct{}, sigs, stop []os.Signal) chan os.Signal {
 	var ins []chan os.Signal
 	var seen []os.Signal
 	for _, sig := range sigs {
@@ -23,7 +28,7 @@ func notifySignals(done <-chan struct{}, sigs, stop []os.Signal) chan os.Signal 
 		signal.Notify(in, sig)
 		ins = append(ins, in)
 	}
-	m := &signalMerger{out: make(chan os.Signal), stop: stop}
+	m := &merger{out: make(chan os.Signal), stop: stop}
 	go func() {
 		m.run(done, ins)
 		for _, in := range ins {
@@ -33,17 +38,17 @@ func notifySignals(done <-chan struct{}, sigs, stop []os.Signal) chan os.Signal 
 	return m.out
 }
 
-// signalMerger holds the signals received and not yet taken from out.
+// merger holds the signals received and not yet taken from out.
 // Each signal number has its own input channel, so a burst of one signal
 // can only coalesce with itself, never crowd another one out.
-type signalMerger struct {
+type merger struct {
 	out     chan os.Signal
 	stop    []os.Signal // passed on before the others
 	pending []os.Signal // stop signals first, each in arrival order
 }
 
 // run merges ins into out until done is closed.
-func (m *signalMerger) run(done <-chan struct{}, ins []chan os.Signal) {
+func (m *merger) run(done <-chan struct{}, ins []chan os.Signal) {
 	cases := make([]reflect.SelectCase, 0, len(ins)+2)
 	for _, in := range ins {
 		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(in)})
@@ -76,7 +81,7 @@ func (m *signalMerger) run(done <-chan struct{}, ins []chan os.Signal) {
 // kernel coalesces a signal not yet delivered; a stop signal is kept
 // twice (the first drains, a second one cuts the drain short) and goes
 // before every other signal.
-func (m *signalMerger) add(sig os.Signal) {
+func (m *merger) add(sig os.Signal) {
 	isStop := slices.Contains(m.stop, sig)
 	limit := 1
 	if isStop {
