@@ -21,7 +21,9 @@ import (
 
 // refusedWithin dials network addr until the dial fails at once with
 // one of want, and fails the test if it still connects after timeout: a
-// connection that the dial completes sits in an accept queue.
+// connection that the dial completes sits in an accept queue. A dial
+// reset by the peer raced the last close of the listening socket (the
+// handshake was under way as it closed): it is tried again.
 func refusedWithin(t *testing.T, network, addr string, timeout time.Duration, want ...error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -29,6 +31,9 @@ func refusedWithin(t *testing.T, network, addr string, timeout time.Duration, wa
 	for time.Now().Before(deadline) {
 		var c net.Conn
 		c, err = net.DialTimeout(network, addr, time.Second)
+		if errors.Is(err, syscall.ECONNRESET) {
+			continue
+		}
 		if err != nil {
 			break
 		}
