@@ -7,8 +7,9 @@ COMMANDS := $(patsubst cmd/%/main.go,%,$(wildcard cmd/*/main.go))
 # The Go modules of this repository: the library at the root (tcpgrace,
 # inherit, internal, cmd), and beside it, each with its own go.mod and
 # a replace to the root, examples, tests and bench. go.work joins them
-# for development; every target below covers all of them.
-MODULES := . $(patsubst %/go.mod,%,$(wildcard */go.mod))
+# for development; every target below covers all of them (a go.mod up
+# to two levels down; tidy-check fails if go.work uses another one).
+MODULES := . $(patsubst %/go.mod,%,$(wildcard */go.mod */*/go.mod))
 PACKAGES := $(patsubst %,./%/...,$(filter-out .,$(MODULES))) ./...
 # The library module's packages, and the oldest Go release it supports.
 LIBRARY := ./tcpgrace/... ./inherit/... ./internal/... ./cmd/...
