@@ -20,8 +20,9 @@ const windowsReason = "tcpgrace_supports_linux_and_unix_only"
 // reason (Linux and Unix only), not some missing syscall deep inside.
 // make vet-platforms checks darwin and freebsd, where they build.
 func TestWindowsBuildSaysWhy(t *testing.T) {
-	for _, pkg := range []string{"../tcpgrace", "../inherit", "../cmd/tcpgrace"} {
-		t.Run(strings.TrimPrefix(pkg, "../"), func(t *testing.T) {
+	const module = "github.com/tcpgrace/tcpgrace/"
+	for _, pkg := range []string{module + "tcpgrace", module + "inherit", module + "cmd/tcpgrace"} {
+		t.Run(strings.TrimPrefix(pkg, module), func(t *testing.T) {
 			cmd := exec.Command("go", "build", "-o", os.DevNull, pkg)
 			cmd.Env = append(os.Environ(), "GOOS=windows", "GOARCH=amd64", "CGO_ENABLED=0")
 			out, err := cmd.CombinedOutput()
