@@ -4,8 +4,18 @@ PYTHON  ?= python3
 BIN     := bin
 EXAMPLES := $(patsubst examples/%/main.go,%,$(wildcard examples/*/main.go))
 COMMANDS := $(patsubst cmd/%/main.go,%,$(wildcard cmd/*/main.go))
+# The Go modules of this repository: the library at the root (tcpgrace,
+# inherit, internal, cmd), and beside it, each with its own go.mod and
+# a replace to the root, examples, tests and bench. go.work joins them
+# for development; every target below covers all of them (a go.mod up
+# to two levels down; tidy-check fails if go.work uses another one).
+MODULES := . $(patsubst %/go.mod,%,$(wildcard */go.mod */*/go.mod))
+PACKAGES := $(patsubst %,./%/...,$(filter-out .,$(MODULES))) ./...
+# The library module's packages, and the oldest Go release it supports.
+LIBRARY := ./tcpgrace/... ./inherit/... ./internal/... ./cmd/...
+GO_OLDEST ?= go1.25.5
 
-.PHONY: all build test tools interop-table mutants fuzz demo bench bench-go soak fmt-check vet clean
+.PHONY: all build test tidy-check vet-platforms test-go1.25 download tools interop-table mutants fuzz demo bench bench-go soak fmt-check vet clean
 
 all: build
 
@@ -26,13 +36,35 @@ fmt-check:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 vet:
-	$(GO) vet ./...
+	$(GO) vet $(PACKAGES)
 
-## test: formatting, vet, every example builds, all tests with the race detector, bounded fuzzing
-test: fmt-check vet build
+## tidy-check: go mod tidy changes no module's go.mod or go.sum, and go.work uses every module
+tidy-check:
+	@for m in $(MODULES); do \
+		(cd $$m && GOWORK=off $(GO) mod tidy -diff) || { echo "tidy-check: run go mod tidy in $$m"; exit 1; }; \
+	done
+	@used=$$($(GO) list -m -f '{{.Dir}}' | sort); \
+	want=$$(for m in $(MODULES); do (cd $$m && pwd); done | sort); \
+	[ "$$used" = "$$want" ] || { echo "tidy-check: go.work should use exactly: $(MODULES)"; exit 1; }
+
+## vet-platforms: the library module, tests included, vets on darwin and freebsd (tests/platforms_test.go checks that windows builds fail with the reason)
+vet-platforms:
+	GOOS=darwin $(GO) vet $(LIBRARY)
+	GOOS=freebsd $(GO) vet $(LIBRARY)
+
+## test: formatting, tidy modules, vet (here and for darwin/freebsd), every example builds, all tests of every module with the race detector, bounded fuzzing
+test: fmt-check tidy-check vet vet-platforms build
 	$(PYTHON) -m py_compile bench/stress.py bench/harness.py examples/python/lineserver.py
 	$(MAKE) fuzz FUZZTIME=3s
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 $(PACKAGES)
+
+## test-go1.25: the library module's unit tests under the oldest supported Go (fetched like a module)
+test-go1.25:
+	GOTOOLCHAIN=$(GO_OLDEST) GOWORK=off $(GO) test -race -count=1 $(LIBRARY)
+
+## download: every module's dependencies into the module cache
+download:
+	@for m in $(MODULES); do echo "go mod download ($$m)"; (cd $$m && GOWORK=off $(GO) mod download) || exit 1; done
 
 # The third-party load clients of the interop tests (tests/interop_test.go),
 # pinned; wrk and ab come from the distribution (Debian: wrk, apache2-utils).

@@ -243,8 +243,14 @@
 //
 // # Platforms
 //
-// Linux and other Unix systems. Elsewhere hand-off fails with
-// [ErrNotSupported].
+// Linux is the platform: it is what the tests run on. The package also
+// builds on other Unix systems (macOS and FreeBSD are vetted), where the
+// hand-off works but the control socket does not: it checks each client
+// with SO_PEERCRED, which is Linux's, so New fails with [ErrNotSupported]
+// when [Options.Control] is set. The package does not build for Windows:
+// the build stops on the undefined name
+// tcpgrace_supports_linux_and_unix_only, which says why. Go 1.25 is the
+// oldest release it supports.
 //
 // # systemd
 //

@@ -106,9 +106,13 @@ func readmeModule(t *testing.T) string {
 	readme, blocks := readmeBlocks(t)
 	root := filepath.Dir(readme)
 	dir := t.TempDir()
-	gomod := fmt.Sprintf("module readme\n\ngo 1.26.0\n\nrequire github.com/tcpgrace/tcpgrace v0.0.0\n\nreplace github.com/tcpgrace/tcpgrace => %s\n", root)
+	// The requirements of this tests module (the library, and grpc for
+	// the README's gRPC fragment), with its go.sum; the replace points at
+	// the root by an absolute path.
+	gomod := strings.Replace(string(readFile(t, "go.mod")), "module github.com/tcpgrace/tcpgrace/tests", "module readme", 1)
+	gomod = strings.Replace(gomod, "=> ../", "=> "+root, 1)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.mod"), []byte(gomod), 0o644))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.sum"), readFile(t, filepath.Join(root, "go.sum")), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.sum"), readFile(t, "go.sum"), 0o644))
 
 	var programs []readmeBlock
 	var frag strings.Builder
@@ -133,9 +137,8 @@ func readmeModule(t *testing.T) string {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "fragments", "fragments.go"), []byte(frag.String()), 0o644))
 
 	// go vet type-checks every package (go build -o skips those that are
-	// not main). -mod=mod lets go add the requirements the code needs
-	// (grpc) from the build list; GOPROXY=off keeps it from looking
-	// anything up.
+	// not main). -mod=mod lets go adjust the requirements to what the
+	// code imports; GOPROXY=off keeps it from looking anything up.
 	bin := filepath.Join(dir, "readme")
 	for _, args := range [][]string{{"vet", "./..."}, {"build", "-o", bin, "."}} {
 		cmd := exec.Command("go", args...)
