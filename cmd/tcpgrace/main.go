@@ -66,12 +66,14 @@ type command struct {
 var commands = map[string]command{
 	"upgrade": {"start the next generation and wait until it serves or failed", upgradeCmd},
 	"status":  {"show the serving generation, its listeners and the older ones draining", statusCmd},
-	"stop":    {"stop gracefully: return once draining has begun", stopCmd},
+	"stop":    {"stop gracefully: return once draining has begun (-wait: once all exited)", stopCmd},
+	"reload":  {"run the server's reload hook and wait until it returned", reloadCmd},
 	"run":     {"supervise a server as a stable main process", runCmd},
+	"version": {"print this build's version, VCS revision and Go version", versionCmd},
 }
 
 // order is the order of the commands in the usage text.
-var order = []string{"upgrade", "status", "stop", "run"}
+var order = []string{"upgrade", "status", "stop", "reload", "run", "version"}
 
 func main() { os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr)) }
 
@@ -102,5 +104,5 @@ func usage(w io.Writer) {
 	for _, name := range order {
 		fmt.Fprintf(w, "  %-8s %s\n", name, commands[name].summary)
 	}
-	fmt.Fprintln(w, "tcpgrace COMMAND -h shows a command's flags")
+	fmt.Fprintln(w, "tcpgrace COMMAND -h shows a command's flags and exit statuses")
 }
