@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"net"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -107,4 +108,21 @@ func TestVersion(t *testing.T) {
 	require.Equal(t, exitOK, dispatch([]string{"version"}, &stdout, &stderr), "%s", stderr.String())
 	assert.True(t, strings.HasPrefix(stdout.String(), "tcpgrace "+version+"\n"), "the stamp first: %s", stdout.String())
 	assert.Contains(t, stdout.String(), "\ngo: go", "the Go version")
+}
+
+// TestPrintVersion: the module, the VCS facts and the Go version from
+// the build information, a modified tree marked; facts it lacks are left
+// out.
+func TestPrintVersion(t *testing.T) {
+	info := &debug.BuildInfo{GoVersion: "go1.25.5", Main: debug.Module{Path: "github.com/tcpgrace/tcpgrace", Version: "v0.1.0"},
+		Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "abc123"}, {Key: "vcs.time", Value: "2026-12-03T20:00:00Z"},
+			{Key: "vcs.modified", Value: "true"}}}
+	var out bytes.Buffer
+	printVersion(&out, info)
+	assert.Equal(t, "tcpgrace "+version+"\nmodule: github.com/tcpgrace/tcpgrace v0.1.0\nrevision: abc123 (modified)\n"+
+		"time: 2026-12-03T20:00:00Z\ngo: go1.25.5\n", out.String())
+	info.Settings = nil
+	out.Reset()
+	printVersion(&out, info)
+	assert.Equal(t, "tcpgrace "+version+"\nmodule: github.com/tcpgrace/tcpgrace v0.1.0\ngo: go1.25.5\n", out.String())
 }

@@ -30,17 +30,17 @@ func versionCmd(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return exitUsage
 	}
-	printVersion(stdout)
+	info, _ := debug.ReadBuildInfo() // nil if the binary has none
+	printVersion(stdout, info)
 	return exitOK
 }
 
-// printVersion writes one "key: value" line per fact of this build; a
-// fact the build information lacks (no VCS at build time, say) is left
+// printVersion writes one "key: value" line per fact of this build, from
+// info (nil: none); a fact info lacks (no VCS at build time, say) is left
 // out.
-func printVersion(w io.Writer) {
+func printVersion(w io.Writer, info *debug.BuildInfo) {
 	fmt.Fprintf(w, "tcpgrace %s\n", version)
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
+	if info == nil {
 		fmt.Fprintf(w, "go: %s\n", runtime.Version())
 		return
 	}
