@@ -36,7 +36,7 @@ type Config struct {
 	Command []string
 
 	// Control, if set, is the path of a control socket (Unix, mode 0600)
-	// that answers tcpgrace upgrade, status and stop for root and the
+	// that answers tcpgrace upgrade, status, stop and reload for root and the
 	// supervisor's own uid. Default: none.
 	Control string
 
