@@ -291,7 +291,7 @@ func TestControlClientRefusesOtherUIDServer(t *testing.T) {
 
 	for _, args := range [][]string{{"upgrade"}, {"status"}, {"status", "-human"}, {"stop"}} {
 		r := runTcpgrace(t, append(args, "-control", ctl)...)
-		assert.Equal(t, 2, r.code, "%v: refused as no answer: %s", args, r)
+		assert.Equal(t, 3, r.code, "%v: refused as a server out of reach: %s", args, r)
 		assert.Empty(t, r.stdout, "%v: the forged reply is not printed: %s", args, r)
 		assert.Contains(t, r.stderr, fmt.Sprintf("%s is held by uid %d", ctl, nobody), "%v: says who and where: %s", args, r)
 	}

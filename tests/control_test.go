@@ -341,14 +341,14 @@ func TestControlRefusesOtherUID(t *testing.T) {
 	}
 	nobodyCred := &syscall.Credential{Uid: nobody, Gid: nobody}
 	r := runCLI(t, bin, nobodyCred, "status", "-control", ctl)
-	assert.Equal(t, 2, r.code, "the file's mode keeps nobody out: %s", r)
+	assert.Equal(t, 3, r.code, "the file's mode keeps nobody out: the server cannot be reached: %s", r)
 	assert.Contains(t, r.stderr, "permission denied", "%s", r)
 
 	require.NoError(t, os.Chmod(ctl, 0o666)) // only the credentials check is left
 	pid := s.pid()
 	for _, cmd := range []string{"status", "upgrade", "stop"} {
 		r := runCLI(t, bin, nobodyCred, cmd, "-control", ctl)
-		assert.Equal(t, 1, r.code, "%s as nobody is refused by the server: %s", cmd, r)
+		assert.Equal(t, 3, r.code, "%s as nobody is denied by the server (code denied): %s", cmd, r)
 		assert.Contains(t, r.stderr, "permission denied: uid 65534 may not ask", "%s: the reply says why: %s", cmd, r)
 	}
 	assert.Equal(t, pid, s.pid(), "no upgrade happened")

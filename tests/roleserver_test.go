@@ -31,7 +31,7 @@ import (
 //	        it finishes its replies before it shuts down
 //
 // Both log "start" (with the version roleVersion) and "exit" as the
-// examples do, take -pidfile and -drain-timeout, and exit 0 after a
+// examples do, take -pidfile, -control and -drain-timeout, and exit 0 after a
 // drain. With -sigusr2 they upgrade on SIGUSR2 (registered with
 // NotifySignals) instead of SIGUSR1.
 const serverRoleEnv = "TCPGRACE_E2E_SERVER"
@@ -45,6 +45,7 @@ func init() {
 // roleConfig is a role server's command line.
 type roleConfig struct {
 	pidFile, tcp, udp        string
+	control                  string
 	reloadDelay, replyDelay  time.Duration
 	drainTimeout             time.Duration
 	holdReplies, sigusr2     bool
@@ -57,6 +58,7 @@ func parseRoleFlags(args []string) (*roleConfig, error) {
 	fs.StringVar(&c.pidFile, "pidfile", "", "")
 	fs.StringVar(&c.tcp, "tcp", "", "")
 	fs.StringVar(&c.udp, "udp", "", "")
+	fs.StringVar(&c.control, "control", "", "")
 	fs.DurationVar(&c.reloadDelay, "reload-delay", 0, "")
 	fs.DurationVar(&c.replyDelay, "reply-delay", 0, "")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "")
@@ -81,7 +83,7 @@ func runServerRole(role string, args []string) int {
 	}
 	sigs := tcpgrace.NotifySignals(extra...) // first, as every example does
 	log.Info("start", "version", roleVersion, "role", role)
-	u, err := tcpgrace.New(tcpgrace.Options{PIDFile: cfg.pidFile, Logger: base,
+	u, err := tcpgrace.New(tcpgrace.Options{PIDFile: cfg.pidFile, Control: cfg.control, Logger: base,
 		ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace})
 	if err != nil {
 		log.Error("start", "err", err)

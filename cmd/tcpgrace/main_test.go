@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 )
 
-// TestUsage: usage errors and a missing socket exit 2 and say why on
+// TestUsage: usage errors exit 2, a missing socket 3, and say why on
 // stderr; help exits 0.
 func TestUsage(t *testing.T) {
 	t.Setenv(envControl, "")
@@ -28,8 +28,14 @@ func TestUsage(t *testing.T) {
 		{"negative timeout", []string{"upgrade", "-control", none, "-timeout", "-1s"}, exitUsage, "-timeout -1s"},
 		{"zero timeout", []string{"upgrade", "-control", none, "-timeout", "0"}, exitUsage, "-timeout 0s: give a duration from 1ms to 24h"},
 		{"timeout above 24h", []string{"upgrade", "-control", none, "-timeout", "25h"}, exitUsage, "-timeout 25h0m0s: give a duration from 1ms to 24h"},
-		{"no socket", []string{"upgrade", "-control", none}, exitUsage, "no such file or directory"},
-		{"no socket, status", []string{"status", "-control", none}, exitUsage, "no such file or directory"},
+		{"no socket", []string{"upgrade", "-control", none}, exitUnreachable, "no such file or directory"},
+		{"no socket, status", []string{"status", "-control", none}, exitUnreachable, "no such file or directory"},
+		{"no socket, reload", []string{"reload", "-control", none}, exitUnreachable, "no such file or directory"},
+		{"no socket, stop -wait", []string{"stop", "-control", none, "-wait"}, exitUnreachable, "no such file or directory"},
+		{"stop -timeout without -wait", []string{"stop", "-control", none, "-timeout", "1s"}, exitUsage, "-timeout bounds -wait: give -wait too"},
+		{"stop -wait -timeout 0", []string{"stop", "-control", none, "-wait", "-timeout", "0"}, exitUsage, "-timeout 0s: give a positive duration"},
+		{"version with an argument", []string{"version", "now"}, exitUsage, `unexpected argument "now"`},
+		{"run with a negative -start-limit", []string{"run", "-start-limit", "-1", "-listen", "tcp://127.0.0.1:0", "--", "app"}, exitUsage, "-start-limit -1: give a count, or 0 for no limit"},
 		{"run without -listen", []string{"run", "--", "app"}, exitUsage, "tcpgrace run: at least one -listen is required"},
 		{"run without a command", []string{"run", "-listen", "tcp://127.0.0.1:0"}, exitUsage, "tcpgrace run: no command"},
 		{"run with a bad -listen", []string{"run", "-listen", "http://x:1", "--", "app"}, exitUsage, `unknown scheme "http"`},
@@ -47,6 +53,6 @@ func TestControlFromEnvironment(t *testing.T) {
 	none := filepath.Join(t.TempDir(), "env.sock")
 	t.Setenv(envControl, none)
 	var stdout, stderr bytes.Buffer
-	assert.Equal(t, exitUsage, dispatch([]string{"status"}, &stdout, &stderr))
+	assert.Equal(t, exitUnreachable, dispatch([]string{"status"}, &stdout, &stderr))
 	assert.Contains(t, stderr.String(), none+": control: no reply", "the path from the environment was dialled")
 }

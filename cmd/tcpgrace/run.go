@@ -33,7 +33,19 @@ An instance's processes (its session, process group and orphans) are
 stopped with it when it fails, crashes or exits after its drain.
 
 With -control PATH, "tcpgrace upgrade -control PATH" upgrades and waits for
-the outcome, "tcpgrace status" lists the instances, "tcpgrace stop" stops.
+the outcome, "tcpgrace status" lists the instances, "tcpgrace stop" stops,
+"tcpgrace reload" forwards SIGHUP to the serving instance (it replies once
+the signal was sent, not when the instance's reload is over).
+
+A command that never becomes ready (it cannot be started, exits, or is not
+ready within -ready-timeout) is given -start-limit starts in a row; then the
+supervisor gives up and exits 1, the last failure logged. Once an instance
+has been ready, crashes are restarted with a backoff (100 ms doubling to
+10 s) however often they come.
+
+Exit status: that of the instance that served when the stop began (128+N
+if signal N killed it); 1 when it cannot start or gave up at -start-limit;
+2 on a usage error.
 
 Flags:
 `
@@ -71,16 +83,18 @@ type runFlags struct {
 func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	var f runFlags
 	var listens listFlag
+	var startLimit int
 	fs := flag.NewFlagSet("tcpgrace run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), runUsage); fs.PrintDefaults() }
 	fs.Var(&listens, "listen", "a socket to hold, [NAME=]URL (repeatable)")
-	fs.StringVar(&f.Control, "control", "", "answer tcpgrace upgrade, status and stop on a Unix socket at this path")
+	fs.StringVar(&f.Control, "control", "", "answer tcpgrace upgrade, status, stop and reload on a Unix socket at this path")
 	fs.StringVar(&f.PIDFile, "pidfile", "", "write the supervisor's pid here")
 	fs.DurationVar(&f.ReadyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "how long a new instance may take to be ready")
 	fs.DurationVar(&f.StopTimeout, "stop-timeout", supervisor.DefaultStopTimeout, "how long an instance may drain after SIGTERM before SIGKILL")
 	fs.DurationVar(&f.ReadyDelay, "ready-delay", 0, "count an instance still running after this long as ready (for programs that cannot send READY=1)")
 	fs.IntVar(&f.MaxInstances, "max-instances", supervisor.DefaultMaxInstances, "how many instances may be alive at once, draining ones included")
+	fs.IntVar(&startLimit, "start-limit", supervisor.DefaultStartLimit, "give up (exit 1) after this many failed starts in a row before any instance was ready; 0: never")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -93,17 +107,23 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	}
 	f.Command = fs.Args()
 	switch {
+	case startLimit < 0:
+		return nil, fmt.Errorf("-start-limit %d: give a count, or 0 for no limit", startLimit)
 	case len(f.Listen) == 0:
 		return nil, errors.New("at least one -listen is required")
 	case len(f.Command) == 0:
 		return nil, errors.New("no command: tcpgrace run [flags] -- CMD [ARGS...]")
+	}
+	f.StartLimit = startLimit
+	if startLimit == 0 {
+		f.StartLimit = -1 // supervisor.Config's "no limit"
 	}
 	return &f, nil
 }
 
 // runCmd is tcpgrace run, the supervisor: it returns the exit status of
 // the instance that served when it was stopped, 2 on a usage error and 1
-// when it cannot start.
+// when it cannot start or gave up at -start-limit.
 func runCmd(args []string, _, stderr io.Writer) int {
 	f, err := parseRunFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {

@@ -13,7 +13,8 @@ import (
 // statusCmd is tcpgrace status: the serving generation as JSON, or as
 // text with -human.
 func statusCmd(args []string, stdout, stderr io.Writer) int {
-	f := newFlags("status", stderr)
+	f := newFlags("status", "-control PATH [-human]",
+		"Prints the serving generation as one line of JSON (pid, generation, state,\nexecutable, listeners, connections, older generations still draining).", stderr)
 	human := f.Bool("human", false, "print text for people instead of JSON")
 	if code, ok := f.parse(args); !ok {
 		return code
@@ -25,8 +26,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if rep.Status == nil {
-		fmt.Fprintf(stderr, "tcpgrace status: %s: a reply without a status\n", f.control)
-		return exitUsage
+		return f.noResult()
 	}
 	if *human {
 		printHuman(stdout, rep.Status)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"time"
 
@@ -15,9 +14,11 @@ import (
 const defaultUpgradeTimeout = 2 * time.Minute
 
 // upgradeCmd is tcpgrace upgrade: exit 0 and the new generation's pid
-// once it serves, 1 with the reason when the upgrade failed.
+// once it serves, 1 with the reason when the upgrade failed, 4 when it
+// was refused for now.
 func upgradeCmd(args []string, stdout, stderr io.Writer) int {
-	f := newFlags("upgrade", stderr)
+	f := newFlags("upgrade", "-control PATH [-timeout DUR]",
+		"Starts the next generation and waits until it serves (exit 0, one line of\nJSON: pid, generation, old_pid, handoff_ms) or has failed (exit 1, the old\ngeneration serves on).", stderr)
 	timeout := f.Duration("timeout", defaultUpgradeTimeout, "give up after this long: the server cancels the upgrade and kills the next generation, and never starts it if this command is gone by the time it reads the request")
 	if code, ok := f.parse(args); !ok {
 		return code
@@ -33,8 +34,7 @@ func upgradeCmd(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if rep.Upgrade == nil {
-		fmt.Fprintf(stderr, "tcpgrace upgrade: %s: a reply without the upgrade's result\n", f.control)
-		return exitUsage
+		return f.noResult()
 	}
 	return printJSON(stdout, rep.Upgrade)
 }

@@ -7,12 +7,19 @@
 //
 //	-> {"v":1,"cmd":"upgrade","timeout_ms":30000}
 //	<- {"v":1,"ok":true,"upgrade":{"pid":4243,"generation":3,"old_pid":4242,"handoff_ms":14.2}}
-//	<- {"v":1,"ok":false,"error":"tcpgrace: the next generation failed: it exited before it was ready: exit status 3"}
+//	<- {"v":1,"ok":false,"code":"failed","error":"tcpgrace: the next generation failed: it exited before it was ready: exit status 3"}
 //
-// A request names [Version] and one of [CmdUpgrade], [CmdStatus] and
-// [CmdStop]; fields it does not know are ignored, so a later version may
-// add optional ones. Every reply names the version the server speaks, and
-// either ok with the command's result or the error text.
+// A request names [Version] and one of [CmdUpgrade], [CmdStatus],
+// [CmdStop] and [CmdReload]; fields it does not know are ignored, so a
+// later version may add optional ones. Every reply names the version the
+// server speaks, and either ok with the command's result or the error
+// text with a machine-readable [Reply.Code] ([CodeFailed],
+// [CodeRefused], [CodeBadRequest], [CodeDenied]). A server older than
+// the codes sends none: read that as [CodeFailed].
+//
+// [Do] tells a request that never reached a server ([ErrNotSent]) from
+// one sent but never answered ([ErrOutcomeUnknown]): the server may have
+// carried the latter out.
 //
 // Both ends check the other: a server answers only root and its own uid,
 // and [Do] asks only a server run by root or by the caller's own uid
@@ -47,6 +54,13 @@ const (
 	CmdStatus = "status"
 	// CmdStop begins a graceful stop and replies once draining has begun.
 	CmdStop = "stop"
+	// CmdReload runs the server's reload hook (configuration in place, no
+	// new process) and replies with [Reloaded] when it has returned, or
+	// fails with [CodeFailed] and the hook's error, or because there is
+	// no hook. tcpgrace run forwards SIGHUP to the serving instance
+	// instead and replies once the signal was sent: it cannot know when
+	// the instance's reload is over.
+	CmdReload = "reload"
 
 	// MaxRequestLen bounds a request line, newline included.
 	MaxRequestLen = 4096
@@ -59,10 +73,31 @@ const (
 	MaxTimeoutMS = 24 * 60 * 60 * 1000
 )
 
+// The codes of a failed reply ([Reply.Code]): what a client may do next.
+// A client that meets a code it does not know treats it as [CodeFailed].
+const (
+	// CodeFailed: the server tried and the operation failed (an upgrade:
+	// the next generation failed, and the old one serves on). The code of
+	// [FailReply].
+	CodeFailed = "failed"
+	// CodeRefused: refused for now, nothing was done: another upgrade
+	// runs, the server is not ready yet, too many generations drain, a
+	// ready grace runs, it is stopping, or it is busy. Retry later. The
+	// code of [RefuseReply].
+	CodeRefused = "refused"
+	// CodeBadRequest: the server did not understand the request
+	// (malformed, another protocol version, an unknown command or
+	// field value); nothing was done.
+	CodeBadRequest = "bad_request"
+	// CodeDenied: the server does not let this client ask (its uid is
+	// neither root nor the server's); nothing was done.
+	CodeDenied = "denied"
+)
+
 // Request is one line a client sends.
 type Request struct {
 	V   int    `json:"v"`   // Version; Do fills it in
-	Cmd string `json:"cmd"` // CmdUpgrade, CmdStatus or CmdStop
+	Cmd string `json:"cmd"` // CmdUpgrade, CmdStatus, CmdStop or CmdReload
 	// TimeoutMS, for upgrade, bounds the upgrade in milliseconds: the
 	// server cancels it then (the next generation is killed) and replies
 	// with the error. 0: only the server's ready timeout bounds it. At
@@ -86,14 +121,19 @@ func (r Request) Context(parent context.Context) (ctx context.Context, cancel co
 }
 
 // Reply is the one line a server sends back. Exactly one of the result
-// fields is set when OK is true; Error is set when it is false.
+// fields is set when OK is true; Error and Code are set when it is false.
 type Reply struct {
-	V       int       `json:"v"`                 // the version the server speaks
-	OK      bool      `json:"ok"`                // the request succeeded
-	Error   string    `json:"error,omitempty"`   // why it did not
+	V     int    `json:"v"`               // the version the server speaks
+	OK    bool   `json:"ok"`              // the request succeeded
+	Error string `json:"error,omitempty"` // why it did not
+	// Code classifies the failure: CodeFailed, CodeRefused,
+	// CodeBadRequest or CodeDenied; empty when OK, and from servers older
+	// than the codes (read it as CodeFailed).
+	Code    string    `json:"code,omitempty"`
 	Upgrade *Upgraded `json:"upgrade,omitempty"` // the result of upgrade
 	Status  *Status   `json:"status,omitempty"`  // the result of status
 	Stop    *Stopping `json:"stop,omitempty"`    // the result of stop
+	Reload  *Reloaded `json:"reload,omitempty"`  // the result of reload
 }
 
 // Upgraded is the result of a successful upgrade.
@@ -176,23 +216,46 @@ type Stopping struct {
 	PIDNamespace string `json:"pid_ns,omitempty"` // the pid namespace PID is in, "" if unknown
 }
 
+// Reloaded is the result of a reload: the process that reloaded (the
+// library: once its reload hook returned nil) or, from tcpgrace run, the
+// serving instance that was sent SIGHUP (its reload may still run).
+type Reloaded struct {
+	PID          int    `json:"pid"`              // the process that reloaded, or was told to
+	Generation   int    `json:"generation"`       // its generation number
+	PIDNamespace string `json:"pid_ns,omitempty"` // the pid namespace PID is in, "" if unknown
+}
+
 // ErrConnection wraps every failure to get a reply at all: no socket,
 // refused, closed before a reply, a reply that is not the protocol's, a
 // server that is not trusted ([ErrUntrustedServer]).
 var ErrConnection = errors.New("control: no reply")
 
+// ErrNotSent is wrapped, with [ErrConnection], by an error of [Do] that
+// came before the request was written: no socket file, connection
+// refused, permission denied, an untrusted server, no connection within
+// the timeout. No server took the request: nothing was done.
+var ErrNotSent = errors.New("control: request not sent")
+
+// ErrOutcomeUnknown is wrapped, with [ErrConnection], by an error of [Do]
+// that came after the request was written: the connection broke or timed
+// out, or the reply was not one this client reads. The server may have
+// taken the request and carried it out.
+var ErrOutcomeUnknown = errors.New("control: request sent, no reply")
+
 // ErrUntrustedServer is the error of [Do] when the process that listens
 // on the control socket is neither root nor of the caller's own
 // (effective) uid: another user may have bound the path first, and its
-// reply would be a forgery. It is wrapped together with [ErrConnection].
+// reply would be a forgery. It is wrapped together with [ErrConnection]
+// and [ErrNotSent].
 var ErrUntrustedServer = errors.New("control: untrusted server")
 
 // Do sends req to the control socket at path and returns the reply. ctx
 // bounds the whole exchange. Before it sends anything it checks who
 // listens on the socket (SO_PEERCRED): root or the caller's own effective
 // uid, or it refuses with [ErrUntrustedServer]. An error (wrapping
-// [ErrConnection]) means no reply was read; a reply that says the request
-// failed is returned with a nil error.
+// [ErrConnection]) means no reply was read; it wraps [ErrNotSent] if the
+// request was not written, [ErrOutcomeUnknown] if it was. A reply that
+// says the request failed is returned with a nil error.
 func Do(ctx context.Context, path string, req Request) (*Reply, error) {
 	if req.V == 0 {
 		req.V = Version
@@ -200,11 +263,11 @@ func Do(ctx context.Context, path string, req Request) (*Reply, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrConnection, err)
+		return nil, fmt.Errorf("%w: %w: %w", ErrConnection, ErrNotSent, err)
 	}
 	defer c.Close()
 	if err := checkServer(c, path, uint32(os.Geteuid())); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrNotSent, err)
 	}
 	if deadline, ok := ctx.Deadline(); ok {
 		c.SetDeadline(deadline)
@@ -213,16 +276,17 @@ func Do(ctx context.Context, path string, req Request) (*Reply, error) {
 	defer stop()
 	line, err := json.Marshal(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: encoding the request: %w", ErrConnection, err)
+		return nil, fmt.Errorf("%w: %w: encoding the request: %w", ErrConnection, ErrNotSent, err)
 	}
 	_, werr := c.Write(append(line, '\n'))
 	// A server that refuses without reading (a uid it does not let in)
 	// has replied and closed before our write: its reply still counts.
 	rep, err := ReadReply(c)
 	if err != nil && werr != nil {
-		return nil, fmt.Errorf("%w: sending to %s: %w", ErrConnection, path, werr)
+		return nil, fmt.Errorf("%w: %w: sending to %s: %w", ErrConnection, ErrNotSent, path, werr)
 	}
 	if err != nil {
+		err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 		// The connection's deadline may fire a moment before ctx's.
 		if deadline, ok := ctx.Deadline(); ok && !time.Now().Before(deadline) {
 			return nil, fmt.Errorf("%w (%w)", err, context.DeadlineExceeded)
@@ -284,7 +348,7 @@ func ReadReply(r io.Reader) (*Reply, error) {
 }
 
 // Commands lists the commands a server of this version knows.
-var Commands = []string{CmdUpgrade, CmdStatus, CmdStop}
+var Commands = []string{CmdUpgrade, CmdStatus, CmdStop, CmdReload}
 
 // ParseRequest decodes and checks one request line (without its
 // newline): a JSON object of this [Version] with a known command.

@@ -23,6 +23,7 @@ func TestParseRequest(t *testing.T) {
 	}{
 		{"status", `{"v":1,"cmd":"status"}`, Request{V: 1, Cmd: CmdStatus}, ""},
 		{"stop", `{"v":1,"cmd":"stop"}`, Request{V: 1, Cmd: CmdStop}, ""},
+		{"reload", `{"v":1,"cmd":"reload"}`, Request{V: 1, Cmd: CmdReload}, ""},
 		{"upgrade with a timeout", `{"v":1,"cmd":"upgrade","timeout_ms":1500}`, Request{V: 1, Cmd: CmdUpgrade, TimeoutMS: 1500}, ""},
 		{"unknown fields ignored", `{"v":1,"cmd":"status","later":{"x":1}}`, Request{V: 1, Cmd: CmdStatus}, ""},
 		{"spaces", " \t{ \"cmd\" : \"status\", \"v\" : 1 } \r", Request{V: 1, Cmd: CmdStatus}, ""},
@@ -101,8 +102,9 @@ func serveOnce(t *testing.T, reply string) string {
 	return path
 }
 
-// TestDo: a reply is returned as sent; every way of getting none is an
-// error wrapping ErrConnection that says which.
+// TestDo: a reply is returned as sent, its code too; every way of getting
+// none is an error wrapping ErrConnection that says which, and whether
+// the request was sent (ErrOutcomeUnknown) or not (ErrNotSent).
 func TestDo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -115,6 +117,17 @@ func TestDo(t *testing.T) {
 	rep, err = Do(ctx, path, Request{Cmd: CmdStatus})
 	require.NoError(t, err, "a failed request is a reply, not an error")
 	assert.Equal(t, "no", rep.Error)
+	assert.Empty(t, rep.Code, "a server older than the codes sends none")
+
+	path = serveOnce(t, `{"v":1,"ok":false,"code":"refused","error":"busy"}`+"\n")
+	rep, err = Do(ctx, path, Request{Cmd: CmdUpgrade})
+	require.NoError(t, err)
+	assert.Equal(t, CodeRefused, rep.Code, "the code is read")
+
+	path = serveOnce(t, `{"v":1,"ok":true,"reload":{"pid":8,"generation":3,"pid_ns":"pid:[1]"}}`+"\n")
+	rep, err = Do(ctx, path, Request{Cmd: CmdReload})
+	require.NoError(t, err)
+	assert.Equal(t, &Reloaded{PID: 8, Generation: 3, PIDNamespace: "pid:[1]"}, rep.Reload)
 
 	for _, tc := range []struct{ name, reply, err string }{
 		{"closed at once", "", "reading the reply: EOF"},
@@ -128,11 +141,14 @@ func TestDo(t *testing.T) {
 			_, err := Do(ctx, serveOnce(t, tc.reply), Request{Cmd: CmdStatus})
 			require.Error(t, err)
 			assert.True(t, errors.Is(err, ErrConnection), "wraps ErrConnection: %v", err)
+			assert.ErrorIs(t, err, ErrOutcomeUnknown, "the request was sent")
+			assert.NotErrorIs(t, err, ErrNotSent)
 			assert.Contains(t, err.Error(), tc.err)
 		})
 	}
 	_, err = Do(ctx, filepath.Join(t.TempDir(), "none.sock"), Request{Cmd: CmdStatus})
 	assert.ErrorIs(t, err, ErrConnection, "no socket")
+	assert.ErrorIs(t, err, ErrNotSent, "nothing was sent")
 	assert.Contains(t, err.Error(), "no such file", "says so")
 
 	path = filepath.Join(t.TempDir(), "silent.sock")
@@ -143,6 +159,7 @@ func TestDo(t *testing.T) {
 	defer cancelShort()
 	_, err = Do(short, path, Request{Cmd: CmdStatus})
 	assert.ErrorIs(t, err, ErrConnection, "a server that never answers")
+	assert.ErrorIs(t, err, ErrOutcomeUnknown, "the request sits in its socket: it may still take it")
 	assert.ErrorIs(t, err, context.DeadlineExceeded, "ends at the context's deadline")
 }
 

@@ -268,7 +268,7 @@ func (s *Server) admit(conn net.Conn) error {
 // it.
 func refuse(conn net.Conn, err error) {
 	conn.SetWriteDeadline(time.Now().Add(refuseTimeout))
-	WriteReply(conn, FailReply(err))
+	WriteReply(conn, RefuseReply(err))
 	conn.Close()
 }
 
@@ -298,13 +298,13 @@ func (s *Server) answer(conn net.Conn) *Reply {
 	}
 	if err != nil {
 		s.log.Warn(s.opts.LogPrefix+": request refused", "peer_pid", pid, "peer_uid", uid, "err", err)
-		return FailReply(err)
+		return deniedReply(err)
 	}
 	conn.SetReadDeadline(time.Now().Add(s.opts.ReadTimeout))
 	req, err := readRequest(conn, s.opts.ReadTimeout)
 	if err != nil {
 		s.log.Warn(s.opts.LogPrefix+": bad request", "peer_pid", pid, "err", err)
-		return FailReply(fmt.Errorf("%s: %w", s.opts.Name, err))
+		return badRequestReply(fmt.Errorf("%s: %w", s.opts.Name, err))
 	}
 	return s.opts.Handler(req, Peer{PID: pid, UID: uid}, conn)
 }
@@ -318,9 +318,30 @@ func checkPeer(name string, uid, self uint32) error {
 	return fmt.Errorf("%s: permission denied: uid %d may not ask; only root and uid %d may", name, uid, self)
 }
 
-// FailReply is the reply that reports err.
+// FailReply is the reply that reports err as the failure of the
+// operation ([CodeFailed]): the server tried, and it failed.
 func FailReply(err error) *Reply {
-	return &Reply{V: Version, Error: err.Error()}
+	return &Reply{V: Version, Code: CodeFailed, Error: err.Error()}
+}
+
+// RefuseReply is the reply that refuses the request for now
+// ([CodeRefused]), for the reason err: the server did nothing, and the
+// client may retry later (another upgrade runs, not ready yet, too many
+// generations draining, a ready grace, stopping).
+func RefuseReply(err error) *Reply {
+	return &Reply{V: Version, Code: CodeRefused, Error: err.Error()}
+}
+
+// badRequestReply is the server's reply to a request it did not
+// understand ([CodeBadRequest]).
+func badRequestReply(err error) *Reply {
+	return &Reply{V: Version, Code: CodeBadRequest, Error: err.Error()}
+}
+
+// deniedReply is the server's reply to a peer that may not ask
+// ([CodeDenied]).
+func deniedReply(err error) *Reply {
+	return &Reply{V: Version, Code: CodeDenied, Error: err.Error()}
 }
 
 // WriteReply writes rep as one line of JSON.

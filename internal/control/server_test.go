@@ -116,13 +116,15 @@ func TestServerAnswers(t *testing.T) {
 
 // TestServerBadRequests: a request that is too long, malformed or never
 // sent is answered by the server itself, with the error prefixed by its
-// name, and the connection closed.
+// name and the code bad_request, and the connection closed.
 func TestServerBadRequests(t *testing.T) {
 	_, path := testServer(t, ServerOptions{})
 	for _, tc := range []struct {
 		name, raw, want string
 	}{
 		{"garbage", "hello\n", "test: control: malformed request"},
+		{"unknown command", `{"v":1,"cmd":"reboot"}` + "\n", `test: control: unknown command "reboot"`},
+		{"another version", `{"v":2,"cmd":"status"}` + "\n", "test: control: request of protocol version 2"},
 		{"oversized", strings.Repeat("x", 2*MaxRequestLen), "test: control: request longer than 4096 bytes"},
 		{"closed without a word", "", "test: control: closed without a request"},
 		{"end of stream instead of a newline", `{"v":1,"cmd":"status"}`, ""},
@@ -135,8 +137,10 @@ func TestServerBadRequests(t *testing.T) {
 			require.NoError(t, err, "a reply")
 			if tc.want == "" {
 				assert.True(t, rep.OK, "taken: %s", rep.Error)
+				assert.Empty(t, rep.Code, "no code when ok")
 			} else {
 				assert.True(t, strings.HasPrefix(rep.Error, tc.want), "the error says why: %s", rep.Error)
+				assert.Equal(t, CodeBadRequest, rep.Code, "the server did not understand")
 			}
 			_, err = c.Read(make([]byte, 1))
 			assert.Error(t, err, "closed after the reply")
@@ -153,6 +157,7 @@ func TestServerBusy(t *testing.T) {
 	assert.True(t, s.Busy(), "busy while requests are read")
 	rep := status(t, path)
 	assert.Equal(t, "test: control: busy, 2 requests open; try again", rep.Error, "the third is refused")
+	assert.Equal(t, CodeRefused, rep.Code, "for now")
 	idle[0].Close()
 	require.Eventually(t, func() bool { return s.Open() == 1 }, ioTimeout, time.Millisecond, "one gone")
 	assert.True(t, status(t, path).OK, "answered again")
@@ -174,6 +179,7 @@ func TestServerSlowClient(t *testing.T) {
 		rep, err := ReadReply(c)
 		require.NoError(t, err, "the slow client gets a reply")
 		assert.Contains(t, rep.Error, fmt.Sprintf("no complete request within 300ms (%d bytes read)", len(partial)), "that says why")
+		assert.Equal(t, CodeBadRequest, rep.Code)
 		assert.GreaterOrEqual(t, time.Since(begin), 250*time.Millisecond, "after the read timeout")
 		_, err = c.Read(make([]byte, 1))
 		assert.ErrorIs(t, err, io.EOF, "and it is dropped")
@@ -250,6 +256,7 @@ func TestServerRefusesOtherUID(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "the client ran: %s", out)
 	assert.Contains(t, string(out), "test: control: permission denied: uid 65534 may not ask; only root and uid 0 may", "refused by its uid")
+	assert.Contains(t, string(out), `"code":"denied"`, "with the code denied")
 	assert.False(t, ran.Load(), "the handler never ran")
 	assert.True(t, status(t, path).OK, "root is answered")
 }

@@ -17,6 +17,9 @@ const (
 	// DefaultMaxInstances bounds the instances alive at once: the serving
 	// one, one starting and the ones still draining.
 	DefaultMaxInstances = 4
+	// DefaultStartLimit is how many starts in a row may fail, before any
+	// instance was ever ready, until the supervisor gives up.
+	DefaultStartLimit = 5
 )
 
 // Config configures a [Supervisor]. Listen and Command are required; the
@@ -33,7 +36,7 @@ type Config struct {
 	Command []string
 
 	// Control, if set, is the path of a control socket (Unix, mode 0600)
-	// that answers tcpgrace upgrade, status and stop for root and the
+	// that answers tcpgrace upgrade, status, stop and reload for root and the
 	// supervisor's own uid. Default: none.
 	Control string
 
@@ -59,6 +62,15 @@ type Config struct {
 	// and draining); an upgrade past it is refused. Default:
 	// DefaultMaxInstances.
 	MaxInstances int
+
+	// StartLimit is how many starts in a row may fail (the command cannot
+	// be started, exits or is not ready in time) before any instance was
+	// ever ready: then the supervisor stops and Run returns 1, as
+	// systemd's start limit ends a unit that never starts. Once an
+	// instance has been ready, crashes and failed starts are retried
+	// with the backoff forever. Default: DefaultStartLimit; negative: no
+	// limit (retry forever).
+	StartLimit int
 
 	// Executable is the supervisor's own program, run by a self-upgrade
 	// (SIGUSR2) in place of this one. Default: the path this process was
@@ -97,6 +109,9 @@ func (c *Config) check() error {
 	}
 	if c.MaxInstances <= 0 {
 		c.MaxInstances = DefaultMaxInstances
+	}
+	if c.StartLimit == 0 {
+		c.StartLimit = DefaultStartLimit
 	}
 	if c.MaxInstances < 2 {
 		return errors.New("-max-instances must be at least 2: an upgrade overlaps two instances")

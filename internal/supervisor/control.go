@@ -27,10 +27,14 @@ const (
 	controlName         = "tcpgrace-run-control"
 )
 
-// controlSocket answers tcpgrace upgrade, status and stop on
+// controlSocket answers tcpgrace upgrade, status, stop and reload on
 // Config.Control, in the protocol of package internal/control, with the
-// supervisor's [Supervisor.Upgrade] and [Supervisor.Status] and a stop
-// as on SIGTERM. Only root and the supervisor's own uid may ask
+// supervisor's [Supervisor.Upgrade] and [Supervisor.Status], a stop as on
+// SIGTERM and a reload as on SIGHUP (answered once the signal was sent to
+// the serving instance: the supervisor cannot know when the instance's
+// reload is over). Refusals for now (an upgrade in progress, too many
+// instances, nothing serving yet, stopping) carry the code "refused";
+// other failures "failed". Only root and the supervisor's own uid may ask
 // (SO_PEERCRED). An upgrade or a stop whose client closed its connection
 // before the request was read (the supervisor was stopped or hung
 // meanwhile, and the client gave up) is not carried out. It is not handed
@@ -105,7 +109,7 @@ func (c *controlSocket) fd() (int, error) {
 	return fd, err
 }
 
-// answer carries out one request: upgrade and stop, unless their
+// answer carries out one request: upgrade, stop and reload, unless their
 // requester is gone; status.
 func (c *controlSocket) answer(req control.Request, peer control.Peer, conn net.Conn) *control.Reply {
 	if req.Cmd != control.CmdStatus {
@@ -120,8 +124,22 @@ func (c *controlSocket) answer(req control.Request, peer control.Peer, conn net.
 		return c.upgrade(req)
 	case control.CmdStop:
 		return c.stop()
+	case control.CmdReload:
+		return c.reload()
 	}
 	return c.status()
+}
+
+// errorReply is the reply that reports err: a refusal for now
+// (control.CodeRefused) when the supervisor did nothing and a later
+// request may succeed, a failure (control.CodeFailed) otherwise.
+func errorReply(err error) *control.Reply {
+	for _, refused := range []error{ErrStopping, ErrUpgradeInProgress, ErrTooManyInstances, ErrNotServing} {
+		if errors.Is(err, refused) {
+			return control.RefuseReply(err)
+		}
+	}
+	return control.FailReply(err)
 }
 
 // errRequesterGone refuses an upgrade or a stop whose client closed its
@@ -136,7 +154,7 @@ func (c *controlSocket) upgrade(req control.Request) *control.Reply {
 	begin := time.Now()
 	res, err := c.s.Upgrade(ctx)
 	if err != nil {
-		return control.FailReply(err)
+		return errorReply(err)
 	}
 	return &control.Reply{V: control.Version, OK: true, Upgrade: &control.Upgraded{PID: res.PID,
 		Generation: res.Generation, OldPID: res.OldPID, HandoffMS: float64(time.Since(begin).Microseconds()) / 1000,
@@ -149,7 +167,7 @@ func (c *controlSocket) stop() *control.Reply {
 	ctx, cancel := context.WithTimeout(context.Background(), controlReadTimeout)
 	defer cancel()
 	if err := c.s.do(ctx, func() { c.s.stop(unix.SIGTERM) }); err != nil {
-		return control.FailReply(err)
+		return errorReply(err)
 	}
 	return &control.Reply{V: control.Version, OK: true, Stop: &control.Stopping{PID: os.Getpid(), Connections: -1, PIDNamespace: control.PIDNamespace()}}
 }
@@ -159,9 +177,27 @@ func (c *controlSocket) status() *control.Reply {
 	defer cancel()
 	st, err := c.s.Status(ctx)
 	if err != nil {
-		return control.FailReply(err)
+		return errorReply(err)
 	}
 	return &control.Reply{V: control.Version, OK: true, Status: c.s.controlStatus(st)}
+}
+
+// reload forwards SIGHUP to the serving instance, as a SIGHUP to the
+// supervisor does, and replies once it was sent: whether and when the
+// instance's reload is over only the instance knows.
+func (c *controlSocket) reload() *control.Reply {
+	ctx, cancel := context.WithTimeout(context.Background(), controlReadTimeout)
+	defer cancel()
+	var res ReloadResult
+	var herr error
+	if err := c.s.do(ctx, func() { res, herr = c.s.forwardHUP() }); err != nil {
+		return errorReply(err)
+	}
+	if herr != nil {
+		return errorReply(herr)
+	}
+	return &control.Reply{V: control.Version, OK: true, Reload: &control.Reloaded{PID: res.PID,
+		Generation: res.Generation, PIDNamespace: control.PIDNamespace()}}
 }
 
 // controlStatus is st in the control protocol's terms: the supervisor

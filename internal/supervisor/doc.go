@@ -88,13 +88,24 @@
 // draining instances as older generations, and in its supervisor part
 // every instance, the restarts and the last failure ([Supervisor.Status]);
 // the instances' connections are theirs and unknown (-1). "tcpgrace stop"
-// stops as SIGTERM does. The socket is not handed to the instances.
+// stops as SIGTERM does. "tcpgrace reload" forwards SIGHUP to the serving
+// instance, as a SIGHUP to the supervisor does, and is answered once the
+// signal was sent: the supervisor cannot know when the instance's reload
+// is over. Refusals for now (an upgrade in progress, too many instances,
+// no instance serving yet, stopping) carry the code "refused", other
+// failures "failed". The socket is not handed to the instances.
 //
 // When the serving instance dies unasked, the sockets stay open (clients
 // wait in the accept queues) and a new instance starts at once; after
 // deaths in a row (an instance that served less than 10 s) the restart
 // waits 100 ms, doubling up to 10 s. Restarts, the crash count and the
-// last failure are logged and in [Supervisor.Status].
+// last failure are logged and in [Supervisor.Status]. Until an instance
+// has been ready once, though, the deaths are failed starts of a command
+// that may never work (a missing file, a broken configuration): after
+// Config.StartLimit of them in a row (-start-limit, default 5) the
+// supervisor gives up as systemd's start limit does: it logs the last
+// failure, stops, and Run returns 1. Once an instance has been ready the
+// limit no longer applies.
 //
 // # PID 1
 //

@@ -81,6 +81,7 @@ func (s *Supervisor) start(reason string, reply chan<- outcome) {
 // until now drains.
 func (s *Supervisor) ready(in *instance, how string) {
 	s.census() // remembers the processes it started: an orphan of it is known later
+	s.everReady = true
 	took := time.Since(in.since)
 	in.phase, in.since = phaseServing, time.Now()
 	in.readyBy, in.delayAt = time.Time{}, time.Time{}
@@ -135,8 +136,29 @@ func (s *Supervisor) startFailed(in *instance, err error) {
 	s.log.Error("start failed", "err", err, "instance", in.pid)
 	if !s.stopping {
 		s.crashes++
+		if s.startLimitReached() {
+			s.giveUp()
+			return
+		}
 		s.scheduleRestart()
 	}
+}
+
+// startLimitReached reports whether Config.StartLimit starts in a row
+// have failed while no instance was ever ready. (Until one is, every
+// death in a row is a failed start.)
+func (s *Supervisor) startLimitReached() bool {
+	return !s.everReady && s.cfg.StartLimit > 0 && s.crashes >= s.cfg.StartLimit
+}
+
+// giveUp stops the supervisor, as SIGTERM does, after Config.StartLimit
+// failed starts of a command that was never ready: Run then returns 1.
+// The last failure is logged.
+func (s *Supervisor) giveUp() {
+	s.log.Error("giving up: the command never became ready", "failed_starts", s.crashes,
+		"start_limit", s.cfg.StartLimit, "last_failure", s.lastFailure)
+	s.gaveUp = true
+	s.stop(unix.SIGTERM)
 }
 
 // cancelStart ends the start that reply waits for, if it still runs: its
@@ -274,14 +296,28 @@ func (s *Supervisor) stop(sig syscall.Signal) {
 	}
 }
 
-// forwardHUP sends SIGHUP to the serving instance: its own reload.
-func (s *Supervisor) forwardHUP() {
-	if s.serving == nil {
-		s.log.Warn("SIGHUP: no instance serves; ignored")
-		return
+// forwardHUP sends SIGHUP to the serving instance: its own reload. It
+// fails with ErrStopping or ErrNotServing when there is none to send it
+// to, and with the error of kill(2).
+func (s *Supervisor) forwardHUP() (ReloadResult, error) {
+	var err error
+	switch {
+	case s.stopping:
+		err = fmt.Errorf("%w: no reload", ErrStopping)
+	case s.serving == nil:
+		err = fmt.Errorf("%w yet (one is starting, or restarting after a crash): no reload; try again once one is ready", ErrNotServing)
 	}
-	err := s.serving.signal(unix.SIGHUP)
-	s.log.Info("SIGHUP forwarded", "instance", s.serving.main, "err", err)
+	if err != nil {
+		s.log.Warn("SIGHUP: not forwarded", "err", err)
+		return ReloadResult{}, err
+	}
+	in := s.serving
+	if err := in.signal(unix.SIGHUP); err != nil {
+		s.log.Warn("SIGHUP: forwarding failed", "instance", in.main, "err", err)
+		return ReloadResult{}, fmt.Errorf("tcpgrace run: SIGHUP to instance %d (generation %d): %w", in.main, in.gen, err)
+	}
+	s.log.Info("SIGHUP forwarded", "instance", in.main, "generation", in.gen)
+	return ReloadResult{PID: in.main, Generation: in.gen}, nil
 }
 
 // onNote acts on an sd_notify message. Only instances count: a message

@@ -530,6 +530,7 @@ func (s *Supervisor) adopt(state string) error {
 	s.started = time.Unix(0, h.Started)
 	s.mgr = &manager{Sender: sdnotify.NewSender(h.Manager), watchdog: time.Duration(h.WatchdogUS) * time.Microsecond, ready: h.Ready}
 	s.nextGen, s.restarts, s.crashes, s.lastFailure = h.NextGen, h.Restarts, h.Crashes, h.LastFailure
+	s.everReady = true // a self-upgrade needs a serving instance: the start limit is over
 	for _, name := range h.Signals {
 		if sig := unix.SignalNum(name); sig == unix.SIGUSR1 {
 			s.carried = append(s.carried, sig)

@@ -35,6 +35,10 @@ var (
 	// was not ready in time; it has been killed, and the serving one
 	// still serves.
 	ErrStartFailed = errors.New("tcpgrace run: the new instance failed")
+	// ErrNotServing: no instance serves (the first one is starting, or one
+	// restarts after a crash), so there is none to reload; try again
+	// once one is ready.
+	ErrNotServing = errors.New("tcpgrace run: no instance serves")
 )
 
 // NotifySignals registers the signals [Supervisor.Run] acts on (SIGCHLD,
@@ -83,6 +87,8 @@ type Supervisor struct {
 	restarts    int // instances started because the serving one died
 	crashes     int // deaths in a row, for the backoff
 	lastFailure string
+	everReady   bool      // an instance has been ready once: Config.StartLimit no longer applies
+	gaveUp      bool      // Config.StartLimit was reached: the supervisor stops and exits 1
 	restartAt   time.Time // a restart waits for its backoff until then
 	stopping    bool
 	stopServing *instance // the instance that served when the stop began
@@ -170,8 +176,9 @@ func (s *Supervisor) bind() error {
 // and SIGINT are forwarded to every instance and stop the supervisor.
 // Make sigs with [NotifySignals].
 // Run returns the exit status of the instance that was serving when the
-// stop began (128+N if signal N killed it), after releasing the sockets,
-// the notify socket and the PID file. It may be called once.
+// stop began (128+N if signal N killed it), or 1 when it gave up after
+// Config.StartLimit failed starts, after releasing the sockets, the
+// notify socket and the PID file. It may be called once.
 func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 	defer close(s.done)
 	s.notify.start(s.notes)
@@ -365,6 +372,12 @@ func (s *Supervisor) Upgrade(ctx context.Context) (UpgradeResult, error) {
 	}
 }
 
+// ReloadResult names the instance a reload was forwarded to.
+type ReloadResult struct {
+	PID        int // the serving instance's main process, which was sent SIGHUP
+	Generation int // its generation
+}
+
 // exit releases everything at the end of Run and returns the status.
 func (s *Supervisor) exit() int {
 	s.ctl.close()
@@ -377,6 +390,9 @@ func (s *Supervisor) exit() int {
 		if err := pidfile.Remove(s.cfg.PIDFile, os.Getpid()); err != nil {
 			s.log.Warn("releasing the pid file", "err", err)
 		}
+	}
+	if s.gaveUp {
+		s.exitStatus = 1
 	}
 	s.log.Info("supervisor exit", "status", s.exitStatus)
 	return s.exitStatus
