@@ -239,7 +239,8 @@ func (c *container) inspect(field string) string {
 // docker exec tcpgrace upgrade (exit 0, the new instance's pid), by a new
 // lineserver copied in with docker cp and docker kill -s USR1 (the new
 // instance runs the new build), and its supervisor replaced by docker cp
-// and docker kill -s USR2 (same pid 1); a SIGKILL of the app is followed
+// and docker kill -s USR2 (same pid 1); docker kill -s HUP reaches the
+// serving instance (lineserver logs it); a SIGKILL of the app is followed
 // by a new instance, and lineserver's own self-exec (SIGUSR1 to the app)
 // by the supervisor following its new main process: not one request
 // fails. docker stop then refuses new clients, lets a held connection
@@ -270,6 +271,8 @@ func TestContainer(t *testing.T) {
 	d.must("kill", "-s", "USR2", c.name)
 	c.waitLog(fmt.Sprintf(`msg="supervisor upgraded in place" pid=1 version=%s from_version=%s`, versions[1], versions[0]))
 	l.waitRequests(t, 100)
+	d.must("kill", "-s", "HUP", c.name)
+	c.waitLog(fmt.Sprintf(`msg="reload signal[^"]*" pid=%d `, c.serving()))
 	l = c.crash(t, l, addr)
 	c.appUpgrade(t)
 	l.waitRequests(t, 100)

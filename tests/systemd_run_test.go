@@ -212,3 +212,35 @@ func (s *systemd) runStopDrains(addr string) {
 	assert.Empty(s.t, s.unitPIDs("lines.service"), "no process of the unit is left")
 	assert.Regexp(s.t, `msg="supervisor exit" pid=\d+ status=0`, s.serviceLog())
 }
+
+// TestSystemdPythonSocketActivation: the Python example runs under systemd
+// as it is, as its README says: a socket unit holds a TCP and a Unix
+// socket, the first connection starts the service (Type=notify: its
+// READY=1 makes it active), which serves both under load; systemctl stop
+// ends it cleanly, the socket unit listens on, and the next connection
+// starts it again.
+func TestSystemdPythonSocketActivation(t *testing.T) {
+	command := strings.Join(pythonLineserver(t), " ")
+	dir := t.TempDir()
+	addr, sock := freeAddr(t), dir+"/lines.sock"
+	s := bootSystemd(t, dir, map[string]string{
+		"lines.socket": "[Unit]\nDefaultDependencies=no\n[Socket]\nListenStream=" + addr + "\nListenStream=" + sock + "\n",
+		"lines.service": "[Unit]\nDefaultDependencies=no\n[Service]\nType=notify\nExecStart=" + command + " --drain-timeout 2\n" +
+			"StandardOutput=append:@DIR@/service.log\nStandardError=append:@DIR@/service.log\n",
+	})
+	s.mustSystemctl("start", "lines.socket")
+	assert.Equal(t, "inactive", s.show("lines.service", "ActiveState"), "nothing started the service yet")
+	l := startLoad([]target{{"tcp", addr}, {"unix", sock}}, 1, 1_000_000)
+	l.waitRequests(t, 100)
+	s.waitShow("lines.service", "SubState", "running", func(v string) bool { return v == "running" })
+	l.waitRequests(t, 100)
+	l.stopLoad(t)
+
+	s.mustSystemctl("stop", "lines.service")
+	assert.Equal(t, "success", s.show("lines.service", "Result"), "the service drained and exited 0")
+	assert.Empty(t, s.unitPIDs("lines.service"), "no process of the service is left")
+	assert.Equal(t, "listening", s.show("lines.socket", "SubState"), "the socket unit still listens")
+	for _, tg := range []target{{"tcp", addr}, {"unix", sock}} {
+		assert.NoError(t, echoOnce(tg.network, tg.addr, "again"), "%s %s answers: the service starts again", tg.network, tg.addr)
+	}
+}
