@@ -244,3 +244,44 @@ func TestSystemdPythonSocketActivation(t *testing.T) {
 		assert.NoError(t, echoOnce(tg.network, tg.addr, "again"), "%s %s answers: the service starts again", tg.network, tg.addr)
 	}
 }
+
+// TestSystemdKillModes: why examples/systemd keeps the default
+// KillMode=control-group for lineserver itself, where tcpgrace run wants
+// KillMode=mixed: after an upgrade, generation 1 still drains a held
+// connection when systemctl stop comes. With KillMode=mixed systemd
+// SIGKILLs it once the main process is gone: the connection is cut at
+// once. With KillMode=process it is not told at all: it still serves
+// after the unit stopped, left behind.
+func TestSystemdKillModes(t *testing.T) {
+	dir := t.TempDir()
+	installLineserver(t, dir)
+	addrs := map[string]string{"mixed": freeAddr(t), "process": freeAddr(t)}
+	units := map[string]string{}
+	for mode, addr := range addrs {
+		units["lines-"+mode+".service"] = notifyService("-tcp "+addr+" -drain-timeout 20s", "KillMode="+mode+"\n")
+	}
+	s := bootSystemd(t, dir, units)
+	for _, mode := range []string{"mixed", "process"} {
+		unit := "lines-" + mode + ".service"
+		s.mustSystemctl("start", unit)
+		conn, err := net.DialTimeout("tcp", addrs[mode], requestBudget)
+		require.NoError(t, err, "%s: a connection to generation 1", unit)
+		defer conn.Close()
+		r := bufio.NewReader(conn)
+		require.NoError(t, echoOnConn(conn, r, "held"), "%s: the held connection is served", unit)
+		main := s.show(unit, "MainPID")
+		s.mustSystemctl("kill", "-s", "USR1", "--kill-who=main", unit)
+		s.waitShow(unit, "MainPID", "generation 2", func(v string) bool { return v != main && v != "0" })
+		s.waitFor(unit+": generation 1 draining beside 2", func() bool { return len(s.unitPIDs(unit)) == 2 })
+		s.mustSystemctl("stop", unit)
+		conn.SetDeadline(time.Now().Add(5 * time.Second)) // well within the 20 s drain
+		err = echoOnConn(conn, r, "after the stop")
+		if mode == "mixed" {
+			assert.Error(t, err, "%s: generation 1 was killed, its drain cut", unit)
+			assert.Empty(t, s.unitPIDs(unit), "%s: nothing is left", unit)
+		} else {
+			assert.NoError(t, err, "%s: generation 1 still serves after the stop", unit)
+			assert.Len(t, s.unitPIDs(unit), 1, "%s: generation 1 is left behind", unit)
+		}
+	}
+}
