@@ -245,43 +245,62 @@ func TestSystemdPythonSocketActivation(t *testing.T) {
 	}
 }
 
-// TestSystemdKillModes: why examples/systemd keeps the default
+// TestSystemdStopSettings: why examples/systemd keeps the default
 // KillMode=control-group for lineserver itself, where tcpgrace run wants
-// KillMode=mixed: after an upgrade, generation 1 still drains a held
-// connection when systemctl stop comes. With KillMode=mixed systemd
-// SIGKILLs it once the main process is gone: the connection is cut at
-// once. With KillMode=process it is not told at all: it still serves
-// after the unit stopped, left behind.
-func TestSystemdKillModes(t *testing.T) {
+// KillMode=mixed, and gives TimeoutStopSec= more than the drain timeout.
+// After an upgrade, generation 1 still drains a held connection when
+// systemctl stop comes. With KillMode=mixed systemd SIGKILLs it once the
+// main process is gone: the connection is cut at once. With
+// KillMode=process it is not told at all: it still serves after the unit
+// stopped, left behind. With the default KillMode but a TimeoutStopSec=
+// shorter than its drain, it is killed at the timeout, and the stop's
+// result is timeout.
+func TestSystemdStopSettings(t *testing.T) {
 	dir := t.TempDir()
 	installLineserver(t, dir)
-	addrs := map[string]string{"mixed": freeAddr(t), "process": freeAddr(t)}
-	units := map[string]string{}
-	for mode, addr := range addrs {
-		units["lines-"+mode+".service"] = notifyService("-tcp "+addr+" -drain-timeout 20s", "KillMode="+mode+"\n")
+	cases := []struct{ name, extra string }{
+		{"mixed", "KillMode=mixed\n"}, {"process", "KillMode=process\n"}, {"timeout", "TimeoutStopSec=1s\n"}}
+	addrs, units := map[string]string{}, map[string]string{}
+	for _, c := range cases {
+		addrs[c.name] = freeAddr(t)
+		units["lines-"+c.name+".service"] = notifyService("-tcp "+addrs[c.name]+" -drain-timeout 20s", c.extra)
 	}
 	s := bootSystemd(t, dir, units)
-	for _, mode := range []string{"mixed", "process"} {
-		unit := "lines-" + mode + ".service"
-		s.mustSystemctl("start", unit)
-		conn, err := net.DialTimeout("tcp", addrs[mode], requestBudget)
-		require.NoError(t, err, "%s: a connection to generation 1", unit)
+	for _, c := range cases {
+		unit := "lines-" + c.name + ".service"
+		conn, r := s.heldThroughUpgrade(unit, addrs[c.name])
 		defer conn.Close()
-		r := bufio.NewReader(conn)
-		require.NoError(t, echoOnConn(conn, r, "held"), "%s: the held connection is served", unit)
-		main := s.show(unit, "MainPID")
-		s.mustSystemctl("kill", "-s", "USR1", "--kill-who=main", unit)
-		s.waitShow(unit, "MainPID", "generation 2", func(v string) bool { return v != main && v != "0" })
-		s.waitFor(unit+": generation 1 draining beside 2", func() bool { return len(s.unitPIDs(unit)) == 2 })
 		s.mustSystemctl("stop", unit)
 		conn.SetDeadline(time.Now().Add(5 * time.Second)) // well within the 20 s drain
-		err = echoOnConn(conn, r, "after the stop")
-		if mode == "mixed" {
+		err := echoOnConn(conn, r, "after the stop")
+		switch c.name {
+		case "mixed":
 			assert.Error(t, err, "%s: generation 1 was killed, its drain cut", unit)
 			assert.Empty(t, s.unitPIDs(unit), "%s: nothing is left", unit)
-		} else {
+		case "process":
 			assert.NoError(t, err, "%s: generation 1 still serves after the stop", unit)
 			assert.Len(t, s.unitPIDs(unit), 1, "%s: generation 1 is left behind", unit)
+		case "timeout":
+			assert.Error(t, err, "%s: generation 1 was killed at TimeoutStopSec=, its drain cut", unit)
+			assert.Equal(t, "timeout", s.show(unit, "Result"), "%s: the stop timed out", unit)
+			assert.Empty(t, s.unitPIDs(unit), "%s: nothing is left", unit)
 		}
 	}
+}
+
+// heldThroughUpgrade starts unit (lineserver on addr), opens a connection
+// to generation 1, upgrades by SIGUSR1 to the main process and waits
+// until generation 1 drains that connection beside generation 2.
+func (s *systemd) heldThroughUpgrade(unit, addr string) (net.Conn, *bufio.Reader) {
+	s.t.Helper()
+	s.mustSystemctl("start", unit)
+	conn, err := net.DialTimeout("tcp", addr, requestBudget)
+	require.NoError(s.t, err, "%s: a connection to generation 1", unit)
+	r := bufio.NewReader(conn)
+	require.NoError(s.t, echoOnConn(conn, r, "held"), "%s: the held connection is served", unit)
+	main := s.show(unit, "MainPID")
+	s.mustSystemctl("kill", "-s", "USR1", "--kill-who=main", unit)
+	s.waitShow(unit, "MainPID", "generation 2", func(v string) bool { return v != main && v != "0" })
+	s.waitFor(unit+": generation 1 draining beside 2", func() bool { return len(s.unitPIDs(unit)) == 2 })
+	return conn, r
 }
