@@ -150,26 +150,34 @@ func (d *dockerClient) must(args ...string) string {
 	return out
 }
 
-// staticBuild builds the packages (paths from the repository's root) into
-// dir with cgo off, as an image FROM scratch needs, stamped with version.
-func staticBuild(t *testing.T, dir, version string, pkgs ...string) {
+// staticBuilds builds cmd/tcpgrace and examples/lineserver with cgo off,
+// as an image FROM scratch needs, once for each version, into
+// dirs[version], all at once.
+func staticBuilds(t *testing.T, dirs map[string]string) {
 	t.Helper()
-	args := append([]string{"build", "-ldflags", "-X main.version=" + version, "-o", dir + "/"}, pkgs...)
-	cmd := exec.Command("go", args...)
-	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go build %s: %s", strings.Join(pkgs, " "), out)
+	errs := make(chan error, len(dirs))
+	for version, dir := range dirs {
+		go func() {
+			cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+version, "-o", dir+"/", "./cmd/tcpgrace", "./examples/lineserver")
+			cmd.Dir = ".."
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				err = fmt.Errorf("go build (%s): %w: %s", version, err, out)
+			}
+			errs <- err
+		}()
+	}
+	for range dirs {
+		require.NoError(t, <-errs, "static builds of tcpgrace and lineserver")
+	}
 }
 
-// exampleImage builds examples/container's Dockerfile, as shipped, in a
-// context of static builds of the first version, and removes the image
-// when the test ends. FROM scratch is no image to pull: nothing is
-// fetched.
-func exampleImage(t *testing.T, d *dockerClient) string {
+// exampleImage builds examples/container's Dockerfile, as shipped, in
+// ctx, which holds static builds, and removes the image when the test
+// ends. FROM scratch is no image to pull: nothing is fetched.
+func exampleImage(t *testing.T, d *dockerClient, ctx string) string {
 	t.Helper()
-	ctx := t.TempDir()
-	staticBuild(t, ctx, versions[0], "./cmd/tcpgrace", "./examples/lineserver")
 	require.NoError(t, os.WriteFile(filepath.Join(ctx, "Dockerfile"), readFile(t, "../examples/container/Dockerfile"), 0o644))
 	image := fmt.Sprintf("tcpgrace-e2e:%d-%d", os.Getpid(), time.Now().UnixNano())
 	d.must("build", "-q", "-t", image, ctx)
@@ -248,9 +256,9 @@ func (c *container) inspect(field string) string {
 func TestContainer(t *testing.T) {
 	d := needDocker(t)
 	begin := time.Now()
-	image := exampleImage(t, d)
-	next := t.TempDir()
-	staticBuild(t, next, versions[1], "./cmd/tcpgrace", "./examples/lineserver")
+	ctx, next := t.TempDir(), t.TempDir() // the first version, the image's; the next one
+	staticBuilds(t, map[string]string{versions[0]: ctx, versions[1]: next})
+	image := exampleImage(t, d, ctx)
 	addr := freeAddr(t)
 	c := runExample(t, d, image, addr)
 	c.waitCount(readyRe, 1)
