@@ -385,3 +385,31 @@ func (c *container) appUpgrade(t *testing.T) {
 	c.waitLog(fmt.Sprintf(`msg="instance has a new main process" pid=1 instance=%d .*main=\d+`, old))
 	c.waitLog(fmt.Sprintf(`msg=exit pid=%d`, old))
 }
+
+// TestRunAppSelfExec: a server built on tcpgrace upgrades itself under
+// tcpgrace run (SIGUSR1 to the app, as examples/container's README
+// allows), twenty times in a row: each time the old generation names the
+// new one with MAINPID= and exits at once (it has no connection to
+// drain), and the supervisor follows the new one, never taking it for a
+// stranger and the instance for dead. Regression: the supervisor read the
+// process tree while the new generation was being re-parented to it, did
+// not find it, ignored the MAINPID= (about one upgrade in seven), then
+// stopped the new generation and restarted the app.
+func TestRunAppSelfExec(t *testing.T) {
+	tcp := freeAddr(t)
+	s := startRun(t, runSpec{flags: []string{"-listen", "tcp://" + tcp}, command: []string{lineserverBin, "-tcp", tcp}})
+	followed := regexp.MustCompile(`msg="instance has a new main process" pid=\d+ instance=(\d+) .*main=(\d+)\n`)
+	main := s.serving()
+	for n := 1; n <= 20; n++ {
+		require.NoError(t, syscall.Kill(main, syscall.SIGUSR1), "SIGUSR1 to the app, pid %d", main)
+		s.waitCount(followed, n)
+		m := followed.FindAllStringSubmatch(s.logs.String(), -1)[n-1]
+		require.Equal(t, strconv.Itoa(main), m[1], "upgrade %d: the supervisor follows the serving generation's successor", n)
+		main, _ = strconv.Atoi(m[2])
+		s.waitLog(fmt.Sprintf(`msg=ready pid=%d `, main))
+	}
+	require.NoError(t, echoOnce("tcp", tcp, "after twenty"), "the last generation serves")
+	assert.NotContains(t, s.logs.String(), "MAINPID names no process", "no MAINPID= was ignored")
+	assert.Equal(t, 1, s.count(readyRe), "the supervisor never restarted the app")
+	require.NoError(t, s.stop(), "the last generation drains and the supervisor exits 0")
+}
