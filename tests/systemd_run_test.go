@@ -183,14 +183,13 @@ func (s *systemd) runFailedReload(dir, main string) {
 func (s *systemd) runCrash(t *testing.T, l *load, addr, main string) *load {
 	t.Helper()
 	l.stopLoad(t)
-	var victim int
+	serving, victim := s.lastReady(), 0
 	for _, p := range s.unitPIDs("lines.service") {
-		if pid, _ := strconv.Atoi(p); processComm(pid) == "lineserver" {
-			require.Zero(t, victim, "one instance runs")
+		if pid, _ := strconv.Atoi(p); nsPID(pid) == serving {
 			victim = pid
 		}
 	}
-	require.NotZero(t, victim, "the serving instance is in the unit's cgroup")
+	require.NotZero(t, victim, "the serving instance, %s in systemd's namespace, is in the unit's cgroup", serving)
 	n := len(readyRe.FindAllString(s.serviceLog(), -1))
 	require.NoError(t, syscall.Kill(victim, syscall.SIGKILL), "killing the app")
 	l = startLoad([]target{{"tcp", addr}}, 2, 1_000_000)
@@ -200,6 +199,18 @@ func (s *systemd) runCrash(t *testing.T, l *load, addr, main string) *load {
 	s.waitInstances(n+1, main)
 	l.waitRequests(t, 100)
 	return l
+}
+
+// nsPID is what process pid (as seen from here) is in its own PID
+// namespace, the last of its NSpid; "" if it is gone.
+func nsPID(pid int) string {
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "NSpid:" {
+			return f[len(f)-1]
+		}
+	}
+	return ""
 }
 
 // runStopDrains runs systemctl stop while a connection is open: new
