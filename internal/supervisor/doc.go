@@ -62,8 +62,11 @@
 // of the same instance, as when a Go instance upgrades itself with the
 // library; one of another instance is refused), whose death a pidfd
 // shows even when its own parent reaps it (the instance has then ended,
-// with an unknown status). A READY=1 from an instance whose start
-// failed is ignored. Other messages are ignored; fds sent with
+// with an unknown status). What a process sent before it exited is
+// handled before its exit (the socket is read dry before a reap), as
+// systemd does: a main process that names its successor and exits at
+// once is followed, not taken for dead. A READY=1 from an instance whose
+// start failed is ignored. Other messages are ignored; fds sent with
 // FDSTORE=1 are closed. A command that cannot notify is ready once it has run for
 // Config.ReadyDelay.
 //

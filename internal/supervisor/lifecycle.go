@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/tcpgrace/tcpgrace/internal/proc"
 )
 
 // Every method here runs in the loop of Run.
@@ -370,8 +368,7 @@ func (s *Supervisor) setMain(in *instance, v string) {
 		s.log.Warn("notify socket: MAINPID names no process, ignored", "instance", in.main, "mainpid", pid, "err", err)
 		return
 	}
-	if owner := s.census(); !slices.ContainsFunc(owner[in], func(p proc.Stat) bool { return p.PID == pid }) ||
-		!runs(pidfd, pid) {
+	if !s.ofInstance(in, pid) || !runs(pidfd, pid) {
 		closePidfd(pidfd)
 		s.log.Warn("notify socket: MAINPID names no process of the instance, ignored", "instance", in.main,
 			"mainpid", pid)

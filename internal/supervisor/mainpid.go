@@ -59,6 +59,7 @@ func (s *Supervisor) watchMain(pidfd, pid int) {
 // parent reaps it, with a status nobody tells: the instance has ended,
 // and whatever is left of it (its first process too) is stopped.
 func (s *Supervisor) mainGone(pid int) {
+	s.notify.drain(s.notes, s.onNote) // what it said before it exited counts first
 	in := s.find(pid)
 	if in == nil || in.main != pid || in.main == in.pid {
 		return

@@ -135,10 +135,12 @@ func (n *notifySocket) stop(in <-chan note, deliver func(note)) {
 	}
 }
 
+// oobSize holds the sender's credentials and a few fds (which are closed).
+var oobSize = unix.CmsgSpace(unix.SizeofUcred) + unix.CmsgSpace(4*16)
+
 func (n *notifySocket) read(out chan<- note, done chan<- struct{}) {
 	defer close(done)
-	buf := make([]byte, maxNote+1)
-	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(4*16))
+	buf, oob := make([]byte, maxNote+1), make([]byte, oobSize)
 	for {
 		nb, noob, flags, _, err := n.conn.ReadMsgUnix(buf, oob)
 		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
@@ -149,15 +151,70 @@ func (n *notifySocket) read(out chan<- note, done chan<- struct{}) {
 			time.Sleep(10 * time.Millisecond) // no busy loop on a persistent error
 			continue
 		}
-		pid, ok := credentials(oob[:noob])
-		switch {
-		case !ok:
-			n.log.Warn("notify socket: a message without the sender's credentials, ignored")
-		case nb > maxNote || flags&unix.MSG_TRUNC != 0:
-			n.log.Warn("notify socket: a message longer than the limit, ignored", "sender", pid, "limit", maxNote)
-		default:
-			out <- note{pid: pid, fields: parseNote(string(buf[:nb]))}
+		if m, ok := n.message(buf[:nb], oob[:noob], flags); ok {
+			out <- m
 		}
+	}
+}
+
+// message is the note of one datagram, b with its control messages oob
+// and recvmsg's flags; false, with a warning, for one that does not count.
+func (n *notifySocket) message(b, oob []byte, flags int) (note, bool) {
+	pid, ok := credentials(oob)
+	switch {
+	case !ok:
+		n.log.Warn("notify socket: a message without the sender's credentials, ignored")
+	case len(b) > maxNote || flags&unix.MSG_TRUNC != 0:
+		n.log.Warn("notify socket: a message longer than the limit, ignored", "sender", pid, "limit", maxNote)
+	default:
+		return note{pid: pid, fields: parseNote(string(b))}, true
+	}
+	return note{}, false
+}
+
+// drain hands deliver every message sent before it was called, in order:
+// those the reader already read, then those still queued in the socket,
+// read here without waiting; then the reader starts again, sending to
+// out. The loop drains before it acts on the exit of an instance's
+// process, so that what the process said before it exited (a MAINPID=
+// naming its successor) counts first, as systemd reads its notify socket
+// before it reaps. Without a reader running (none yet, or during a
+// self-upgrade) it does nothing: the messages stay queued.
+func (n *notifySocket) drain(out chan note, deliver func(note)) {
+	if n == nil || n.done == nil {
+		return
+	}
+	n.stop(out, deliver)
+	n.readQueued(deliver)
+	n.start(out)
+}
+
+// readQueued hands deliver every message queued in the socket, without
+// waiting for more.
+func (n *notifySocket) readQueued(deliver func(note)) {
+	rc, err := n.conn.SyscallConn()
+	if err != nil {
+		n.log.Warn("notify socket", "err", err)
+		return
+	}
+	buf, oob := make([]byte, maxNote+1), make([]byte, oobSize)
+	var queued []note
+	rc.Control(func(fd uintptr) {
+		for {
+			nb, noob, flags, _, err := unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return // EAGAIN: nothing is left
+			}
+			if m, ok := n.message(buf[:nb], oob[:noob], flags); ok {
+				queued = append(queued, m)
+			}
+		}
+	})
+	for _, m := range queued {
+		deliver(m)
 	}
 }
 

@@ -148,6 +148,28 @@ func (s *Supervisor) census() map[*instance][]proc.Stat {
 	return out
 }
 
+// ofInstance reports whether pid is a process of in. The census reads
+// the process tree one /proc children file at a time, and may miss a
+// process that is being re-parented meanwhile: the usual case for the
+// MAINPID= of a server's own upgrade, sent by an old generation that
+// exits right after, its child then moving to the supervisor. So pid
+// itself is read again: as a child of one of in's processes, or as the
+// supervisor's child that attribute gives to in, it is in's.
+func (s *Supervisor) ofInstance(in *instance, pid int) bool {
+	procs := s.census()[in]
+	if slices.ContainsFunc(procs, func(p proc.Stat) bool { return p.PID == pid }) {
+		return true
+	}
+	p, ok := proc.ReadStat(pid)
+	if !ok {
+		return false
+	}
+	if p.PPID == os.Getpid() {
+		return s.attribute(p) == in
+	}
+	return slices.ContainsFunc(procs, func(q proc.Stat) bool { return q.PID == p.PPID })
+}
+
 // attribute is the instance that c, a child of the supervisor, belongs
 // to; s.strays if none is known.
 func (s *Supervisor) attribute(c proc.Stat) *instance {

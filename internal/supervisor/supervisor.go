@@ -237,9 +237,16 @@ func (s *Supervisor) onSignal(sig os.Signal) {
 
 // reap waits for every child that has exited: instances, and orphans
 // re-parented to the supervisor (as PID 1, or as the subreaper); then it
-// sweeps, so that what an ended instance left is stopped.
+// sweeps, so that what an ended instance left is stopped. What the
+// children sent to the notify socket before they exited is handled before
+// their exits (a MAINPID= naming a successor, from a main process that
+// exits right after).
 func (s *Supervisor) reap() {
-	reaped := false
+	type exit struct {
+		pid int
+		ws  syscall.WaitStatus
+	}
+	var exits []exit
 	for {
 		var ws syscall.WaitStatus
 		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
@@ -249,12 +256,16 @@ func (s *Supervisor) reap() {
 		if err != nil || pid <= 0 {
 			break
 		}
-		reaped = true
-		s.exited(pid, ws)
+		exits = append(exits, exit{pid, ws})
 	}
-	if reaped {
-		s.sweep()
+	if len(exits) == 0 {
+		return
 	}
+	s.notify.drain(s.notes, s.onNote)
+	for _, e := range exits {
+		s.exited(e.pid, e.ws)
+	}
+	s.sweep()
 }
 
 // nextDeadline is how long the loop may sleep before a timer is due.
