@@ -199,7 +199,7 @@ func (w *readyWait) word(m readiness) (done bool, err error) {
 	w.msgs = nil
 	switch {
 	case m.ready:
-		w.u.leave() // the child serves: as far as our own parent is concerned, we are leaving
+		w.u.childReady(w.c.pid())
 		return w.startGrace(), nil
 	case m.eof:
 		return false, nil // on its way out: its exit status tells why

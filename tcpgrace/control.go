@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tcpgrace/tcpgrace/internal/control"
+	"github.com/tcpgrace/tcpgrace/internal/event"
 )
 
 // controlName is the registry name of the control socket, its path
@@ -30,7 +31,9 @@ const olderStatusTimeout = 500 * time.Millisecond
 // control.Server (accept, peer check, bounds, framing) with a handler of
 // its own (answer, answerStatusChannel). Both are served from Ready on,
 // the control socket until this generation hands over or stops, the
-// status channel until Shutdown has drained.
+// status channel until Shutdown has drained. Upgrade and stop requests go
+// to the Server loop (reqs), which carries them out as it does signals;
+// the state they find is the Upgrader's.
 type controlServer struct {
 	u           *Upgrader
 	path        string
@@ -38,22 +41,29 @@ type controlServer struct {
 	started     time.Time
 	readTimeout time.Duration // the servers' read timeout (control.ReadTimeout)
 
-	stopReq  chan struct{}   // a Server loop takes from it: the stop handshake
-	leaveCtx context.Context // ends when a Server loop ends: this generation leaves
-	leave    context.CancelFunc
+	reqs     chan request  // a Server loop takes requests from it
+	left     chan struct{} // closed when a Server loop ends: no loop takes requests any more
+	leftOnce sync.Once
 	done     chan struct{} // closed by controlDone
 	looping  chan struct{} // closed when the first Server loop starts
 	firstRun sync.Once
 
 	mu      sync.Mutex
-	serving bool // the servers run
-	closed  bool // controlDone was called: no more connections
-	loops   int  // Server loops that take stop requests
-	leaving bool
+	serving bool            // the servers run
+	closed  bool            // controlDone was called: no more connections
+	loops   int             // Server loops that take requests
 	next    int             // the pid the successful upgrade started
 	srv     *control.Server // the control socket's; nil before Ready
 	side    *control.Server // the status channel's; nil without one
 	sideLn  net.Listener    // the status channel, which controlDone closes
+}
+
+// request is an upgrade or a stop asked on the control socket, for a
+// Server loop to carry out.
+type request struct {
+	cmd   string          // control.CmdUpgrade or control.CmdStop
+	ctx   context.Context // an upgrade's: ends at the request's timeout
+	reply chan<- error    // the outcome, exactly once; buffered
 }
 
 // listenControl registers the control socket, if one is configured: the
@@ -72,11 +82,9 @@ func (u *Upgrader) listenControl() error {
 		return fmt.Errorf("tcpgrace: control socket: %w", err)
 	}
 	u.tightenControlMode(controlName + path)
-	c := &controlServer{u: u, path: path, ln: ln.(*listener).Listener, started: time.Now(),
-		readTimeout: control.ReadTimeout, stopReq: make(chan struct{}), done: make(chan struct{}),
-		looping: make(chan struct{})}
-	c.leaveCtx, c.leave = context.WithCancel(context.Background())
-	u.ctl = c
+	u.ctl = &controlServer{u: u, path: path, ln: ln.(*listener).Listener, started: time.Now(),
+		readTimeout: control.ReadTimeout, reqs: make(chan request), left: make(chan struct{}),
+		done: make(chan struct{}), looping: make(chan struct{})}
 	return nil
 }
 
@@ -111,36 +119,51 @@ func (c *controlServer) newServer(ln net.Listener, h control.Handler) *control.S
 		Logger: c.u.log, ReadTimeout: c.readTimeout})
 }
 
-// controlUpgraded records the outcome of an upgrade: Upgrade calls it.
-func (u *Upgrader) controlUpgraded(pid int, err error) {
-	if u.ctl == nil || err != nil {
-		return
+// on is the control server's subscriber to the event stream: it starts
+// answering once this generation serves, and keeps the pid a successful
+// upgrade started for the reply.
+func (c *controlServer) on(e event.Event) {
+	switch {
+	case e.Kind == event.Ready:
+		c.u.serveControl()
+	case e.Kind == event.UpgradeEnded && e.Err == nil:
+		c.mu.Lock()
+		c.next = e.Child
+		c.mu.Unlock()
 	}
-	u.ctl.mu.Lock()
-	u.ctl.next = pid
-	u.ctl.mu.Unlock()
 }
 
-// controlLoop is called by a Server loop as it starts: it returns the
-// channel on which stop requests arrive and the function to call as the
-// loop ends, after which this generation counts as leaving (an upgrade
-// requested then is refused, one running is cancelled).
-func (u *Upgrader) controlLoop() (<-chan struct{}, func()) {
+// startLoop is called by a Server loop as it starts: it returns the
+// channel on which control requests arrive (nil without a control socket)
+// and the function to call as the loop ends, which moves this generation
+// to leaving (see loopEnded).
+func (u *Upgrader) startLoop() (<-chan request, func()) {
 	c := u.ctl
 	if c == nil {
-		return nil, func() {}
+		return nil, u.loopEnded
 	}
 	c.mu.Lock()
 	c.loops++
 	c.mu.Unlock()
 	c.firstRun.Do(func() { close(c.looping) })
-	return c.stopReq, func() {
+	return c.reqs, func() {
 		c.mu.Lock()
 		c.loops--
-		c.leaving = true
 		c.mu.Unlock()
-		c.leave()
+		c.leftOnce.Do(func() { close(c.left) })
+		u.loopEnded()
 	}
+}
+
+// loopEnded moves serving to leaving as a Server loop ends: an upgrade
+// others started (Upgrade called directly, or from the control socket
+// without a loop) is cancelled first, and no upgrade starts afterwards.
+// A generation that handed over stays handed off.
+func (u *Upgrader) loopEnded() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.cancelUpgradeLocked()
+	u.moveLocked(leaving)
 }
 
 // controlDone ends the control server: Shutdown and Close call it after
@@ -158,7 +181,6 @@ func (u *Upgrader) controlDone(ctx context.Context) {
 	c.mu.Unlock()
 	if first {
 		close(c.done)
-		c.leave()
 		if sideLn != nil { // the control socket itself is closed with the registry
 			sideLn.Close()
 		}

@@ -22,17 +22,16 @@ var errRequesterGone = errors.New("tcpgrace: control: the requester is gone (it 
 // forwardTimeout bounds handing a stop on to the next generation.
 const forwardTimeout = 2 * time.Second
 
-// upgrade runs Upgrade for a request and describes its outcome. An
-// upgrade ends early when the request's timeout passes, or when this
-// generation starts to leave. It is refused while this generation is
-// still in its parent's ready grace (the upgrade to it is not over), and
-// never started for a requester that is gone.
+// upgrade carries out an upgrade request and describes its outcome: the
+// Server loop runs it, as it runs one for a signal, or, without a loop,
+// the request runs Upgrade itself (the program drives its Upgrader
+// without a Server). An upgrade ends early when the request's timeout
+// passes, or when this generation starts to leave. It is refused while
+// this generation is still in its parent's ready grace (the upgrade to it
+// is not over), and never started for a requester that is gone.
 func (c *controlServer) upgrade(req control.Request, conn net.Conn) *control.Reply {
-	c.mu.Lock()
-	leaving := c.leaving
-	c.mu.Unlock()
-	if leaving {
-		return control.FailReply(fmt.Errorf("%w: this generation is leaving; no upgrade", ErrClosed))
+	if err := c.u.refused(opUpgrade); err != nil {
+		return control.FailReply(err)
 	}
 	if parent, watched := c.u.inh.Watched(); watched {
 		return control.FailReply(fmt.Errorf("%w: the upgrade to this generation (pid %d) is in its ready grace, its parent (pid %d) still watches it; try again after the grace",
@@ -42,10 +41,14 @@ func (c *controlServer) upgrade(req control.Request, conn net.Conn) *control.Rep
 		c.u.log.Warn("control: upgrade not started", "err", errRequesterGone)
 		return control.FailReply(errRequesterGone)
 	}
-	ctx, cancel := req.Context(c.leaveCtx)
+	ctx, cancel := req.Context(context.Background())
 	defer cancel()
 	begin := time.Now()
-	if err := c.u.Upgrade(ctx); err != nil {
+	taken, err := c.toLoop(request{cmd: control.CmdUpgrade, ctx: ctx})
+	if !taken {
+		err = c.u.Upgrade(ctx)
+	}
+	if err != nil {
 		return control.FailReply(err)
 	}
 	c.mu.Lock()
@@ -57,11 +60,32 @@ func (c *controlServer) upgrade(req control.Request, conn net.Conn) *control.Rep
 	}}
 }
 
+// toLoop hands r to a Server loop and waits for its outcome; taken is
+// false when no loop runs. A loop that ends before it takes r, or a
+// control server that closes, refuses it with ErrClosed.
+func (c *controlServer) toLoop(r request) (taken bool, err error) {
+	c.mu.Lock()
+	loops := c.loops
+	c.mu.Unlock()
+	if loops == 0 {
+		return false, nil
+	}
+	reply := make(chan error, 1)
+	r.reply = reply
+	select {
+	case c.reqs <- r:
+		return true, <-reply
+	case <-c.left:
+	case <-c.done:
+	}
+	return true, fmt.Errorf("%w: this generation is leaving; no %s", ErrClosed, r.cmd)
+}
+
 // stop hands a stop request to the Server loop, which begins to drain as
-// on a stop signal, and replies once the loop took it. A generation that
-// already leaves answers at once: it drains already, or, if it handed
-// over, it says so (the request must go to the serving generation). A
-// stop is never carried out for a requester that is gone.
+// on a stop signal, and replies once the loop has ended. A generation
+// that already leaves answers at once: it drains already, or, if it
+// handed over, it says so (the request must go to the serving
+// generation). A stop is never carried out for a requester that is gone.
 //
 // A stop stops the service, not only this process: one that arrives
 // while a next generation is in this generation's ready grace ends the
@@ -76,22 +100,12 @@ func (c *controlServer) stop(conn net.Conn) *control.Reply {
 		return control.FailReply(errRequesterGone)
 	}
 	c.waitLoop(loopWait)
-	c.mu.Lock()
-	loops, leaving := c.loops, c.leaving
-	c.mu.Unlock()
-	switch {
-	case leaving:
+	if s := c.u.currentState(); s == leaving || s == closed {
 		return c.stopping() // it drains already
-	case loops == 0:
+	}
+	if taken, _ := c.toLoop(request{cmd: control.CmdStop}); !taken {
 		return control.FailReply(errors.New("tcpgrace: control: stop: no Server (Serve, Run or RunHTTP) runs this generation to drain it"))
 	}
-	select {
-	case c.stopReq <- struct{}{}:
-	case <-c.leaveCtx.Done(): // the loop ended meanwhile
-	case <-c.done:
-		return c.stopping()
-	}
-	<-c.leaveCtx.Done() // the loop has ended: an upgrade it ran has ended too
 	if c.u.waitUpgrade(forwardTimeout); c.handedOver() {
 		return c.forwardStop()
 	}
@@ -171,11 +185,7 @@ func (c *controlServer) forwardStop() *control.Reply {
 }
 
 // replaced reports whether a next generation took over.
-func (c *controlServer) replaced() bool {
-	c.u.mu.Lock()
-	defer c.u.mu.Unlock()
-	return c.u.state == handedOff
-}
+func (c *controlServer) replaced() bool { return c.u.currentState() == handedOff }
 
 func (c *controlServer) stopping() *control.Reply {
 	return &control.Reply{V: control.Version, OK: true,
@@ -190,36 +200,18 @@ func (c *controlServer) status(withOlder bool) *control.Status {
 	st := &control.Status{PID: os.Getpid(), Generation: u.Generation(), Executable: u.executable, File: file,
 		Started: c.started, Listeners: []control.Listener{}, Older: []control.Older{}, PIDNamespace: control.PIDNamespace()}
 	u.mu.Lock()
-	st.State = stateName(u.state)
+	st.State = u.state.statusName()
 	for _, s := range u.liveSocketsLocked() {
 		st.Listeners = append(st.Listeners, control.Listener{Name: s.name, Network: s.network, Address: s.boundAddr()})
 	}
 	st.Connections = len(u.conns)
 	u.mu.Unlock()
-	c.mu.Lock()
-	if c.leaving && st.State == "serving" {
-		st.State = "stopping"
-	}
-	c.mu.Unlock()
 	if withOlder {
 		for _, pid := range u.drainingOlder() {
 			st.Older = append(st.Older, askOlder(c.path, pid))
 		}
 	}
 	return st
-}
-
-// stateName is the state in a status reply, from stateErrLocked.
-func stateName(s state) string {
-	switch s {
-	case starting, readying:
-		return "starting"
-	case serving, upgrading:
-		return s.String()
-	case handedOff:
-		return "draining"
-	}
-	return "stopping"
 }
 
 // boundAddr is the address the socket is bound to.

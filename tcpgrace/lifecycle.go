@@ -2,15 +2,21 @@ package tcpgrace
 
 import "fmt"
 
-// state is where one generation is in its life. It only moves forward,
-// except that a failed upgrade falls back to serving:
+// state is where one generation is in its life: the one place it is
+// kept, read by every caller and by the control socket's status. It only
+// moves forward, except that a failed upgrade falls back to serving:
 //
-//	starting ──Ready──▶ readying ──parent told──▶ serving ──Upgrade──▶ upgrading ──child ready──▶ handedOff
-//	                                                 ▲                     │
-//	                                                 └──── child failed ───┘
+//	starting ──Ready──▶ readying ──parent told──▶ serving ──Upgrade──▶ upgrading ──child ready──▶ grace
+//	                                                │  ▲                  │                          │
+//	                                                │  └── child failed ──┴──────────────────────────┤
+//	                                        loop ends                               grace over or none
+//	                                                ▼                                                ▼
+//	                                             leaving                                         handedOff
 //
-// Shutdown and Close move every state but upgrading to closed; they
-// cancel an upgrade first and wait until it has fallen back or handed off.
+// A Server loop that ends (a stop, its context) moves serving to
+// leaving: no more upgrades. Shutdown and Close move every state to
+// closed; they cancel an upgrade first and wait until it has fallen back
+// or handed off.
 type state int
 
 const (
@@ -18,11 +24,13 @@ const (
 	readying               // Ready runs: the PID file, the word to the parent
 	serving                // Ready told the parent, if any; Upgrade may run
 	upgrading              // a next generation is starting
+	grace                  // the next generation said ready; its parent watches it (Options.ReadyGrace)
+	leaving                // a Server loop stopped: this generation is on its way out
 	handedOff              // the next generation serves; this one drains
 	closed                 // Shutdown or Close was called
 )
 
-var stateNames = [...]string{"starting", "readying", "serving", "upgrading", "handed off", "closed"}
+var stateNames = [...]string{"starting", "readying", "serving", "upgrading", "grace", "leaving", "handed off", "closed"}
 
 func (s state) String() string { return stateNames[s] }
 
@@ -30,9 +38,29 @@ func (s state) String() string { return stateNames[s] }
 var next = map[state][]state{
 	starting:  {readying, closed},
 	readying:  {serving, closed},
-	serving:   {upgrading, closed},
-	upgrading: {serving, handedOff},
+	serving:   {upgrading, leaving, closed},
+	upgrading: {grace, serving, handedOff},
+	grace:     {serving, handedOff},
+	leaving:   {closed},
 	handedOff: {closed},
+}
+
+// upgradeRuns reports whether an Upgrade runs in state s.
+func (s state) upgradeRuns() bool { return s == upgrading || s == grace }
+
+// statusName is the state as the control socket's status says it.
+func (s state) statusName() string {
+	switch s {
+	case starting, readying:
+		return "starting"
+	case serving:
+		return "serving"
+	case upgrading, grace:
+		return "upgrading"
+	case handedOff:
+		return "draining"
+	}
+	return "stopping"
 }
 
 // moveLocked is the one place the state changes. It moves to s if the
@@ -67,10 +95,26 @@ func (s state) refuse(o op) error {
 		return ErrAlreadyReady
 	case o == opUpgrade && (s == starting || s == readying):
 		return ErrNotReady
-	case o != opReady && s == upgrading:
+	case o == opUpgrade && s == leaving:
+		return fmt.Errorf("%w: this generation is leaving; no upgrade", ErrClosed)
+	case o != opReady && s.upgradeRuns():
 		return ErrUpgradeInProgress
 	}
 	return nil
+}
+
+// refused is refuse for the current state.
+func (u *Upgrader) refused(o op) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.checkLocked(o)
+}
+
+// currentState is the state now.
+func (u *Upgrader) currentState() state {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.state
 }
 
 // checkLocked is refuse for the current state. u.mu must be held.

@@ -72,11 +72,11 @@ func (u *Upgrader) streamSockets() []syscall.Conn {
 // waitUpgrade waits for a cancelled upgrade to report, dispatching what
 // the accept goroutines (if any) take meanwhile, so that connections do
 // not wait in the kernel's queue while the next generation is killed.
-func waitUpgrade(upgraded <-chan error, accepted <-chan acceptResult, dispatch func(acceptResult)) {
+func waitUpgrade(upgraded <-chan error, accepted <-chan acceptResult, dispatch func(acceptResult)) error {
 	for {
 		select {
-		case <-upgraded:
-			return
+		case err := <-upgraded:
+			return err
 		case a := <-accepted:
 			dispatch(a)
 		}

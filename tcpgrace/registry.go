@@ -238,7 +238,7 @@ func (u *Upgrader) ownsPathLocked(s *socket) bool {
 	case s.unix == nil:
 		return false
 	case s.inherited:
-		return u.state == serving
+		return u.state == serving || u.state == leaving
 	}
-	return u.state == starting || u.state == readying || u.state == serving
+	return u.state == starting || u.state == readying || u.state == serving || u.state == leaving
 }

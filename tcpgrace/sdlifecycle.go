@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tcpgrace/tcpgrace/internal/event"
 	"github.com/tcpgrace/tcpgrace/internal/sdnotify"
 )
 
@@ -13,6 +14,48 @@ import (
 // so a generation speaks while it is the one systemd knows: the first one
 // from Ready on, each next one from the moment its parent named it with
 // MAINPID=, until it hands over in turn.
+
+// sdObserver tells the service manager what the event stream says, if
+// one listens. extending is set while an upgrade
+// or a drain keeps pushing the manager's timeout.
+type sdObserver struct {
+	u         *Upgrader
+	extending func() // stops the EXTEND_TIMEOUT_USEC= pings; nil when none run
+}
+
+// on is the event stream's subscriber.
+func (o *sdObserver) on(e event.Event) {
+	u := o.u
+	if !u.sd.enabled() {
+		return
+	}
+	switch e.Kind {
+	case event.Ready:
+		u.sdReady(e.HasParent)
+	case event.UpgradeStarted:
+		o.extending = u.sdUpgrading()
+	case event.UpgradeEnded:
+		o.stopExtending()
+		u.sdUpgraded(e.Child, e.Err)
+	case event.Stopping:
+		if e.Serving {
+			u.sdStopping()
+		}
+	case event.Draining:
+		if e.Serving {
+			o.extending = u.sdDraining(e.Deadline)
+		}
+	case event.Drained:
+		o.stopExtending()
+	}
+}
+
+func (o *sdObserver) stopExtending() {
+	if o.extending != nil {
+		o.extending()
+		o.extending = nil
+	}
+}
 
 // sdNotify sends lines without waiting, logging a failure (at most one
 // warning every sdnotify.WarnEvery, with how many messages were lost):
@@ -63,9 +106,6 @@ func (u *Upgrader) sdWatchdog(interval time.Duration) {
 // slow next generation is bounded by ReadyTimeout, not by the manager's
 // timeout.
 func (u *Upgrader) sdUpgrading() (done func()) {
-	if !u.sd.enabled() {
-		return func() {}
-	}
 	u.sdNotify(sdnotify.Reloading(fmt.Sprintf("upgrading to generation %d", u.Generation()+1))...)
 	return u.sdExtend(context.Background(), func() string { return "" })
 }
@@ -84,23 +124,25 @@ func (u *Upgrader) sdUpgraded(child int, err error) {
 
 // sdStopping is called when a generation that still is the main process
 // begins its final drain: STOPPING=1 and how many connections it waits
-// for.
+// for. (One that handed over says nothing: it is no longer the main
+// process.)
 func (u *Upgrader) sdStopping() {
-	if !u.sd.enabled() {
-		return
-	}
 	u.sdNotify("STOPPING=1", u.sdDrainStatus())
 }
 
 // sdDraining keeps the manager's stop timeout ahead of a drain that still
 // runs, telling how many connections are left, until the returned
-// function is called; ctx bounds the drain. A generation that handed over
-// says nothing: it is no longer the main process.
-func (u *Upgrader) sdDraining(ctx context.Context, wasServing bool) (done func()) {
-	if !u.sd.enabled() || !wasServing {
-		return func() {}
+// function is called or the drain's deadline (if not zero) passes.
+func (u *Upgrader) sdDraining(deadline time.Time) (done func()) {
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if !deadline.IsZero() {
+		ctx, cancel = context.WithDeadline(ctx, deadline)
 	}
-	return u.sdExtend(ctx, u.sdDrainStatus)
+	stop := u.sdExtend(ctx, u.sdDrainStatus)
+	return func() {
+		stop()
+		cancel()
+	}
 }
 
 func (u *Upgrader) sdDrainStatus() string {

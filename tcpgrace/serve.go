@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tcpgrace/tcpgrace/internal/control"
 	"github.com/tcpgrace/tcpgrace/internal/errjoin"
 	"github.com/tcpgrace/tcpgrace/internal/signals"
 	"github.com/tcpgrace/tcpgrace/internal/sockfd"
@@ -123,51 +124,68 @@ func (s *Server) Serve(ctx context.Context, listeners ...net.Listener) error {
 	return l.drain(err, stopped)
 }
 
-// loop dispatches accepted connections and acts on signals until this
-// generation must leave: it returns nil after a successful upgrade or a
-// stop signal, ctx's error when ctx ends, and stopped says whether a stop
-// signal was the reason. Leaving on a stop signal or ctx's
-// end cancels an upgrade still running.
+// loop dispatches accepted connections and carries out what signals and
+// the control socket ask until this generation must leave: it returns nil
+// after a successful upgrade, a stop signal or a stop request, ctx's error
+// when ctx ends, and stopped says whether a stop was the reason. It is
+// the one place upgrades and stops of a served generation start, whoever
+// asks. As it leaves it cancels an upgrade it still runs, then moves this
+// generation to leaving, then answers a stop request.
 func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatch func(acceptResult)) (stopped bool, err error) {
 	u := s.Upgrader
-	var cancelUpgrade context.CancelFunc // set while an upgrade runs
-	upgraded := make(chan error, 1)
+	up := &loopUpgrade{u: u, done: make(chan error, 1)}
 	reloads := &reloader{s: s, ended: make(chan struct{}, 1)}
-	stopRequests, endControl := u.controlLoop()
-	defer endControl()
-	defer func() { cancelRunning(cancelUpgrade, upgraded, accepted, dispatch) }()
+	requests, endLoop := u.startLoop()
+	var stopReply chan<- error
+	defer func() {
+		up.cancelRunning(accepted, dispatch)
+		endLoop()
+		if stopReply != nil {
+			stopReply <- nil
+		}
+	}()
 	for {
 		select {
 		case a := <-accepted:
 			dispatch(a)
 		case sig := <-s.Signals:
-			switch s.kind(sig) {
-			case upgradeSignal:
-				if cancelUpgrade != nil {
-					u.log.Warn("upgrade signal ignored", "err", ErrUpgradeInProgress)
-					continue
-				}
-				u.log.Info("upgrade signal", "signal", sig.String())
-				cancelUpgrade = startUpgrade(ctx, u, upgraded)
-			case stopSignal:
+			if s.signal(ctx, sig, up, reloads) {
 				return u.stopOnPurpose("stop signal", "signal", sig.String())
-			case reloadSignal:
-				reloads.signal(sig)
 			}
-		case <-stopRequests:
-			return u.stopOnPurpose("stop requested on the control socket")
+		case r := <-requests:
+			if r.cmd == control.CmdStop {
+				stopReply = r.reply
+				return u.stopOnPurpose("stop requested on the control socket")
+			}
+			up.start(r.ctx, r.reply)
 		case <-reloads.ended:
 			reloads.finished()
-		case <-upgraded:
-			// The outcome is logged by Upgrade; success closes Exit.
-			cancelUpgrade()
-			cancelUpgrade = nil
+		case err := <-up.done:
+			up.ended(err) // the outcome is logged by Upgrade; success closes Exit
 		case <-u.Exit():
 			return false, nil
 		case <-ctx.Done():
 			return false, ctx.Err()
 		}
 	}
+}
+
+// signal acts on sig in the loop and reports whether it is a stop.
+func (s *Server) signal(ctx context.Context, sig os.Signal, up *loopUpgrade, reloads *reloader) (stop bool) {
+	switch s.kind(sig) {
+	case upgradeSignal:
+		if up.running() {
+			s.Upgrader.log.Warn("upgrade signal ignored", "err", ErrUpgradeInProgress)
+			return false
+		}
+		s.Upgrader.log.Info("upgrade signal", "signal", sig.String())
+		up.start(ctx, nil)
+	case stopSignal:
+		return true
+	case reloadSignal:
+		reloads.signal(sig)
+	}
+	return false
 }
 
 // stopOnPurpose logs why the loop stops and tells a watching parent that
@@ -178,13 +196,46 @@ func (u *Upgrader) stopOnPurpose(msg string, args ...any) (stopped bool, err err
 	return true, nil
 }
 
+// loopUpgrade is the upgrade a Server loop runs, at most one at a time,
+// started by an upgrade signal or a control request.
+type loopUpgrade struct {
+	u      *Upgrader
+	cancel context.CancelFunc // set while one runs
+	waiter chan<- error       // the control request that started it, if one did
+	done   chan error         // its outcome
+}
+
+func (l *loopUpgrade) running() bool { return l.cancel != nil }
+
+// start runs Upgrade under ctx in a goroutine that reports on l.done;
+// waiter, if not nil, gets the outcome. One already running refuses it.
+func (l *loopUpgrade) start(ctx context.Context, waiter chan<- error) {
+	if l.running() {
+		waiter <- ErrUpgradeInProgress
+		return
+	}
+	ctx, l.cancel = context.WithCancel(ctx)
+	l.waiter = waiter
+	go func() { l.done <- l.u.Upgrade(ctx) }()
+}
+
+// ended takes the outcome of the upgrade that ran.
+func (l *loopUpgrade) ended(err error) {
+	l.cancel()
+	l.cancel = nil
+	if l.waiter != nil {
+		l.waiter <- err
+		l.waiter = nil
+	}
+}
+
 // cancelRunning cancels an upgrade still running when the loop leaves: a
 // next generation not yet ready is killed. It dispatches connections
 // until the upgrade has returned.
-func cancelRunning(cancel context.CancelFunc, upgraded <-chan error, accepted <-chan acceptResult, dispatch func(acceptResult)) {
-	if cancel != nil {
-		cancel()
-		waitUpgrade(upgraded, accepted, dispatch)
+func (l *loopUpgrade) cancelRunning(accepted <-chan acceptResult, dispatch func(acceptResult)) {
+	if l.running() {
+		l.cancel()
+		l.ended(waitUpgrade(l.done, accepted, dispatch))
 	}
 }
 
@@ -255,14 +306,6 @@ func (s *Server) drainTimeout() time.Duration {
 		return s.DrainTimeout
 	}
 	return DefaultDrainTimeout
-}
-
-// startUpgrade runs u.Upgrade in a goroutine that reports on done, and
-// returns what cancels it.
-func startUpgrade(ctx context.Context, u *Upgrader, done chan<- error) context.CancelFunc {
-	ctx, cancel := context.WithCancel(ctx)
-	go func() { done <- u.Upgrade(ctx) }()
-	return cancel
 }
 
 func (s *Server) reload(sig os.Signal) {

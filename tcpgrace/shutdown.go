@@ -7,6 +7,7 @@ import (
 
 	"github.com/tcpgrace/tcpgrace/internal/bind"
 	"github.com/tcpgrace/tcpgrace/internal/errjoin"
+	"github.com/tcpgrace/tcpgrace/internal/event"
 	"github.com/tcpgrace/tcpgrace/internal/pidfile"
 )
 
@@ -27,9 +28,10 @@ import (
 // [ErrClosed].
 func (u *Upgrader) Shutdown(ctx context.Context) error {
 	st := u.stop()
-	sdDone := u.sdDraining(ctx, st.wasServing)
+	deadline, _ := ctx.Deadline()
+	u.emit(event.Event{Kind: event.Draining, Serving: st.wasServing, Deadline: deadline})
 	err := u.waitConns(ctx)
-	sdDone()
+	u.emit(event.Event{Kind: event.Drained, Serving: st.wasServing})
 	u.controlDone(ctx)
 	return errjoin.Join(st.err, err, closeSockets(st.packets))
 }
@@ -71,10 +73,7 @@ func (u *Upgrader) stop() stopped {
 		}
 	}
 	if first {
-		u.log.Info("shutting down", "handed_off", handedOff)
-	}
-	if first && !handedOff {
-		u.sdStopping()
+		u.emit(event.Event{Kind: event.Stopping, Serving: !handedOff})
 	}
 	u.closeExit()
 	stopReading(packets) // after Exit: a read that fails finds Exit closed
@@ -87,13 +86,7 @@ func (u *Upgrader) stop() stopped {
 func (u *Upgrader) closeState() (prev state, sockets []*socket, paths []*bind.File) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for u.state == upgrading {
-		cancel, done := u.cancelUpgrade, u.upgradeDone
-		u.mu.Unlock()
-		cancel()
-		<-done
-		u.mu.Lock()
-	}
+	u.cancelUpgradeLocked()
 	sockets = u.liveSocketsLocked()
 	for _, s := range sockets {
 		if u.ownsPathLocked(s) {
@@ -103,6 +96,19 @@ func (u *Upgrader) closeState() (prev state, sockets []*socket, paths []*bind.Fi
 	prev = u.state
 	u.moveLocked(closed)
 	return prev, sockets, paths
+}
+
+// cancelUpgradeLocked cancels a running Upgrade and waits until it has
+// handed off or fallen back. u.mu must be held; it is released while
+// waiting.
+func (u *Upgrader) cancelUpgradeLocked() {
+	for u.state.upgradeRuns() {
+		cancel, done := u.cancelUpgrade, u.upgradeDone
+		u.mu.Unlock()
+		cancel()
+		<-done
+		u.mu.Lock()
+	}
 }
 
 // waitConns waits for the tracked connections to close; at ctx's end it

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
+	"github.com/tcpgrace/tcpgrace/internal/event"
 	"github.com/tcpgrace/tcpgrace/internal/proc"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
@@ -46,26 +47,20 @@ import (
 func (u *Upgrader) Upgrade(ctx context.Context) error {
 	if os.Getpid() == 1 {
 		err := fmt.Errorf("%w: run it under an init that stays (docker run --init, tini) or a supervisor", ErrPID1)
-		u.log.Error("upgrade failed", "err", err)
+		u.emit(event.Event{Kind: event.UpgradeRefused, Err: err})
 		return err
 	}
 	ctx, files, env, err := u.beginUpgrade(ctx)
 	if err != nil {
-		u.log.Error("upgrade failed", "err", err)
+		u.emit(event.Event{Kind: event.UpgradeRefused, Err: err})
 		return err
 	}
-	sdDone := u.sdUpgrading()
+	begin := time.Now()
+	u.emit(event.Event{Kind: event.UpgradeStarted})
 	pid, err := u.runChild(ctx, files, env)
-	sdDone()
-	u.sdUpgraded(pid, err)
-	u.controlUpgraded(pid, err)
+	u.emit(event.Event{Kind: event.UpgradeEnded, Child: pid, Err: err, Took: time.Since(begin)})
 	u.endUpgrade(err == nil)
-	if err != nil {
-		u.log.Error("upgrade failed", "err", err)
-		return err
-	}
-	u.log.Info("upgrade done: next generation serves", "child", pid)
-	return nil
+	return err
 }
 
 // beginUpgrade moves serving -> upgrading and duplicates every socket.
@@ -155,6 +150,16 @@ func (u *Upgrader) leave() {
 	if err := u.inh.Leave(); err != nil && !errors.Is(err, syscall.EPIPE) {
 		u.log.Warn("telling the parent generation we leave", "err", err)
 	}
+}
+
+// childReady moves upgrading -> grace: the next generation said ready.
+// As far as this generation's own parent is concerned, it is leaving.
+func (u *Upgrader) childReady(pid int) {
+	u.leave()
+	u.mu.Lock()
+	u.moveLocked(grace) // from upgrading; waitReady alone (in tests) moves nothing
+	u.mu.Unlock()
+	u.emit(event.Event{Kind: event.ChildReady, Child: pid})
 }
 
 // resolved is path with every symlink followed, or path itself if that

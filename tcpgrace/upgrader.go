@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/tcpgrace/tcpgrace/internal/bind"
+	"github.com/tcpgrace/tcpgrace/internal/event"
 	"github.com/tcpgrace/tcpgrace/internal/pidfile"
 	"github.com/tcpgrace/tcpgrace/internal/proc"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
@@ -27,6 +28,7 @@ type Upgrader struct {
 	inh        *wire.Files
 	sd         *sdNotifier    // the service manager, if any (sd_notify)
 	ctl        *controlServer // the control socket, if any
+	events     event.Stream   // the lifecycle's events (events.go)
 	executable string
 	args       []string
 
@@ -94,6 +96,7 @@ func newUpgrader(opts Options, files *wire.Files) (*Upgrader, error) {
 	if err := u.listenControl(); err != nil {
 		return nil, err
 	}
+	u.subscribe()
 	return u, nil
 }
 
@@ -162,7 +165,6 @@ func (u *Upgrader) tellReady() error {
 		return fmt.Errorf("tcpgrace: telling the parent generation we are ready: %w", err)
 	}
 	u.serve()
-	u.log.Info("ready", "parent", hasParent)
 	if err := u.closeUnclaimed(); err != nil {
 		return wrap(ErrReadyIncomplete, err)
 	}
@@ -200,14 +202,14 @@ func (u *Upgrader) closeUnclaimed() error {
 	return err
 }
 
-// serve moves readying -> serving and tells a service manager.
+// serve moves readying -> serving and says so on the event stream: the
+// service manager is told, the control socket answers.
 func (u *Upgrader) serve() {
 	u.mu.Lock()
 	moved := u.moveLocked(serving)
 	u.mu.Unlock()
 	if moved {
-		u.sdReady(u.inh.HasParent())
-		u.serveControl()
+		u.emit(event.Event{Kind: event.Ready, HasParent: u.inh.HasParent()})
 	}
 }
 

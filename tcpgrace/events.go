@@ -1,0 +1,38 @@
+package tcpgrace
+
+import (
+	"github.com/tcpgrace/tcpgrace/internal/event"
+)
+
+// emit hands e to everything that hangs off this generation's lifecycle:
+// the service manager (sdObserver), the control socket (controlServer.on)
+// and the log (logEvent), in that order, before it returns.
+func (u *Upgrader) emit(e event.Event) { u.events.Emit(e) }
+
+// subscribe hangs the lifecycle's side effects off the event stream; New
+// calls it once the service manager and the control socket are known.
+func (u *Upgrader) subscribe() {
+	u.events.Subscribe((&sdObserver{u: u}).on)
+	if u.ctl != nil {
+		u.events.Subscribe(u.ctl.on)
+	}
+	u.events.Subscribe(u.logEvent)
+}
+
+// logEvent writes the log line of each event that has one.
+func (u *Upgrader) logEvent(e event.Event) {
+	switch e.Kind {
+	case event.Ready:
+		u.log.Info("ready", "parent", e.HasParent)
+	case event.UpgradeRefused:
+		u.log.Error("upgrade failed", "err", e.Err)
+	case event.UpgradeEnded:
+		if e.Err != nil {
+			u.log.Error("upgrade failed", "err", e.Err)
+			return
+		}
+		u.log.Info("upgrade done: next generation serves", "child", e.Child, "took", e.Took)
+	case event.Stopping:
+		u.log.Info("shutting down", "handed_off", !e.Serving)
+	}
+}
