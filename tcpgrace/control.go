@@ -58,10 +58,10 @@ type controlServer struct {
 	sideLn  net.Listener    // the status channel, which controlDone closes
 }
 
-// request is an upgrade or a stop asked on the control socket, for a
-// Server loop to carry out.
+// request is an upgrade, a reload or a stop asked on the control socket,
+// for a Server loop to carry out.
 type request struct {
-	cmd   string          // control.CmdUpgrade or control.CmdStop
+	cmd   string          // control.CmdUpgrade, CmdStop or CmdReload
 	ctx   context.Context // an upgrade's: ends at the request's timeout
 	reply chan<- error    // the outcome, exactly once; buffered
 }
@@ -209,6 +209,8 @@ func (c *controlServer) answer(req control.Request, peer control.Peer, conn net.
 		return c.upgrade(req, conn)
 	case control.CmdStop:
 		return c.stop(conn)
+	case control.CmdReload:
+		return c.reload(conn)
 	}
 	return &control.Reply{V: control.Version, OK: true, Status: c.status(true)}
 }

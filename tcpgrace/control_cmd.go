@@ -11,7 +11,8 @@ import (
 	"github.com/tcpgrace/tcpgrace/internal/control"
 )
 
-// The control socket's commands: upgrade, stop, status.
+// The control socket's commands: upgrade, reload, stop (status is in
+// control.go).
 
 // errRequesterGone refuses a request whose client closed its connection
 // before the server read it (the server was stopped meanwhile, say): the
@@ -31,10 +32,10 @@ const forwardTimeout = 2 * time.Second
 // is not over), and never started for a requester that is gone.
 func (c *controlServer) upgrade(req control.Request, conn net.Conn) *control.Reply {
 	if err := c.u.refused(opUpgrade); err != nil {
-		return control.FailReply(err)
+		return failReply(err)
 	}
 	if parent, watched := c.u.inh.Watched(); watched {
-		return control.FailReply(fmt.Errorf("%w: the upgrade to this generation (pid %d) is in its ready grace, its parent (pid %d) still watches it; try again after the grace",
+		return failReply(fmt.Errorf("%w: the upgrade to this generation (pid %d) is in its ready grace, its parent (pid %d) still watches it; try again after the grace",
 			ErrUpgradeInProgress, os.Getpid(), parent))
 	}
 	if control.PeerGone(conn) {
@@ -49,7 +50,7 @@ func (c *controlServer) upgrade(req control.Request, conn net.Conn) *control.Rep
 		err = c.u.Upgrade(ctx)
 	}
 	if err != nil {
-		return control.FailReply(err)
+		return failReply(err)
 	}
 	c.mu.Lock()
 	next := c.next
@@ -58,6 +59,44 @@ func (c *controlServer) upgrade(req control.Request, conn net.Conn) *control.Rep
 		PID: next, Generation: c.u.Generation() + 1, OldPID: os.Getpid(),
 		HandoffMS: float64(time.Since(begin).Microseconds()) / 1000, PIDNamespace: control.PIDNamespace(),
 	}}
+}
+
+// failReply is the reply to a request that was not carried out: code
+// refused where asking again later may succeed (another upgrade runs,
+// not ready yet, too many generations draining, or this generation was
+// replaced and the next one answers), failed otherwise.
+func failReply(err error) *control.Reply {
+	for _, retry := range []error{ErrUpgradeInProgress, ErrNotReady, ErrTooManyGenerations, ErrUpgraded} {
+		if errors.Is(err, retry) {
+			return control.RefuseReply(err)
+		}
+	}
+	return control.FailReply(err)
+}
+
+// reload has the Server loop run its Reload hook, as on a reload signal,
+// and replies once the hook has returned: with its error if it failed,
+// an error if there is no hook or no Server loop. A run that is going on
+// when the request arrives does not count: the reply waits for the next
+// one (runs never overlap).
+func (c *controlServer) reload(conn net.Conn) *control.Reply {
+	if c.replaced() {
+		return failReply(fmt.Errorf("tcpgrace: control: reload: %w; ask the serving generation", ErrUpgraded))
+	}
+	if control.PeerGone(conn) {
+		c.u.log.Warn("control: reload not carried out", "err", errRequesterGone)
+		return control.FailReply(errRequesterGone)
+	}
+	c.waitLoop(loopWait)
+	taken, err := c.toLoop(request{cmd: control.CmdReload})
+	switch {
+	case !taken:
+		return control.FailReply(errors.New("tcpgrace: control: reload: no Server (Serve, Run or RunHTTP) runs this generation, so there is no reload hook to run"))
+	case err != nil:
+		return failReply(err)
+	}
+	return &control.Reply{V: control.Version, OK: true, Reload: &control.Reloaded{
+		PID: os.Getpid(), Generation: c.u.Generation(), PIDNamespace: control.PIDNamespace()}}
 }
 
 // toLoop hands r to a Server loop and waits for its outcome; taken is
@@ -93,7 +132,7 @@ func (c *controlServer) toLoop(r request) (taken bool, err error) {
 // on to the next generation, whose reply is the reply.
 func (c *controlServer) stop(conn net.Conn) *control.Reply {
 	if c.replaced() {
-		return control.FailReply(fmt.Errorf("tcpgrace: control: stop: %w; ask the serving generation", ErrUpgraded))
+		return failReply(fmt.Errorf("tcpgrace: control: stop: %w; ask the serving generation", ErrUpgraded))
 	}
 	if control.PeerGone(conn) {
 		c.u.log.Warn("control: stop not carried out", "err", errRequesterGone)

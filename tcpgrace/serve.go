@@ -128,8 +128,8 @@ func (s *Server) Serve(ctx context.Context, listeners ...net.Listener) error {
 // the control socket ask until this generation must leave: it returns nil
 // after a successful upgrade, a stop signal or a stop request, ctx's error
 // when ctx ends, and stopped says whether a stop was the reason. It is
-// the one place upgrades and stops of a served generation start, whoever
-// asks. As it leaves it cancels an upgrade it still runs, then moves this
+// the one place upgrades, reloads and stops of a served generation start,
+// whoever asks. As it leaves it cancels an upgrade it still runs, then moves this
 // generation to leaving, then answers a stop request.
 func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatch func(acceptResult)) (stopped bool, err error) {
 	u := s.Upgrader
@@ -139,6 +139,7 @@ func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatc
 	var stopReply chan<- error
 	defer func() {
 		up.cancelRunning(accepted, dispatch)
+		reloads.abandon()
 		endLoop()
 		if stopReply != nil {
 			stopReply <- nil
@@ -150,14 +151,18 @@ func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatc
 			dispatch(a)
 		case sig := <-s.Signals:
 			if s.signal(ctx, sig, up, reloads) {
-				return u.stopOnPurpose("stop signal", "signal", sig.String())
+				return u.stopOnPurpose("stop signal", "signal", signalName(sig))
 			}
 		case r := <-requests:
-			if r.cmd == control.CmdStop {
+			switch r.cmd {
+			case control.CmdStop:
 				stopReply = r.reply
 				return u.stopOnPurpose("stop requested on the control socket")
+			case control.CmdReload:
+				reloads.request(r.reply)
+			default:
+				up.start(r.ctx, r.reply)
 			}
-			up.start(r.ctx, r.reply)
 		case <-reloads.ended:
 			reloads.finished()
 		case err := <-up.done:
@@ -178,7 +183,7 @@ func (s *Server) signal(ctx context.Context, sig os.Signal, up *loopUpgrade, rel
 			s.Upgrader.log.Warn("upgrade signal ignored", "err", ErrUpgradeInProgress)
 			return false
 		}
-		s.Upgrader.log.Info("upgrade signal", "signal", sig.String())
+		s.Upgrader.log.Info("upgrade signal", "signal", signalName(sig))
 		up.start(ctx, nil)
 	case stopSignal:
 		return true
@@ -308,17 +313,20 @@ func (s *Server) drainTimeout() time.Duration {
 	return DefaultDrainTimeout
 }
 
-func (s *Server) reload(sig os.Signal) {
-	log := s.Upgrader.log.With("signal", sig.String())
+// reload runs the Reload hook, asked for by why ("signal SIGHUP",
+// "control request"), logs and returns its outcome.
+func (s *Server) reload(why string) error {
+	log := s.Upgrader.log.With("by", why)
 	if s.Reload == nil {
 		log.Info("reload signal: no reload hook, ignored")
-		return
+		return errNoReloadHook
 	}
 	if err := s.Reload(); err != nil {
 		log.Error("reload failed", "err", err)
-		return
+		return fmt.Errorf("tcpgrace: reload: %w", err)
 	}
 	log.Info("reloaded")
+	return nil
 }
 
 // drain accepts what waits in the kernel's accept queues (acceptQueued),
@@ -368,14 +376,14 @@ func (s *Server) signalsWhileDraining(ctx context.Context, hurry context.CancelF
 			case s.kind(sig) == upgradeSignal:
 				log.Warn("upgrade signal ignored while draining", "err", ErrClosed)
 			case s.kind(sig) == stopSignal && !stopped:
-				log.Info("stop signal: already draining; another one closes open connections", "signal", sig.String())
+				log.Info("stop signal: already draining; another one closes open connections", "signal", signalName(sig))
 				stopped = true
 			case s.kind(sig) == stopSignal:
-				log.Warn("second stop signal: closing open connections now", "signal", sig.String())
+				log.Warn("second stop signal: closing open connections now", "signal", signalName(sig))
 				hurry()
 				return
 			default:
-				log.Info("signal ignored while draining", "signal", sig.String())
+				log.Info("signal ignored while draining", "signal", signalName(sig))
 			}
 		}
 	}

@@ -11,3 +11,6 @@ var (
 	defaultStopSignals    = []os.Signal{os.Interrupt}
 	defaultReloadSignals  []os.Signal
 )
+
+// signalName is sig as the platform names it, for log lines.
+func signalName(sig os.Signal) string { return sig.String() }

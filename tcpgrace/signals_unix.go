@@ -5,6 +5,8 @@ package tcpgrace
 import (
 	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Default signal sets of [Server]; each is replaceable in the Server.
@@ -21,3 +23,14 @@ var (
 	// defaultReloadSignals run Server.Reload in place.
 	defaultReloadSignals = []os.Signal{syscall.SIGHUP}
 )
+
+// signalName is sig as an operator writes it (SIGUSR1, not "user defined
+// signal 1"), for log lines.
+func signalName(sig os.Signal) string {
+	if s, ok := sig.(syscall.Signal); ok {
+		if name := unix.SignalName(s); name != "" {
+			return name
+		}
+	}
+	return sig.String()
+}

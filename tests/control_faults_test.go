@@ -165,7 +165,7 @@ func TestControlUpgradeDuringReadyGrace(t *testing.T) {
 	stopProcess(t, gen1)
 	second := runTcpgrace(t, "upgrade", "-control", ctl, "-timeout", "5s")
 	require.NoError(t, syscall.Kill(gen1, syscall.SIGCONT))
-	assert.Equal(t, 1, second.code, "the second upgrade is refused: %s", second)
+	assert.Equal(t, 4, second.code, "the second upgrade is refused for now: %s", second)
 	assert.Contains(t, second.stderr, "already in progress", "as in progress: %s", second)
 	assert.Contains(t, second.stderr, "ready grace", "it says which: %s", second)
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // chatter is one persistent connection that sends a line every interval
@@ -206,7 +207,7 @@ func TestStopSignalsDrain(t *testing.T) {
 			ch.waitReplies(t, 2)
 			pid := s.pid()
 			require.NoError(t, syscall.Kill(pid, sig))
-			waitLog(t, s, fmt.Sprintf(`msg="stop signal" pid=%d generation=1 signal=%s`, pid, sig))
+			waitLog(t, s, fmt.Sprintf(`msg="stop signal" pid=%d generation=1 signal=%s`, pid, unix.SignalName(sig)))
 			waitLog(t, s, fmt.Sprintf(`msg="shutting down" pid=%d `, pid))
 			for _, path := range []string{sock, s.pidFile} {
 				_, err := os.Lstat(path)

@@ -26,11 +26,6 @@ import (
 // usage, 3 cannot reach the server, 4 refused for now, 5 outcome unknown;
 // and the commands tcpgrace version, reload and stop -wait.
 
-// libraryPending is the reason a test of the library's side of issue #20
-// (its replies' codes, its reload) is skipped until the library answers
-// with them.
-const libraryPending = "library side pending: the library's control socket does not send the code refused nor answer reload yet"
-
 // TestExitCodesLibrary: against lineserver, status exits 0, a failed
 // upgrade 1 with the reason, a bad flag 2, and once lineserver is killed
 // (its socket file left behind) every command exits 3 (connection
@@ -89,7 +84,6 @@ func TestExitCodesRefused(t *testing.T) {
 		require.NoError(t, s.stop())
 	})
 	t.Run("library", func(t *testing.T) {
-		t.Skip(libraryPending)
 		ctl := filepath.Join(t.TempDir(), "control.sock")
 		s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-control", ctl, "-max-generations", "2", "-drain-timeout", "20s")
 		held := holdConn(t, "tcp", s.addr("tcp:127.0.0.1:0"))
@@ -203,7 +197,6 @@ func TestReloadRun(t *testing.T) {
 // server's reload hook and replies once it has returned; a server with no
 // hook (lineserver) fails (exit 1) and serves on.
 func TestReloadLibrary(t *testing.T) {
-	t.Skip(libraryPending)
 	ctl := filepath.Join(t.TempDir(), "control.sock")
 	s := startRole(t, "reload", "-tcp", "127.0.0.1:0", "-control", ctl, "-reload-delay", "300ms")
 	r := runTcpgrace(t, "reload", "-control", ctl)
