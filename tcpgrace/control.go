@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +17,11 @@ import (
 // appended: a next generation configured with another path asks for
 // another name, and the old socket, unclaimed, is closed at its Ready.
 const controlName = "tcpgrace-control:"
+
+// isControl reports whether name is a control socket's registry name:
+// it is the library's own, not among the program's listeners (the log's
+// "listening" lines, status).
+func isControl(name string) bool { return strings.HasPrefix(name, controlName) }
 
 // controlMode is the permission of the control socket's file, whatever
 // Options.UnixMode says: its owner's only (root and its uid are let in by

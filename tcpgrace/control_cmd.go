@@ -241,7 +241,9 @@ func (c *controlServer) status(withOlder bool) *control.Status {
 	u.mu.Lock()
 	st.State = u.state.statusName()
 	for _, s := range u.liveSocketsLocked() {
-		st.Listeners = append(st.Listeners, control.Listener{Name: s.name, Network: s.network, Address: s.boundAddr()})
+		if !isControl(s.name) {
+			st.Listeners = append(st.Listeners, control.Listener{Name: s.name, Network: s.network, Address: s.boundAddr()})
+		}
 	}
 	st.Connections = len(u.conns)
 	u.mu.Unlock()

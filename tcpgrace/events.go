@@ -1,6 +1,8 @@
 package tcpgrace
 
 import (
+	"time"
+
 	"github.com/tcpgrace/tcpgrace/internal/event"
 )
 
@@ -25,7 +27,7 @@ func (u *Upgrader) logEvent(e event.Event) {
 	case event.Ready:
 		u.log.Info("ready", "parent", e.HasParent)
 	case event.UpgradeRefused:
-		u.log.Error("upgrade failed", "err", e.Err)
+		u.log.Warn("upgrade refused", "err", e.Err)
 	case event.UpgradeEnded:
 		if e.Err != nil {
 			u.log.Error("upgrade failed", "err", e.Err)
@@ -34,5 +36,18 @@ func (u *Upgrader) logEvent(e event.Event) {
 		u.log.Info("upgrade done: next generation serves", "child", e.Child, "took", e.Took)
 	case event.Stopping:
 		u.log.Info("shutting down", "handed_off", !e.Serving)
+	case event.Drained:
+		u.logDrained(e)
 	}
+}
+
+// logDrained writes the one line that ends a drain: a warning if
+// connections were cut at the deadline or something failed to close.
+func (u *Upgrader) logDrained(e event.Event) {
+	args := []any{"took", e.Took.Round(time.Millisecond), "finished", e.Finished, "force_closed", e.ForceClosed}
+	if e.Err != nil {
+		u.log.Warn("drained", append(args, "err", e.Err)...)
+		return
+	}
+	u.log.Info("drained", args...)
 }

@@ -141,7 +141,9 @@ func (u *Upgrader) newListener(s *socket) error {
 	}
 	s.raw = ln.(syscall.Conn)
 	s.ln = &listener{Listener: ln, u: u, s: s}
-	u.log.Info("listening", "listener", s.name, "network", s.network, "addr", ln.Addr().String(), "inherited", inherited)
+	if !isControl(s.name) { // the control socket says "control socket: answering" at Ready
+		u.log.Info("listening", "listener", s.name, "network", s.network, "addr", ln.Addr().String(), "inherited", inherited)
+	}
 	return nil
 }
 

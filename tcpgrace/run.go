@@ -51,21 +51,16 @@ func (s *Server) Run(ctx context.Context, serve func() error, shutdown func(cont
 		case <-loopCtx.Done():
 		}
 	}()
-	stopped, cause := s.loop(loopCtx, nil, nil)
+	why, cause := s.loop(loopCtx, nil, nil)
 	cancel()
-	reason := "stop signal"
+	reason := string(why)
 	select {
 	case <-failed:
 		reason, cause = "serve failed", wrap(ErrServeFailed, serveErr)
 	default:
-		if cause != nil {
-			reason = "context done"
-		} else if !stopped {
-			reason = "upgraded"
-		}
 	}
 	s.Upgrader.log.Info("draining", "reason", reason)
-	return errjoin.Join(cause, s.drainOwn(stopped, shutdown, served))
+	return errjoin.Join(cause, s.drainOwn(why.stop(), shutdown, served))
 }
 
 // drainOwn stops a server with its own accept loop, waits for it, and
@@ -76,12 +71,9 @@ func (s *Server) drainOwn(stopped bool, shutdown func(context.Context) error, se
 	go s.signalsWhileDraining(ctx, cancel, stopped)
 	s.Upgrader.waitAcceptQueues(ctx) // the server still accepts: let it take what is queued
 	err := shutdown(ctx)
-	<-served
-	if uerr := s.Upgrader.Shutdown(ctx); uerr != nil {
-		err = errjoin.Join(err, uerr)
-	}
 	if err != nil {
-		s.Upgrader.log.Warn("drain", "err", err)
+		s.Upgrader.log.Warn("drain: the server's shutdown", "err", err)
 	}
-	return err
+	<-served
+	return errjoin.Join(err, s.Upgrader.Shutdown(ctx)) // Shutdown's "drained" line reports the outcome
 }

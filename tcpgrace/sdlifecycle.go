@@ -7,6 +7,7 @@ import (
 
 	"github.com/tcpgrace/tcpgrace/internal/event"
 	"github.com/tcpgrace/tcpgrace/internal/sdnotify"
+	"github.com/tcpgrace/tcpgrace/internal/text"
 )
 
 // What each generation tells the service manager, and when. Only the
@@ -149,7 +150,7 @@ func (u *Upgrader) sdDrainStatus() string {
 	u.mu.Lock()
 	n := len(u.conns)
 	u.mu.Unlock()
-	return fmt.Sprintf("STATUS=draining %d connections, generation %d", n, u.Generation())
+	return fmt.Sprintf("STATUS=draining %s, generation %d", text.Count(n, "connection", "connections"), u.Generation())
 }
 
 // sdExtend sends EXTEND_TIMEOUT_USEC= (with status(), if not empty) every

@@ -37,11 +37,13 @@ type acceptResult struct {
 // SIGHUP that arrives before a handler is registered, and a new
 // generation can be signalled as soon as it starts.
 //
-// A signal that is not registered keeps its default action: a Server
-// whose UpgradeSignals, StopSignals or ReloadSignals name another signal
-// than the defaults needs it in extra, e.g. NotifySignals(syscall.SIGUSR2)
-// for nginx's upgrade signal, or SIGUSR2 kills the process instead of
-// upgrading it.
+// A signal that is not registered keeps its default action in a Go
+// program: a Server whose UpgradeSignals, StopSignals or ReloadSignals
+// name another signal than the defaults needs it in extra, e.g.
+// NotifySignals(syscall.SIGUSR2) for nginx's upgrade signal. Unregistered,
+// SIGUSR2 is ignored (the server silently never upgrades) and SIGQUIT
+// ends the process. Serve, Run and RunHTTP log a warning at start for an
+// upgrade or stop signal that Signals will never deliver.
 //
 // No signal is lost to another one: each signal number is registered on a
 // channel of its own, and one goroutine, which lives as long as the
@@ -55,7 +57,33 @@ type acceptResult struct {
 // channel to one Server at a time.
 func NotifySignals(extra ...os.Signal) chan os.Signal {
 	all := slices.Concat(defaultUpgradeSignals, defaultStopSignals, defaultReloadSignals, extra)
-	return signals.Notify(nil, all, defaultStopSignals)
+	ch := signals.Notify(nil, all, defaultStopSignals)
+	notified.Store((<-chan os.Signal)(ch), all)
+	return ch
+}
+
+// notified maps each channel NotifySignals made to the signals it
+// registered, so that a Server can tell which of its signals never come.
+var notified sync.Map
+
+// checkSignals warns, as a loop starts, about an upgrade or stop signal
+// of this Server that Signals will never deliver: not registered by
+// NotifySignals, or Signals not made by it (then nothing is known).
+func (s *Server) checkSignals() {
+	if s.Signals == nil {
+		return
+	}
+	v, ok := notified.Load(s.Signals)
+	if !ok {
+		s.Upgrader.log.Warn("Server.Signals was not made by NotifySignals: upgrade and stop signals arrive only if you registered them (Go ignores an unregistered SIGUSR1 or SIGUSR2)")
+		return
+	}
+	for _, sig := range slices.Concat(or(s.UpgradeSignals, defaultUpgradeSignals), or(s.StopSignals, defaultStopSignals)) {
+		if !slices.Contains(v.([]os.Signal), sig) {
+			s.Upgrader.log.Warn(fmt.Sprintf("signal %s of this Server is not registered and will never arrive: pass it to NotifySignals",
+				signalName(sig)))
+		}
+	}
 }
 
 // Server is the accept loop for raw TCP (and Unix) servers: accept
@@ -77,8 +105,9 @@ type Server struct {
 	// on Signals. Defaults: SIGUSR1 upgrades, SIGTERM and SIGINT stop,
 	// SIGHUP reloads, as in nginx except that nginx upgrades on SIGUSR2.
 	// A signal named here that is not registered never reaches Signals and
-	// keeps its default action, which for SIGUSR2 and SIGQUIT is to end
-	// the process: register it as one of NotifySignals's extra signals.
+	// keeps its default action, which in a Go program is to ignore SIGUSR1
+	// and SIGUSR2 and to end the process on SIGQUIT: register it as one of
+	// NotifySignals's extra signals (the loop warns at start otherwise).
 	UpgradeSignals, StopSignals, ReloadSignals []os.Signal
 	// Reload, if set, is run on a reload signal to reload configuration in
 	// place (no new process); its error is logged. Without it a reload
@@ -120,21 +149,23 @@ func (s *Server) Serve(ctx context.Context, listeners ...net.Listener) error {
 	}
 	l := s.start(listeners)
 	defer l.draining()
-	stopped, err := s.loop(ctx, l.accepted, l.dispatch)
-	return l.drain(err, stopped)
+	why, err := s.loop(ctx, l.accepted, l.dispatch)
+	s.Upgrader.log.Info("draining", "reason", string(why))
+	return l.drain(err, why.stop())
 }
 
 // loop dispatches accepted connections and carries out what signals and
 // the control socket ask until this generation must leave: it returns nil
 // after a successful upgrade, a stop signal or a stop request, ctx's error
-// when ctx ends, and stopped says whether a stop was the reason. It is
+// when ctx ends, and why it ended. It is
 // the one place upgrades, reloads and stops of a served generation start,
 // whoever asks. As it leaves it cancels an upgrade it still runs, then moves this
 // generation to leaving, then answers a stop request.
-func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatch func(acceptResult)) (stopped bool, err error) {
+func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatch func(acceptResult)) (why leaveReason, err error) {
 	u := s.Upgrader
 	up := &loopUpgrade{u: u, done: make(chan error, 1)}
 	reloads := &reloader{s: s, ended: make(chan struct{}, 1)}
+	s.checkSignals()
 	requests, endLoop := u.startLoop()
 	var stopReply chan<- error
 	defer func() {
@@ -151,13 +182,13 @@ func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatc
 			dispatch(a)
 		case sig := <-s.Signals:
 			if s.signal(ctx, sig, up, reloads) {
-				return u.stopOnPurpose("stop signal", "signal", signalName(sig))
+				return u.stopOnPurpose(leftStopSignal, "signal", signalName(sig))
 			}
 		case r := <-requests:
 			switch r.cmd {
 			case control.CmdStop:
 				stopReply = r.reply
-				return u.stopOnPurpose("stop requested on the control socket")
+				return u.stopOnPurpose(leftStopRequest)
 			case control.CmdReload:
 				reloads.request(r.reply)
 			default:
@@ -168,9 +199,9 @@ func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatc
 		case err := <-up.done:
 			up.ended(err) // the outcome is logged by Upgrade; success closes Exit
 		case <-u.Exit():
-			return false, nil
+			return leftUpgraded, nil
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return leftContext, ctx.Err()
 		}
 	}
 }
@@ -193,12 +224,30 @@ func (s *Server) signal(ctx context.Context, sig os.Signal, up *loopUpgrade, rel
 	return false
 }
 
-// stopOnPurpose logs why the loop stops and tells a watching parent that
-// this generation leaves on purpose: no rollback if the drain then fails.
-func (u *Upgrader) stopOnPurpose(msg string, args ...any) (stopped bool, err error) {
+// leaveReason is why a Server loop ended, as the "draining" log line
+// says it.
+type leaveReason string
+
+const (
+	leftUpgraded    leaveReason = "upgraded"     // the next generation serves
+	leftStopSignal  leaveReason = "stop signal"  // SIGTERM, SIGINT or Server.StopSignals
+	leftStopRequest leaveReason = "stop request" // stop on the control socket
+	leftContext     leaveReason = "context done" // the loop's context ended
+)
+
+// stop reports whether the loop ended on a stop.
+func (r leaveReason) stop() bool { return r == leftStopSignal || r == leftStopRequest }
+
+// stopOnPurpose logs the stop and tells a watching parent that this
+// generation leaves on purpose: no rollback if the drain then fails.
+func (u *Upgrader) stopOnPurpose(why leaveReason, args ...any) (leaveReason, error) {
+	msg := string(why)
+	if why == leftStopRequest {
+		msg = "stop requested on the control socket"
+	}
 	u.log.Info(msg, args...)
 	u.leave()
-	return true, nil
+	return why, nil
 }
 
 // loopUpgrade is the upgrade a Server loop runs, at most one at a time,
@@ -352,10 +401,7 @@ func (l *serveLoop) drain(cause error, stopped bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), l.s.drainTimeout())
 	defer cancel()
 	go l.s.signalsWhileDraining(ctx, cancel, stopped)
-	err := l.s.Upgrader.Shutdown(ctx)
-	if err != nil {
-		l.s.Upgrader.log.Warn("drain", "err", err)
-	}
+	err := l.s.Upgrader.Shutdown(ctx) // its "drained" line reports the outcome
 	return errjoin.Join(cause, err)
 }
 

@@ -125,7 +125,7 @@ func TestServeDrainDeadline(t *testing.T) {
 	cancel()
 	err = <-done
 	assert.ErrorIs(t, err, context.DeadlineExceeded, "the drain deadline passed")
-	assert.ErrorContains(t, err, "1 connections still open")
+	assert.ErrorContains(t, err, "1 connection still open")
 	held.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err = held.Read(make([]byte, 1))
 	assert.ErrorIs(t, err, io.EOF, "the connection was closed at the deadline")

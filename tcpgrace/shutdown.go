@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/tcpgrace/tcpgrace/internal/bind"
 	"github.com/tcpgrace/tcpgrace/internal/errjoin"
 	"github.com/tcpgrace/tcpgrace/internal/event"
 	"github.com/tcpgrace/tcpgrace/internal/pidfile"
+	"github.com/tcpgrace/tcpgrace/internal/text"
 )
 
 // Shutdown ends this generation gracefully. In order it: tells its parent
@@ -28,12 +30,19 @@ import (
 // [ErrClosed].
 func (u *Upgrader) Shutdown(ctx context.Context) error {
 	st := u.stop()
+	begin, open := time.Now(), u.Stats().Active
 	deadline, _ := ctx.Deadline()
-	u.emit(event.Event{Kind: event.Draining, Serving: st.wasServing, Deadline: deadline})
-	err := u.waitConns(ctx)
-	u.emit(event.Event{Kind: event.Drained, Serving: st.wasServing})
+	if st.first {
+		u.emit(event.Event{Kind: event.Draining, Serving: st.wasServing, Deadline: deadline})
+	}
+	forced, err := u.waitConns(ctx)
 	u.controlDone(ctx)
-	return errjoin.Join(st.err, err, closeSockets(st.packets))
+	err = errjoin.Join(st.err, err, closeSockets(st.packets))
+	if st.first {
+		u.emit(event.Event{Kind: event.Drained, Serving: st.wasServing, Took: time.Since(begin),
+			Finished: open - forced, ForceClosed: forced, Err: err})
+	}
+	return err
 }
 
 // Close is Shutdown without the wait: open connections are closed at
@@ -54,6 +63,7 @@ type stopped struct {
 	err        error
 	packets    []*socket
 	wasServing bool
+	first      bool // the first call of Shutdown or Close
 }
 
 // stop is the part Shutdown and Close share: no more upgrades, no more
@@ -77,7 +87,7 @@ func (u *Upgrader) stop() stopped {
 	}
 	u.closeExit()
 	stopReading(packets) // after Exit: a read that fails finds Exit closed
-	return stopped{err: errjoin.Join(errs...), packets: packets, wasServing: !handedOff}
+	return stopped{err: errjoin.Join(errs...), packets: packets, wasServing: !handedOff, first: first}
 }
 
 // closeState moves to closed, cancelling a running upgrade first and
@@ -112,12 +122,12 @@ func (u *Upgrader) cancelUpgradeLocked() {
 }
 
 // waitConns waits for the tracked connections to close; at ctx's end it
-// closes the rest and returns ctx's error.
-func (u *Upgrader) waitConns(ctx context.Context) error {
+// closes the rest and returns how many, and ctx's error.
+func (u *Upgrader) waitConns(ctx context.Context) (forced int, err error) {
 	u.mu.Lock()
 	if len(u.conns) == 0 {
 		u.mu.Unlock()
-		return nil
+		return 0, nil
 	}
 	if u.connsDone == nil {
 		u.connsDone = make(chan struct{})
@@ -126,7 +136,7 @@ func (u *Upgrader) waitConns(ctx context.Context) error {
 	u.mu.Unlock()
 	select {
 	case <-done:
-		return nil
+		return 0, nil
 	case <-ctx.Done():
 	}
 	u.mu.Lock()
@@ -142,11 +152,11 @@ func (u *Upgrader) waitConns(ctx context.Context) error {
 		}
 	}
 	if closed == 0 {
-		return nil // the last ones closed by themselves as the deadline passed
+		return 0, nil // the last ones closed by themselves as the deadline passed
 	}
 	u.mu.Lock()
 	u.forceClosed += uint64(closed)
 	u.mu.Unlock()
-	u.log.Warn("drain deadline: closed open connections", "closed", closed)
-	return fmt.Errorf("tcpgrace: %d connections still open at the drain deadline, closed: %w", closed, ctx.Err())
+	return closed, fmt.Errorf("tcpgrace: %s still open at the drain deadline, closed: %w",
+		text.Count(closed, "connection", "connections"), ctx.Err())
 }

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -166,4 +167,47 @@ func TestServeCustomUpgradeSignal(t *testing.T) {
 	pid := h.startedChild()
 	h.assertHandedOver(pid, "after SIGUSR2")
 	h.stopChild(pid)
+}
+
+// TestServerWarnsUnregisteredSignals: a loop warns at start about an
+// upgrade or stop signal its Signals channel will never deliver (Go
+// ignores an unregistered SIGUSR2, so the server would never upgrade),
+// and about a channel NotifySignals did not make; a complete set says
+// nothing. The channels stand for NotifySignals's: registering real
+// handlers would leave its goroutine running past the test.
+func TestServerWarnsUnregisteredSignals(t *testing.T) {
+	defaults := slices.Concat(defaultUpgradeSignals, defaultStopSignals, defaultReloadSignals)
+	tests := []struct {
+		name       string
+		registered []os.Signal // nil: a channel NotifySignals did not make
+		upgrade    []os.Signal
+		want       []string
+	}{
+		{"defaults", defaults, nil, nil},
+		{"SIGUSR2 registered", append(slices.Clone(defaults), syscall.SIGUSR2), []os.Signal{syscall.SIGUSR2}, nil},
+		{"SIGUSR2 not registered", defaults, []os.Signal{syscall.SIGUSR2}, []string{"signal SIGUSR2 of this Server is not registered and will never arrive"}},
+		{"own channel", nil, nil, []string{"was not made by NotifySignals"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log := &messages{}
+			u := newColdUpgrader(t, Options{Logger: slog.New(log)})
+			ch := make(chan os.Signal)
+			if tt.registered != nil {
+				notified.Store((<-chan os.Signal)(ch), tt.registered)
+				defer notified.Delete((<-chan os.Signal)(ch))
+			}
+			(&Server{Upgrader: u, Signals: ch, UpgradeSignals: tt.upgrade}).checkSignals()
+			var warned []string
+			for _, m := range log.list() {
+				if strings.Contains(m, "NotifySignals") {
+					warned = append(warned, m)
+				}
+			}
+			require.Len(t, warned, len(tt.want), "warnings: %q", warned)
+			for i, w := range tt.want {
+				assert.Contains(t, warned[i], w)
+			}
+		})
+	}
 }

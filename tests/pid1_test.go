@@ -53,7 +53,7 @@ func TestUpgradeRefusedAsPID1(t *testing.T) {
 
 	require.NoError(t, syscall.Kill(pid, syscall.SIGTERM))
 	require.NoError(t, cmd.Wait(), "lineserver drains and exits 0, and unshare with it\nlogs:\n%s", logs)
-	assert.Contains(t, logs.String(), "msg=exit pid=1\n")
+	assert.Contains(t, logs.String(), "msg=exit pid=1 clean=true\n")
 }
 
 // namespaceInit is the pid, as seen from here, of the one child of

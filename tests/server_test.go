@@ -486,26 +486,31 @@ func echoCtx(ctx context.Context, network, addr, line string) error {
 }
 
 // failUpgrade sends SIGUSR1 and waits for the serving generation to log a
-// failed upgrade whose error contains reason; the generation must stay.
+// failed (or refused) upgrade whose error contains reason; the generation
+// must stay.
 func (s *server) failUpgrade(reason string) {
 	s.t.Helper()
 	pid := s.pid()
-	before := strings.Count(s.logs.String(), `msg="upgrade failed"`)
+	before := len(upgradeNotDoneRe.FindAllStringIndex(s.logs.String(), -1))
 	require.NoError(s.t, syscall.Kill(pid, syscall.SIGUSR1))
 	var line string
 	waitFor(s.t, "a logged upgrade failure\nlogs:\n"+s.logs.String(), func() bool {
 		logs := s.logs.String()
-		if strings.Count(logs, `msg="upgrade failed"`) == before {
+		found := upgradeNotDoneRe.FindAllStringIndex(logs, -1)
+		if len(found) == before {
 			return false
 		}
-		i := strings.LastIndex(logs, `msg="upgrade failed"`)
-		line, _, _ = strings.Cut(logs[i:], "\n")
+		line, _, _ = strings.Cut(logs[found[len(found)-1][0]:], "\n")
 		return true
 	})
 	require.Contains(s.t, line, reason, "the upgrade error should say why")
 	require.Equal(s.t, pid, s.pid(), "a failed upgrade leaves the pid file alone")
 	require.NoError(s.t, syscall.Kill(pid, 0), "the serving generation is still alive")
 }
+
+// upgradeNotDoneRe finds the log line of an upgrade that failed or was
+// refused.
+var upgradeNotDoneRe = regexp.MustCompile(`msg="upgrade (failed|refused)"`)
 
 // processAlive is nil if pid runs (and is not a zombie).
 func processAlive(pid int) error {

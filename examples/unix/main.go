@@ -144,10 +144,8 @@ func run() int {
 	}
 	// Serve handles the signals: upgrade, stop, reload (none here).
 	srv := &tcpgrace.Server{Upgrader: u, Handler: echo, Signals: sigs, DrainTimeout: cfg.drainTimeout}
-	if err := srv.Serve(context.Background(), lns...); err != nil {
-		log.Warn("drained", "err", err)
-	}
-	log.Info("exit")
+	err = srv.Serve(context.Background(), lns...) // its "drained" line says how the drain went
+	log.Info("exit", "clean", err == nil)
 	return 0
 }
 

@@ -35,7 +35,9 @@ const (
 	// Draining: Shutdown waits for open connections, until
 	// Event.Deadline if it is not zero.
 	Draining
-	// Drained: that wait is over.
+	// Drained: Shutdown is over, after Event.Took: Event.Finished
+	// connections closed by themselves, Event.ForceClosed were closed at
+	// the deadline; Event.Err is what Shutdown returns.
 	Drained
 )
 
@@ -52,14 +54,16 @@ func (k Kind) String() string {
 // Event is one thing that happened to a generation. Fields a kind does not
 // mention are zero.
 type Event struct {
-	Kind      Kind
-	Time      time.Time     // when it was emitted
-	HasParent bool          // Ready
-	Child     int           // ChildReady, UpgradeEnded: the next generation's pid (0 if it never started)
-	Err       error         // UpgradeRefused, UpgradeEnded
-	Took      time.Duration // UpgradeEnded: since UpgradeStarted
-	Serving   bool          // Stopping, Draining
-	Deadline  time.Time     // Draining
+	Kind        Kind
+	Time        time.Time     // when it was emitted
+	HasParent   bool          // Ready
+	Child       int           // ChildReady, UpgradeEnded: the next generation's pid (0 if it never started)
+	Err         error         // UpgradeRefused, UpgradeEnded, Drained
+	Took        time.Duration // UpgradeEnded: since UpgradeStarted; Drained: since Draining
+	Serving     bool          // Stopping, Draining
+	Deadline    time.Time     // Draining
+	Finished    int           // Drained
+	ForceClosed int           // Drained
 }
 
 // Stream delivers each event to every subscriber, synchronously and in

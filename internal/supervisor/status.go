@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/tcpgrace/tcpgrace/internal/text"
 )
 
 // Status is a snapshot of the supervisor, for a status command.
@@ -68,8 +70,8 @@ func (s *Supervisor) statusLine() string {
 			line += ": " + s.serving.status
 		}
 	case !s.restartAt.IsZero():
-		line = fmt.Sprintf("nothing serves: restarting in %v after %d crashes in a row",
-			time.Until(s.restartAt).Round(time.Millisecond), s.crashes)
+		line = fmt.Sprintf("nothing serves: restarting in %v after %s in a row",
+			time.Until(s.restartAt).Round(time.Millisecond), text.Count(s.crashes, "crash", "crashes"))
 	default:
 		line = "nothing serves yet"
 	}
