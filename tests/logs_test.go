@@ -73,4 +73,3 @@ func linesOf(logs string, pid int, any ...string) []string {
 	}
 	return out
 }
-
