@@ -80,14 +80,9 @@ func failReply(err error) *control.Reply {
 // when the request arrives does not count: the reply waits for the next
 // one (runs never overlap).
 func (c *controlServer) reload(conn net.Conn) *control.Reply {
-	if c.replaced() {
-		return failReply(fmt.Errorf("tcpgrace: control: reload: %w; ask the serving generation", ErrUpgraded))
+	if rep := c.precheck("reload", conn); rep != nil {
+		return rep
 	}
-	if control.PeerGone(conn) {
-		c.u.log.Warn("control: reload not carried out", "err", errRequesterGone)
-		return control.FailReply(errRequesterGone)
-	}
-	c.waitLoop(loopWait)
 	taken, err := c.toLoop(request{cmd: control.CmdReload})
 	switch {
 	case !taken:
@@ -97,6 +92,23 @@ func (c *controlServer) reload(conn net.Conn) *control.Reply {
 	}
 	return &control.Reply{V: control.Version, OK: true, Reload: &control.Reloaded{
 		PID: os.Getpid(), Generation: c.u.Generation(), PIDNamespace: control.PIDNamespace()}}
+}
+
+// precheck is what a reload or a stop checks first: a generation that
+// handed over refuses it (ask the serving one), a requester that is gone
+// gets nothing done. Then it waits (at most loopWait) for a Server loop
+// that has not started yet, right after Ready. It returns the reply of a
+// refusal, or nil.
+func (c *controlServer) precheck(cmd string, conn net.Conn) *control.Reply {
+	if c.replaced() {
+		return failReply(fmt.Errorf("tcpgrace: control: %s: %w; ask the serving generation", cmd, ErrUpgraded))
+	}
+	if control.PeerGone(conn) {
+		c.u.log.Warn("control: "+cmd+" not carried out", "err", errRequesterGone)
+		return control.FailReply(errRequesterGone)
+	}
+	c.waitLoop(loopWait)
+	return nil
 }
 
 // toLoop hands r to a Server loop and waits for its outcome; taken is
@@ -131,14 +143,9 @@ func (c *controlServer) toLoop(r request) (taken bool, err error) {
 // grace (the hand-off stands, as the next generation serves) and is handed
 // on to the next generation, whose reply is the reply.
 func (c *controlServer) stop(conn net.Conn) *control.Reply {
-	if c.replaced() {
-		return failReply(fmt.Errorf("tcpgrace: control: stop: %w; ask the serving generation", ErrUpgraded))
+	if rep := c.precheck("stop", conn); rep != nil {
+		return rep
 	}
-	if control.PeerGone(conn) {
-		c.u.log.Warn("control: stop not carried out", "err", errRequesterGone)
-		return control.FailReply(errRequesterGone)
-	}
-	c.waitLoop(loopWait)
 	if s := c.u.currentState(); s == leaving || s == closed {
 		return c.stopping() // it drains already
 	}

@@ -185,15 +185,11 @@ func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatc
 				return u.stopOnPurpose(leftStopSignal, "signal", signalName(sig))
 			}
 		case r := <-requests:
-			switch r.cmd {
-			case control.CmdStop:
+			if r.cmd == control.CmdStop {
 				stopReply = r.reply
 				return u.stopOnPurpose(leftStopRequest)
-			case control.CmdReload:
-				reloads.request(r.reply)
-			default:
-				up.start(r.ctx, r.reply)
 			}
+			carryOut(r, up, reloads)
 		case <-reloads.ended:
 			reloads.finished()
 		case err := <-up.done:
@@ -204,6 +200,16 @@ func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatc
 			return leftContext, ctx.Err()
 		}
 	}
+}
+
+// carryOut starts the upgrade or the reload a control request asks for;
+// the request gets its outcome when it is over.
+func carryOut(r request, up *loopUpgrade, reloads *reloader) {
+	if r.cmd == control.CmdReload {
+		reloads.request(r.reply)
+		return
+	}
+	up.start(r.ctx, r.reply)
 }
 
 // signal acts on sig in the loop and reports whether it is a stop.
