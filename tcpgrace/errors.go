@@ -3,6 +3,8 @@ package tcpgrace
 import (
 	"errors"
 	"strings"
+
+	"github.com/tcpgrace/tcpgrace/internal/control"
 )
 
 // Sentinel errors. Returned errors wrap them with details; test with
@@ -10,7 +12,7 @@ import (
 var (
 	// ErrUpgradeInProgress is returned by [Upgrader.Upgrade] while another
 	// upgrade of the same process runs.
-	ErrUpgradeInProgress = errors.New("tcpgrace: an upgrade is already in progress")
+	ErrUpgradeInProgress = control.ErrUpgradeInProgress
 	// ErrUpgraded is returned once this generation has been replaced: it
 	// no longer owns its sockets, so it can neither upgrade nor register.
 	ErrUpgraded = errors.New("tcpgrace: this generation was already replaced by the next one")

@@ -70,7 +70,7 @@
 // run is the supervisor, for containers and for programs in any language:
 //
 //	tcpgrace run [-listen [NAME=]URL]... [-control PATH] [-pidfile PATH] [-ready-timeout DUR]
-//	             [-stop-timeout DUR] [-ready-delay DUR] [-max-instances N] [-start-limit N] -- CMD [ARGS...]
+//	             [-stop-timeout|-drain-timeout DUR] [-ready-delay DUR] [-max-instances N] [-start-limit N] -- CMD [ARGS...]
 //
 // It holds the sockets, keeps a stable pid (it can be PID 1), and runs
 // instances of CMD over them with systemd's LISTEN_FDS and NOTIFY_SOCKET;

@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestUsage: usage errors exit 2, a missing socket 3, and say why on
@@ -55,4 +58,22 @@ func TestControlFromEnvironment(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	assert.Equal(t, exitUnreachable, dispatch([]string{"status"}, &stdout, &stderr))
 	assert.Contains(t, stderr.String(), none+": control: no reply", "the path from the environment was dialled")
+}
+
+// TestRunDrainTimeoutAlias: tcpgrace run takes -drain-timeout, the
+// library's word, as the same setting as -stop-timeout; the last one
+// given wins.
+func TestRunDrainTimeoutAlias(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{[]string{"-listen", "tcp://127.0.0.1:0", "-drain-timeout", "7s", "--", "true"}, 7 * time.Second},
+		{[]string{"-listen", "tcp://127.0.0.1:0", "-stop-timeout", "3s", "--", "true"}, 3 * time.Second},
+		{[]string{"-listen", "tcp://127.0.0.1:0", "-stop-timeout", "3s", "-drain-timeout", "9s", "--", "true"}, 9 * time.Second},
+	} {
+		f, err := parseRunFlags(tc.args, io.Discard)
+		require.NoError(t, err, "%v", tc.args)
+		assert.Equal(t, tc.want, f.StopTimeout, "%v", tc.args)
+	}
 }

@@ -92,6 +92,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.StringVar(&f.PIDFile, "pidfile", "", "write the supervisor's pid here")
 	fs.DurationVar(&f.ReadyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "how long a new instance may take to be ready")
 	fs.DurationVar(&f.StopTimeout, "stop-timeout", supervisor.DefaultStopTimeout, "how long an instance may drain after SIGTERM before SIGKILL")
+	fs.DurationVar(&f.StopTimeout, "drain-timeout", supervisor.DefaultStopTimeout, "the same as -stop-timeout, in the library's word (Server.DrainTimeout)")
 	fs.DurationVar(&f.ReadyDelay, "ready-delay", 0, "count an instance still running after this long as ready (for programs that cannot send READY=1)")
 	fs.IntVar(&f.MaxInstances, "max-instances", supervisor.DefaultMaxInstances, "how many instances may be alive at once, draining ones included")
 	fs.IntVar(&startLimit, "start-limit", supervisor.DefaultStartLimit, "give up (exit 1) after this many failed starts in a row before any instance was ready; 0: never")

@@ -225,6 +225,11 @@ type Reloaded struct {
 	PIDNamespace string `json:"pid_ns,omitempty"` // the pid namespace PID is in, "" if unknown
 }
 
+// ErrUpgradeInProgress refuses an upgrade while another one of the same
+// service runs: the library's tcpgrace.ErrUpgradeInProgress and tcpgrace
+// run's are this one error, refused for now ([CodeRefused]).
+var ErrUpgradeInProgress = errors.New("tcpgrace: an upgrade is already in progress")
+
 // ErrConnection wraps every failure to get a reply at all: no socket,
 // refused, closed before a reply, a reply that is not the protocol's, a
 // server that is not trusted ([ErrUntrustedServer]).

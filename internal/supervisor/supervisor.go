@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpgrace/tcpgrace/internal/control"
 	"github.com/tcpgrace/tcpgrace/internal/pidfile"
 	"github.com/tcpgrace/tcpgrace/internal/proc"
 	"github.com/tcpgrace/tcpgrace/internal/signals"
@@ -27,7 +28,7 @@ var (
 	ErrStopping = errors.New("tcpgrace run: stopping")
 	// ErrUpgradeInProgress: an instance is starting already; try again
 	// once it is ready or has failed.
-	ErrUpgradeInProgress = errors.New("tcpgrace run: an upgrade is already in progress")
+	ErrUpgradeInProgress = control.ErrUpgradeInProgress
 	// ErrTooManyInstances: the upgrade would make more instances alive at
 	// once than Config.MaxInstances; wait for draining ones to exit.
 	ErrTooManyInstances = errors.New("tcpgrace run: too many instances alive")
