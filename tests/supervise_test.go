@@ -418,6 +418,8 @@ func TestRunControl(t *testing.T) {
 	assert.Equal(t, up.PID, s.serving(), "the old instance serves on")
 	r = runTcpgrace(t, "status", "-control", ctl, "-human")
 	assert.Regexp(t, fmt.Sprintf(`(?m)^%d +2 +serving `, up.PID), r.stdout, "status -human lists the instances: %s", r)
+	assert.Regexp(t, `^tcpgrace run pid \d+, serving since \S+; serving generation 2\n`, r.stdout,
+		"its first line is the supervisor's pid and the serving instance's generation, not the supervisor's as a generation: %s", r)
 	assert.Contains(t, r.stdout, "last failure: ", "and the last failure: %s", r)
 	l.waitRequests(t, 50)
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tcpgrace/tcpgrace/internal/control"
+	"github.com/tcpgrace/tcpgrace/internal/text"
 )
 
 // statusCmd is tcpgrace status: the serving generation as JSON, or as
@@ -36,7 +37,12 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 }
 
 func printHuman(w io.Writer, st *control.Status) {
-	fmt.Fprintf(w, "pid %d, generation %d, %s since %s\n", st.PID, st.Generation, st.State, st.Started.Format(time.RFC3339))
+	if st.Supervisor != nil { // the pid is tcpgrace run's, the generation the serving instance's
+		fmt.Fprintf(w, "tcpgrace run pid %d, %s since %s; serving generation %d\n", st.PID, st.State,
+			st.Started.Format(time.RFC3339), st.Generation)
+	} else {
+		fmt.Fprintf(w, "pid %d, generation %d, %s since %s\n", st.PID, st.Generation, st.State, st.Started.Format(time.RFC3339))
+	}
 	if st.PIDNamespace != "" {
 		fmt.Fprintf(w, "pids in pid namespace %s", st.PIDNamespace)
 		if ours := control.PIDNamespace(); ours != "" && ours != st.PIDNamespace {
@@ -49,7 +55,7 @@ func printHuman(w io.Writer, st *control.Status) {
 		fmt.Fprintf(w, " (runs %s)", st.File)
 	}
 	if st.Connections >= 0 {
-		fmt.Fprintf(w, "\n%d open connections\n", st.Connections)
+		fmt.Fprintf(w, "\n%s\n", text.Count(st.Connections, "open connection", "open connections"))
 	} else {
 		fmt.Fprintln(w, "\nopen connections unknown: the instances of tcpgrace run hold them")
 	}
@@ -72,7 +78,8 @@ func printHuman(w io.Writer, st *control.Status) {
 			fmt.Fprintf(w, "draining: pid %d: connections unknown: %s\n", o.PID, o.Error)
 			continue
 		}
-		fmt.Fprintf(w, "draining: pid %d, generation %d: %d connections left\n", o.PID, o.Generation, o.Connections)
+		fmt.Fprintf(w, "draining: pid %d, generation %d: %s left\n", o.PID, o.Generation,
+			text.Count(o.Connections, "connection", "connections"))
 	}
 }
 
@@ -89,7 +96,8 @@ func printSupervisor(w io.Writer, sv *control.Supervisor) {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", pid, in.Generation, in.State, in.Since.Format(time.RFC3339), in.Status)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "%d restarts after a crash, %d crashes in a row", sv.Restarts, sv.Crashes)
+	fmt.Fprintf(w, "%s after a crash, %s in a row", text.Count(sv.Restarts, "restart", "restarts"),
+		text.Count(sv.Crashes, "crash", "crashes"))
 	if sv.RestartInMS > 0 {
 		fmt.Fprintf(w, ", next restart in %d ms", sv.RestartInMS)
 	}
