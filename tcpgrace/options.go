@@ -95,8 +95,9 @@ type Options struct {
 	// socket registered like any other (so every generation hands it to
 	// the next and the path stays valid; its file is 0600 whatever UnixMode
 	// says, a stale file is replaced, a live one makes New fail), on which the serving
-	// generation answers upgrade, status and stop requests from root and
-	// its own uid, from Ready on (see the package doc). Linux only:
+	// generation answers upgrade, status, stop and reload requests from
+	// root and its own uid, from Ready on (see the package doc); upgrade,
+	// stop and reload are carried out by the Server loop, as signals are. Linux only:
 	// elsewhere New fails with ErrNotSupported. Default: none.
 	Control string
 }

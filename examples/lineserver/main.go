@@ -13,8 +13,9 @@
 // -drain-timeout and exit 0; SIGHUP is logged and ignored (there is no
 // configuration to reload). After a successful upgrade the old process
 // finishes its open connections (or the drain timeout) and exits 0.
-// With -control PATH it also answers tcpgrace upgrade, status and stop
-// on that Unix socket (see cmd/tcpgrace); signals keep working beside it.
+// With -control PATH it also answers tcpgrace upgrade, status, stop and
+// reload (which fails: no reload hook) on that Unix socket (see
+// cmd/tcpgrace); signals keep working beside it.
 // Logs are structured (log/slog text) on stderr, one line per event.
 package main
 
@@ -58,7 +59,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.Var(&c.tcp, "tcp", "TCP address to listen on, e.g. 127.0.0.1:8080 (repeatable)")
 	fs.Var(&c.unix, "unix", "Unix socket path to listen on (repeatable)")
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the serving process's pid here")
-	fs.StringVar(&c.control, "control", "", "answer tcpgrace upgrade, status and stop on this Unix socket")
+	fs.StringVar(&c.control, "control", "", "answer tcpgrace upgrade, status, stop and reload on this Unix socket")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", tcpgrace.DefaultReadyTimeout, "how long an upgrade waits for the new process")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", tcpgrace.DefaultDrainTimeout, "how long open connections may take to finish on exit")
 	fs.DurationVar(&c.readyGrace, "ready-grace", 0, "after the new process is ready, keep serving this long and roll back if it dies")
