@@ -163,11 +163,11 @@ func readmeModule(t *testing.T, kind string) string {
 	return bin
 }
 
-// TestReadmeProgram builds README.md's program and its fragments (a
+// TestReadmeProgram builds README.md's programs and its fragments (a
 // README block that does not compile or fails go vet fails it, naming the
-// README's line),
-// then runs the program as the README says: it serves once its pid file
-// names it; on SIGUSR1 a new process takes over, writes its pid file and
+// README's line), then runs the raw TCP program as the README says: it
+// serves once its pid file names it; it ignores SIGUSR2, which it did not
+// register; on SIGUSR1 a new process takes over, writes its pid file and
 // answers the next connections, while every connection meanwhile gets an
 // answer; the old one exits 0; SIGTERM then drains the new one, which
 // exits 0, and nothing was logged as a warning or an error.
@@ -202,6 +202,12 @@ func TestReadmeProgram(t *testing.T) {
 	}
 	waitFor(t, fmt.Sprintf("the pid file to name %d\noutput:\n%s", first, logs), func() bool { return pidNow() == first })
 	require.Equal(t, first, readmeAnswer(t, addr, first), "the program answers with its pid")
+
+	// SIGUSR2 is not registered: Go ignores it (the README says so), the
+	// process neither dies nor upgrades.
+	require.NoError(t, syscall.Kill(first, syscall.SIGUSR2))
+	require.Equal(t, first, readmeAnswer(t, addr, first), "an unregistered SIGUSR2 is ignored: the same process answers")
+	require.Equal(t, first, pidNow(), "an unregistered SIGUSR2 starts no upgrade")
 
 	require.NoError(t, syscall.Kill(first, syscall.SIGUSR1))
 	var next int
