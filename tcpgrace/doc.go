@@ -73,34 +73,16 @@
 //
 // # Hand-off protocol
 //
-// The child receives the write end of a readiness pipe as fd 3 and the
-// sockets as fds 4 and up. One environment variable, TCPGRACE_FDS,
-// describes them: for each socket its name, fd, network and address. The
-// variable also names the parent's pid and the pipe's inode. The child
-// honours it only when fd 3 is that pipe. Its parent must be the writer,
-// or nobody reads the pipe any more because the writer died while
-// starting it. A grandchild that inherits a stale copy of the variable
-// has no fd on that pipe, or one whose reader is alive and not its
-// parent, and ignores it.
-//
-// The child sends one byte on the pipe when it is ready, or a failure
-// text. After ready it keeps its end open while it serves. It sends one
-// more byte when it leaves on purpose: when its own next generation said
-// ready, on a stop signal to [Server], and in [Upgrader.Shutdown] and
-// [Upgrader.Close]. So its parent, within [Options.ReadyGrace], tells a
-// crash of the serving generation from an intended exit.
-//
-// The hand-off carries the device and inode of every Unix socket file a
-// generation created. A generation removes such a file only while its
-// path still leads to the file its socket was bound to, never another
-// server's file put there since. An inherited socket that the next
-// generation does not ask for is closed at its Ready, and its file is
-// removed.
-//
-// Sockets are duplicated with F_DUPFD_CLOEXEC through SyscallConn, never
-// with (*net.TCPListener).File, which would switch the shared socket to
-// blocking mode. Closing a listener never calls shutdown(2), which would
-// stop every generation.
+// The next generation gets the sockets as inherited fds, a readiness pipe,
+// and one environment variable, TCPGRACE_FDS, that names each socket and
+// the pipe; it says on the pipe when it is ready, when it gave up and why,
+// and later when it leaves on purpose. The format is versioned ("v1"), and
+// decoding is strict: a value that does not check out fails the start, and
+// the serving generation serves on. A stale copy of the variable inherited
+// by a grandchild is ignored. A Unix socket file is removed only while
+// its path still leads to the file its socket was bound to. The fds, the
+// variable's encoding, the pipe's bytes and the checks are described in
+// docs/PROTOCOL.md of the repository and in package internal/wire.
 //
 // # Draining
 //
@@ -132,9 +114,9 @@
 //
 // Nothing in this package registers a signal handler by itself. [Server]
 // acts on signals only when given a channel, and [NotifySignals] makes one
-// with the defaults. Register before calling [New]. Go kills a process on
-// a SIGTERM or SIGHUP that arrives before a handler exists, and a new
-// generation can be signalled as soon as it runs.
+// with the defaults. Register before calling [New]: a new generation can
+// be signalled as soon as it runs, and before a handler exists Go ends
+// the process on a SIGTERM, SIGINT or SIGHUP, and ignores a SIGUSR1.
 //
 //	signal          Server default                      nginx                   tableflip examples
 //	SIGUSR1         upgrade: start the next generation  reopen log files        -
@@ -145,9 +127,12 @@
 //
 // Each set is a field of [Server]: UpgradeSignals, StopSignals and
 // ReloadSignals. So nginx's or tableflip's convention is one assignment
-// away, plus its registration. A signal that is not registered keeps its
-// default action: SIGUSR2 as the upgrade signal needs
-// NotifySignals(syscall.SIGUSR2), or the first SIGUSR2 kills the process.
+// away, plus its registration. A signal that is not registered keeps Go's
+// default behaviour (os/signal, "Default behavior of signals in Go
+// programs"): SIGHUP, SIGINT and SIGTERM end the process, SIGQUIT ends it
+// with a stack dump, and SIGUSR1 and SIGUSR2 are ignored. So SIGUSR2 as
+// the upgrade signal needs NotifySignals(syscall.SIGUSR2), or a SIGUSR2
+// does nothing at all.
 // NotifySignals loses no signal to a burst of another, and a stop always
 // gets through.
 //
@@ -179,13 +164,9 @@
 // SO_PEERCRED: only root and the server's own uid get an answer. It works
 // on Linux only.
 //
-// Each connection carries one request and one reply, each a line of JSON.
-// This is version 1 of the protocol, and a request of another version is
-// refused:
-//
-//	{"v":1,"cmd":"upgrade","timeout_ms":30000}
-//	{"v":1,"ok":true,"upgrade":{"pid":4243,"generation":3,"old_pid":4242,"handoff_ms":14.2}}
-//	{"v":1,"ok":false,"error":"tcpgrace: the next generation failed: it exited before it was ready: exit status 3"}
+// Each connection carries one request and one reply, each a line of JSON
+// (version 1 of the protocol; the lines, the limits and the error codes
+// are in docs/PROTOCOL.md of the repository).
 //
 // upgrade runs [Upgrader.Upgrade] and replies when it is over. On success
 // the reply names the new generation's pid and number, the old pid, and
@@ -224,19 +205,11 @@
 // closes the control socket with the other listeners and removes its
 // file. Run's drain keeps answering until the server has stopped.
 //
-// Malformed input, an unknown command and a request longer than 4096
-// bytes get an error reply, and the connection is closed. So does a
-// client that sends no complete request within 2 s. At most 64
-// connections are served at once; more are told so and closed. Requests
-// are answered in goroutines of their own, beside the serving path.
-//
 // A generation that handed over no longer accepts on the control socket.
 // Until its drain is over, it answers status on a status channel of its
-// own, and nothing else. That channel is an abstract Unix socket named
-// after a hash of the control path and the pid, gone with the process.
-// The serving generation knows the pids of the older ones from the
-// hand-off and asks each there. It takes an answer only from that pid,
-// checked with SO_PEERCRED. A request that reached a generation just
+// own (an abstract Unix socket, gone with the process), and nothing
+// else; the serving generation asks each older one there and reports
+// them in its own status. A request that reached a generation just
 // before it handed over is answered by that generation: status says
 // draining, and upgrade and stop fail with [ErrUpgraded], to be asked
 // again.

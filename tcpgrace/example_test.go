@@ -10,6 +10,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -86,8 +87,8 @@ func ask(addr, line string) string {
 }
 
 // New may be called once per process, and ExampleServer_Serve calls it in
-// this test binary, so ExampleServer_Run is compiled but not run, as the
-// Upgrader examples below; TestRunOwnAcceptLoop runs the same program on
+// this test binary, so ExampleServer_Run is compiled but not run, as
+// ExampleServer_RunHTTP and the Upgrader examples below; TestRunOwnAcceptLoop runs the same program on
 // a cold Upgrader and checks what it prints here.
 
 // ExampleServer_Run runs a server that has its own accept loop, here a
@@ -143,6 +144,43 @@ func ExampleServer_Run() {
 	err = <-ran
 	fmt.Println("Run:", err)                                              // Run: context canceled
 	fmt.Println("serve failed:", errors.Is(err, tcpgrace.ErrServeFailed)) // serve failed: false
+}
+
+// ExampleServer_RunHTTP is the main of a net/http server that upgrades
+// on SIGUSR1 and drains on SIGTERM or SIGINT, with no failed request: the
+// drain answers the requests that arrive on kept-alive connections, each
+// with "Connection: close". It is compiled, not run (New may be called
+// once per process); the README's HTTP program, the same with flags, is
+// built and run by the end-to-end tests.
+func ExampleServer_RunHTTP() {
+	sigs := tcpgrace.NotifySignals() // first thing in main, before New
+	u, err := tcpgrace.New(tcpgrace.Options{
+		PIDFile:    "/run/web/web.pid",
+		ReadyGrace: 5 * time.Second, // roll back if the next generation crashes within 5 s of its Ready
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ln, err := u.Listen("web", "tcp", ":8080") // inherited after an upgrade
+	if err != nil {
+		u.Fail(err) // the parent generation, if any, keeps serving
+		log.Fatal(err)
+	}
+	if err := u.Ready(); err != nil && !errors.Is(err, tcpgrace.ErrReadyIncomplete) {
+		log.Fatal(err)
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from pid %d\n", os.Getpid())
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &tcpgrace.Server{Upgrader: u, Signals: sigs, DrainTimeout: 30 * time.Second}
+	// RunHTTP returns once this generation has handed over or stopped,
+	// and drained.
+	if err := srv.RunHTTP(context.Background(), hs, ln); err != nil {
+		log.Fatal(err) // hs.Serve failed (ErrServeFailed), or the drain cut connections
+	}
 }
 
 // ExampleUpgrader_Fail shows a next generation that cannot start: it

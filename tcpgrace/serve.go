@@ -33,9 +33,10 @@ type acceptResult struct {
 
 // NotifySignals registers the default signal sets, plus extra, with
 // signal.Notify and returns the channel to give to [Server.Signals]. Call
-// it first thing in main, before [New]: Go kills a process on SIGTERM or
-// SIGHUP that arrives before a handler is registered, and a new
-// generation can be signalled as soon as it starts.
+// it first thing in main, before [New]: Go ends a process on a SIGTERM,
+// SIGINT or SIGHUP that arrives before a handler is registered (and
+// ignores a SIGUSR1 or SIGUSR2), and a new generation can be signalled as
+// soon as it starts.
 //
 // A signal that is not registered keeps its default action in a Go
 // program: a Server whose UpgradeSignals, StopSignals or ReloadSignals

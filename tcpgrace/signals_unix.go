@@ -14,7 +14,8 @@ import (
 // starts the next generation (nginx's binary upgrade uses SIGUSR2, and
 // tableflip's examples use SIGHUP for the upgrade itself: set
 // Server.UpgradeSignals to match either, and register the signal with
-// NotifySignals(syscall.SIGUSR2): unregistered, Go ignores SIGUSR2).
+// NotifySignals(syscall.SIGUSR2): unregistered, Go ignores SIGUSR2 and it
+// never upgrades).
 var (
 	// defaultUpgradeSignals start the next generation.
 	defaultUpgradeSignals = []os.Signal{syscall.SIGUSR1}

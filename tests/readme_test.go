@@ -23,25 +23,33 @@ import (
 // block in README.md carries a marker, an HTML comment on the line right
 // before its fence (GitHub does not render it):
 //
-//	<!-- readme-test: program -->   a whole program, package main: built and run
-//	<!-- readme-test: fragment -->  statements that go in a program: compiled
+//	<!-- readme-test: program -->       a whole program, package main: built and run
+//	<!-- readme-test: http-program -->  a whole HTTP program, package main: built and run
+//	<!-- readme-test: fragment -->      statements that go in a program: compiled
 //
 // The program must take "-addr HOST:PORT" and "-pidfile PATH", write its
 // pid file once it serves, answer every connection on addr with a line
-// that contains its pid, upgrade on SIGUSR1 and drain on SIGTERM. A
+// that contains its pid, upgrade on SIGUSR1 and drain on SIGTERM. The
+// HTTP program does the same for GET / on addr, and takes
+// "-ready-grace DUR" too (TestReadmeHTTPProgram). A
 // fragment may use u (*tcpgrace.Upgrader), sigs (chan os.Signal), ln
 // (net.Listener) and mux (http.Handler), and the packages of
 // fragmentImports.
 const (
-	readmeProgram  = "program"
-	readmeFragment = "fragment"
+	readmeProgram     = "program"
+	readmeHTTPProgram = "http-program"
+	readmeFragment    = "fragment"
 )
+
+// readmePrograms are the kinds of whole programs, each held exactly once
+// by README.md, and the directory of the readme module each is built in.
+var readmePrograms = map[string]string{readmeProgram: ".", readmeHTTPProgram: "http"}
 
 // readmeMarker is the marker line; its group is the kind.
 var readmeMarker = regexp.MustCompile(`^<!-- readme-test: (\S+) -->$`)
 
 // fragmentImports are the packages a README fragment may use.
-var fragmentImports = []string{"context", "errors", "net", "net/http", "os", "time",
+var fragmentImports = []string{"context", "crypto/tls", "errors", "net", "net/http", "os", "time",
 	"google.golang.org/grpc", "github.com/tcpgrace/tcpgrace/tcpgrace"}
 
 // readmeBlock is one marked ```go block of README.md.
@@ -62,7 +70,7 @@ func readmeBlocks(t *testing.T) (path string, blocks []readmeBlock) {
 	for i := 0; i < len(lines); i++ {
 		marker := readmeMarker.FindStringSubmatch(lines[i])
 		if marker != nil {
-			require.Contains(t, []string{readmeProgram, readmeFragment}, marker[1], "README.md:%d: unknown marker", i+1)
+			require.Contains(t, []string{readmeProgram, readmeHTTPProgram, readmeFragment}, marker[1], "README.md:%d: unknown marker", i+1)
 			require.True(t, i+1 < len(lines) && lines[i+1] == "```go", "README.md:%d: a marker must be right before a ```go fence", i+1)
 			continue
 		}
@@ -86,22 +94,24 @@ func readmeBlocks(t *testing.T) (path string, blocks []readmeBlock) {
 }
 
 // TestReadmeBlocksMarked: every ```go block of README.md is marked, so
-// that TestReadmeProgram builds it, and one of them is the program.
+// that TestReadmeProgram builds it, and it holds each whole program once.
 func TestReadmeBlocksMarked(t *testing.T) {
 	_, blocks := readmeBlocks(t)
 	kinds := map[string]int{}
 	for _, b := range blocks {
 		kinds[b.kind]++
 	}
-	assert.Equal(t, 1, kinds[readmeProgram], "README.md should hold exactly one block marked %q", readmeProgram)
+	for kind := range readmePrograms {
+		assert.Equal(t, 1, kinds[kind], "README.md should hold exactly one block marked %q", kind)
+	}
 }
 
 // readmeModule writes a module in a temp dir that uses this repository
-// (a replace to its root, with its go.sum) and holds the README's program
-// at its root and its fragments in package fragments, vets it and builds
-// the program. It returns the program's binary. Compile and vet errors
-// name README.md's lines.
-func readmeModule(t *testing.T) string {
+// (a replace to its root, with its go.sum) and holds the README's
+// programs (in the directories of readmePrograms) and its fragments in
+// package fragments, vets it and builds the program of kind. It returns
+// that program's binary. Compile and vet errors name README.md's lines.
+func readmeModule(t *testing.T, kind string) string {
 	t.Helper()
 	readme, blocks := readmeBlocks(t)
 	root := filepath.Dir(readme)
@@ -114,33 +124,36 @@ func readmeModule(t *testing.T) string {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.mod"), []byte(gomod), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.sum"), readFile(t, "go.sum"), 0o644))
 
-	var programs []readmeBlock
+	programs := map[string][]readmeBlock{}
 	var frag strings.Builder
 	frag.WriteString("// Package fragments holds the Go fragments of README.md.\npackage fragments\n\nimport (\n")
 	for _, p := range fragmentImports {
 		fmt.Fprintf(&frag, "\t%q\n", p)
 	}
-	frag.WriteString(")\n\n// Every import may go unused by the fragments.\nvar _ = []any{context.Background, errors.Is, net.Dial, http.StatusOK, os.Exit, time.Second, grpc.NewServer, tcpgrace.New}\n")
+	frag.WriteString(")\n\n// Every import may go unused by the fragments.\nvar _ = []any{context.Background, tls.NewListener, errors.Is, net.Dial, http.StatusOK, os.Exit, time.Second, grpc.NewServer, tcpgrace.New}\n")
 	for i, b := range blocks {
 		switch b.kind {
-		case readmeProgram:
-			programs = append(programs, b)
+		case readmeProgram, readmeHTTPProgram:
+			programs[b.kind] = append(programs[b.kind], b)
 		case readmeFragment:
 			fmt.Fprintf(&frag, "\nfunc fragment%d(u *tcpgrace.Upgrader, sigs chan os.Signal, ln net.Listener, mux http.Handler) {\n//line %s:%d\n%s}\n",
 				i, readme, b.line, b.code)
 		}
 	}
-	require.Len(t, programs, 1, "README.md should hold exactly one block marked %q", readmeProgram)
-	program := fmt.Sprintf("//line %s:%d\n%s", readme, programs[0].line, programs[0].code)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "main.go"), []byte(program), 0o644))
+	for k, sub := range readmePrograms {
+		require.Len(t, programs[k], 1, "README.md should hold exactly one block marked %q", k)
+		program := fmt.Sprintf("//line %s:%d\n%s", readme, programs[k][0].line, programs[k][0].code)
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, sub), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, sub, "main.go"), []byte(program), 0o644))
+	}
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "fragments"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "fragments", "fragments.go"), []byte(frag.String()), 0o644))
 
 	// go vet type-checks every package (go build -o skips those that are
 	// not main). -mod=mod lets go adjust the requirements to what the
 	// code imports; GOPROXY=off keeps it from looking anything up.
-	bin := filepath.Join(dir, "readme")
-	for _, args := range [][]string{{"vet", "./..."}, {"build", "-o", bin, "."}} {
+	bin := filepath.Join(dir, "readme-"+kind)
+	for _, args := range [][]string{{"vet", "./..."}, {"build", "-o", bin, "./" + readmePrograms[kind]}} {
 		cmd := exec.Command("go", args...)
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off")
@@ -150,16 +163,16 @@ func readmeModule(t *testing.T) string {
 	return bin
 }
 
-// TestReadmeProgram builds README.md's program and its fragments (a
+// TestReadmeProgram builds README.md's programs and its fragments (a
 // README block that does not compile or fails go vet fails it, naming the
-// README's line),
-// then runs the program as the README says: it serves once its pid file
-// names it; on SIGUSR1 a new process takes over, writes its pid file and
+// README's line), then runs the raw TCP program as the README says: it
+// serves once its pid file names it; it ignores SIGUSR2, which it did not
+// register; on SIGUSR1 a new process takes over, writes its pid file and
 // answers the next connections, while every connection meanwhile gets an
 // answer; the old one exits 0; SIGTERM then drains the new one, which
 // exits 0, and nothing was logged as a warning or an error.
 func TestReadmeProgram(t *testing.T) {
-	bin := readmeModule(t)
+	bin := readmeModule(t, readmeProgram)
 	dir := t.TempDir()
 	addr, pidFile := freeAddr(t), filepath.Join(dir, "hello.pid")
 	logs := &logFile{filepath.Join(dir, "stderr.log")}
@@ -189,6 +202,12 @@ func TestReadmeProgram(t *testing.T) {
 	}
 	waitFor(t, fmt.Sprintf("the pid file to name %d\noutput:\n%s", first, logs), func() bool { return pidNow() == first })
 	require.Equal(t, first, readmeAnswer(t, addr, first), "the program answers with its pid")
+
+	// SIGUSR2 is not registered: Go ignores it (the README says so), the
+	// process neither dies nor upgrades.
+	require.NoError(t, syscall.Kill(first, syscall.SIGUSR2))
+	require.Equal(t, first, readmeAnswer(t, addr, first), "an unregistered SIGUSR2 is ignored: the same process answers")
+	require.Equal(t, first, pidNow(), "an unregistered SIGUSR2 starts no upgrade")
 
 	require.NoError(t, syscall.Kill(first, syscall.SIGUSR1))
 	var next int
