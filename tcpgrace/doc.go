@@ -132,7 +132,8 @@
 // programs"): SIGHUP, SIGINT and SIGTERM end the process, SIGQUIT ends it
 // with a stack dump, and SIGUSR1 and SIGUSR2 are ignored. So SIGUSR2 as
 // the upgrade signal needs NotifySignals(syscall.SIGUSR2), or a SIGUSR2
-// does nothing at all.
+// does nothing at all; Serve, Run and RunHTTP log a warning at start for
+// an upgrade or stop signal their Signals channel will never deliver.
 // NotifySignals loses no signal to a burst of another, and a stop always
 // gets through.
 //
