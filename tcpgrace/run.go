@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"time"
 
 	"github.com/tcpgrace/tcpgrace/internal/errjoin"
 )
@@ -70,10 +71,11 @@ func (s *Server) drainOwn(stopped bool, shutdown func(context.Context) error, se
 	defer cancel()
 	go s.signalsWhileDraining(ctx, cancel, stopped)
 	s.Upgrader.waitAcceptQueues(ctx) // the server still accepts: let it take what is queued
+	begin, open := time.Now(), s.Upgrader.Stats().Active
 	err := shutdown(ctx)
 	if err != nil {
 		s.Upgrader.log.Warn("drain: the server's shutdown", "err", err)
 	}
 	<-served
-	return errjoin.Join(err, s.Upgrader.Shutdown(ctx)) // Shutdown's "drained" line reports the outcome
+	return errjoin.Join(err, s.Upgrader.shutdown(ctx, begin, open)) // its "drained" line reports the outcome
 }

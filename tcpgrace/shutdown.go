@@ -29,8 +29,14 @@ import (
 // or after Close, is safe. Afterwards Listen and Upgrade fail with
 // [ErrClosed].
 func (u *Upgrader) Shutdown(ctx context.Context) error {
+	return u.shutdown(ctx, time.Now(), u.Stats().Active)
+}
+
+// shutdown is Shutdown for a drain that began at begin with open
+// connections (Run's began with its server's own shutdown): the
+// "drained" line counts from there.
+func (u *Upgrader) shutdown(ctx context.Context, begin time.Time, open int) error {
 	st := u.stop()
-	begin, open := time.Now(), u.Stats().Active
 	deadline, _ := ctx.Deadline()
 	if st.first {
 		u.emit(event.Event{Kind: event.Draining, Serving: st.wasServing, Deadline: deadline})

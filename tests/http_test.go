@@ -211,7 +211,8 @@ func TestHTTPDrainDeadline(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatal("the slow request was not cut at the drain deadline")
 	}
-	assert.Regexp(t, fmt.Sprintf(`level=WARN msg=drain pid=%d .*context deadline exceeded`, old), s.logs.String(), "the old generation logs the deadline")
+	assert.Regexp(t, fmt.Sprintf(`level=WARN msg="drain: the server's shutdown" pid=%d .*context deadline exceeded`, old), s.logs.String(), "the old generation logs the deadline")
+	assert.Regexp(t, fmt.Sprintf(`level=INFO msg=drained pid=%d generation=1 took=[1-9]`, old), s.logs.String(), "and the drain's length, from its beginning")
 	got, err := getPID(newHTTPClient(1), base+"/")
 	require.NoError(t, err)
 	assert.Equal(t, pid, got, "the new generation serves")

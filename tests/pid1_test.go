@@ -44,7 +44,7 @@ func TestUpgradeRefusedAsPID1(t *testing.T) {
 	l.waitRequests(t, 100)
 
 	require.NoError(t, syscall.Kill(pid, syscall.SIGUSR1))
-	waitLog(t, s, `msg="upgrade failed" pid=1 `)
+	waitLog(t, s, `level=WARN msg="upgrade refused" pid=1 `)
 	assert.Contains(t, logs.String(), "PID 1 of its PID namespace", "the refusal says why")
 	assert.Contains(t, logs.String(), "docker run --init", "and what to use instead")
 	assert.NotContains(t, logs.String(), "upgrade: started next generation", "no next generation was started")
