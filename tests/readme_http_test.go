@@ -4,12 +4,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -34,31 +30,8 @@ func TestReadmeHTTPProgram(t *testing.T) {
 	bin := readmeModule(t, readmeHTTPProgram)
 	dir := t.TempDir()
 	addr, pidFile := freeAddr(t), filepath.Join(dir, "web.pid")
-	logs := &logFile{filepath.Join(dir, "stderr.log")}
-	stderr, err := os.Create(logs.path)
-	require.NoError(t, err)
-	defer stderr.Close()
-	cmd := exec.Command(bin, "-addr", addr, "-pidfile", pidFile, "-ready-grace", readmeHTTPGrace.String())
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = stderr, stderr
-	require.NoError(t, cmd.Start())
-	first := cmd.Process.Pid
-	pids := []int{first}
-	t.Cleanup(func() {
-		for _, pid := range pids {
-			if syscall.Kill(pid, syscall.SIGKILL) == nil {
-				reap(pid, time.Second)
-			}
-		}
-		if t.Failed() {
-			t.Logf("README HTTP program's output:\n%s", logs)
-		}
-	})
-	pidNow := func() int {
-		b, _ := os.ReadFile(pidFile)
-		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-		return pid
-	}
+	r := startReadme(t, "README HTTP program", bin, dir, pidFile, "-addr", addr, "-pidfile", pidFile, "-ready-grace", readmeHTTPGrace.String())
+	first, logs, cmd, pidNow := r.first, r.logs, r.cmd, r.pidNow
 	upgrade := func(from int) int {
 		require.NoError(t, syscall.Kill(from, syscall.SIGUSR1))
 		var next int
@@ -66,7 +39,7 @@ func TestReadmeHTTPProgram(t *testing.T) {
 			next = pidNow()
 			return next != 0 && next != from
 		})
-		pids = append(pids, next)
+		r.pids = append(r.pids, next)
 		waitFor(t, fmt.Sprintf("GET / answered by the new process %d", next), func() bool {
 			return readmeGet(t, addr, from, next) == next
 		})

@@ -175,31 +175,8 @@ func TestReadmeProgram(t *testing.T) {
 	bin := readmeModule(t, readmeProgram)
 	dir := t.TempDir()
 	addr, pidFile := freeAddr(t), filepath.Join(dir, "hello.pid")
-	logs := &logFile{filepath.Join(dir, "stderr.log")}
-	stderr, err := os.Create(logs.path)
-	require.NoError(t, err)
-	defer stderr.Close()
-	cmd := exec.Command(bin, "-addr", addr, "-pidfile", pidFile)
-	cmd.Dir = dir // where a relative pid file, the program's default, would go
-	cmd.Stdout, cmd.Stderr = stderr, stderr
-	require.NoError(t, cmd.Start())
-	first := cmd.Process.Pid
-	pids := []int{first}
-	t.Cleanup(func() {
-		for _, pid := range pids {
-			if syscall.Kill(pid, syscall.SIGKILL) == nil {
-				reap(pid, time.Second)
-			}
-		}
-		if t.Failed() {
-			t.Logf("README program's output:\n%s", logs)
-		}
-	})
-	pidNow := func() int {
-		b, _ := os.ReadFile(pidFile)
-		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-		return pid
-	}
+	r := startReadme(t, "README program", bin, dir, pidFile, "-addr", addr, "-pidfile", pidFile)
+	first, logs, cmd, pidNow := r.first, r.logs, r.cmd, r.pidNow
 	waitFor(t, fmt.Sprintf("the pid file to name %d\noutput:\n%s", first, logs), func() bool { return pidNow() == first })
 	require.Equal(t, first, readmeAnswer(t, addr, first), "the program answers with its pid")
 
@@ -215,7 +192,7 @@ func TestReadmeProgram(t *testing.T) {
 		next = pidNow()
 		return next != 0 && next != first
 	})
-	pids = append(pids, next)
+	r.pids = append(r.pids, next)
 	waitFor(t, fmt.Sprintf("a connection answered by the new process %d", next), func() bool {
 		return readmeAnswer(t, addr, first, next) == next
 	})
@@ -237,6 +214,51 @@ func TestReadmeProgram(t *testing.T) {
 	require.NoError(t, err, "reaping the new process after SIGTERM")
 	require.True(t, ws.Exited() && ws.ExitStatus() == 0, "the new process exits 0 after SIGTERM, not %v", ws)
 	assert.NotRegexp(t, `\b(WARN|ERROR)\b`, logs.String(), "nothing went wrong, so nothing was logged as a warning or an error")
+}
+
+// readmeRun is one README program a test started: the pids it learned
+// of (each killed at the end), its pid file and its output.
+type readmeRun struct {
+	first   int
+	pids    []int
+	pidFile string
+	logs    *logFile
+	cmd     *exec.Cmd
+}
+
+// startReadme starts bin with args in dir (where a relative pid file or
+// the TLS fragment's certificate files are), its output in
+// dir/stderr.log; at the end of the test it kills every pid in r.pids
+// and, if the test failed, logs the output under name.
+func startReadme(t *testing.T, name, bin, dir, pidFile string, args ...string) *readmeRun {
+	t.Helper()
+	logs := &logFile{filepath.Join(dir, "stderr.log")}
+	stderr, err := os.Create(logs.path)
+	require.NoError(t, err)
+	defer stderr.Close() // the program has its own copy
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = stderr, stderr
+	require.NoError(t, cmd.Start())
+	r := &readmeRun{first: cmd.Process.Pid, pids: []int{cmd.Process.Pid}, pidFile: pidFile, logs: logs, cmd: cmd}
+	t.Cleanup(func() {
+		for _, pid := range r.pids {
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				reap(pid, time.Second)
+			}
+		}
+		if t.Failed() {
+			t.Logf("%s's output:\n%s", name, logs)
+		}
+	})
+	return r
+}
+
+// pidNow is the pid the pid file names, 0 if none.
+func (r *readmeRun) pidNow() int {
+	b, _ := os.ReadFile(r.pidFile)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
 }
 
 // readmeAnswer connects to addr, reads the one line the program answers,

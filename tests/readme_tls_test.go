@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -67,31 +66,8 @@ func TestReadmeTLSProgram(t *testing.T) {
 	dir := t.TempDir()
 	pool := writeSelfSigned(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
 	addr, pidFile := freeAddr(t), filepath.Join(dir, "web.pid")
-	logs := &logFile{filepath.Join(dir, "stderr.log")}
-	stderr, err := os.Create(logs.path)
-	require.NoError(t, err)
-	defer stderr.Close()
-	cmd := exec.Command(bin, "-addr", addr, "-pidfile", pidFile, "-ready-grace", "0")
-	cmd.Dir = dir // where the fragment reads cert.pem and key.pem
-	cmd.Stdout, cmd.Stderr = stderr, stderr
-	require.NoError(t, cmd.Start())
-	first := cmd.Process.Pid
-	pids := []int{first}
-	t.Cleanup(func() {
-		for _, pid := range pids {
-			if syscall.Kill(pid, syscall.SIGKILL) == nil {
-				reap(pid, time.Second)
-			}
-		}
-		if t.Failed() {
-			t.Logf("README TLS program's output:\n%s", logs)
-		}
-	})
-	pidNow := func() int {
-		b, _ := os.ReadFile(pidFile)
-		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-		return pid
-	}
+	r := startReadme(t, "README TLS program", bin, dir, pidFile, "-addr", addr, "-pidfile", pidFile, "-ready-grace", "0")
+	first, logs, cmd, pidNow := r.first, r.logs, r.cmd, r.pidNow
 	waitFor(t, fmt.Sprintf("the pid file to name %d\noutput:\n%s", first, logs), func() bool { return pidNow() == first })
 	require.Equal(t, first, readmeGetTLS(t, pool, addr, first), "the TLS program answers GET / over HTTPS with its pid")
 
@@ -101,7 +77,7 @@ func TestReadmeTLSProgram(t *testing.T) {
 		next = pidNow()
 		return next != 0 && next != first
 	})
-	pids = append(pids, next)
+	r.pids = append(r.pids, next)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	select {
