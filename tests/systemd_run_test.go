@@ -122,30 +122,6 @@ func TestSystemdRunUnit(t *testing.T) {
 	s.runStopDrains(addr)
 }
 
-// TestSystemdRunUnitControlGroup: why the README's unit for tcpgrace run
-// says KillMode=mixed. The same unit with the default
-// KillMode=control-group: systemctl stop signals the instance too, the
-// supervisor's SIGTERM is a second stop signal, and lineserver closes a
-// held connection at once instead of draining it.
-func TestSystemdRunUnitControlGroup(t *testing.T) {
-	dir := t.TempDir()
-	installLineserver(t, dir)
-	require.NoError(t, os.WriteFile(dir+"/tcpgrace", readFile(t, tcpgraceBin()), 0o755), "installing tcpgrace")
-	addr := freeAddr(t)
-	unit := strings.Replace(readmeRunUnit(t, dir, addr), "KillMode=mixed\n", "KillMode=control-group\n", 1)
-	s := bootSystemd(t, dir, map[string]string{"lines.service": unit})
-	s.mustSystemctl("start", "lines.service")
-	conn, err := net.DialTimeout("tcp", addr, requestBudget)
-	require.NoError(t, err, "a connection held through the stop")
-	defer conn.Close()
-	r := bufio.NewReader(conn)
-	require.NoError(t, echoOnConn(conn, r, "before the stop"), "the held connection is served")
-	s.mustSystemctl("stop", "lines.service")
-	conn.SetDeadline(time.Now().Add(5 * time.Second)) // well within the 25 s drain
-	assert.Error(t, echoOnConn(conn, r, "after the stop"), "the drain was cut")
-	assert.Regexp(t, `msg="second stop signal[^"]*"`, s.serviceLog(), "by a second SIGTERM")
-}
-
 // runReload runs systemctl reload (tcpgrace upgrade), which returns once
 // instance gen serves; the old one then drains and exits 0.
 func (s *systemd) runReload(gen int, main string) {
