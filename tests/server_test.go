@@ -109,7 +109,7 @@ func launch(t *testing.T, src string, o launchOpts, args ...string) *server {
 	require.NoError(t, err)
 	defer stderr.Close()
 	cmd.Stderr = stderr
-	require.NoError(t, cmd.Start(), "starting %s", name)
+	require.NoError(t, startRetryingBusy(cmd), "starting %s", name)
 	s.first = cmd
 	s.pids = []int{cmd.Process.Pid}
 	t.Cleanup(s.kill)
@@ -545,4 +545,19 @@ func (s *server) liveGenerations() int {
 		}
 	}
 	return n
+}
+
+// startRetryingBusy starts cmd, trying again for a while on ETXTBSY: a
+// binary just copied into place is "busy" while a process forked meanwhile
+// by a parallel test still holds the copy's write fd until its own exec
+// (golang/go#22315).
+func startRetryingBusy(cmd *exec.Cmd) error {
+	for i := 0; ; i++ {
+		err := cmd.Start()
+		if !errors.Is(err, syscall.ETXTBSY) || i == 50 {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+		cmd.Process, cmd.ProcessState, cmd.Err = nil, nil, nil
+	}
 }
