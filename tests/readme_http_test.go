@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
-	"regexp"
 	"syscall"
 	"testing"
 	"time"
@@ -86,11 +85,5 @@ func readmeGet(t *testing.T, addr string, pids ...int) int {
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err, "reading the README HTTP program's answer")
 	require.Equal(t, http.StatusOK, resp.StatusCode, "GET / answered %q", body)
-	for _, pid := range pids {
-		if regexp.MustCompile(fmt.Sprintf(`(^|\D)%d(\D|$)`, pid)).Match(body) {
-			return pid
-		}
-	}
-	require.Failf(t, "the answer names no serving process", "answer %q, serving %v", body, pids)
-	return 0
+	return answeringPID(t, string(body), pids)
 }

@@ -274,11 +274,18 @@ func readmeAnswer(t *testing.T, addr string, pids ...int) int {
 		err = nil
 	}
 	require.NoError(t, err, "reading the README program's answer")
+	return answeringPID(t, line, pids)
+}
+
+// answeringPID returns the one of pids that answer names, failing the
+// test if it names none.
+func answeringPID(t *testing.T, answer string, pids []int) int {
+	t.Helper()
 	for _, pid := range pids {
-		if regexp.MustCompile(fmt.Sprintf(`(^|\D)%d(\D|$)`, pid)).MatchString(line) {
+		if regexp.MustCompile(fmt.Sprintf(`(^|\D)%d(\D|$)`, pid)).MatchString(answer) {
 			return pid
 		}
 	}
-	require.Failf(t, "the answer names no serving process", "answer %q, serving %v", line, pids)
+	require.Failf(t, "the answer names no serving process", "answer %q, serving %v", answer, pids)
 	return 0
 }

@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -131,11 +130,5 @@ func readmeGetTLS(t *testing.T, pool *x509.CertPool, addr string, pids ...int) i
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err, "reading the README TLS program's answer")
-	for _, pid := range pids {
-		if regexp.MustCompile(fmt.Sprintf(`(^|\D)%d(\D|$)`, pid)).Match(body) {
-			return pid
-		}
-	}
-	require.Failf(t, "the answer names no serving process", "answer %q, serving %v", body, pids)
-	return 0
+	return answeringPID(t, string(body), pids)
 }
