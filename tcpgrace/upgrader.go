@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/tcpgrace/tcpgrace/internal/bind"
 	"github.com/tcpgrace/tcpgrace/internal/event"
@@ -31,6 +32,8 @@ type Upgrader struct {
 	events     event.Stream   // the lifecycle's events (events.go)
 	executable string
 	args       []string
+	started    time.Time // when New made this Upgrader
+	totals     *tally    // the service's counts (totals.go)
 
 	mu            sync.Mutex
 	state         state // see lifecycle.go
@@ -74,7 +77,9 @@ func newUpgrader(opts Options, files *wire.Files) (*Upgrader, error) {
 		sockets:    map[string]*socket{},
 		conns:      map[*trackedConn]struct{}{},
 		exit:       make(chan struct{}),
+		started:    time.Now(),
 	}
+	u.totals = newTally(files.Tally(), u.started)
 	if u.log == nil {
 		u.log = slog.New(warnings{slog.Default().Handler()})
 	}

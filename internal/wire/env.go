@@ -20,7 +20,8 @@ const (
 	// environment. Its value is
 	//
 	//	v1;pid=<writer pid>;gen=<generation>;ready=<fd>[;pipe=<inode>][;older=<pid>,...]
-	//	  [;keep=<name>,...][;owned=<name>:<dev>:<inode>,...];fd=<entry>;...
+	//	  [;keep=<name>,...][;owned=<name>:<dev>:<inode>,...][;mail=<fd>,<fd>][;tally=<tally>]
+	//	  ;fd=<entry>;...
 	//
 	// where each entry is "name,fd,network,address" with name and address
 	// query-escaped (net/url.QueryEscape), so neither may contain a raw
@@ -36,8 +37,12 @@ const (
 	// names) the Unix sockets whose files a generation of the chain
 	// created, with the device and inode the file had when the socket was
 	// bound: a generation removes such a file only while the path still
-	// leads to that inode. pipe and owned were added to v1 before any
-	// release.
+	// leads to that inode. mail, optional, names the two ends of the
+	// service's mailbox, a datagram socket pair every generation holds: a
+	// draining generation writes its reports to the second, the serving
+	// one reads them from the first. tally, optional, carries the
+	// service's counts (see [Tally]). pipe, owned, mail and tally were
+	// added to v1 before any release.
 	EnvFDs = "TCPGRACE_FDS"
 
 	// Version is the first field of [EnvFDs]; a value of another version is
@@ -131,8 +136,13 @@ type Env struct {
 	Older      []int      // pids of generations before the writer, still draining when it wrote
 	Keep       []string   // names of Unix sockets whose files no generation may remove
 	Owned      []UnixFile // Unix sockets whose files the chain created
+	Mail       [2]int     // the mailbox's in and out fds; zero or -1 if none
+	Tally      *Tally     // the service's counts; nil if none
 	Entries    []Entry    // in fd order
 }
+
+// HasMail reports whether e names a mailbox.
+func (e *Env) HasMail() bool { return e.Mail[0] >= ListenFDsStart && e.Mail[1] >= ListenFDsStart }
 
 // Encode returns the value of [EnvFDs] for a child of process pid. It does
 // not validate e: what [Decode] would reject, Encode may still produce.
@@ -157,6 +167,12 @@ func (e *Env) Encode(pid int) string {
 	writeList(&b, "older", older)
 	writeList(&b, "keep", keep)
 	writeList(&b, "owned", owned)
+	if e.HasMail() {
+		fmt.Fprintf(&b, ";mail=%d,%d", e.Mail[0], e.Mail[1])
+	}
+	if e.Tally != nil {
+		fmt.Fprintf(&b, ";tally=%s", e.Tally.encode())
+	}
 	for _, en := range e.Entries {
 		fmt.Fprintf(&b, ";fd=%s,%d,%s,%s", url.QueryEscape(en.Name), en.FD,
 			en.Network, url.QueryEscape(en.Address))
@@ -306,6 +322,10 @@ func (e *Env) setField(key, val string) error {
 		e.Keep, err = parseNames(val)
 	case "owned":
 		e.Owned, err = parseOwned(val)
+	case "mail":
+		e.Mail, err = parseMail(val)
+	case "tally":
+		e.Tally, err = parseTally(val)
 	case "fd":
 		var en Entry
 		en, err = parseEntry(val, len(e.Entries))
@@ -358,6 +378,14 @@ func (e *Env) checkFDs() error {
 			return &DecodeError{Var: e.Source, Entry: i, Err: ErrDuplicate,
 				Reason: fmt.Sprintf("fd %d is the ready fd", en.FD)}
 		}
+		if e.HasMail() && (en.FD == e.Mail[0] || en.FD == e.Mail[1]) {
+			return &DecodeError{Var: e.Source, Entry: i, Err: ErrDuplicate,
+				Reason: fmt.Sprintf("fd %d is a mailbox fd", en.FD)}
+		}
+	}
+	if e.HasMail() && (e.Mail[0] == e.ReadyFD || e.Mail[1] == e.ReadyFD) {
+		return &DecodeError{Var: e.Source, Entry: -1, Err: ErrDuplicate,
+			Reason: fmt.Sprintf("mailbox fds %d,%d include the ready fd", e.Mail[0], e.Mail[1])}
 	}
 	return e.checkOwned()
 }

@@ -9,3 +9,5 @@ func probePipe(fd int, ino uint64) (same, noReader bool) { return false, false }
 func checkSocket(en *Entry, fill bool) error { return ErrNotSupported }
 
 func readerGone(fd int) bool { return true }
+
+func checkMail(fd int) error { return ErrNotSupported }

@@ -134,3 +134,28 @@ func describeErrno(err error) error {
 	}
 	return err
 }
+
+// checkMail makes sure fd is a Unix datagram socket, one end of a
+// mailbox, and makes it close-on-exec.
+func checkMail(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return describeErrno(err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return errors.New("not a socket")
+	}
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return fmt.Errorf("SO_TYPE: %w", err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return fmt.Errorf("getsockname: %w", err)
+	}
+	if _, ok := sa.(*unix.SockaddrUnix); !ok || typ != unix.SOCK_DGRAM {
+		return fmt.Errorf("not a Unix datagram socket (type %d, address %T)", typ, sa)
+	}
+	unix.CloseOnExec(fd)
+	return nil
+}

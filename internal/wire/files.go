@@ -109,6 +109,7 @@ type Files struct {
 	files     []*os.File // nil once claimed or closed
 	ready     *os.File   // nil once closed
 	readySent bool       // ReadyByte was written; ready stays open until Leave
+	mail      [2]*os.File // the mailbox's ends until Mail hands them out
 }
 
 // Open checks the fds that env names and takes ownership of them. It does
@@ -129,6 +130,11 @@ func Open(env *Env) (*Files, error) {
 	f.env.Older = append([]int(nil), env.Older...)
 	f.env.Keep = append([]string(nil), env.Keep...)
 	f.env.Owned = append([]UnixFile(nil), env.Owned...)
+	if env.Tally != nil {
+		t := *env.Tally
+		t.Handoffs = append([]uint64(nil), env.Tally.Handoffs...)
+		f.env.Tally = &t
+	}
 	if env.ReadyFD >= 0 {
 		if err := checkReadyPipe(env); err != nil {
 			return nil, err
@@ -144,6 +150,9 @@ func Open(env *Env) (*Files, error) {
 			return nil, derr
 		}
 	}
+	if err := f.openMail(env); err != nil {
+		return nil, err
+	}
 	// Only now, with every fd checked, do they become *os.File (whose
 	// finalizer would close them).
 	for _, en := range f.env.Entries {
@@ -152,6 +161,37 @@ func Open(env *Env) (*Files, error) {
 	f.claimed = make([]bool, len(f.files))
 	return f, nil
 }
+
+// openMail checks the mailbox's fds, if env names them, and keeps them.
+func (f *Files) openMail(env *Env) error {
+	if !env.HasMail() {
+		return nil
+	}
+	for i, fd := range env.Mail {
+		if err := checkMail(fd); err != nil {
+			derr := &DecodeError{Var: env.Source, Entry: -1, Err: ErrBadFD,
+				Reason: fmt.Sprintf("mailbox fd %d: %v", fd, err)}
+			f.Fail(derr)
+			return derr
+		}
+		f.mail[i] = os.NewFile(uintptr(fd), fmt.Sprintf("tcpgrace-mail-%d", i))
+	}
+	return nil
+}
+
+// Mail hands out the mailbox's in and out ends, once: nil, nil if none
+// was inherited or they were handed out before.
+func (f *Files) Mail() (in, out *os.File) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	in, out = f.mail[0], f.mail[1]
+	f.mail = [2]*os.File{}
+	return in, out
+}
+
+// Tally returns the counts the previous generation handed over, nil if
+// none.
+func (f *Files) Tally() *Tally { return f.env.Tally }
 
 // checkReadyPipe checks that env's ready fd is a pipe, the one the value
 // names by its inode (if it names one).

@@ -1,0 +1,122 @@
+package tcpgrace
+
+import (
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/tcpgrace/tcpgrace/internal/proc"
+	"github.com/tcpgrace/tcpgrace/internal/wire"
+)
+
+// tally keeps the service's [Totals] in this generation and what the older
+// generations still draining last reported.
+type tally struct {
+	mu    sync.Mutex
+	t     Totals
+	began time.Time           // when the upgrade that started this generation began; zero on a cold start
+	olds  map[int]OlderStatus // by pid, as each last reported
+}
+
+// newTally starts from the totals an upgrade handed over, or from zero at
+// now on a cold start.
+func newTally(in *wire.Tally, now time.Time) *tally {
+	t := &tally{olds: map[int]OlderStatus{}}
+	t.t.FirstStart = now
+	t.t.Handoffs.Counts = make([]uint64, len(HandoffBuckets)+1)
+	if in == nil {
+		return t
+	}
+	t.t.FirstStart = time.Unix(0, in.FirstStart)
+	t.t.Upgrades, t.t.UpgradesFailed, t.t.Refusals = int(in.Upgrades), int(in.Failed), int(in.Refused)
+	t.t.DrainsFinished, t.t.DrainsForceClosed = int(in.Finished), int(in.ForceClosed)
+	t.t.Handoffs.Sum = time.Duration(in.HandoffNanos).Seconds()
+	for i, n := range in.Handoffs {
+		if i < len(t.t.Handoffs.Counts) {
+			t.t.Handoffs.Counts[i] = n
+			t.t.Handoffs.Count += n
+		}
+	}
+	if in.Began != 0 {
+		t.began = time.Unix(0, in.Began)
+	}
+	return t
+}
+
+// get returns a copy of the totals.
+func (t *tally) get() Totals {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := t.t
+	c.Handoffs.Counts = slices.Clone(t.t.Handoffs.Counts)
+	return c
+}
+
+// carry returns the totals to hand to the next generation, whose upgrade
+// began at began.
+func (t *tally) carry(began time.Time) *wire.Tally {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return &wire.Tally{
+		FirstStart: t.t.FirstStart.UnixNano(), Began: began.UnixNano(),
+		Upgrades: uint64(t.t.Upgrades), Failed: uint64(t.t.UpgradesFailed), Refused: uint64(t.t.Refusals),
+		Finished: uint64(t.t.DrainsFinished), ForceClosed: uint64(t.t.DrainsForceClosed),
+		HandoffNanos: int64(t.t.Handoffs.Sum * float64(time.Second)), Handoffs: slices.Clone(t.t.Handoffs.Counts),
+	}
+}
+
+// handedOff counts a successful hand-off that took took.
+func (t *tally) handedOff(took time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.t.Upgrades++
+	h := &t.t.Handoffs
+	s := took.Seconds()
+	h.Counts[sort.SearchFloat64s(HandoffBuckets, s)]++
+	h.Count++
+	h.Sum += s
+}
+
+// failed counts an upgrade that ended with this generation still serving.
+func (t *tally) failed() { t.add(&t.t.UpgradesFailed, 1) }
+
+// refused counts an upgrade request refused before anything started.
+func (t *tally) refused() { t.add(&t.t.Refusals, 1) }
+
+func (t *tally) add(n *int, d int) {
+	t.mu.Lock()
+	*n += d
+	t.mu.Unlock()
+}
+
+// report takes what an older generation reported: its open connections
+// while it drains, or, final, how its drain ended.
+func (t *tally) report(r report) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !r.Final {
+		t.olds[r.PID] = OlderStatus{PID: r.PID, Generation: r.Generation, Connections: r.Connections}
+		return
+	}
+	delete(t.olds, r.PID)
+	t.t.DrainsFinished += r.Finished
+	t.t.DrainsForceClosed += r.ForceClosed
+}
+
+// older lists the older generations that reported and are still alive,
+// oldest first.
+func (t *tally) older() []OlderStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := []OlderStatus{}
+	for pid, o := range t.olds {
+		if !proc.Alive(pid) {
+			delete(t.olds, pid)
+			continue
+		}
+		out = append(out, o)
+	}
+	slices.SortFunc(out, func(a, b OlderStatus) int { return a.Generation - b.Generation })
+	return out
+}
