@@ -106,9 +106,9 @@ type Files struct {
 	mu        sync.Mutex
 	env       Env
 	claimed   []bool
-	files     []*os.File // nil once claimed or closed
-	ready     *os.File   // nil once closed
-	readySent bool       // ReadyByte was written; ready stays open until Leave
+	files     []*os.File  // nil once claimed or closed
+	ready     *os.File    // nil once closed
+	readySent bool        // ReadyByte was written; ready stays open until Leave
 	mail      [2]*os.File // the mailbox's ends until Mail hands them out
 }
 

@@ -15,10 +15,10 @@ import (
 // value started. The buckets count hand-off durations (the library fixes
 // their bounds); at most [MaxBuckets] of them.
 type Tally struct {
-	FirstStart, Began                              int64
+	FirstStart, Began                                int64
 	Upgrades, Failed, Refused, Finished, ForceClosed uint64
-	HandoffNanos                                   int64
-	Handoffs                                       []uint64
+	HandoffNanos                                     int64
+	Handoffs                                         []uint64
 }
 
 // MaxBuckets bounds the hand-off buckets one tally may carry.
