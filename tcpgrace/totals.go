@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tcpgrace/tcpgrace/internal/event"
 	"github.com/tcpgrace/tcpgrace/internal/proc"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
@@ -17,6 +18,51 @@ type tally struct {
 	t     Totals
 	began time.Time           // when the upgrade that started this generation began; zero on a cold start
 	olds  map[int]OlderStatus // by pid, as each last reported
+
+	upgrade   time.Time     // when the running upgrade began
+	readyTook time.Duration // how long its next generation took to say ready
+}
+
+// count keeps the totals from this generation's events: its own start by
+// an upgrade, and the upgrades it runs or refuses.
+func (u *Upgrader) count(e event.Event) {
+	t := u.totals
+	switch e.Kind {
+	case event.Ready:
+		if !t.began.IsZero() && u.inh.HasParent() {
+			t.handedOff(e.Time.Sub(t.began)) // the upgrade that started us, as our parent counts it
+		}
+	case event.UpgradeRefused:
+		t.refused()
+	case event.ChildReady:
+		t.mu.Lock()
+		t.readyTook = e.Took
+		t.mu.Unlock()
+	case event.UpgradeEnded:
+		if e.Err != nil {
+			t.failed()
+			return
+		}
+		t.mu.Lock()
+		took := t.readyTook
+		t.mu.Unlock()
+		t.handedOff(took)
+	}
+}
+
+// begin notes when an upgrade began, and returns the time.
+func (t *tally) begin() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.upgrade, t.readyTook = time.Now(), 0
+	return t.upgrade
+}
+
+// sinceBegin is the time since the running upgrade began.
+func (t *tally) sinceBegin() time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return time.Since(t.upgrade)
 }
 
 // newTally starts from the totals an upgrade handed over, or from zero at
