@@ -33,6 +33,7 @@ type report struct {
 	PID         int  `json:"pid"`
 	Generation  int  `json:"gen"`
 	Connections int  `json:"conns"`
+	Refused     int  `json:"refused,omitempty"` // upgrades refused after the totals were handed over
 	Final       bool `json:"final,omitempty"`
 	Finished    int  `json:"finished,omitempty"`
 	ForceClosed int  `json:"force_closed,omitempty"`
@@ -206,6 +207,7 @@ type reporter struct {
 	u    *Upgrader
 	stop chan struct{}
 	done chan struct{}
+	owed int // late refusals no report took along yet (see tally.lateRefusals)
 }
 
 // report begins the reports of a drain.
@@ -225,13 +227,18 @@ func (r *reporter) progress() {
 	t := time.NewTicker(reportEvery)
 	defer t.Stop()
 	last := -1
+	late := r.u.totals.lateRefusals()
 	for {
-		if n := r.u.Stats().Active; n != last {
-			last = n
-			r.m.send(report{Generation: r.u.Generation(), Connections: n}, 0) // a full mailbox drops it: a later one follows
+		if n := r.u.Stats().Active; n != last || late > 0 {
+			// A full mailbox drops it, and a later one follows; the
+			// late refusals wait for the final report then.
+			if r.m.send(report{Generation: r.u.Generation(), Connections: n, Refused: late}, 0) == nil {
+				last, late = n, 0
+			}
 		}
 		select {
 		case <-r.stop:
+			r.owed = late
 			return
 		case <-t.C:
 		}
@@ -245,7 +252,8 @@ func (r *reporter) final(finished, forced int) {
 	}
 	close(r.stop)
 	<-r.done
-	err := r.m.send(report{Generation: r.u.Generation(), Final: true, Finished: finished, ForceClosed: forced}, finalWait)
+	err := r.m.send(report{Generation: r.u.Generation(), Final: true, Finished: finished, ForceClosed: forced,
+		Refused: r.owed + r.u.totals.lateRefusals()}, finalWait)
 	if err != nil {
 		r.u.log.Warn("mailbox: the end of this drain was not reported", "err", err)
 	}

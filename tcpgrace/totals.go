@@ -21,6 +21,9 @@ type tally struct {
 
 	upgrade   time.Time     // when the running upgrade began
 	readyTook time.Duration // how long its next generation took to say ready
+	// carried is Refusals as the last upgrade handed them over, -1
+	// before; late counts the refusals since that a report took along.
+	carried, late int
 }
 
 // count keeps the totals from this generation's events: its own start by
@@ -68,7 +71,7 @@ func (t *tally) sinceBegin() time.Duration {
 // newTally starts from the totals an upgrade handed over, or from zero at
 // now on a cold start.
 func newTally(in *wire.Tally, now time.Time) *tally {
-	t := &tally{olds: map[int]OlderStatus{}}
+	t := &tally{olds: map[int]OlderStatus{}, carried: -1}
 	t.t.FirstStart = now
 	t.t.Handoffs.Counts = make([]uint64, len(HandoffBuckets)+1)
 	if in == nil {
@@ -104,12 +107,27 @@ func (t *tally) get() Totals {
 func (t *tally) carry(began time.Time) *wire.Tally {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.carried, t.late = t.t.Refusals, 0
 	return &wire.Tally{
 		FirstStart: t.t.FirstStart.UnixNano(), Began: began.UnixNano(),
 		Upgrades: uint64(t.t.Upgrades), Failed: uint64(t.t.UpgradesFailed), Refused: uint64(t.t.Refusals),
 		Finished: uint64(t.t.DrainsFinished), ForceClosed: uint64(t.t.DrainsForceClosed),
 		HandoffNanos: int64(t.t.Handoffs.Sum * float64(time.Second)), Handoffs: slices.Clone(t.t.Handoffs.Counts),
 	}
+}
+
+// lateRefusals returns the upgrades refused since the totals were handed
+// to the next generation that a report has not taken along yet: the
+// upgrade ran while they came. The next report takes them.
+func (t *tally) lateRefusals() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.carried < 0 {
+		return 0
+	}
+	n := t.t.Refusals - t.carried - t.late
+	t.late += n
+	return n
 }
 
 // handedOff counts a successful hand-off that took took.
@@ -141,6 +159,7 @@ func (t *tally) add(n *int, d int) {
 func (t *tally) report(r report) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.t.Refusals += r.Refused
 	if !r.Final {
 		t.olds[r.PID] = OlderStatus{PID: r.PID, Generation: r.Generation, Connections: r.Connections}
 		return
