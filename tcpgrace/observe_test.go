@@ -4,8 +4,10 @@ package tcpgrace
 
 import (
 	"context"
+	"errors"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +25,16 @@ func (l *eventLog) on(e Event) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.events = append(l.events, e)
+}
+
+// wait waits until n events arrived.
+func (l *eventLog) wait(t *testing.T, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.events) >= n
+	}, ioTimeout, 5*time.Millisecond, "%d events", n)
 }
 
 // take returns the events so far and forgets them.
@@ -153,4 +165,44 @@ func TestMailboxWaitsThroughAnUpgrade(t *testing.T) {
 	serving.mail.read(serving)
 	require.Eventually(t, func() bool { return serving.Status().Totals.DrainsForceClosed == 3 }, 5*time.Second,
 		5*time.Millisecond, "the waiting report should be read once reading starts again")
+}
+
+// TestEventsOfAServerLoop: a Server loop's upgrade signal names the
+// signal as the request's reason, a refusal says why, a reload reports
+// its hook's error, and a stop signal is the stop's reason.
+func TestEventsOfAServerLoop(t *testing.T) {
+	log := &eventLog{}
+	u := newColdUpgrader(t, Options{OnEvent: log.on})
+	ln, err := u.Listen("web", "tcp", loopback)
+	require.NoError(t, err)
+	reloads := 0
+	reload := func() error {
+		if reloads++; reloads == 1 {
+			return errors.New("config: line 3: no such directive")
+		}
+		return nil
+	}
+	sigs := make(chan os.Signal)
+	done := serveInBackground(context.Background(), &Server{Upgrader: u, Handler: (&echoHandler{}).serve,
+		Signals: sigs, Reload: reload}, ln)
+	// Upgrades and reloads run in goroutines of their own: each step
+	// waits for its events before the next.
+	sendSignal(t, sigs, syscall.SIGUSR1) // before Ready: refused
+	log.wait(t, 2)
+	sendSignal(t, sigs, syscall.SIGHUP)
+	log.wait(t, 3)
+	sendSignal(t, sigs, syscall.SIGHUP)
+	log.wait(t, 4)
+	sendSignal(t, sigs, syscall.SIGTERM)
+	require.NoError(t, waitErr(t, done, "Serve after SIGTERM"))
+
+	ev := log.take()
+	require.Equal(t, []EventKind{EventUpgradeRequested, EventUpgradeRefused, EventReloaded, EventReloaded,
+		EventStopping, EventDrainStarted, EventDrainEnded}, kinds(ev))
+	assert.Equal(t, "signal SIGUSR1", ev[0].Reason)
+	assert.ErrorIs(t, ev[1].Err, ErrNotReady)
+	assert.ErrorContains(t, ev[2].Err, "no such directive", "the first reload failed")
+	assert.NoError(t, ev[3].Err, "the second reload worked")
+	assert.Equal(t, "stop signal", ev[4].Reason)
+	assert.Equal(t, 1, u.Status().Totals.Refusals)
 }
