@@ -74,11 +74,16 @@ func printHuman(w io.Writer, st *control.Status) {
 			t.FirstStart.Format(time.RFC3339), text.Count(t.Upgrades, "upgrade", "upgrades"), t.UpgradesFailed,
 			t.Refusals, t.DrainsFinished, t.DrainsForceClosed)
 	}
-	if len(st.Older) == 0 {
+	printOlder(w, st.Older)
+}
+
+// printOlder prints the older generations still draining.
+func printOlder(w io.Writer, older []control.Older) {
+	if len(older) == 0 {
 		fmt.Fprintln(w, "no older generation draining")
 		return
 	}
-	for _, o := range st.Older {
+	for _, o := range older {
 		if o.Error != "" {
 			fmt.Fprintf(w, "draining: pid %d: connections unknown: %s\n", o.PID, o.Error)
 			continue
