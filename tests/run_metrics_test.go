@@ -80,12 +80,12 @@ func TestRunMetrics(t *testing.T) {
 	last := sc.get() // counted since the first start, the self-upgrade's exec included
 	sc.stop()
 	assert.Equal(t, map[string]float64{
-		"tcpgrace_generation": 4, // 1, upgraded to 2 and 3, restarted as 4; 5 failed
+		"tcpgrace_generation":                      4, // 1, upgraded to 2 and 3, restarted as 4; 5 failed
 		`tcpgrace_run_instances{state="starting"}`: 0, `tcpgrace_run_instances{state="serving"}`: 1,
 		`tcpgrace_run_instances{state="draining"}`: 0,
 		"tcpgrace_run_restarts_total":              1, "tcpgrace_run_crashes_total": 1,
-		`tcpgrace_upgrades_total{result="ok"}`:     2, `tcpgrace_upgrades_total{result="failed"}`: 1,
-		"tcpgrace_upgrade_refusals_total":          0, "tcpgrace_handoff_seconds_count": 2,
+		`tcpgrace_upgrades_total{result="ok"}`: 2, `tcpgrace_upgrades_total{result="failed"}`: 1,
+		"tcpgrace_upgrade_refusals_total": 0, "tcpgrace_handoff_seconds_count": 2,
 		`tcpgrace_handoff_seconds_bucket{le="60"}`: 2,
 	}, pick(last, "tcpgrace_generation", "tcpgrace_run_instances", "tcpgrace_run_restarts_total",
 		"tcpgrace_run_crashes_total", "tcpgrace_upgrades_total", "tcpgrace_upgrade_refusals_total",
