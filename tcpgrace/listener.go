@@ -176,7 +176,7 @@ func (u *Upgrader) track(c net.Conn) net.Conn {
 type Stats struct {
 	Active      int    // connections accepted and not yet closed
 	Accepted    uint64 // connections accepted since New
-	ForceClosed uint64 // connections closed by Shutdown or Close at the drain deadline
+	ForceClosed uint64 // connections that closed after the drain deadline: cut by Shutdown or Close, or by the server Run or RunHTTP stops
 }
 
 // Stats returns the current connection counts. It never blocks for long.
@@ -189,6 +189,10 @@ func (u *Upgrader) Stats() Stats {
 func (u *Upgrader) untrack(tc *trackedConn) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if _, ok := u.conns[tc]; ok && u.drainCtx != nil && u.drainCtx.Err() != nil {
+		u.cutLate++
+		u.forceClosed++
+	}
 	delete(u.conns, tc)
 	if len(u.conns) == 0 && u.connsDone != nil {
 		close(u.connsDone)

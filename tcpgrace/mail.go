@@ -208,6 +208,7 @@ type reporter struct {
 	stop chan struct{}
 	done chan struct{}
 	owed int // late refusals no report took along yet (see tally.lateRefusals)
+	once sync.Once
 }
 
 // report begins the reports of a drain.
@@ -245,11 +246,15 @@ func (r *reporter) progress() {
 	}
 }
 
-// final ends the reports with how the drain ended.
+// final ends the reports with how the drain ended; only its first call
+// says anything.
 func (r *reporter) final(finished, forced int) {
-	if r == nil {
-		return
+	if r != nil {
+		r.once.Do(func() { r.sendFinal(finished, forced) })
 	}
+}
+
+func (r *reporter) sendFinal(finished, forced int) {
 	close(r.stop)
 	<-r.done
 	err := r.m.send(report{Generation: r.u.Generation(), Final: true, Finished: finished, ForceClosed: forced,

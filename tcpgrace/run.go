@@ -72,6 +72,7 @@ func (s *Server) drainOwn(stopped bool, shutdown func(context.Context) error, se
 	go s.signalsWhileDraining(ctx, cancel, stopped)
 	s.Upgrader.waitAcceptQueues(ctx) // the server still accepts: let it take what is queued
 	begin, open := time.Now(), s.Upgrader.Stats().Active
+	s.Upgrader.beginDrain(ctx, s.Upgrader.currentState() == handedOff) // what the server cuts at the deadline counts as cut
 	err := shutdown(ctx)
 	if err != nil {
 		s.Upgrader.log.Warn("drain: the server's shutdown", "err", err)

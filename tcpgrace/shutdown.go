@@ -32,6 +32,38 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 	return u.shutdown(ctx, time.Now(), u.Stats().Active)
 }
 
+// beginDrain notes ctx as the drain's, unless a drain began before, and,
+// in a generation that handed over, begins its reports to the serving
+// one. Run and RunHTTP call it before their server's own shutdown, so
+// that what the server cuts at the deadline is counted.
+func (u *Upgrader) beginDrain(ctx context.Context, handedOff bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.drainCtx == nil {
+		u.drainCtx = ctx
+	}
+	if u.reports == nil && handedOff {
+		u.reports = u.mail.report(u)
+	}
+}
+
+// drainReports is the reporter beginDrain began, if any.
+func (u *Upgrader) drainReports() *reporter {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.reports
+}
+
+// countCut is the number of connections cut at this drain's deadline:
+// forced, which Shutdown closed itself, or more if others (a server's
+// Close) closed tracked connections after the deadline. Stats counts
+// each as it closes (untrack).
+func (u *Upgrader) countCut(forced int) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return max(forced, u.cutLate)
+}
+
 // noteLeave keeps why a Server loop ended, for the Stopping event.
 func (u *Upgrader) noteLeave(why leaveReason) {
 	u.mu.Lock()
@@ -45,20 +77,18 @@ func (u *Upgrader) noteLeave(why leaveReason) {
 func (u *Upgrader) shutdown(ctx context.Context, begin time.Time, open int) error {
 	st := u.stop("Shutdown")
 	deadline, _ := ctx.Deadline()
-	var reports *reporter
+	u.beginDrain(ctx, !st.wasServing)
 	if st.first {
 		u.emit(event.Event{Kind: event.Draining, Serving: st.wasServing, Deadline: deadline, Connections: open})
-		if !st.wasServing {
-			reports = u.mail.report(u)
-		}
 	}
 	forced, err := u.waitConns(ctx)
+	forced = u.countCut(forced)
 	u.controlDone(ctx)
 	err = errjoin.Join(st.err, err, closeSockets(st.packets))
 	if st.first {
 		u.emit(event.Event{Kind: event.Drained, Serving: st.wasServing, Took: time.Since(begin),
 			Finished: open - forced, ForceClosed: forced, Err: err})
-		reports.final(open-forced, forced)
+		u.drainReports().final(open-forced, forced)
 	}
 	u.mail.close()
 	return err
@@ -70,7 +100,10 @@ func (u *Upgrader) Close() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	st := u.stop("Close")
-	u.waitConns(ctx)
+	open := u.Stats().Active
+	u.beginDrain(ctx, !st.wasServing) // a drain of no time: what is open is cut
+	forced, _ := u.waitConns(ctx)
+	u.drainReports().final(open-forced, u.countCut(forced)) // a drain Run or RunHTTP began, cut short
 	u.controlDone(ctx)
 	u.mail.close()
 	return errjoin.Join(st.err, closeSockets(st.packets))
@@ -189,9 +222,6 @@ func (u *Upgrader) waitConns(ctx context.Context) (forced int, err error) {
 	if closed == 0 {
 		return 0, nil // the last ones closed by themselves as the deadline passed
 	}
-	u.mu.Lock()
-	u.forceClosed += uint64(closed)
-	u.mu.Unlock()
 	return closed, fmt.Errorf("tcpgrace: %s still open at the drain deadline, closed: %w",
 		text.Count(closed, "connection", "connections"), ctx.Err())
 }

@@ -46,6 +46,13 @@ type Upgrader struct {
 	accepted      uint64        // connections accepted through registry listeners
 	forceClosed   uint64        // connections closed at a drain deadline
 	leaveWhy      leaveReason   // why a Server loop ended, if one did
+	// drainCtx is the context of this generation's drain once it began:
+	// its end is the drain deadline. cutLate counts the tracked
+	// connections that closed after it, by whoever's hand (Shutdown's,
+	// or a server's own Close at the deadline under Run and RunHTTP).
+	drainCtx context.Context
+	cutLate  int
+	reports  *reporter // a handed-off generation's drain reports, once begun
 
 	exitOnce sync.Once
 	exit     chan struct{}
