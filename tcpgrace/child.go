@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tcpgrace/tcpgrace/internal/event"
 	"github.com/tcpgrace/tcpgrace/internal/pidfile"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
@@ -42,6 +43,7 @@ func (u *Upgrader) runChild(ctx context.Context, files []*os.File, env *wire.Env
 		return 0, fmt.Errorf("%w: cannot start %s: %w", ErrChildFailed, u.executable, err)
 	}
 	u.log.Info("upgrade: started next generation", "child", cmd.Process.Pid, "executable", u.executable, "file", file)
+	u.emit(event.Event{Kind: event.ChildStarted, Child: cmd.Process.Pid})
 	c := &child{cmd: cmd, exited: make(chan struct{})}
 	go func() {
 		c.err = cmd.Wait()

@@ -23,6 +23,20 @@ var errRequesterGone = errors.New("tcpgrace: control: the requester is gone (it 
 // forwardTimeout bounds handing a stop on to the next generation.
 const forwardTimeout = 2 * time.Second
 
+// upgradeRefused says why an upgrade request cannot start now, if it
+// cannot: the state refuses it, or this generation is still in its
+// parent's ready grace (the upgrade to it is not over).
+func (c *controlServer) upgradeRefused() error {
+	if err := c.u.refused(opUpgrade); err != nil {
+		return err
+	}
+	if parent, watched := c.u.inh.Watched(); watched {
+		return fmt.Errorf("%w: the upgrade to this generation (pid %d) is in its ready grace, its parent (pid %d) still watches it; try again after the grace",
+			ErrUpgradeInProgress, os.Getpid(), parent)
+	}
+	return nil
+}
+
 // upgrade carries out an upgrade request and describes its outcome: the
 // Server loop runs it, as it runs one for a signal, or, without a loop,
 // the request runs Upgrade itself (the program drives its Upgrader
@@ -31,12 +45,9 @@ const forwardTimeout = 2 * time.Second
 // this generation is still in its parent's ready grace (the upgrade to it
 // is not over), and never started for a requester that is gone.
 func (c *controlServer) upgrade(req control.Request, conn net.Conn) *control.Reply {
-	if err := c.u.refused(opUpgrade); err != nil {
+	if err := c.upgradeRefused(); err != nil {
+		c.u.refuse("control request", err)
 		return failReply(err)
-	}
-	if parent, watched := c.u.inh.Watched(); watched {
-		return failReply(fmt.Errorf("%w: the upgrade to this generation (pid %d) is in its ready grace, its parent (pid %d) still watches it; try again after the grace",
-			ErrUpgradeInProgress, os.Getpid(), parent))
 	}
 	if control.PeerGone(conn) {
 		c.u.log.Warn("control: upgrade not started", "err", errRequesterGone)
@@ -47,7 +58,7 @@ func (c *controlServer) upgrade(req control.Request, conn net.Conn) *control.Rep
 	begin := time.Now()
 	taken, err := c.toLoop(request{cmd: control.CmdUpgrade, ctx: ctx})
 	if !taken {
-		err = c.u.Upgrade(ctx)
+		err = c.u.Upgrade(requestedBy(ctx, "control request"))
 	}
 	if err != nil {
 		return failReply(err)

@@ -19,6 +19,18 @@ func (u *Upgrader) subscribe() {
 		u.events.Subscribe(u.ctl.on)
 	}
 	u.events.Subscribe(u.logEvent)
+	u.events.Subscribe(u.count)
+	if u.opts.OnEvent != nil {
+		u.events.Subscribe(u.publish)
+	}
+}
+
+// refuse says that an upgrade asked for by why was refused before
+// Upgrade ran: one already runs, or this generation is still in its
+// parent's ready grace.
+func (u *Upgrader) refuse(why string, err error) {
+	u.emit(event.Event{Kind: event.UpgradeRequested, Reason: why})
+	u.emit(event.Event{Kind: event.UpgradeRefused, Err: err})
 }
 
 // logEvent writes the log line of each event that has one.
@@ -28,6 +40,9 @@ func (u *Upgrader) logEvent(e event.Event) {
 		u.log.Info("ready", "parent", e.HasParent)
 	case event.UpgradeRefused:
 		u.log.Warn("upgrade refused", "err", e.Err)
+	case event.OlderDrained:
+		u.log.Info("older generation drained", "older", e.Child, "older_generation", e.Generation,
+			"finished", e.Finished, "force_closed", e.ForceClosed)
 	case event.UpgradeEnded:
 		if e.Err != nil {
 			u.log.Error("upgrade failed", "err", e.Err)

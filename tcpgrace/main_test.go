@@ -75,6 +75,7 @@ type childInfo struct {
 	Web        string // the concrete addresses of its sockets
 	Ctl        string
 	DNS        string
+	Totals     Totals // the totals it inherited, before its Ready
 }
 
 func TestMain(m *testing.M) {
@@ -121,7 +122,7 @@ func runTestChild(mode string) int {
 		}
 	}
 	info := childInfo{PID: os.Getpid(), Generation: u.Generation(), HasParent: u.inh.HasParent(),
-		Web: web.Addr().String(), Ctl: ctl.Addr().String(), DNS: dns.LocalAddr().String()}
+		Web: web.Addr().String(), Ctl: ctl.Addr().String(), DNS: dns.LocalAddr().String(), Totals: u.Status().Totals}
 	if err := writeChildInfo(info); err != nil {
 		u.Fail(err)
 		return 2

@@ -100,6 +100,14 @@ type Options struct {
 	// stop and reload are carried out by the Server loop, as signals are. Linux only:
 	// elsewhere New fails with ErrNotSupported. Default: none.
 	Control string
+
+	// OnEvent, if set, receives every lifecycle event of this generation
+	// (see [Event]), one at a time, in the order they happen, after the
+	// library has acted on each (logged it, told the service manager).
+	// It is called from the goroutine where the event happens, never on
+	// the accept path; it must return quickly and must not call Upgrade,
+	// Ready, Shutdown or Close (Status and Stats are fine). Default: none.
+	OnEvent func(Event)
 }
 
 func (o Options) readyTimeout() time.Duration {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tcpgrace/tcpgrace/internal/control"
 	"github.com/tcpgrace/tcpgrace/internal/errjoin"
+	"github.com/tcpgrace/tcpgrace/internal/event"
 	"github.com/tcpgrace/tcpgrace/internal/signals"
 	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 )
@@ -170,6 +171,7 @@ func (s *Server) loop(ctx context.Context, accepted <-chan acceptResult, dispatc
 	requests, endLoop := u.startLoop()
 	var stopReply chan<- error
 	defer func() {
+		u.noteLeave(why)
 		up.cancelRunning(accepted, dispatch)
 		reloads.abandon()
 		endLoop()
@@ -210,19 +212,20 @@ func carryOut(r request, up *loopUpgrade, reloads *reloader) {
 		reloads.request(r.reply)
 		return
 	}
-	up.start(r.ctx, r.reply)
+	up.start(requestedBy(r.ctx, "control request"), r.reply)
 }
 
 // signal acts on sig in the loop and reports whether it is a stop.
 func (s *Server) signal(ctx context.Context, sig os.Signal, up *loopUpgrade, reloads *reloader) (stop bool) {
 	switch s.kind(sig) {
 	case upgradeSignal:
+		why := "signal " + signalName(sig)
 		if up.running() {
-			s.Upgrader.log.Warn("upgrade signal ignored", "err", ErrUpgradeInProgress)
+			s.Upgrader.refuse(why, ErrUpgradeInProgress)
 			return false
 		}
 		s.Upgrader.log.Info("upgrade signal", "signal", signalName(sig))
-		up.start(ctx, nil)
+		up.start(requestedBy(ctx, why), nil)
 	case stopSignal:
 		return true
 	case reloadSignal:
@@ -272,6 +275,7 @@ func (l *loopUpgrade) running() bool { return l.cancel != nil }
 // waiter, if not nil, gets the outcome. One already running refuses it.
 func (l *loopUpgrade) start(ctx context.Context, waiter chan<- error) {
 	if l.running() {
+		l.u.refuse(requester(ctx), ErrUpgradeInProgress)
 		waiter <- ErrUpgradeInProgress
 		return
 	}
@@ -377,7 +381,9 @@ func (s *Server) reload(why string) error {
 		log.Info("reload signal: no reload hook, ignored")
 		return errNoReloadHook
 	}
-	if err := s.Reload(); err != nil {
+	err := s.Reload()
+	s.Upgrader.emit(event.Event{Kind: event.Reloaded, Err: err})
+	if err != nil {
 		log.Error("reload failed", "err", err)
 		return fmt.Errorf("tcpgrace: reload: %w", err)
 	}

@@ -32,22 +32,35 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 	return u.shutdown(ctx, time.Now(), u.Stats().Active)
 }
 
+// noteLeave keeps why a Server loop ended, for the Stopping event.
+func (u *Upgrader) noteLeave(why leaveReason) {
+	u.mu.Lock()
+	u.leaveWhy = why
+	u.mu.Unlock()
+}
+
 // shutdown is Shutdown for a drain that began at begin with open
 // connections (Run's began with its server's own shutdown): the
 // "drained" line counts from there.
 func (u *Upgrader) shutdown(ctx context.Context, begin time.Time, open int) error {
-	st := u.stop()
+	st := u.stop("Shutdown")
 	deadline, _ := ctx.Deadline()
+	var reports *reporter
 	if st.first {
-		u.emit(event.Event{Kind: event.Draining, Serving: st.wasServing, Deadline: deadline})
+		u.emit(event.Event{Kind: event.Draining, Serving: st.wasServing, Deadline: deadline, Connections: open})
+		if !st.wasServing {
+			reports = u.mail.report(u)
+		}
 	}
 	forced, err := u.waitConns(ctx)
 	u.controlDone(ctx)
 	err = errjoin.Join(st.err, err, closeSockets(st.packets))
 	if st.first {
+		reports.final(open-forced, forced)
 		u.emit(event.Event{Kind: event.Drained, Serving: st.wasServing, Took: time.Since(begin),
 			Finished: open - forced, ForceClosed: forced, Err: err})
 	}
+	u.mail.close()
 	return err
 }
 
@@ -56,9 +69,10 @@ func (u *Upgrader) shutdown(ctx context.Context, begin time.Time, open int) erro
 func (u *Upgrader) Close() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	st := u.stop()
+	st := u.stop("Close")
 	u.waitConns(ctx)
 	u.controlDone(ctx)
+	u.mail.close()
 	return errjoin.Join(st.err, closeSockets(st.packets))
 }
 
@@ -73,8 +87,9 @@ type stopped struct {
 }
 
 // stop is the part Shutdown and Close share: no more upgrades, no more
-// listeners, no more reading.
-func (u *Upgrader) stop() stopped {
+// listeners, no more reading. caller is "Shutdown" or "Close", the
+// Stopping event's reason unless a Server loop ended first.
+func (u *Upgrader) stop(caller string) stopped {
 	u.leave()
 	prev, sockets, paths := u.closeState()
 	first, handedOff := prev != closed, prev == handedOff
@@ -89,11 +104,25 @@ func (u *Upgrader) stop() stopped {
 		}
 	}
 	if first {
-		u.emit(event.Event{Kind: event.Stopping, Serving: !handedOff})
+		u.emit(event.Event{Kind: event.Stopping, Serving: !handedOff, Reason: u.stopReason(handedOff, caller)})
 	}
 	u.closeExit()
 	stopReading(packets) // after Exit: a read that fails finds Exit closed
 	return stopped{err: errjoin.Join(errs...), packets: packets, wasServing: !handedOff, first: first}
+}
+
+// stopReason is why this generation stops: it handed over, or why its
+// Server loop ended, or else who called (Shutdown, Close).
+func (u *Upgrader) stopReason(handedOff bool, caller string) string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	switch {
+	case handedOff:
+		return string(leftUpgraded)
+	case u.leaveWhy != "":
+		return string(u.leaveWhy)
+	}
+	return caller
 }
 
 // closeState moves to closed, cancelling a running upgrade first and

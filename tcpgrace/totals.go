@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tcpgrace/tcpgrace/internal/event"
 	"github.com/tcpgrace/tcpgrace/internal/proc"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
@@ -17,12 +18,60 @@ type tally struct {
 	t     Totals
 	began time.Time           // when the upgrade that started this generation began; zero on a cold start
 	olds  map[int]OlderStatus // by pid, as each last reported
+
+	upgrade   time.Time     // when the running upgrade began
+	readyTook time.Duration // how long its next generation took to say ready
+	// carried is Refusals as the last upgrade handed them over, -1
+	// before; late counts the refusals since that a report took along.
+	carried, late int
+}
+
+// count keeps the totals from this generation's events: its own start by
+// an upgrade, and the upgrades it runs or refuses.
+func (u *Upgrader) count(e event.Event) {
+	t := u.totals
+	switch e.Kind {
+	case event.Ready:
+		if !t.began.IsZero() && u.inh.HasParent() {
+			t.handedOff(e.Time.Sub(t.began)) // the upgrade that started us, as our parent counts it
+		}
+	case event.UpgradeRefused:
+		t.refused()
+	case event.ChildReady:
+		t.mu.Lock()
+		t.readyTook = e.Took
+		t.mu.Unlock()
+	case event.UpgradeEnded:
+		if e.Err != nil {
+			t.failed()
+			return
+		}
+		t.mu.Lock()
+		took := t.readyTook
+		t.mu.Unlock()
+		t.handedOff(took)
+	}
+}
+
+// begin notes when an upgrade began, and returns the time.
+func (t *tally) begin() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.upgrade, t.readyTook = time.Now(), 0
+	return t.upgrade
+}
+
+// sinceBegin is the time since the running upgrade began.
+func (t *tally) sinceBegin() time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return time.Since(t.upgrade)
 }
 
 // newTally starts from the totals an upgrade handed over, or from zero at
 // now on a cold start.
 func newTally(in *wire.Tally, now time.Time) *tally {
-	t := &tally{olds: map[int]OlderStatus{}}
+	t := &tally{olds: map[int]OlderStatus{}, carried: -1}
 	t.t.FirstStart = now
 	t.t.Handoffs.Counts = make([]uint64, len(HandoffBuckets)+1)
 	if in == nil {
@@ -58,12 +107,27 @@ func (t *tally) get() Totals {
 func (t *tally) carry(began time.Time) *wire.Tally {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.carried, t.late = t.t.Refusals, 0
 	return &wire.Tally{
 		FirstStart: t.t.FirstStart.UnixNano(), Began: began.UnixNano(),
 		Upgrades: uint64(t.t.Upgrades), Failed: uint64(t.t.UpgradesFailed), Refused: uint64(t.t.Refusals),
 		Finished: uint64(t.t.DrainsFinished), ForceClosed: uint64(t.t.DrainsForceClosed),
 		HandoffNanos: int64(t.t.Handoffs.Sum * float64(time.Second)), Handoffs: slices.Clone(t.t.Handoffs.Counts),
 	}
+}
+
+// lateRefusals returns the upgrades refused since the totals were handed
+// to the next generation that a report has not taken along yet: the
+// upgrade ran while they came. The next report takes them.
+func (t *tally) lateRefusals() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.carried < 0 {
+		return 0
+	}
+	n := t.t.Refusals - t.carried - t.late
+	t.late += n
+	return n
 }
 
 // handedOff counts a successful hand-off that took took.
@@ -95,6 +159,7 @@ func (t *tally) add(n *int, d int) {
 func (t *tally) report(r report) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.t.Refusals += r.Refused
 	if !r.Final {
 		t.olds[r.PID] = OlderStatus{PID: r.PID, Generation: r.Generation, Connections: r.Connections}
 		return

@@ -45,6 +45,7 @@ import (
 // end the grace early and the hand-off stands: the child serves, and
 // killing it would reset the connections it accepted.
 func (u *Upgrader) Upgrade(ctx context.Context) error {
+	u.emit(event.Event{Kind: event.UpgradeRequested, Reason: requester(ctx)})
 	if os.Getpid() == 1 {
 		err := fmt.Errorf("%w: run it under an init that stays (docker run --init, tini) or a supervisor", ErrPID1)
 		u.emit(event.Event{Kind: event.UpgradeRefused, Err: err})
@@ -55,8 +56,9 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 		u.emit(event.Event{Kind: event.UpgradeRefused, Err: err})
 		return err
 	}
-	begin := time.Now()
+	begin := u.totals.begin()
 	u.emit(event.Event{Kind: event.UpgradeStarted})
+	files, env = u.handMail(files, env, begin)
 	pid, err := u.runChild(ctx, files, env)
 	u.emit(event.Event{Kind: event.UpgradeEnded, Child: pid, Err: err, Took: time.Since(begin)})
 	u.endUpgrade(err == nil)
@@ -127,6 +129,7 @@ func (u *Upgrader) endUpgrade(ok bool) {
 	if !ok {
 		u.mustMoveLocked(serving)
 		u.mu.Unlock()
+		u.mail.read(u) // reports reach this generation again
 		return
 	}
 	u.mustMoveLocked(handedOff)
@@ -159,7 +162,7 @@ func (u *Upgrader) childReady(pid int) {
 	u.mu.Lock()
 	u.moveLocked(grace) // from upgrading; waitReady alone (in tests) moves nothing
 	u.mu.Unlock()
-	u.emit(event.Event{Kind: event.ChildReady, Child: pid})
+	u.emit(event.Event{Kind: event.ChildReady, Child: pid, Took: u.totals.sinceBegin()})
 }
 
 // resolved is path with every symlink followed, or path itself if that

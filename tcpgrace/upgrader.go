@@ -34,6 +34,7 @@ type Upgrader struct {
 	args       []string
 	started    time.Time // when New made this Upgrader
 	totals     *tally    // the service's counts (totals.go)
+	mail       *mailbox  // the service's mailbox (mail.go); nil if none
 
 	mu            sync.Mutex
 	state         state // see lifecycle.go
@@ -44,6 +45,7 @@ type Upgrader struct {
 	connsDone     chan struct{} // closed when the last tracked conn closes during shutdown
 	accepted      uint64        // connections accepted through registry listeners
 	forceClosed   uint64        // connections closed at a drain deadline
+	leaveWhy      leaveReason   // why a Server loop ended, if one did
 
 	exitOnce sync.Once
 	exit     chan struct{}
@@ -80,6 +82,7 @@ func newUpgrader(opts Options, files *wire.Files) (*Upgrader, error) {
 		started:    time.Now(),
 	}
 	u.totals = newTally(files.Tally(), u.started)
+	u.mail = openMailbox(files, u.log)
 	if u.log == nil {
 		u.log = slog.New(warnings{slog.Default().Handler()})
 	}
@@ -164,13 +167,16 @@ func (u *Upgrader) tellReady() error {
 		return err
 	} else if err != nil {
 		u.serve()
+		u.mail.read(u)
 		return wrap(ErrReadyIncomplete, err)
 	}
 	if err := u.inh.Ready(); err != nil && !errors.Is(err, syscall.EPIPE) {
 		return fmt.Errorf("tcpgrace: telling the parent generation we are ready: %w", err)
 	}
 	u.serve()
-	if err := u.closeUnclaimed(); err != nil {
+	err := u.closeUnclaimed()
+	u.mail.read(u) // after the unclaimed fds are closed: its fd may take one's number
+	if err != nil {
 		return wrap(ErrReadyIncomplete, err)
 	}
 	return nil

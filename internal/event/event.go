@@ -39,10 +39,28 @@ const (
 	// connections closed by themselves, Event.ForceClosed were closed at
 	// the deadline; Event.Err is what Shutdown returns.
 	Drained
+	// UpgradeRequested: an upgrade was asked for; Event.Reason says by
+	// what (a signal's name, "control request", "Upgrade call").
+	UpgradeRequested
+	// ChildStarted: the next generation's process, Event.Child, started.
+	ChildStarted
+	// Reloaded: a reload ran in place; Event.Err is its error.
+	Reloaded
+	// OlderDrained: an older generation, Event.Child of generation
+	// Event.Generation, reported the end of its drain (Event.Finished,
+	// Event.ForceClosed).
+	OlderDrained
+	// Crashed: a supervised instance, Event.Child, died while it served;
+	// Event.Err says how.
+	Crashed
+	// Restarting: a supervisor starts a new instance because the serving
+	// one died.
+	Restarting
 )
 
 var kindNames = [...]string{"", "ready", "upgrade refused", "upgrade started", "child ready", "upgrade ended",
-	"stopping", "draining", "drained"}
+	"stopping", "draining", "drained", "upgrade requested", "child started", "reloaded", "older drained",
+	"crashed", "restarting"}
 
 func (k Kind) String() string {
 	if k < 0 || int(k) >= len(kindNames) || k == 0 {
@@ -54,16 +72,25 @@ func (k Kind) String() string {
 // Event is one thing that happened to a generation. Fields a kind does not
 // mention are zero.
 type Event struct {
-	Kind        Kind
-	Time        time.Time     // when it was emitted
-	HasParent   bool          // Ready
-	Child       int           // ChildReady, UpgradeEnded: the next generation's pid (0 if it never started)
-	Err         error         // UpgradeRefused, UpgradeEnded, Drained
-	Took        time.Duration // UpgradeEnded: since UpgradeStarted; Drained: since Draining
-	Serving     bool          // Stopping, Draining
-	Deadline    time.Time     // Draining
-	Finished    int           // Drained
-	ForceClosed int           // Drained
+	Kind      Kind
+	Time      time.Time // when it was emitted
+	HasParent bool      // Ready
+	// Child is the next generation's pid (0 if it never started):
+	// ChildStarted, ChildReady, UpgradeEnded; the older generation's in
+	// OlderDrained, the instance's in Crashed.
+	Child int
+	Err   error // UpgradeRefused, UpgradeEnded, Drained, Reloaded, Crashed
+	// Took is, in ChildReady, the time since UpgradeStarted; in
+	// UpgradeEnded the same, a ready grace included; in Drained, since
+	// Draining.
+	Took        time.Duration
+	Serving     bool      // Stopping, Draining
+	Reason      string    // UpgradeRequested: by what; Stopping: why
+	Connections int       // Draining: open when the drain began
+	Generation  int       // OlderDrained
+	Deadline    time.Time // Draining
+	Finished    int       // Drained, OlderDrained
+	ForceClosed int       // Drained, OlderDrained
 }
 
 // Stream delivers each event to every subscriber, synchronously and in

@@ -51,9 +51,9 @@ func TestStreamConcurrent(t *testing.T) {
 
 // TestKindString names every kind and only those.
 func TestKindString(t *testing.T) {
-	for k := Ready; k <= Drained; k++ {
+	for k := Ready; k <= Restarting; k++ {
 		assert.NotEqual(t, "unknown", k.String(), "kind %d has a name", k)
 	}
 	assert.Equal(t, "unknown", Kind(0).String())
-	assert.Equal(t, "unknown", (Drained + 1).String())
+	assert.Equal(t, "unknown", (Restarting + 1).String())
 }

@@ -1,0 +1,43 @@
+//go:build unix
+
+package tcpgrace
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// errMailFull is a report that found no room in the mailbox.
+var errMailFull = errors.New("tcpgrace: mailbox full")
+
+// newMailPair makes a mailbox's two ends.
+func newMailPair() (in, out *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tcpgrace: mailbox: socketpair: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "tcpgrace-mail-in"), os.NewFile(uintptr(fds[1]), "tcpgrace-mail-out"), nil
+}
+
+// sendDatagram writes b to out without waiting: errMailFull if the
+// mailbox has no room.
+func sendDatagram(out *os.File, b []byte) error {
+	rc, err := out.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Sendto(int(fd), b, unix.MSG_DONTWAIT, nil) }); err != nil {
+		return err
+	}
+	if errors.Is(serr, unix.EAGAIN) {
+		return errMailFull
+	}
+	if serr != nil {
+		return fmt.Errorf("tcpgrace: mailbox: send: %w", serr)
+	}
+	return nil
+}
