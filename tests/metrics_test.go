@@ -164,12 +164,22 @@ func (sc *scraper) stop() ([]scrape, []string) {
 	return slices.Clone(sc.samples), slices.Clone(sc.errs)
 }
 
-// waitScrapes waits for n more successful scrapes.
+// waitScrapes waits for n more successful scrapes; a failed scrape
+// fails the test at once.
 func (sc *scraper) waitScrapes(t *testing.T, n int) {
 	t.Helper()
-	count := func() int { sc.mu.Lock(); defer sc.mu.Unlock(); return len(sc.samples) }
-	want := count() + n
-	waitFor(t, fmt.Sprintf("%d more scrapes", n), func() bool { return count() >= want })
+	count := func() (int, []string) {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		return len(sc.samples), slices.Clone(sc.errs)
+	}
+	want, _ := count()
+	want += n
+	waitFor(t, fmt.Sprintf("%d more scrapes", n), func() bool {
+		got, errs := count()
+		require.Empty(t, errs, "every scrape answers 200 and parses")
+		return got >= want
+	})
 }
 
 // waitFor waits up to timeout for a scrape that satisfies ok and returns
@@ -233,7 +243,10 @@ func readScrape(mfs map[string]*dto.MetricFamily) (scrape, error) {
 				return float64(x.GetHistogram().GetSampleCount())
 			}
 		}
-		missing = append(missing, fmt.Sprintf("%s{result=%q}", name, result))
+		if result != "" {
+			name += fmt.Sprintf("{result=%q}", result)
+		}
+		missing = append(missing, name)
 		return 0
 	}
 	m.generation = get("tcpgrace_generation", "")
