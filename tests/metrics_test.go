@@ -38,6 +38,7 @@ func TestMetricsThroughUpgrades(t *testing.T) {
 	sc.waitScrapes(t, 2)
 
 	s.upgrade()
+	sc.waitScrapes(t, 2)           // answered by generation 2: the first has exited
 	cutAtDrainDeadline(t, s, base) // the second upgrade: one connection force-closed
 	sc.waitScrapes(t, 2)
 	s.deployBytes([]byte("#!/bin/sh\necho 'config error: no such route' >&2\nexit 3\n"), 0o755)
