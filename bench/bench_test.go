@@ -83,6 +83,31 @@ func BenchmarkAccept(b *testing.B) {
 		defer ln.Close()
 		benchAccept(b, ln)
 	})
+	// Observed: the same, while Status is read every millisecond, far
+	// more often than any scrape would (the Prometheus collector reads
+	// it once per scrape); events are never emitted on this path.
+	b.Run("impl=observed", func(b *testing.B) {
+		ln := trackedListener(b)
+		defer ln.Close()
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			t := time.NewTicker(time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					shared.u.Status()
+				}
+			}
+		}()
+		benchAccept(b, ln)
+		close(stop)
+		<-done
+	})
 }
 
 // benchAccept accepts and closes b.N connections that four dialers make.

@@ -341,7 +341,12 @@ func TestControlUpgradeFailures(t *testing.T) {
 	waitGone(t, hung) // killed and reaped before the reply
 	assert.Less(t, time.Since(begin), 4*time.Second, "well before the ready timeout")
 	h.assertParentServes("after three failed upgrades")
-	assert.True(t, ask(t, path, control.Request{Cmd: control.CmdStatus}).OK, "the control socket still answers")
+	st := ask(t, path, control.Request{Cmd: control.CmdStatus})
+	require.True(t, st.OK, "the control socket still answers")
+	require.NotNil(t, st.Status.Totals, "status carries the service's totals")
+	assert.Equal(t, 3, st.Status.Totals.UpgradesFailed, "three upgrades failed")
+	assert.Equal(t, 1, st.Status.Totals.Refusals, "one was refused")
+	assert.Equal(t, 0, st.Status.Totals.Upgrades, "none succeeded")
 }
 
 // TestControlStatusChannel: a generation's status channel answers status

@@ -105,10 +105,33 @@
 // protocol has no clean way to end a connection, so it is served until
 // the client closes.
 //
+// While it drains, a generation that handed over reports its open
+// connections, and at the end how many finished and how many were cut,
+// to the serving generation through the service's mailbox (a socket pair
+// every generation inherits), so that they are counted after it is gone.
+//
 // Several generations may drain at once: a generation can upgrade while
 // its parent still drains long connections. [Options.MaxGenerations]
 // bounds the generations alive, serving and draining together. Past it,
 // Upgrade fails with [ErrTooManyGenerations].
+//
+// # Observing
+//
+// [Options.OnEvent] receives each lifecycle event as an [Event]: an upgrade
+// requested (by which signal, or the control socket), refused, started
+// (the child's pid), the next generation ready (the hand-off's duration),
+// upgraded or failed, a reload and its error, a stop and its reason, a
+// drain begun and ended, an older generation's drain reported. Events come
+// one at a time, in order, never from the accept path.
+//
+// [Upgrader.Status] returns what the control socket's status shows:
+// generation, state, listeners with their bound addresses, open
+// connections, the older generations still draining with the connections
+// each has left, and the service's [Totals]. The totals count since the
+// first generation started: each generation hands them to the next, and
+// a draining one reports how its drain ended. The module
+// github.com/tcpgrace/tcpgrace/tcpgrace/metrics exports them to
+// Prometheus.
 //
 // # Signals
 //

@@ -433,7 +433,7 @@ func (s *Server) signalsWhileDraining(ctx context.Context, hurry context.CancelF
 		case sig := <-s.Signals:
 			switch {
 			case s.kind(sig) == upgradeSignal:
-				log.Warn("upgrade signal ignored while draining", "err", ErrClosed)
+				s.Upgrader.refuse("signal "+signalName(sig), fmt.Errorf("%w: this generation drains; upgrade the serving one", ErrClosed))
 			case s.kind(sig) == stopSignal && !stopped:
 				log.Info("stop signal: already draining; another one closes open connections", "signal", signalName(sig))
 				stopped = true

@@ -56,9 +56,9 @@ func (u *Upgrader) shutdown(ctx context.Context, begin time.Time, open int) erro
 	u.controlDone(ctx)
 	err = errjoin.Join(st.err, err, closeSockets(st.packets))
 	if st.first {
-		reports.final(open-forced, forced)
 		u.emit(event.Event{Kind: event.Drained, Serving: st.wasServing, Took: time.Since(begin),
 			Finished: open - forced, ForceClosed: forced, Err: err})
+		reports.final(open-forced, forced)
 	}
 	u.mail.close()
 	return err

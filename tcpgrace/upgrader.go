@@ -142,6 +142,10 @@ func (u *Upgrader) closeExit() { u.exitOnce.Do(func() { close(u.exit) }) }
 //
 // A parent that has vanished meanwhile is not an error: this process then
 // serves alone. A second call returns [ErrAlreadyReady].
+//
+// Ready starts the one goroutine an Upgrader keeps: it reads the reports
+// of older generations that drain (see [Totals]); Shutdown and Close stop
+// it.
 func (u *Upgrader) Ready() error {
 	u.mu.Lock()
 	err := u.checkLocked(opReady)

@@ -96,9 +96,9 @@ func TestSignalsWhileDraining(t *testing.T) {
 	ch.waitReplies(t, 2) // the open connection is still served while draining
 	require.NoError(t, syscall.Kill(pid, syscall.SIGUSR1))
 	waitFor(t, "the refused upgrade", func() bool {
-		return strings.Contains(s.logs.String(), `msg="upgrade signal ignored while draining" pid=`)
+		return strings.Contains(s.logs.String(), `msg="upgrade refused" pid=`)
 	})
-	assert.Contains(t, s.logs.String(), "upgrader is shut down", "the refusal says why")
+	assert.Contains(t, s.logs.String(), "upgrader is shut down: this generation drains", "the refusal says why")
 	require.NoError(t, syscall.Kill(pid, syscall.SIGTERM))
 	s.waitExit(pid, 0)
 	assert.Error(t, ch.ended(t), "the next request on the connection fails: the second SIGTERM closed it")

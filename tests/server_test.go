@@ -423,17 +423,37 @@ func fdKinds(t *testing.T, pid int) []string {
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
+	dgram := unixDatagramInodes(t)
 	var kinds []string
 	for _, e := range entries {
 		target, err := os.Readlink(filepath.Join(dir, e.Name()))
 		if err != nil {
 			continue // closed meanwhile
 		}
-		kind, _, _ := strings.Cut(target, ":[")
+		kind, inode, _ := strings.Cut(target, ":[")
+		if kind == "socket" && dgram[strings.TrimSuffix(inode, "]")] {
+			kind = "unix datagram socket" // the service's mailbox, not a listener or a connection
+		}
 		kinds = append(kinds, kind)
 	}
 	slices.Sort(kinds)
 	return kinds
+}
+
+// unixDatagramInodes lists the inodes of the Unix datagram sockets on this
+// machine (/proc/net/unix, type 0002).
+func unixDatagramInodes(t *testing.T) map[string]bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/unix")
+	require.NoError(t, err)
+	inodes := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		// Num RefCount Protocol Flags Type St Inode [Path]
+		if f := strings.Fields(line); len(f) >= 7 && f[4] == "0002" {
+			inodes[f[6]] = true
+		}
+	}
+	return inodes
 }
 
 // idleFDKinds waits until process pid holds no sockets but its listeners

@@ -69,7 +69,7 @@
 //
 // run is the supervisor, for containers and for programs in any language:
 //
-//	tcpgrace run [-listen [NAME=]URL]... [-control PATH] [-pidfile PATH] [-ready-timeout DUR]
+//	tcpgrace run [-listen [NAME=]URL]... [-control PATH] [-metrics ADDR] [-pidfile PATH] [-ready-timeout DUR]
 //	             [-stop-timeout|-drain-timeout DUR] [-ready-delay DUR] [-max-instances N] [-start-limit N] -- CMD [ARGS...]
 //
 // It holds the sockets, keeps a stable pid (it can be PID 1), and runs
@@ -78,7 +78,9 @@
 // instance, SIGUSR2 the supervisor itself in place. A command that is
 // never ready is started -start-limit times in a row (default 5, 0: no
 // limit), then run exits 1 with the last failure logged; once an instance
-// has been ready, crashes are restarted with a backoff for good. run
+// has been ready, crashes are restarted with a backoff for good. With
+// -metrics HOST:PORT it answers GET /metrics with its own metrics
+// (instances, restarts, crashes, upgrades) in Prometheus' text format. run
 // exits with the status of the instance that served when it was stopped,
 // 1 when it cannot start or gave up, 2 on a usage error.
 // "tcpgrace run -h" lists the signals; the internal/supervisor package

@@ -42,6 +42,8 @@ func TestUsage(t *testing.T) {
 		{"run without -listen", []string{"run", "--", "app"}, exitUsage, "tcpgrace run: at least one -listen is required"},
 		{"run without a command", []string{"run", "-listen", "tcp://127.0.0.1:0"}, exitUsage, "tcpgrace run: no command"},
 		{"run with a bad -listen", []string{"run", "-listen", "http://x:1", "--", "app"}, exitUsage, `unknown scheme "http"`},
+		{"run with -metrics without a port", []string{"run", "-metrics", "127.0.0.1", "-listen", "tcp://127.0.0.1:0", "--", "app"}, exitUsage, `tcpgrace run: -metrics "127.0.0.1": want HOST:PORT`},
+		{"run with a bad -metrics port", []string{"run", "-metrics", "127.0.0.1:99999", "-listen", "tcp://127.0.0.1:0", "--", "app"}, exitUsage, `tcpgrace run: -metrics "127.0.0.1:99999": port "99999"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

@@ -37,6 +37,13 @@ the outcome, "tcpgrace status" lists the instances, "tcpgrace stop" stops,
 "tcpgrace reload" forwards SIGHUP to the serving instance (it replies once
 the signal was sent, not when the instance's reload is over).
 
+With -metrics HOST:PORT, GET /metrics there answers in Prometheus' text
+format: tcpgrace_generation, tcpgrace_run_instances{state},
+tcpgrace_run_restarts_total, tcpgrace_run_crashes_total,
+tcpgrace_upgrades_total{result}, tcpgrace_upgrade_refusals_total,
+tcpgrace_handoff_seconds and tcpgrace_run_start_time_seconds; the counters
+count since the supervisor started, its self-upgrades included.
+
 A command that never becomes ready (it cannot be started, exits, or is not
 ready within -ready-timeout) is given -start-limit starts in a row; then the
 supervisor gives up and exits 1, the last failure logged. Once an instance
@@ -89,6 +96,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.Usage = func() { fmt.Fprint(fs.Output(), runUsage); fs.PrintDefaults() }
 	fs.Var(&listens, "listen", "a socket to hold, [NAME=]URL (repeatable)")
 	fs.StringVar(&f.Control, "control", "", "answer tcpgrace upgrade, status, stop and reload on a Unix socket at this path")
+	fs.StringVar(&f.Metrics, "metrics", "", "answer GET /metrics with the supervisor's metrics (Prometheus) on this TCP address, HOST:PORT")
 	fs.StringVar(&f.PIDFile, "pidfile", "", "write the supervisor's pid here")
 	fs.DurationVar(&f.ReadyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "how long a new instance may take to be ready")
 	fs.DurationVar(&f.StopTimeout, "stop-timeout", supervisor.DefaultStopTimeout, "how long an instance may drain after SIGTERM before SIGKILL")
@@ -107,6 +115,11 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 		f.Listen = append(f.Listen, l)
 	}
 	f.Command = fs.Args()
+	if f.Metrics != "" {
+		if err := supervisor.CheckMetricsAddr(f.Metrics); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case startLimit < 0:
 		return nil, fmt.Errorf("-start-limit %d: give a count, or 0 for no limit", startLimit)

@@ -15,7 +15,7 @@ import (
 // text with -human.
 func statusCmd(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("status", "-control PATH [-human]",
-		"Prints the serving generation as one line of JSON (pid, generation, state,\nexecutable, listeners, connections, older generations still draining).", stderr)
+		"Prints the serving generation as one line of JSON (pid, generation, state,\nexecutable, listeners, connections, older generations still draining, and the\nservice's totals since its first start).", stderr)
 	human := f.Bool("human", false, "print text for people instead of JSON")
 	if code, ok := f.parse(args); !ok {
 		return code
@@ -69,11 +69,21 @@ func printHuman(w io.Writer, st *control.Status) {
 		printSupervisor(w, st.Supervisor)
 		return
 	}
-	if len(st.Older) == 0 {
+	if t := st.Totals; t != nil {
+		fmt.Fprintf(w, "since the first start (%s): %s (%d failed, %d refused); drains: %d finished, %d force-closed\n",
+			t.FirstStart.Format(time.RFC3339), text.Count(t.Upgrades, "upgrade", "upgrades"), t.UpgradesFailed,
+			t.Refusals, t.DrainsFinished, t.DrainsForceClosed)
+	}
+	printOlder(w, st.Older)
+}
+
+// printOlder prints the older generations still draining.
+func printOlder(w io.Writer, older []control.Older) {
+	if len(older) == 0 {
 		fmt.Fprintln(w, "no older generation draining")
 		return
 	}
-	for _, o := range st.Older {
+	for _, o := range older {
 		if o.Error != "" {
 			fmt.Fprintf(w, "draining: pid %d: connections unknown: %s\n", o.PID, o.Error)
 			continue

@@ -5,18 +5,26 @@
 // Usage:
 //
 //	lineserver [-tcp ADDR]... [-unix PATH]... [-pidfile PATH] [-control PATH] [-ready-timeout DUR] [-drain-timeout DUR]
-//	           [-ready-grace DUR] [-max-generations N]
+//	           [-ready-grace DUR] [-max-generations N] [-events PATH]
 //
 // Signals: SIGUSR1 upgrades to the executable now at the path lineserver
 // was started from (a failed upgrade is logged and it keeps serving);
 // SIGTERM or SIGINT stop accepting, wait for open connections up to
-// -drain-timeout and exit 0; SIGHUP is logged and ignored (there is no
-// configuration to reload). After a successful upgrade the old process
-// finishes its open connections (or the drain timeout) and exits 0.
+// -drain-timeout and exit 0; SIGHUP reopens the -events file, and without
+// -events is logged and ignored (there is no configuration to reload).
+// After a successful upgrade the old process finishes its open
+// connections (or the drain timeout) and exits 0.
 // With -control PATH it also answers tcpgrace upgrade, status, stop and
-// reload (which fails: no reload hook) on that Unix socket (see
-// cmd/tcpgrace); signals keep working beside it.
+// reload (which does what SIGHUP does, and fails without -events: no
+// reload hook) on that Unix socket (see cmd/tcpgrace); signals keep
+// working beside it.
 // Logs are structured (log/slog text) on stderr, one line per event.
+// With -events PATH each lifecycle event (tcpgrace.Event) is also
+// appended to PATH as one line of JSON, by every generation of the
+// service to the same file: kind, time (RFC 3339), pid (the process that
+// writes the line), generation, other_pid (the next generation, or the
+// older one that drained), reason, err, took_ms, connections, finished,
+// force_closed; fields that are zero or empty are left out.
 package main
 
 import (
@@ -51,6 +59,7 @@ type config struct {
 	drainTimeout time.Duration
 	maxGens      int
 	readyGrace   time.Duration
+	events       string
 }
 
 func parseFlags(args []string) (*config, error) {
@@ -63,6 +72,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", tcpgrace.DefaultReadyTimeout, "how long an upgrade waits for the new process")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", tcpgrace.DefaultDrainTimeout, "how long open connections may take to finish on exit")
 	fs.DurationVar(&c.readyGrace, "ready-grace", 0, "after the new process is ready, keep serving this long and roll back if it dies")
+	fs.StringVar(&c.events, "events", "", "append each lifecycle event to this file as a line of JSON; SIGHUP reopens it")
 	fs.IntVar(&c.maxGens, "max-generations", tcpgrace.DefaultMaxGenerations, "how many generations may be alive at once, draining ones included")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -96,11 +106,22 @@ func run() int {
 		return 2
 	}
 	log.Info("start", "version", version)
-	u, err := tcpgrace.New(tcpgrace.Options{
+	opts := tcpgrace.Options{
 		PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace,
 		MaxGenerations: cfg.maxGens, Control: cfg.control, Logger: base,
-	})
+	}
+	var events *eventLog
+	if cfg.events != "" {
+		events = &eventLog{path: cfg.events, log: log}
+		opts.OnEvent = events.record // the first event comes from Ready, after open
+	}
+	u, err := tcpgrace.New(opts)
 	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+	if err := events.open(); err != nil {
+		u.Fail(err) // our parent, if any, logs why and keeps serving
 		log.Error("start", "err", err)
 		return 1
 	}
@@ -117,6 +138,9 @@ func run() int {
 		}
 	}
 	srv := &tcpgrace.Server{Upgrader: u, Handler: echo, Signals: sigs, DrainTimeout: cfg.drainTimeout}
+	if events != nil {
+		srv.Reload = events.reopen // the one thing lineserver has to reload
+	}
 	err = srv.Serve(context.Background(), lns...) // its "drained" line says how the drain went
 	log.Info("exit", "clean", err == nil)
 	return 0

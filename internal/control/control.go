@@ -168,6 +168,9 @@ type Status struct {
 	// Supervisor is set when tcpgrace run answered: Generation is then
 	// the serving instance's, and Connections -1 (it does not see them).
 	Supervisor *Supervisor `json:"supervisor,omitempty"`
+	// Totals are the service's counts since its first start, from the
+	// library; nil from tcpgrace run and from servers older than them.
+	Totals *Totals `json:"totals,omitempty"`
 	// PIDNamespace is the pid namespace every pid here is in
 	// ([PIDNamespace] of the server, such as "pid:[4026531836]"), "" if
 	// unknown: a server in a container reports pids of its own namespace.
@@ -182,6 +185,20 @@ type Supervisor struct {
 	Crashes     int        `json:"crashes"`                 // deaths of the serving instance in a row
 	RestartInMS int64      `json:"restart_in_ms,omitempty"` // a restart waits for its backoff this long
 	LastFailure string     `json:"last_failure,omitempty"`  // the last failed start or crash
+}
+
+// Totals are the service's counts since its first generation started;
+// each generation hands them to the next.
+type Totals struct {
+	FirstStart     time.Time `json:"first_start"`
+	Upgrades       int       `json:"upgrades"`        // hand-offs that succeeded
+	UpgradesFailed int       `json:"upgrades_failed"` // upgrades that ended with the old generation serving
+	Refusals       int       `json:"refusals"`        // upgrade requests refused before anything started
+	// HandoffMSSum is the sum of the successful hand-offs' durations,
+	// each from the request until the next generation said ready.
+	HandoffMSSum      float64 `json:"handoff_ms_sum"`
+	DrainsFinished    int     `json:"drains_finished"`     // connections that closed by themselves in older generations' drains
+	DrainsForceClosed int     `json:"drains_force_closed"` // connections cut at older generations' drain deadlines
 }
 
 // Instance is one run of the supervised command.

@@ -77,7 +77,8 @@ type Event struct {
 	HasParent bool      // Ready
 	// Child is the next generation's pid (0 if it never started):
 	// ChildStarted, ChildReady, UpgradeEnded; the older generation's in
-	// OlderDrained, the instance's in Crashed.
+	// OlderDrained; in a supervisor's events, the instance's (Crashed,
+	// Draining, Drained, ...).
 	Child int
 	Err   error // UpgradeRefused, UpgradeEnded, Drained, Reloaded, Crashed
 	// Took is, in ChildReady, the time since UpgradeStarted; in
@@ -87,7 +88,7 @@ type Event struct {
 	Serving     bool      // Stopping, Draining
 	Reason      string    // UpgradeRequested: by what; Stopping: why
 	Connections int       // Draining: open when the drain began
-	Generation  int       // OlderDrained
+	Generation  int       // OlderDrained; in a supervisor's events, the instance's generation
 	Deadline    time.Time // Draining
 	Finished    int       // Drained, OlderDrained
 	ForceClosed int       // Drained, OlderDrained

@@ -2,7 +2,10 @@ package supervisor
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"time"
 )
 
@@ -39,6 +42,14 @@ type Config struct {
 	// that answers tcpgrace upgrade, status, stop and reload for root and the
 	// supervisor's own uid. Default: none.
 	Control string
+
+	// Metrics, if set, is a TCP address, HOST:PORT, where the supervisor
+	// answers GET /metrics with its own metrics in Prometheus' text
+	// format (see metrics.go): the serving generation, the instances by
+	// state, restarts, crashes, upgrades, refusals and hand-off times. The
+	// socket is not handed to instances; a self-upgrade passes it on.
+	// Default: none.
+	Metrics string
 
 	// PIDFile, if set, names the supervisor: it is written once, when the
 	// sockets are bound, and removed when the supervisor exits.
@@ -89,12 +100,31 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// CheckMetricsAddr checks a -metrics address: HOST:PORT (HOST may be
+// empty, for every address), PORT a number from 0 to 65535. The error
+// names the flag and the address.
+func CheckMetricsAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("-metrics %q: want HOST:PORT: %w", addr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("-metrics %q: port %q: want a number from 0 to 65535", addr, port)
+	}
+	return nil
+}
+
 func (c *Config) check() error {
 	if len(c.Listen) == 0 {
 		return errors.New("at least one -listen is required")
 	}
 	if len(c.Command) == 0 || c.Command[0] == "" {
 		return errors.New("no command: tcpgrace run [flags] -- CMD [ARGS...]")
+	}
+	if c.Metrics != "" {
+		if err := CheckMetricsAddr(c.Metrics); err != nil {
+			return err
+		}
 	}
 	named, err := nameListens(c.Listen)
 	if err != nil {

@@ -152,7 +152,7 @@ func (c *controlSocket) upgrade(req control.Request) *control.Reply {
 	ctx, cancel := req.Context(context.Background())
 	defer cancel()
 	begin := time.Now()
-	res, err := c.s.Upgrade(ctx)
+	res, err := c.s.upgradeBy(ctx, "control request")
 	if err != nil {
 		return errorReply(err)
 	}
@@ -166,7 +166,7 @@ func (c *controlSocket) upgrade(req control.Request) *control.Reply {
 func (c *controlSocket) stop() *control.Reply {
 	ctx, cancel := context.WithTimeout(context.Background(), controlReadTimeout)
 	defer cancel()
-	if err := c.s.do(ctx, func() { c.s.stop(unix.SIGTERM) }); err != nil {
+	if err := c.s.do(ctx, func() { c.s.stopBy(unix.SIGTERM, "control request") }); err != nil {
 		return errorReply(err)
 	}
 	return &control.Reply{V: control.Version, OK: true, Stop: &control.Stopping{PID: os.Getpid(), Connections: -1, PIDNamespace: control.PIDNamespace()}}

@@ -143,8 +143,8 @@
 // exit would end the namespace, instances included. So, as HAProxy's
 // master does, the supervisor re-execs itself in place: the same pid,
 // still PID 1 and still the parent of its instances. It clears
-// close-on-exec on the sockets, the notify socket and the control socket
-// and passes their fds,
+// close-on-exec on the sockets, the notify socket, the control and the
+// metrics socket and passes their fds,
 // the instances and its counters in TCPGRACE_RUN_STATE (versioned JSON);
 // the new image adopts the fds as they are. (It cannot hand them over as
 // LISTEN_FDS: that needs them at fds 3 onwards, and a
@@ -178,6 +178,23 @@
 // supervisor (cmd/tcpgrace registers them before main; the window is the
 // runtime's start, about a millisecond), ends the supervisor as an
 // unhandled signal would.
+//
+// # Events and metrics
+//
+// The loop emits the lifecycle events of its instances on the shared
+// event stream (package internal/event) where it logs them: an upgrade
+// requested, refused, started and ended (ok or failed), an instance
+// started, ready, draining, exited or crashed, a restart, the stop (see
+// events.go for the fields). The metrics subscribe: they count the
+// upgrades, refusals, hand-off times, crashes and restarts, and read the
+// serving generation and the instances by phase as each event leaves
+// them. With Config.Metrics (-metrics HOST:PORT) an HTTP server of its
+// own answers GET /metrics in Prometheus' text format (internal/promtext),
+// never waiting for the loop. The counters count since the first image
+// started: a self-upgrade passes them on in TCPGRACE_RUN_STATE with the
+// metrics socket, which it pauses for the exec (scrapes not yet accepted
+// wait in its queue for the next image); like the control socket, it is
+// never handed to an instance.
 //
 // # Platforms
 //

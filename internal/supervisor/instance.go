@@ -54,6 +54,7 @@ type instance struct {
 	pidGone bool             // pid exited; main, named with MAINPID=, runs on
 	termed  bool             // ended: SIGTERM was sent to what is left of it
 	waiters []chan<- outcome // Upgrade calls waiting for this start
+	upgrade bool             // started by an upgrade request (not a first start or a restart)
 }
 
 // selfExe runs the supervisor's own image, whatever has been renamed over

@@ -3,6 +3,7 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -10,13 +11,16 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpgrace/tcpgrace/internal/event"
 )
 
 // Every method here runs in the loop of Run.
 
-// upgrade begins an upgrade, or says why it cannot; reply (if any) gets
-// the outcome.
-func (s *Supervisor) upgrade(reply chan<- outcome) {
+// upgrade begins an upgrade that by asked for (a signal's name, "control
+// request"), or says why it cannot; reply (if any) gets the outcome.
+func (s *Supervisor) upgrade(by string, reply chan<- outcome) {
+	s.emit(event.Event{Kind: event.UpgradeRequested, Reason: by})
 	var err error
 	switch {
 	case s.stopping:
@@ -29,6 +33,7 @@ func (s *Supervisor) upgrade(reply chan<- outcome) {
 	}
 	if err != nil {
 		s.log.Warn("upgrade refused", "err", err)
+		s.emit(event.Event{Kind: event.UpgradeRefused, Err: err})
 		answer(reply, outcome{err: err})
 		return
 	}
@@ -36,7 +41,8 @@ func (s *Supervisor) upgrade(reply chan<- outcome) {
 	if s.serving == nil {
 		reason = "upgrade while nothing serves"
 	}
-	s.start(reason, reply)
+	s.emit(event.Event{Kind: event.UpgradeStarted, Generation: s.nextGen + 1, Reason: by})
+	s.startInstance(reason, true, reply)
 }
 
 // outcome is how an upgrade ended, for the Upgrade call waiting for it.
@@ -51,18 +57,25 @@ func answer(reply chan<- outcome, o outcome) {
 	}
 }
 
-// start starts an instance; its outcome goes to reply, if any.
+// start starts an instance that is no upgrade (a first start, a
+// restart); its outcome goes to reply, if any.
 func (s *Supervisor) start(reason string, reply chan<- outcome) {
+	s.startInstance(reason, false, reply)
+}
+
+// startInstance starts an instance, an upgrade's if upgrade is set; its
+// outcome goes to reply, if any.
+func (s *Supervisor) startInstance(reason string, upgrade bool, reply chan<- outcome) {
 	s.restartAt = time.Time{}
 	pid, path, err := s.spawn()
 	if err != nil {
-		s.startFailed(&instance{gen: s.nextGen + 1, waiters: []chan<- outcome{reply}, pidGone: true}, err)
+		s.startFailed(&instance{gen: s.nextGen + 1, waiters: []chan<- outcome{reply}, pidGone: true, upgrade: upgrade}, err)
 		return
 	}
 	s.nextGen++
 	now := time.Now()
 	in := &instance{pid: pid, main: pid, gen: s.nextGen, phase: phaseStarting, since: now, reason: reason,
-		readyBy: now.Add(s.cfg.ReadyTimeout)}
+		readyBy: now.Add(s.cfg.ReadyTimeout), upgrade: upgrade}
 	if s.cfg.ReadyDelay > 0 {
 		in.delayAt = now.Add(s.cfg.ReadyDelay)
 	}
@@ -72,6 +85,7 @@ func (s *Supervisor) start(reason string, reply chan<- outcome) {
 	s.instances = append(s.instances, in)
 	s.starting = in
 	s.log.Info("instance started", "instance", pid, "generation", in.gen, "reason", reason, "command", path)
+	s.emit(event.Event{Kind: event.ChildStarted, Child: pid, Generation: in.gen, Reason: reason})
 	s.sdStatus()
 }
 
@@ -90,6 +104,13 @@ func (s *Supervisor) ready(in *instance, how string) {
 		args = append(args, "replaces", old.main)
 	}
 	s.log.Info("instance ready", args...)
+	s.emit(event.Event{Kind: event.ChildReady, Child: in.pid, Generation: in.gen, Took: took})
+	if in.upgrade {
+		s.emit(event.Event{Kind: event.UpgradeEnded, Child: in.pid, Generation: in.gen, Took: took})
+	}
+	if !s.mgr.ready {
+		s.emit(event.Event{Kind: event.Ready})
+	}
 	if old != nil {
 		s.drain(old, fmt.Sprintf("replaced by generation %d", in.gen))
 	}
@@ -117,9 +138,13 @@ func (s *Supervisor) startFailed(in *instance, err error) {
 	if s.starting == in {
 		s.starting = nil
 	}
+	if in.upgrade {
+		s.emitUpgradeFailed(in, err)
+	}
 	if in.pid != 0 && slices.Contains(s.instances, in) { // it runs: its first process, or its MAINPID=
 		in.phase, in.since, in.readyBy, in.delayAt = phaseDraining, time.Now(), time.Time{}, time.Time{}
 		s.kill(in)
+		s.emit(event.Event{Kind: event.Draining, Child: in.main, Generation: in.gen, Reason: "killed: its start failed"})
 	}
 	s.lastFailure = err.Error()
 	for _, w := range in.waiters {
@@ -142,6 +167,15 @@ func (s *Supervisor) startFailed(in *instance, err error) {
 	}
 }
 
+// emitUpgradeFailed says that in's upgrade ended with err.
+func (s *Supervisor) emitUpgradeFailed(in *instance, err error) {
+	e := event.Event{Kind: event.UpgradeEnded, Child: in.pid, Generation: in.gen, Err: err}
+	if !in.since.IsZero() {
+		e.Took = time.Since(in.since)
+	}
+	s.emit(e)
+}
+
 // startLimitReached reports whether Config.StartLimit starts in a row
 // have failed while no instance was ever ready. (Until one is, every
 // death in a row is a failed start.)
@@ -156,7 +190,7 @@ func (s *Supervisor) giveUp() {
 	s.log.Error("giving up: the command never became ready", "failed_starts", s.crashes,
 		"start_limit", s.cfg.StartLimit, "last_failure", s.lastFailure)
 	s.gaveUp = true
-	s.stop(unix.SIGTERM)
+	s.stopBy(unix.SIGTERM, "start limit reached")
 }
 
 // cancelStart ends the start that reply waits for, if it still runs: its
@@ -174,6 +208,7 @@ func (s *Supervisor) drain(in *instance, reason string) {
 	in.killAt = in.since.Add(s.cfg.StopTimeout)
 	err := in.signal(unix.SIGTERM)
 	s.log.Info("instance draining", "instance", in.main, "generation", in.gen, "reason", reason, "err", err)
+	s.emit(event.Event{Kind: event.Draining, Child: in.main, Generation: in.gen, Reason: reason, Deadline: in.killAt})
 }
 
 // exited handles the end of a child the loop reaped.
@@ -208,6 +243,13 @@ func (s *Supervisor) gone(in *instance, pid int, how string, code int) {
 	if s.stopping && (in == s.stopServing || s.stopServing == nil) && code >= 0 {
 		s.exitStatus = code
 	}
+	if in.phase != phaseServing { // the serving one's end is a crash
+		var err error
+		if code != 0 {
+			err = errors.New(how)
+		}
+		s.emit(event.Event{Kind: event.Drained, Child: pid, Generation: in.gen, Took: time.Since(in.since), Err: err})
+	}
 	switch in.phase {
 	case phaseStarting:
 		in.pidGone = true
@@ -229,6 +271,7 @@ func (s *Supervisor) crashed(in *instance, how string) {
 	s.lastFailure = fmt.Sprintf("generation %d (pid %d) died while serving: %s", in.gen, in.main, how)
 	s.log.Error("serving instance died", "instance", in.main, "generation", in.gen, "status", how,
 		"crashes_in_a_row", s.crashes)
+	s.emit(event.Event{Kind: event.Crashed, Child: in.main, Generation: in.gen, Err: errors.New(how)})
 	if s.starting != nil {
 		s.log.Info("the starting instance will serve", "instance", s.starting.pid, "generation", s.starting.gen)
 		return
@@ -241,6 +284,7 @@ func (s *Supervisor) crashed(in *instance, how string) {
 func (s *Supervisor) scheduleRestart() {
 	s.restarts++
 	d := backoff(s.crashes)
+	s.emit(event.Event{Kind: event.Restarting, Reason: s.lastFailure, Deadline: time.Now().Add(d)})
 	if d == 0 {
 		s.start("restart after a crash", nil)
 		return
@@ -264,9 +308,14 @@ func backoff(n int) time.Duration {
 // stop forwards sig to every instance; Run ends when all have exited. A
 // second stop signal is forwarded again. The first one also closes the
 // supervisor's copies of the listening sockets at once (stopListening).
-func (s *Supervisor) stop(sig syscall.Signal) {
+func (s *Supervisor) stop(sig syscall.Signal) { s.stopBy(sig, unix.SignalName(sig)) }
+
+// stopBy is stop, for the reason why ("SIGTERM", "control request"),
+// which the Stopping event carries.
+func (s *Supervisor) stopBy(sig syscall.Signal, why string) {
 	now := time.Now()
 	if !s.stopping {
+		s.emit(event.Event{Kind: event.Stopping, Reason: why, Serving: s.serving != nil})
 		s.stopping = true
 		s.stopListening()
 		s.stopServing = s.serving
@@ -286,11 +335,17 @@ func (s *Supervisor) stop(sig syscall.Signal) {
 	}
 	s.serving, s.starting = nil, nil
 	for _, in := range s.instances {
+		was := in.phase
 		in.phase, in.readyBy, in.delayAt = phaseDraining, time.Time{}, time.Time{}
 		if !in.killed && (in.killAt.IsZero() || in.killAt.After(now.Add(s.cfg.StopTimeout))) {
 			in.killAt = now.Add(s.cfg.StopTimeout)
 		}
 		in.signal(sig)
+		if was != phaseDraining {
+			in.since = now
+			s.emit(event.Event{Kind: event.Draining, Child: in.main, Generation: in.gen, Reason: "stop: " + why,
+				Deadline: in.killAt})
+		}
 	}
 }
 
@@ -344,6 +399,8 @@ func (s *Supervisor) onNote(n note) {
 			"generation", in.gen)
 		in.phase, in.since, in.killAt = phaseDraining, time.Now(), time.Now().Add(s.cfg.StopTimeout)
 		s.serving = nil
+		s.emit(event.Event{Kind: event.Draining, Child: in.main, Generation: in.gen, Reason: "stopping on its own",
+			Deadline: in.killAt})
 		if s.starting == nil {
 			s.start("replacing an instance that stopped on its own", nil)
 		}

@@ -328,7 +328,7 @@ func TestUpgradeRefused(t *testing.T) {
 			tc.prepare(s)
 			instances, gen := alive(s), s.nextGen
 			reply := make(chan outcome, 2)
-			s.upgrade(reply)
+			s.upgrade("test", reply)
 			if got := replies(reply); assert.Len(t, got, 1) {
 				assert.ErrorIs(t, got[0].err, tc.want)
 				assert.ErrorContains(t, got[0].err, tc.text)
@@ -343,15 +343,15 @@ func TestUpgradeRefused(t *testing.T) {
 // generation, also when nothing serves.
 func TestUpgradeStarts(t *testing.T) {
 	s := newLoopSupervisor(t, Config{MaxInstances: 3})
-	s.upgrade(nil)
+	s.upgrade("test", nil)
 	require.NotNil(t, s.starting)
 	assert.Equal(t, "upgrade while nothing serves", s.starting.reason)
 	s.ready(s.starting, "test")
-	s.upgrade(nil)
+	s.upgrade("test", nil)
 	require.NotNil(t, s.starting)
 	assert.Equal(t, "upgrade", s.starting.reason)
 	s.ready(s.starting, "test")
 	assert.Equal(t, []int{1, 2}, alive(s), "one draining, one serving")
-	s.upgrade(nil)
+	s.upgrade("test", nil)
 	assert.Equal(t, []int{1, 2, 3}, alive(s), "the third of three")
 }

@@ -61,7 +61,8 @@ func newLoopSupervisor(t *testing.T, cfg Config) *Supervisor {
 	log := slog.New(slog.DiscardHandler)
 	s := &Supervisor{cfg: cfg, log: log, mgr: &manager{},
 		notes: make(chan note, 64), reqs: make(chan func()), done: make(chan struct{}),
-		strays: &instance{phase: phaseDraining}}
+		strays: &instance{phase: phaseDraining}, metrics: newRunMetrics(time.Now(), nil)}
+	s.watchEvents()
 	t.Cleanup(func() {
 		close(s.done) // a watchMain still running hears that the loop is over
 		killChildren(t)

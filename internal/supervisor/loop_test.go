@@ -59,7 +59,7 @@ func TestOnTimeReadyTimeout(t *testing.T) {
 	s := newLoopSupervisor(t, Config{ReadyTimeout: time.Minute})
 	old := servingInstance(t, s, cmdSleep)
 	reply := make(chan outcome, 4)
-	s.upgrade(reply)
+	s.upgrade("test", reply)
 	in := s.starting
 	require.NotNil(t, in, "the upgrade started an instance")
 
@@ -125,7 +125,7 @@ func TestOnTimeReadyDelay(t *testing.T) {
 	s.onTime(time.Now())
 	require.Same(t, old, s.serving)
 	reply := make(chan outcome, 1)
-	s.upgrade(reply)
+	s.upgrade("test", reply)
 	in := s.starting
 	require.NotNil(t, in)
 	s.onTime(time.Now())
@@ -176,7 +176,7 @@ func TestStartFailedAnswersOnce(t *testing.T) {
 func TestStartCommandMissing(t *testing.T) {
 	s := newLoopSupervisor(t, Config{Command: cmdMissing})
 	reply := make(chan outcome, 2)
-	s.upgrade(reply)
+	s.upgrade("test", reply)
 	got := replies(reply)
 	require.Len(t, got, 1)
 	assert.ErrorIs(t, got[0].err, ErrStartFailed)

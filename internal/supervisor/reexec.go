@@ -47,6 +47,11 @@ type handOver struct {
 	LastFailure string          `json:"last_failure,omitempty"`
 	Started     int64           `json:"started"`           // wall clock, ns: when the first image bound the sockets
 	Control     *handedControl  `json:"control,omitempty"` // the control socket, if any
+	// Metrics is the -metrics socket, if any, and Totals the counters its
+	// metrics report. An image that does not know the fields binds the
+	// socket anew (if it has -metrics) and counts from Restarts.
+	Metrics *handedMetrics `json:"metrics,omitempty"`
+	Totals  *runTotals     `json:"totals,omitempty"`
 	// Ended are the instances that have ended with processes left, which
 	// are being stopped (see census); Seen is the last census, which
 	// tells the orphans among those processes apart. An image that does
@@ -63,6 +68,11 @@ type handedControl struct {
 	Path  string         `json:"path"`
 	FD    int            `json:"fd"`
 	Owned *sockfd.FileID `json:"owned,omitempty"`
+}
+
+type handedMetrics struct {
+	Addr string `json:"addr"` // bound, a port 0 resolved
+	FD   int    `json:"fd"`
 }
 
 type handedSocket struct {
@@ -130,9 +140,11 @@ func (s *Supervisor) selfUpgrade(sigs <-chan os.Signal) {
 		s.selfUpgradeFailed(exe, err)
 		return
 	}
+	s.web.pause() // scrapes not yet accepted wait for the next image
 	err = s.execNext(exe, checked, sigs, held)
 	s.notify.start(s.notes)
 	s.ctl.start()
+	s.web.start()
 	s.selfUpgradeFailed(exe, err)
 }
 
@@ -208,7 +220,7 @@ func (s *Supervisor) actOnHeld(h *heldSignals) {
 		s.stop(h.stop.(syscall.Signal))
 	}
 	if h.upgrade {
-		s.upgrade(nil)
+		s.upgrade("SIGUSR1", nil)
 	}
 }
 
@@ -264,8 +276,9 @@ func (s *Supervisor) execNext(exe string, checked time.Duration, sigs <-chan os.
 }
 
 // keepAcrossExec clears close-on-exec on the fds the next image takes
-// over (the notify socket and its directory's lock, the control socket,
-// the sockets) and returns them; on an error none is left cleared.
+// over (the notify socket and its directory's lock, the control and the
+// metrics socket, the sockets) and returns them; on an error none is left
+// cleared.
 func (s *Supervisor) keepAcrossExec() ([]int, error) {
 	nfd, err := s.notify.fd()
 	if err != nil {
@@ -278,6 +291,13 @@ func (s *Supervisor) keepAcrossExec() ([]int, error) {
 			return nil, err
 		}
 		fds = append(fds, cfd)
+	}
+	if s.web != nil {
+		mfd, err := s.web.fd()
+		if err != nil {
+			return nil, err
+		}
+		fds = append(fds, mfd)
 	}
 	for _, sk := range s.socks {
 		fds = append(fds, sk.fd)
@@ -412,6 +432,11 @@ func (s *Supervisor) handOver(execAt *time.Time) *handOver {
 		cfd, _ := s.ctl.fd()
 		h.Control = &handedControl{Path: s.ctl.path, FD: cfd, Owned: s.ctl.owned}
 	}
+	if s.web != nil {
+		mfd, _ := s.web.fd()
+		h.Metrics = &handedMetrics{Addr: s.web.addr(), FD: mfd}
+	}
+	h.Totals = s.metrics.totals()
 	for _, sk := range s.socks {
 		h.Sockets = append(h.Sockets, handedSocket{Listen: sk.Listen, FD: sk.fd, Owned: sk.owned})
 	}
@@ -528,6 +553,13 @@ func (s *Supervisor) adopt(state string) error {
 		return err
 	}
 	s.started = time.Unix(0, h.Started)
+	if h.Totals == nil { // from an image that did not count them
+		h.Totals = &runTotals{Restarts: uint64(max(h.Restarts, 0))}
+	}
+	s.metrics = newRunMetrics(s.started, h.Totals)
+	if err := s.adoptMetrics(h.Metrics); err != nil {
+		return err
+	}
 	s.mgr = &manager{Sender: sdnotify.NewSender(h.Manager), watchdog: time.Duration(h.WatchdogUS) * time.Microsecond, ready: h.Ready}
 	s.nextGen, s.restarts, s.crashes, s.lastFailure = h.NextGen, h.Restarts, h.Crashes, h.LastFailure
 	s.everReady = true // a self-upgrade needs a serving instance: the start limit is over
@@ -543,6 +575,31 @@ func (s *Supervisor) adopt(state string) error {
 		args = append(args, "exec_took", now.Sub(time.Unix(0, h.ExecAt)).Round(time.Microsecond))
 	}
 	s.log.Info("supervisor upgraded in place", args...)
+	return nil
+}
+
+// adoptMetrics takes the metrics socket the previous image passed on,
+// or binds one if it had none and this image has -metrics.
+func (s *Supervisor) adoptMetrics(hm *handedMetrics) error {
+	var ln *net.TCPListener
+	var err error
+	switch {
+	case hm != nil:
+		ln, err = adoptMetrics(hm.Addr, hm.FD)
+	case s.cfg.Metrics != "":
+		ln, err = bindMetrics(s.cfg.Metrics)
+	default:
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if s.cfg.Metrics == "" {
+		s.log.Warn("this image has no -metrics: closing the metrics socket the previous image had", "addr", hm.Addr)
+		ln.Close()
+		return nil
+	}
+	s.web = newMetricsServer(ln, s.metrics.write, s.log)
 	return nil
 }
 

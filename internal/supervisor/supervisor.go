@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpgrace/tcpgrace/internal/control"
+	"github.com/tcpgrace/tcpgrace/internal/event"
 	"github.com/tcpgrace/tcpgrace/internal/pidfile"
 	"github.com/tcpgrace/tcpgrace/internal/proc"
 	"github.com/tcpgrace/tcpgrace/internal/signals"
@@ -78,6 +79,12 @@ type Supervisor struct {
 	reqs  chan func()   // run by the loop
 	done  chan struct{} // closed when Run returns
 
+	// events are the instances' lifecycle events (see events.go), which
+	// the loop emits; the metrics subscribe to them.
+	events  event.Stream
+	metrics *runMetrics
+	web     *metricsServer // nil without Config.Metrics
+
 	instances   []*instance
 	ended       []*instance      // instances whose processes left behind are being stopped (see census)
 	strays      *instance        // owns the orphans of no known instance
@@ -136,6 +143,8 @@ func New(cfg Config) (*Supervisor, error) {
 		return nil, fmt.Errorf("tcpgrace run: %w", err)
 	}
 	s.env = instanceEnv(s.socks, s.notify.path)
+	s.watchEvents()
+	s.updateGauges()
 	return s, nil
 }
 
@@ -146,6 +155,7 @@ func (s *Supervisor) bind() error {
 		return err
 	}
 	s.socks, s.started = b.socks, time.Now()
+	s.metrics = newRunMetrics(s.started, nil)
 	if b.ctl != nil {
 		s.ctl = newControlSocket(s, s.cfg.Control, b.ctl, b.ctlOwned)
 	}
@@ -154,8 +164,19 @@ func (s *Supervisor) bind() error {
 		closeSockets(b.socks)
 		return err
 	}
+	if s.cfg.Metrics != "" {
+		ln, err := bindMetrics(s.cfg.Metrics)
+		if err != nil {
+			s.notify.close()
+			s.ctl.close()
+			closeSockets(b.socks)
+			return err
+		}
+		s.web = newMetricsServer(ln, s.metrics.write, s.log)
+	}
 	if s.cfg.PIDFile != "" {
 		if err := pidfile.Write(s.cfg.PIDFile, os.Getpid()); err != nil {
+			s.web.close()
 			s.notify.close()
 			s.ctl.close()
 			closeSockets(b.socks)
@@ -184,6 +205,7 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 	defer close(s.done)
 	s.notify.start(s.notes)
 	s.ctl.start()
+	s.web.start()
 	s.sigs = sigs
 	s.reap() // children that exited while a self-upgrade ran
 	s.watchMains()
@@ -230,7 +252,7 @@ func (s *Supervisor) onSignal(sig os.Signal) {
 	case unix.SIGHUP:
 		s.forwardHUP()
 	case unix.SIGUSR1:
-		s.upgrade(nil)
+		s.upgrade("SIGUSR1", nil)
 	case unix.SIGUSR2:
 		s.selfUpgrade(s.sigs)
 	}
@@ -364,8 +386,14 @@ type UpgradeResult struct {
 // failed one and the error wraps ctx's. This is what SIGUSR1 does
 // (without waiting), for a control socket to call.
 func (s *Supervisor) Upgrade(ctx context.Context) (UpgradeResult, error) {
+	return s.upgradeBy(ctx, "Upgrade call")
+}
+
+// upgradeBy is Upgrade, asked for by by (the UpgradeRequested event's
+// reason).
+func (s *Supervisor) upgradeBy(ctx context.Context, by string) (UpgradeResult, error) {
 	reply := make(chan outcome, 1)
-	if err := s.do(ctx, func() { s.upgrade(reply) }); err != nil {
+	if err := s.do(ctx, func() { s.upgrade(by, reply) }); err != nil {
 		return UpgradeResult{}, err
 	}
 	select {
@@ -393,6 +421,7 @@ type ReloadResult struct {
 // exit releases everything at the end of Run and returns the status.
 func (s *Supervisor) exit() int {
 	s.ctl.close()
+	s.web.close()
 	s.notify.stop(s.notes, func(note) {})
 	s.notify.close()
 	if err := closeSockets(s.socks); err != nil { // the listening ones are closed already, at the stop

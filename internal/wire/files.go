@@ -125,16 +125,7 @@ func Open(env *Env) (*Files, error) {
 	if err := env.checkFDs(); err != nil {
 		return nil, err
 	}
-	f.env = *env
-	f.env.Entries = append([]Entry(nil), env.Entries...)
-	f.env.Older = append([]int(nil), env.Older...)
-	f.env.Keep = append([]string(nil), env.Keep...)
-	f.env.Owned = append([]UnixFile(nil), env.Owned...)
-	if env.Tally != nil {
-		t := *env.Tally
-		t.Handoffs = append([]uint64(nil), env.Tally.Handoffs...)
-		f.env.Tally = &t
-	}
+	f.env = env.clone()
 	if env.ReadyFD >= 0 {
 		if err := checkReadyPipe(env); err != nil {
 			return nil, err
@@ -160,6 +151,21 @@ func Open(env *Env) (*Files, error) {
 	}
 	f.claimed = make([]bool, len(f.files))
 	return f, nil
+}
+
+// clone is a deep copy of e.
+func (e *Env) clone() Env {
+	c := *e
+	c.Entries = append([]Entry(nil), e.Entries...)
+	c.Older = append([]int(nil), e.Older...)
+	c.Keep = append([]string(nil), e.Keep...)
+	c.Owned = append([]UnixFile(nil), e.Owned...)
+	if e.Tally != nil {
+		t := *e.Tally
+		t.Handoffs = append([]uint64(nil), e.Tally.Handoffs...)
+		c.Tally = &t
+	}
+	return c
 }
 
 // openMail checks the mailbox's fds, if env names them, and keeps them.
