@@ -3,6 +3,7 @@ module github.com/tcpgrace/tcpgrace/examples
 go 1.26.0
 
 require (
+	github.com/stretchr/testify v1.12.1
 	github.com/tcpgrace/tcpgrace v0.0.0
 	github.com/tcpgrace/tcpgrace/tcpgrace/metrics v0.0.0
 	google.golang.org/grpc v1.85.0
@@ -19,6 +20,7 @@ require (
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
