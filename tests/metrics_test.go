@@ -33,7 +33,7 @@ func TestMetricsThroughUpgrades(t *testing.T) {
 	base, mbase := "http://"+s.addr("http"), "http://"+s.addr("metrics")
 	assert.Equal(t, http.StatusNotFound, statusOf(t, base+"/metrics"), "/metrics on the HTTP address")
 	assert.Equal(t, http.StatusNotFound, statusOf(t, mbase+"/"), "the demo endpoint on the metrics address")
-	sc := startScraper(mbase+"/metrics", 20*time.Millisecond)
+	sc := startLibScraper(mbase+"/metrics", 20*time.Millisecond)
 	defer sc.stop()
 	sc.waitScrapes(t, 2)
 
@@ -113,10 +113,10 @@ func (m scrape) counters() map[string]float64 {
 	}
 }
 
-// scraper GETs a /metrics URL every interval over one kept-alive
+// libScraper GETs a /metrics URL every interval over one kept-alive
 // connection at a time, as Prometheus does, until stopped, for at most
-// maxScrapes or maxLoadTime.
-type scraper struct {
+// maxLibScrapes or maxLoadTime.
+type libScraper struct {
 	done chan struct{}
 	wg   sync.WaitGroup
 	once sync.Once
@@ -126,19 +126,19 @@ type scraper struct {
 	errs    []string
 }
 
-// maxScrapes bounds a scraper's scrapes.
-const maxScrapes = 2000
+// maxLibScrapes bounds a libScraper's scrapes.
+const maxLibScrapes = 2000
 
-func startScraper(url string, interval time.Duration) *scraper {
-	sc := &scraper{done: make(chan struct{})}
+func startLibScraper(url string, interval time.Duration) *libScraper {
+	sc := &libScraper{done: make(chan struct{})}
 	client := newHTTPClient(1)
 	deadline := time.Now().Add(maxLoadTime)
 	sc.wg.Go(func() {
 		defer client.CloseIdleConnections()
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
-		for n := 0; n < maxScrapes && time.Now().Before(deadline); n++ {
-			m, err := scrapeOnce(client, url)
+		for n := 0; n < maxLibScrapes && time.Now().Before(deadline); n++ {
+			m, err := scrapeLibrary(client, url)
 			sc.mu.Lock()
 			if err != nil {
 				sc.errs = append(sc.errs, fmt.Sprintf("scrape %d at %s: %v", n, time.Now().Format("15:04:05.000"), err))
@@ -157,7 +157,7 @@ func startScraper(url string, interval time.Duration) *scraper {
 }
 
 // stop ends the scrapes and returns every sample and every failure.
-func (sc *scraper) stop() ([]scrape, []string) {
+func (sc *libScraper) stop() ([]scrape, []string) {
 	sc.once.Do(func() { close(sc.done) })
 	sc.wg.Wait()
 	sc.mu.Lock()
@@ -167,7 +167,7 @@ func (sc *scraper) stop() ([]scrape, []string) {
 
 // waitScrapes waits for n more successful scrapes; a failed scrape
 // fails the test at once.
-func (sc *scraper) waitScrapes(t *testing.T, n int) {
+func (sc *libScraper) waitScrapes(t *testing.T, n int) {
 	t.Helper()
 	count := func() (int, []string) {
 		sc.mu.Lock()
@@ -185,7 +185,7 @@ func (sc *scraper) waitScrapes(t *testing.T, n int) {
 
 // waitFor waits up to timeout for a scrape that satisfies ok and returns
 // it, or, at the timeout, the last scrape.
-func (sc *scraper) waitFor(t *testing.T, timeout time.Duration, ok func(scrape) bool) scrape {
+func (sc *libScraper) waitFor(t *testing.T, timeout time.Duration, ok func(scrape) bool) scrape {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -202,9 +202,9 @@ func (sc *scraper) waitFor(t *testing.T, timeout time.Duration, ok func(scrape) 
 	}
 }
 
-// scrapeOnce GETs url, which must answer 200 with the Prometheus text
+// scrapeLibrary GETs url, which must answer 200 with the Prometheus text
 // format holding every metric a scrape reads.
-func scrapeOnce(c *http.Client, url string) (scrape, error) {
+func scrapeLibrary(c *http.Client, url string) (scrape, error) {
 	resp, err := c.Get(url)
 	if err != nil {
 		return scrape{}, err
