@@ -6,7 +6,8 @@ EXAMPLES := $(patsubst examples/%/main.go,%,$(wildcard examples/*/main.go))
 COMMANDS := $(patsubst cmd/%/main.go,%,$(wildcard cmd/*/main.go))
 # The Go modules of this repository: the library at the root (tcpgrace,
 # inherit, internal, cmd), and beside it, each with its own go.mod and
-# a replace to the root, examples, tests and bench. go.work joins them
+# a replace to the root, examples, tests, bench and tcpgrace/metrics
+# (the Prometheus collector, kept out of the library's module). go.work joins them
 # for development; every target below covers all of them (a go.mod up
 # to two levels down; tidy-check fails if go.work uses another one).
 MODULES := . $(patsubst %/go.mod,%,$(wildcard */go.mod */*/go.mod))

@@ -6,12 +6,16 @@
 //
 // Usage:
 //
-//	http [-http ADDR] [-pidfile PATH] [-control PATH] [-ready-timeout DUR] [-drain-timeout DUR]
-//	     [-ready-grace DUR] [-idle-grace DUR] [-max-generations N]
+//	http [-http ADDR] [-pidfile PATH] [-metrics ADDR] [-control PATH] [-ready-timeout DUR]
+//	     [-drain-timeout DUR] [-ready-grace DUR] [-idle-grace DUR] [-max-generations N]
 //
 // Endpoints: GET / answers with the serving process's pid, and so does
 // POST / (after reading the body); GET /slow?ms=N
-// sleeps N milliseconds, then answers 200 with the pid.
+// sleeps N milliseconds, then answers 200 with the pid. With -metrics
+// ADDR, GET /metrics on that address answers with the Prometheus metrics
+// of tcpgrace/metrics; the listener is registered with the library as
+// "metrics", so it is handed over at each upgrade like the HTTP one, and
+// the two addresses serve nothing of each other's.
 //
 // Signals: SIGUSR1 upgrades to the executable now at the path http was
 // started from (a failed upgrade is logged and it keeps serving); SIGTERM
@@ -30,12 +34,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"time"
 
 	"github.com/tcpgrace/tcpgrace/tcpgrace"
+	"github.com/tcpgrace/tcpgrace/tcpgrace/metrics"
 )
 
 // maxSlow bounds /slow?ms=N.
@@ -43,6 +49,7 @@ const maxSlow = time.Minute
 
 type config struct {
 	addr         string
+	metrics      string // "": no metrics listener
 	pidFile      string
 	control      string
 	readyTimeout time.Duration
@@ -57,6 +64,7 @@ func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("http", flag.ContinueOnError)
 	fs.StringVar(&c.addr, "http", "127.0.0.1:8080", "TCP address to serve HTTP on")
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the serving process's pid here")
+	fs.StringVar(&c.metrics, "metrics", "", "TCP address to serve GET /metrics (Prometheus) on")
 	fs.StringVar(&c.control, "control", "", "answer tcpgrace upgrade, status and stop on this Unix socket")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", tcpgrace.DefaultReadyTimeout, "how long an upgrade waits for the new process")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", tcpgrace.DefaultDrainTimeout, "how long open requests may take to finish on exit")
@@ -100,15 +108,15 @@ func run() int {
 		log.Error("start", "err", err)
 		return 1
 	}
-	// The socket inherited from the previous generation, or a new one.
-	ln, err := u.Listen("http", "tcp", cfg.addr)
+	// The sockets inherited from the previous generation, or new ones.
+	ln, mln, err := listen(u, cfg)
 	if err != nil {
 		u.Fail(err) // the previous generation, if any, keeps serving
 		log.Error("start", "err", err)
 		return 1
 	}
 	srv := &http.Server{
-		Handler:           routes(log),
+		Handler:           handler(u, routes(log), mln),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -127,13 +135,65 @@ func run() int {
 	// connections left idle for -idle-grace, and at the drain deadline cuts
 	// the rest.
 	server := &tcpgrace.Server{Upgrader: u, Signals: sigs, DrainTimeout: cfg.drainTimeout, IdleGrace: cfg.idleGrace}
-	err = server.RunHTTP(context.Background(), srv, ln)
+	err = server.RunHTTP(context.Background(), srv, serving(ln, mln)...)
 	if errors.Is(err, tcpgrace.ErrServeFailed) {
 		log.Error("exit", "err", err)
 		return 1
 	}
 	log.Info("exit")
 	return 0
+}
+
+// listen registers the HTTP listener and, with -metrics, the metrics
+// listener (else mln is nil).
+func listen(u *tcpgrace.Upgrader, cfg *config) (ln, mln net.Listener, err error) {
+	if ln, err = u.Listen("http", "tcp", cfg.addr); err != nil || cfg.metrics == "" {
+		return ln, nil, err
+	}
+	mln, err = u.Listen("metrics", "tcp", cfg.metrics)
+	return ln, mln, err
+}
+
+// serving lists the listeners that are not nil.
+func serving(listeners ...net.Listener) []net.Listener {
+	var out []net.Listener
+	for _, ln := range listeners {
+		if ln != nil {
+			out = append(out, ln)
+		}
+	}
+	return out
+}
+
+// handler serves app on every listener but mln, and only GET /metrics
+// on mln (if not nil): one http.Server serves them all, and a request
+// goes by the local address of the connection it came on.
+func handler(u *tcpgrace.Upgrader, app http.Handler, mln net.Listener) http.Handler {
+	if mln == nil {
+		return app
+	}
+	maddr := mln.Addr()
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Handler(u))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr); local != nil && onListener(local, maddr) {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		app.ServeHTTP(w, r)
+	})
+}
+
+// onListener reports whether local, a connection's local address, is
+// one that the listener bound to ln accepts on: the same port, and the
+// same IP unless ln's is the unspecified one (0.0.0.0 or ::).
+func onListener(local, ln net.Addr) bool {
+	l, ok1 := local.(*net.TCPAddr)
+	a, ok2 := ln.(*net.TCPAddr)
+	if !ok1 || !ok2 {
+		return local.String() == ln.String()
+	}
+	return l.Port == a.Port && (a.IP.IsUnspecified() || a.IP.Equal(l.IP))
 }
 
 // routes are the demo endpoints; both answer with this process's pid, so
