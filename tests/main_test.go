@@ -47,7 +47,7 @@ const roleVersion = "e2e-role"
 // Parallel tests. Most tests here spend their time waiting on processes
 // (a drain or ready timeout, a grace, a process start) rather than on the
 // CPU; those that call t.Parallel ("a waiting test") run together after
-// all the others. They use nothing but their own: processes, temp dirs,
+// all the others (make test lets 8 run at once). They use nothing but their own: processes, temp dirs,
 // Unix sockets in them, loopback ports the kernel picked, and (the
 // systemd ones) a systemd in namespaces of its own. None sets up client
 // load, none sets the environment or the working directory, and none
