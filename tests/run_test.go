@@ -134,6 +134,11 @@ func (s *supervised) cleanup() {
 			}
 		}
 	}
+	if s.ns && s.pid != s.cmd.Process.Pid && parentPID(s.pid) == s.cmd.Process.Pid {
+		// unshare does not pass its SIGKILL on: PID 1 of the namespace,
+		// left running, would keep the supervisor and its instance alive.
+		syscall.Kill(s.pid, syscall.SIGKILL)
+	}
 	s.cmd.Process.Kill()
 	<-s.done
 	for _, pid := range left {
