@@ -57,7 +57,7 @@ vet-platforms:
 test: fmt-check tidy-check vet vet-platforms build
 	$(PYTHON) -m py_compile bench/stress.py bench/harness.py examples/python/lineserver.py
 	$(MAKE) fuzz FUZZTIME=3s
-	$(GO) test -race -count=1 $(PACKAGES)
+	$(GO) test -race -count=1 -parallel 8 $(PACKAGES)
 
 ## test-go1.25: the library module's unit tests under the oldest supported Go (fetched like a module)
 test-go1.25:

@@ -396,6 +396,7 @@ func (c *container) appUpgrade(t *testing.T) {
 // not find it, ignored the MAINPID= (about one upgrade in seven), then
 // stopped the new generation and restarted the app.
 func TestRunAppSelfExec(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	tcp := freeAddr(t)
 	s := startRun(t, runSpec{flags: []string{"-listen", "tcp://" + tcp}, command: []string{lineserverBin, "-tcp", tcp}})
 	followed := regexp.MustCompile(`msg="instance has a new main process" pid=\d+ instance=(\d+) .*main=(\d+)\n`)

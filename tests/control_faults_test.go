@@ -119,6 +119,7 @@ func (s *server) waitNextGeneration(old int) int {
 // The new generation is held (SIGSTOP) while the stop arrives, so that
 // the old one takes it.
 func TestControlStopDuringReadyGrace(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	ctl := filepath.Join(t.TempDir(), "control.sock")
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-control", ctl, "-ready-grace", "30s")
 	gen1 := s.pid()
@@ -220,6 +221,7 @@ var requesterGoneRe = regexp.MustCompile(`msg="control(?: socket)?: (?:upgrade n
 // are not carried out when it resumes, by lineserver's control socket and
 // by tcpgrace run's.
 func TestControlRequesterGone(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	requests := []string{`{"v":1,"cmd":"upgrade","timeout_ms":1000}`, `{"v":1,"cmd":"stop"}`}
 	t.Run("library", func(t *testing.T) {
 		ctl := filepath.Join(t.TempDir(), "control.sock")
@@ -266,6 +268,7 @@ func TestControlRequesterGone(t *testing.T) {
 // who listens (SO_PEERCRED) and refuses anyone but root and its own uid,
 // naming the uid and the path, with the status of no answer (2).
 func TestControlClientRefusesOtherUIDServer(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the forging server runs as another user (uid 65534)")
 	}
@@ -279,7 +282,7 @@ func TestControlClientRefusesOtherUIDServer(t *testing.T) {
 	self, err := os.Executable()
 	require.NoError(t, err)
 	forger := filepath.Join(dir, "forger")
-	require.NoError(t, os.WriteFile(forger, readFile(t, self), 0o755))
+	require.NoError(t, copyExecutable(forger, self, 0o755))
 	ctl := filepath.Join(shared, "control.sock")
 	cmd := exec.Command(forger, ctl)
 	cmd.Env = append(os.Environ(), roleEnv+"=forge-control")
@@ -303,6 +306,7 @@ func TestControlClientRefusesOtherUIDServer(t *testing.T) {
 // socket file that a generation of an earlier release left 0666 is made
 // 0600 by the next generation, since an upgrade keeps the file.
 func TestControlSocketModeIgnoresUnixMode(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	dir := t.TempDir()
 	sock, ctl := filepath.Join(dir, "u.sock"), filepath.Join(dir, "control.sock")
 	s := startExample(t, exampleBin("unix"), nil, "-unix", sock, "-mode", "0666", "-control", ctl)
@@ -324,6 +328,7 @@ func TestControlSocketModeIgnoresUnixMode(t *testing.T) {
 // Now lineserver's control socket and tcpgrace run's refuse a timeout
 // above 24 h, saying so, and change nothing.
 func TestControlTimeoutOverflow(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	const line = `{"v":1,"cmd":"upgrade","timeout_ms":9223372036854775807}`
 	check := func(t *testing.T, ctl string) {
 		rep := rawRequest(t, ctl, line)
@@ -350,6 +355,7 @@ func TestControlTimeoutOverflow(t *testing.T) {
 // command says when it is not its own. tcpgrace run is PID 1 of a new PID
 // namespace (unshare); its control socket is asked from here.
 func TestControlPIDNamespace(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	dir := t.TempDir()
 	tcp, ctl := freeAddr(t), filepath.Join(dir, "ctl.sock")
 	s := startRun(t, runSpec{flags: []string{"-listen", "tcp://" + tcp, "-control", ctl}, command: []string{lineserverBin, "-tcp", tcp}, unshare: true})

@@ -277,6 +277,7 @@ func olderOf(st control.Status) map[int]control.Older {
 // channels, and drops each once it has exited; tcpgrace stop then returns
 // once the last generation drains, which ends when its connection does.
 func TestControlStatusWhileDraining(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	ctl := filepath.Join(t.TempDir(), "control.sock")
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-control", ctl, "-drain-timeout", "20s")
 	tcp := s.addr("tcp:127.0.0.1:0")
@@ -323,6 +324,7 @@ func TestControlStatusWhileDraining(t *testing.T) {
 // another uid (nobody) is refused by its credentials (SO_PEERCRED) and
 // changes nothing, while root is answered.
 func TestControlRefusesOtherUID(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the client runs as another user (uid 65534)")
 	}
@@ -335,7 +337,7 @@ func TestControlRefusesOtherUID(t *testing.T) {
 	assert.Equal(t, uint32(0), fi.Sys().(*syscall.Stat_t).Uid, "owned by the server's user")
 
 	bin := filepath.Join(t.TempDir(), "tcpgrace")
-	require.NoError(t, os.WriteFile(bin, readFile(t, tcpgraceBin()), 0o755))
+	require.NoError(t, copyExecutable(bin, tcpgraceBin(), 0o755))
 	for _, d := range []string{dir, filepath.Dir(dir), filepath.Dir(bin), filepath.Dir(filepath.Dir(bin))} {
 		require.NoError(t, os.Chmod(d, 0o755)) // nobody may reach the socket and the command
 	}
@@ -421,6 +423,7 @@ func TestControlGarbageAndSlowClients(t *testing.T) {
 // tcpgrace upgrade, then SIGUSR1 (signals work beside it), then tcpgrace
 // stop, after which the serving generation exits 0.
 func TestControlExamples(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	for _, tc := range []struct {
 		name string
 		args func(dir string) []string

@@ -113,6 +113,7 @@ func (ch *chatter) finish(t *testing.T) {
 // the generation it connected to, which exits only once the client
 // closes; meanwhile newer generations upgrade while it drains.
 func TestPersistentConnectionAcrossUpgrades(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "60s")
 	addr := s.addr("tcp:127.0.0.1:0")
 	first := s.pid()
@@ -134,6 +135,7 @@ func TestPersistentConnectionAcrossUpgrades(t *testing.T) {
 // TestIdleClientCutAtDrainDeadline: a client that never closes is cut at
 // the drain deadline, and the old generation then exits 0.
 func TestIdleClientCutAtDrainDeadline(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "500ms")
 	addr := s.addr("tcp:127.0.0.1:0")
 	c, err := dial("tcp", addr)
@@ -179,6 +181,7 @@ func TestStopCutsIdleClientAtDrainDeadline(t *testing.T) {
 // previous generation still drains fails with a clear error and changes
 // nothing; once the old one is gone the same upgrade works.
 func TestGenerationLimit(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "60s", "-max-generations", "2")
 	addr := s.addr("tcp:127.0.0.1:0")
 	first := s.pid()
@@ -199,6 +202,7 @@ func TestGenerationLimit(t *testing.T) {
 // finds nobody), serve the connection it has open until the client closes
 // it, and then exit 0.
 func TestStopSignalsDrain(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			sock := filepath.Join(t.TempDir(), "s.sock")

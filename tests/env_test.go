@@ -4,6 +4,7 @@ import (
 	"net"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -20,13 +21,31 @@ func needIPv6Loopback(t *testing.T) {
 	ln.Close()
 }
 
-// needPython skips the test unless python3 runs.
-func needPython(t *testing.T) {
+// needPython skips the test unless python3 runs, and returns the
+// interpreter itself (see pythonExe).
+func needPython(t *testing.T) string {
 	t.Helper()
-	if err := exec.Command("python3", "-c", "").Run(); err != nil {
+	exe, err := pythonExe()
+	if err != nil {
 		t.Skipf("needs python3: %v", err)
 	}
+	return exe
 }
+
+// pythonExe is the interpreter that python3 on PATH runs, asked once
+// for all tests: the interpreter itself rather than a wrapper found in
+// PATH, since pyenv's shims are shell scripts that take about a second
+// of their own on every start on a loaded machine.
+var pythonExe = sync.OnceValues(func() (string, error) {
+	out, err := exec.Command("python3", "-c", "import sys; print(sys.executable)").Output()
+	if err != nil {
+		return "", err
+	}
+	if exe := strings.TrimSpace(string(out)); exe != "" {
+		return exe, nil
+	}
+	return "python3", nil // an interpreter that cannot tell where it is
+})
 
 // needShell skips the test unless /bin/sh runs and finds each of tools
 // (builtins such as kill, exit and ulimit need no mention).

@@ -31,6 +31,7 @@ import (
 // (its socket file left behind) every command exits 3 (connection
 // refused), as for a path with no socket at all.
 func TestExitCodesLibrary(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	ctl := filepath.Join(t.TempDir(), "control.sock")
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-control", ctl)
 	pid := s.pid()
@@ -69,6 +70,7 @@ func TestExitCodesLibrary(t *testing.T) {
 // and the service is untouched. tcpgrace run, and lineserver with
 // -max-generations.
 func TestExitCodesRefused(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	t.Run("run", func(t *testing.T) {
 		dir := t.TempDir()
 		tcp, ctl := freeAddr(t), filepath.Join(dir, "ctl.sock")
@@ -121,6 +123,7 @@ func closingServer(t *testing.T) string {
 // reads the request and closes, and a tcpgrace run killed (SIGKILL) while
 // the upgrade it was asked for runs.
 func TestExitCodesOutcomeUnknown(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	path := closingServer(t)
 	for _, cmd := range []string{"upgrade", "stop", "reload", "status"} {
 		r := runTcpgrace(t, cmd, "-control", path)
@@ -171,6 +174,7 @@ func TestVersionCommand(t *testing.T) {
 // serving instance (the test's reload role, whose hook logs) and names
 // it; with nothing to reload the supervisor refuses for now.
 func TestReloadRun(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	self, err := os.Executable()
 	require.NoError(t, err)
 	dir := t.TempDir()
@@ -197,6 +201,7 @@ func TestReloadRun(t *testing.T) {
 // server's reload hook and replies once it has returned; a server with no
 // hook (lineserver) fails (exit 1) and serves on.
 func TestReloadLibrary(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	ctl := filepath.Join(t.TempDir(), "control.sock")
 	s := startRole(t, "reload", "-tcp", "127.0.0.1:0", "-control", ctl, "-reload-delay", "300ms")
 	r := runTcpgrace(t, "reload", "-control", ctl)

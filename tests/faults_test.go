@@ -87,6 +87,7 @@ func TestUpgradeSignalWhileUpgrading(t *testing.T) {
 // SIGTERM ends the drain at once: the connection is closed and the server
 // exits 0.
 func TestSignalsWhileDraining(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "60s")
 	ch := startChatter(t, s.addr("tcp:127.0.0.1:0"), 50*time.Millisecond)
 	ch.waitReplies(t, 2)
@@ -266,6 +267,7 @@ func TestReadyThenCrashWithinGrace(t *testing.T) {
 // serves and the pid file names a dead process, until a supervisor
 // restarts the service.
 func TestReadyThenCrashWithoutGrace(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	self, err := os.Executable()
 	require.NoError(t, err)
 	s := startServer(t, []string{roleEnv + "=ready-crash"}, "-tcp", "127.0.0.1:0")
@@ -287,6 +289,7 @@ func TestReadyThenCrashWithoutGrace(t *testing.T) {
 // the pid file and then died before saying ready leaves the old
 // generation serving, and the pid file names the old one again.
 func TestFailedChildPIDTakenBack(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	self, err := os.Executable()
 	require.NoError(t, err)
 	s := startServer(t, []string{roleEnv + "=pid-crash"}, "-tcp", "127.0.0.1:0")
@@ -301,9 +304,13 @@ func TestFailedChildPIDTakenBack(t *testing.T) {
 // generation of its own, or was stopped): the hand-off stands and the old
 // generation leaves too, rather than serving again beside a newer one.
 func TestChildExitsCleanlyWithinGrace(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	self, err := os.Executable()
 	require.NoError(t, err)
-	s := startServer(t, []string{roleEnv + "=ready-exit0"}, "-tcp", "127.0.0.1:0", "-ready-grace", "2s")
+	// The race detector's exit waits 1 s unless told not to, which would
+	// take half of the grace.
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	s := startServer(t, []string{roleEnv + "=ready-exit0", "GORACE=" + gorace}, "-tcp", "127.0.0.1:0", "-ready-grace", "2s")
 	old := s.pid()
 	s.deploy(self)
 	require.NoError(t, syscall.Kill(old, syscall.SIGUSR1))
@@ -318,6 +325,7 @@ func TestChildExitsCleanlyWithinGrace(t *testing.T) {
 // generation kills that generation; the server then drains and exits 0
 // and no new generation appears.
 func TestStopCancelsUpgrade(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	needShell(t, "sleep")
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0")
 	s.deployBytes([]byte("#!/bin/sh\nexec sleep 30\n"), 0o755)
@@ -337,6 +345,7 @@ func TestStopCancelsUpgrade(t *testing.T) {
 // process of the service) as the start of its drain, not as a reason to
 // cut its connections; a second one cuts them.
 func TestStopSignalToDrainingGeneration(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "60s")
 	ch := startChatter(t, s.addr("tcp:127.0.0.1:0"), 50*time.Millisecond)
 	ch.waitReplies(t, 2)

@@ -31,6 +31,7 @@ var grpcCountDesc = grpc.StreamDesc{StreamName: "Count", ServerStreams: true}
 // succeed, reaching the new generation once the old one drains (GOAWAY on
 // the old connection, a new connection for the same ClientConn).
 func TestGRPCStreamSpansUpgrade(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	const messages = 20
 	s := startExample(t, exampleBin("grpc"), nil,
 		"-grpc", "127.0.0.1:0", "-stream-interval", "100ms", "-drain-timeout", "10s")
@@ -165,6 +166,7 @@ func TestGRPCFailedUpgradeKeepsServing(t *testing.T) {
 // an upgrade is cancelled there (Stop after GracefulStop); the old
 // generation logs it and exits 0, and the new generation answers.
 func TestGRPCDrainDeadline(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	s := startExample(t, exampleBin("grpc"), nil, "-grpc", "127.0.0.1:0", "-stream-interval", "100ms", "-drain-timeout", "500ms")
 	conn := dialGRPC(t, s.addr("grpc"))
 	old := s.pid()

@@ -23,6 +23,7 @@ import (
 // after the new generation is ready and serves new connections; then the
 // old generation exits 0.
 func TestHTTPSlowRequestSpansUpgrade(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	s := startExample(t, exampleBin("http"), nil, "-http", "127.0.0.1:0", "-drain-timeout", "10s")
 	base := "http://" + s.addr("http")
 	old := s.pid()
@@ -34,7 +35,7 @@ func TestHTTPSlowRequestSpansUpgrade(t *testing.T) {
 	}
 	slow := make(chan result, 1)
 	go func() {
-		resp, err := newHTTPClient(1).Get(base + "/slow?ms=1500")
+		resp, err := newHTTPClient(1).Get(base + "/slow?ms=3000") // outlasts an upgrade on a busy machine
 		if err != nil {
 			slow <- result{err: err}
 			return
@@ -154,6 +155,7 @@ func TestHTTPDrainAnswersWithConnectionClose(t *testing.T) {
 // stays idle after the hand-off is closed by the old generation after
 // -idle-grace, which then exits 0 without waiting for -drain-timeout.
 func TestHTTPIdleConnectionClosedAfterGrace(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	s := startExample(t, exampleBin("http"), nil, "-http", "127.0.0.1:0", "-idle-grace", "200ms", "-drain-timeout", "60s")
 	old := s.pid()
 	c := dialRawHTTP(t, s.addr("http"))
@@ -194,6 +196,7 @@ func TestHTTPFailedUpgradeKeepsServing(t *testing.T) {
 // an upgrade is cut there; the old generation logs the deadline and exits
 // 0, and the new generation serves meanwhile.
 func TestHTTPDrainDeadline(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	s := startExample(t, exampleBin("http"), nil, "-http", "127.0.0.1:0", "-drain-timeout", "500ms")
 	base := "http://" + s.addr("http")
 	old := s.pid()

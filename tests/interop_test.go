@@ -185,6 +185,9 @@ func findTool(t *testing.T, name string) string {
 	if name == "" {
 		return ""
 	}
+	if name == "python3" {
+		return needPython(t) // the interpreter itself, not a pyenv shim
+	}
 	p := lookTool(name)
 	if p == "" {
 		t.Skipf("%s is not installed: `make tools` installs every interop client", name)

@@ -69,6 +69,7 @@ func playServeExit3() int {
 // Shutdown had removed. A child that leaves tells its parent so first;
 // only a crash of the serving generation rolls back.
 func TestNoRollbackAfterChildLeft(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	self, err := os.Executable()
 	require.NoError(t, err)
 	for _, how := range []string{"stopped", "upgraded"} {

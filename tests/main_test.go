@@ -44,6 +44,22 @@ var versions = []string{"v1", "v2"}
 // different build too.
 const roleVersion = "e2e-role"
 
+// Parallel tests. Most tests here spend their time waiting on processes
+// (a drain or ready timeout, a grace, a process start) rather than on the
+// CPU; those that call t.Parallel ("a waiting test") run together after
+// all the others, up to 8 at once under make test. Each uses nothing but
+// its own: processes, temp dirs, Unix sockets in them, loopback ports the
+// kernel picked, and (the systemd ones) a systemd in namespaces of its
+// own. None sets up client load, none sets the environment or the working
+// directory, and none holds a process to a deadline tighter than a second
+// while other tests compete for the CPU. Tests that measure loss under
+// load, with each request held to requestBudget, and tests that time a
+// short window (a sub-second drain, grace or reload, a sweep of fault
+// timings) run alone, one after the other, as do the interop, container
+// and build tests, which are busy on the CPU. Executables are put in
+// place with copyExecutable or writeExecutable, so that a parallel test's
+// fork cannot make them "text file busy".
+
 // exampleBin is the built example examples/name, in the first version.
 func exampleBin(name string) string { return filepath.Join(binDir, versions[0], name) }
 

@@ -28,7 +28,7 @@ func TestPIDFileInRootOwnedDirectory(t *testing.T) {
 	require.NoError(t, os.WriteFile(pidFile, nil, 0o644))
 	require.NoError(t, os.Chown(pidFile, nobody, nobody))
 	bin := filepath.Join(t.TempDir(), "lineserver")
-	require.NoError(t, os.WriteFile(bin, readFile(t, lineserverBin), 0o755))
+	require.NoError(t, copyExecutable(bin, lineserverBin, 0o755))
 	for _, dir := range []string{run, filepath.Dir(run), filepath.Dir(bin), filepath.Dir(filepath.Dir(bin))} {
 		require.NoError(t, os.Chmod(dir, 0o755)) // others may enter, only root may write
 	}

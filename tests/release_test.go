@@ -21,7 +21,7 @@ func TestReleaseSymlinkDeploy(t *testing.T) {
 	for _, v := range versions {
 		dir := filepath.Join(root, "releases", v)
 		require.NoError(t, os.MkdirAll(dir, 0o755))
-		require.NoError(t, os.WriteFile(filepath.Join(dir, "lineserver"), readFile(t, filepath.Join(binDir, v, "lineserver")), 0o755))
+		require.NoError(t, copyExecutable(filepath.Join(dir, "lineserver"), filepath.Join(binDir, v, "lineserver"), 0o755))
 	}
 	current := filepath.Join(root, "current")
 	switchRelease(t, current, versions[0])

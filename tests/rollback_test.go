@@ -16,16 +16,15 @@ func TestRollback(t *testing.T) {
 	needShell(t, "sleep")
 	self, err := os.Executable()
 	require.NoError(t, err)
-	selfBin, err := os.ReadFile(self)
-	require.NoError(t, err)
 	cases := []struct {
 		name   string
 		deploy func(t *testing.T, s *server)
 		reason string
 	}{
 		{"missing", func(t *testing.T, s *server) { require.NoError(t, os.Remove(s.bin)) }, "no such file or directory"},
-		{"not executable", func(t *testing.T, s *server) { s.deployBytes(selfBin, 0o644) }, "permission denied"},
+		{"not executable", func(t *testing.T, s *server) { s.deployCopy(self, 0o644) }, "permission denied"},
 		{"still being written", func(t *testing.T, s *server) {
+			selfBin := readFile(t, self)
 			require.NoError(t, os.Remove(s.bin)) // the running binary's file cannot be opened for writing
 			f, err := os.OpenFile(s.bin, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
 			require.NoError(t, err)
@@ -37,7 +36,7 @@ func TestRollback(t *testing.T) {
 		{"exits before ready", func(t *testing.T, s *server) { s.deployBytes([]byte("#!/bin/sh\nexit 3\n"), 0o755) }, "exit status 3"},
 		{"crashes before ready", func(t *testing.T, s *server) { s.deployBytes([]byte("#!/bin/sh\nkill -SEGV $$\n"), 0o755) }, "signal: segmentation fault"},
 		{"killed before ready", func(t *testing.T, s *server) { s.deployBytes([]byte("#!/bin/sh\nkill -KILL $$\n"), 0o755) }, "signal: killed"},
-		{"reports its failure", func(t *testing.T, s *server) { s.deployBytes(selfBin, 0o755) }, "e2e: refusing to start: config broken"},
+		{"reports its failure", func(t *testing.T, s *server) { s.deployCopy(self, 0o755) }, "e2e: refusing to start: config broken"},
 		{"never ready", func(t *testing.T, s *server) { s.deployBytes([]byte("#!/bin/sh\nexec sleep 60\n"), 0o755) }, "not ready in time"},
 	}
 	for _, tc := range cases {

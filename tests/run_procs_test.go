@@ -292,6 +292,7 @@ func answers(t *testing.T, addr string, n int) []string {
 // the instance's process group, or leaves it for a session of its own
 // (and is then known by LISTEN_PID in its environment).
 func TestRunFailedInstanceChildren(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	for _, c := range []struct{ name, setsid string }{{"group", "RUN_SETSID=0"}, {"own_session", "RUN_SETSID=1"}} {
 		t.Run(c.name, func(t *testing.T) {
 			s, app, tcp, ctl := startLineserverRun(t)
@@ -318,7 +319,7 @@ func startLineserverRun(t *testing.T) (s *supervised, app, tcp, ctl string) {
 	t.Helper()
 	dir := t.TempDir()
 	app, tcp, ctl = filepath.Join(dir, "app"), freeAddr(t), filepath.Join(dir, "ctl.sock")
-	deployAt(t, app, readFile(t, lineserverBin))
+	deployBuild(t, app, lineserverBin)
 	s = startRun(t, runSpec{
 		flags:   []string{"-listen", "tcp://" + tcp, "-control", ctl, "-ready-timeout", "5s", "-stop-timeout", "1s"},
 		command: []string{app, "-tcp", tcp},
@@ -334,6 +335,7 @@ func startLineserverRun(t *testing.T) (s *supervised, app, tcp, ctl string) {
 // next instance takes over, and SIGTERM to the supervisor leaves nothing
 // of any instance running.
 func TestRunCrashedInstanceChildren(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	dir := t.TempDir()
 	app, tcp := filepath.Join(dir, "app"), freeAddr(t)
 	roleApp(t, app, "run-forker", "RUN_MODE=serve", "RUN_SETSID=1", "RUN_CLEAN_ENV=1")
@@ -356,6 +358,7 @@ func TestRunCrashedInstanceChildren(t *testing.T) {
 // worker belongs to no known instance: it runs on (the supervisor says
 // so), but the supervisor stops it before it exits.
 func TestRunStrayStoppedAtExit(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	s, app, _, ctl := startLineserverRun(t)
 	roleApp(t, app, "run-forker", "RUN_MODE=fail", "RUN_SETSID=1", "RUN_CLEAN_ENV=1")
 	r := runTcpgrace(t, "upgrade", "-control", ctl)
@@ -377,7 +380,7 @@ func TestRunMainPIDNotReadyInTime(t *testing.T) {
 	t.Parallel() // it waits out a timeout; nothing it measures is a latency
 	dir := t.TempDir()
 	app, tcp, ctl := filepath.Join(dir, "app"), freeAddr(t), filepath.Join(dir, "ctl.sock")
-	deployAt(t, app, readFile(t, lineserverBin))
+	deployBuild(t, app, lineserverBin)
 	s := startRun(t, runSpec{
 		flags:   []string{"-listen", "tcp://" + tcp, "-control", ctl, "-ready-timeout", "2s"},
 		command: []string{app, "-tcp", tcp},
@@ -412,9 +415,10 @@ func TestRunMainPIDNotReadyInTime(t *testing.T) {
 // ignored with a warning, and the new instance stays its own main
 // process.
 func TestRunMainPIDOfAnotherInstance(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	dir := t.TempDir()
 	app, tcp := filepath.Join(dir, "app"), freeAddr(t)
-	deployAt(t, app, readFile(t, lineserverBin))
+	deployBuild(t, app, lineserverBin)
 	s := startRun(t, runSpec{
 		flags:   []string{"-listen", "tcp://" + tcp, "-ready-timeout", "5s", "-stop-timeout", "1s"},
 		command: []string{app, "-tcp", tcp},
@@ -438,6 +442,7 @@ func TestRunMainPIDOfAnotherInstance(t *testing.T) {
 // the instance reaps it. The supervisor sees the death (a pidfd), counts
 // it as a crash, stops what is left of the instance and starts another.
 func TestRunMainPIDReapedByItsParent(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	dir := t.TempDir()
 	app := filepath.Join(dir, "app")
 	roleApp(t, app, "run-mainpid", "RUN_MODE=stay")
@@ -479,7 +484,7 @@ func TestRunSelfUpgradeKeepsLeftovers(t *testing.T) {
 	s.waitCount(readyRe, 2)
 	require.True(t, alive(worker), "the worker ignores SIGTERM")
 
-	deployAt(t, s.bin, readFile(t, tcpgraceBuild(versions[1])))
+	deployBuild(t, s.bin, tcpgraceBuild(versions[1]))
 	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR2))
 	s.waitLog(`msg="supervisor upgraded in place"`)
 	waitGone(t, worker, "the worker of the crashed instance, across the self-upgrade")

@@ -35,6 +35,7 @@ func exitStatus(err error) int {
 // ready, is started -start-limit times in a row (5 by default), then the
 // supervisor exits 1 and logs the last failure.
 func TestRunStartLimit(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	for _, tc := range []struct {
 		name    string
 		flags   []string
@@ -62,6 +63,7 @@ func TestRunStartLimit(t *testing.T) {
 // command that then fails to start keeps being restarted with the
 // backoff, past -start-limit, until a stop.
 func TestRunStartLimitAfterReady(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	dir := t.TempDir()
 	tcp, app := freeAddr(t), filepath.Join(dir, "app")
 	deployAt(t, app, []byte(fmt.Sprintf("#!/bin/sh\nexec %s \"$@\"\n", lineserverBin)))

@@ -150,6 +150,7 @@ func (s *supervised) waitExit(d time.Duration) error {
 // supervisor read no signal while it waited for the check and dropped
 // what had arrived at the exec.
 func TestRunSignalsDuringSelfUpgrade(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	s, first, tcp := checkingSelfUpgrade(t)
 	require.NoError(t, syscall.Kill(s.pid, syscall.SIGHUP))
 	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR1))
@@ -170,6 +171,7 @@ func TestRunSignalsDuringSelfUpgrade(t *testing.T) {
 // supervisor and its instance. Before, the supervisor dropped it at the
 // exec and it and the app ran on.
 func TestRunStopDuringSelfUpgrade(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	s, serving, _ := checkingSelfUpgrade(t)
 	require.NoError(t, syscall.Kill(s.pid, syscall.SIGTERM))
 	require.NoError(t, s.waitExit(5*time.Second), "the stop wins over the self-upgrade, and the instance exits 0")
@@ -193,6 +195,7 @@ func runDirs(t *testing.T, tmp string) []string {
 // directory of a supervisor that is alive (and has upgraded itself in
 // place) is left alone: its notify socket still works.
 func TestRunKilledSupervisorRuntimeDir(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	tmp := t.TempDir()
 	start := func() *supervised {
 		tcp := freeAddr(t)
@@ -218,7 +221,7 @@ func TestRunKilledSupervisorRuntimeDir(t *testing.T) {
 	require.Len(t, runDirs(t, tmp), 1)
 	liveDir := runDirs(t, tmp)[0]
 
-	deployAt(t, live.bin, readFile(t, tcpgraceBuild(versions[1])))
+	deployBuild(t, live.bin, tcpgraceBuild(versions[1]))
 	require.NoError(t, syscall.Kill(live.pid, syscall.SIGUSR2))
 	live.waitLog(`msg="supervisor upgraded in place"`) // its lock crosses the exec
 	other := start()

@@ -34,12 +34,10 @@ func tcpgraceBuild(v string) string { return filepath.Join(binDir, v, "tcpgrace"
 // are shell scripts that would double its start-up time).
 func pythonLineserver(t *testing.T) []string {
 	t.Helper()
-	needPython(t)
-	out, err := exec.Command("python3", "-c", "import sys; print(sys.executable)").Output()
-	require.NoError(t, err)
+	python := needPython(t)
 	script, err := filepath.Abs("../examples/python/lineserver.py")
 	require.NoError(t, err)
-	return []string{strings.TrimSpace(string(out)), script}
+	return []string{python, script}
 }
 
 // runSpec says how to start a supervisor.
@@ -73,7 +71,7 @@ func startRun(t *testing.T, spec runSpec) *supervised {
 	dir := t.TempDir()
 	s := &supervised{t: t, dir: dir, ns: spec.unshare, bin: filepath.Join(dir, "tcpgrace"), pidFile: filepath.Join(dir, "tcpgrace.pid"),
 		logs: &logFile{filepath.Join(dir, "stderr.log")}}
-	deployAt(t, s.bin, readFile(t, tcpgraceBuild(versions[0])))
+	deployBuild(t, s.bin, tcpgraceBuild(versions[0]))
 	stderr, err := os.Create(s.logs.path)
 	require.NoError(t, err)
 	defer stderr.Close()
@@ -111,7 +109,15 @@ func startRun(t *testing.T, spec runSpec) *supervised {
 // the old one.
 func deployAt(t *testing.T, path string, data []byte) {
 	t.Helper()
-	require.NoError(t, os.WriteFile(path+".new", data, 0o755))
+	require.NoError(t, writeExecutable(path+".new", data, 0o755))
+	require.NoError(t, os.Rename(path+".new", path))
+}
+
+// deployBuild puts a copy of the file at src at path as deployAt does,
+// copied by the kernel (see deployCopy).
+func deployBuild(t *testing.T, path, src string) {
+	t.Helper()
+	require.NoError(t, copyExecutable(path+".new", src, 0o755))
 	require.NoError(t, os.Rename(path+".new", path))
 }
 
@@ -127,6 +133,11 @@ func (s *supervised) cleanup() {
 				left = append(left, pid)
 			}
 		}
+	}
+	if s.ns && s.pid != s.cmd.Process.Pid && parentPID(s.pid) == s.cmd.Process.Pid {
+		// unshare does not pass its SIGKILL on: PID 1 of the namespace,
+		// left running, would keep the supervisor and its instance alive.
+		syscall.Kill(s.pid, syscall.SIGKILL)
 	}
 	s.cmd.Process.Kill()
 	<-s.done

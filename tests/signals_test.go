@@ -66,6 +66,7 @@ func burstThenStop(t *testing.T, pid int) {
 // 0 by its drain within stopBudget every time; no two reloads run at
 // once.
 func TestReloadBurstThenStop(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	for i := range 8 {
 		s := startRole(t, "reload", "-tcp", "127.0.0.1:0", "-reload-delay", "20ms")
 		require.NoError(t, echoOnce("tcp", s.addr("tcp:127.0.0.1:0"), fmt.Sprintf("round-%d", i)), "the server serves before the signals")
@@ -80,6 +81,7 @@ func TestReloadBurstThenStop(t *testing.T) {
 // logged and ignored) loses no SIGTERM after 5 SIGHUP either, 40 times;
 // before the fix about 1 stop in 10 to 30 was lost.
 func TestLineserverBurstThenStop(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	for i := range 40 {
 		s := startServer(t, nil, "-tcp", "127.0.0.1:0")
 		require.NoError(t, echoOnce("tcp", s.addr("tcp:127.0.0.1:0"), fmt.Sprintf("round-%d", i)), "lineserver serves before the signals")
@@ -135,6 +137,7 @@ func TestReloadSignalsCoalesce(t *testing.T) {
 // that serves, the old one exits 0, and SIGUSR1 (no longer an upgrade
 // signal, but still registered) changes nothing.
 func TestSIGUSR2Upgrade(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	s := startRole(t, "reload", "-tcp", "127.0.0.1:0", "-sigusr2")
 	addr := s.addr("tcp:127.0.0.1:0")
 	old := s.pid()

@@ -25,8 +25,7 @@ var stressScript = filepath.Join("..", "bench", "stress.py")
 // runStress runs stress.py and returns its JSON summary and exit status.
 func runStress(t *testing.T, args ...string) (map[string]float64, int) {
 	t.Helper()
-	needPython(t)
-	cmd := exec.Command("python3", append([]string{stressScript}, args...)...)
+	cmd := exec.Command(needPython(t), append([]string{stressScript}, args...)...)
 	out, err := cmd.Output()
 	status := 0
 	var exit *exec.ExitError
@@ -47,6 +46,7 @@ func runStress(t *testing.T, args ...string) (map[string]float64, int) {
 // both modes (a connection per request, and K requests per connection),
 // over TCP and a Unix socket.
 func TestStressClientContract(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	sock := filepath.Join(t.TempDir(), "s.sock")
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-unix", sock)
 	tcp := s.addr("tcp:127.0.0.1:0")
@@ -67,6 +67,7 @@ func TestStressClientContract(t *testing.T) {
 // TestStressClientCountsFailures: nobody listening means refused
 // connections, counted as such, and exit status 1.
 func TestStressClientCountsFailures(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	// A socket file nobody listens on: refused for sure (a freed TCP port
 	// could be taken by any other process meanwhile).
 	sock := filepath.Join(t.TempDir(), "stale.sock")
@@ -83,8 +84,8 @@ func TestStressClientCountsFailures(t *testing.T) {
 // TestStressClientRefusesNonLoopback: any address off this machine is
 // refused with a clear message before a packet is sent.
 func TestStressClientRefusesNonLoopback(t *testing.T) {
-	needPython(t)
-	out, err := exec.Command("python3", stressScript, "--tcp", "192.0.2.1:80", "--duration", "1").CombinedOutput()
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
+	out, err := exec.Command(needPython(t), stressScript, "--tcp", "192.0.2.1:80", "--duration", "1").CombinedOutput()
 	var exit *exec.ExitError
 	require.ErrorAs(t, err, &exit)
 	assert.Equal(t, 2, exit.ExitCode(), "a usage error")
@@ -96,9 +97,9 @@ func TestStressClientRefusesNonLoopback(t *testing.T) {
 // availability bar (--timeout 1), across two live upgrades, reports 0
 // failed and exits 0.
 func TestStressClientAcrossUpgrades(t *testing.T) {
-	needPython(t)
+	python := needPython(t)
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0")
-	cmd := exec.Command("python3", stressScript, "--tcp", s.addr("tcp:127.0.0.1:0"), "--workers", "4",
+	cmd := exec.Command(python, stressScript, "--tcp", s.addr("tcp:127.0.0.1:0"), "--workers", "4",
 		"--duration", "60", "--timeout", fmt.Sprint(requestBudget.Seconds()))
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout

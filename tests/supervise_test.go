@@ -40,12 +40,12 @@ var runApps = []runApp{
 		name: "lineserver",
 		command: func(t *testing.T, dir, tcp, sock string) []string {
 			bin := filepath.Join(dir, "lineserver")
-			deployAt(t, bin, readFile(t, lineserverBin))
+			deployBuild(t, bin, lineserverBin)
 			return []string{bin, "-tcp", tcp, "-unix", sock}
 		},
 		deploy: func(t *testing.T, dir string, n int) string {
 			v := versions[n%len(versions)]
-			deployAt(t, filepath.Join(dir, "lineserver"), readFile(t, filepath.Join(binDir, v, "lineserver")))
+			deployBuild(t, filepath.Join(dir, "lineserver"), filepath.Join(binDir, v, "lineserver"))
 			return v
 		},
 	},
@@ -172,7 +172,7 @@ var upgradeFailedRe = regexp.MustCompile(`msg="upgrade failed" .*`)
 func TestRunFailedUpgradeKeepsServing(t *testing.T) {
 	dir := t.TempDir()
 	app, tcp, sock := filepath.Join(dir, "app"), freeAddr(t), filepath.Join(dir, "s.sock")
-	deployAt(t, app, readFile(t, lineserverBin))
+	deployBuild(t, app, lineserverBin)
 	s := startRun(t, runSpec{
 		flags:   []string{"-listen", "tcp://" + tcp, "-listen", "unix://" + sock, "-ready-timeout", "1s"},
 		command: []string{app, "-tcp", tcp, "-unix", sock},
@@ -201,7 +201,7 @@ func TestRunFailedUpgradeKeepsServing(t *testing.T) {
 		l.waitRequests(t, 50)
 		assert.Equal(t, serving, s.serving(), "%s: no other instance became ready", c.name)
 	}
-	deployAt(t, app, readFile(t, filepath.Join(binDir, versions[1], "lineserver")))
+	deployBuild(t, app, filepath.Join(binDir, versions[1], "lineserver"))
 	pid := s.upgrade()
 	s.waitLog(fmt.Sprintf(`msg=start pid=%d version=%s`, pid, versions[1]))
 	l.waitRequests(t, 50)
@@ -240,7 +240,7 @@ func TestRunReadyDelayAndStopTimeout(t *testing.T) {
 func TestRunSelfUpgrade(t *testing.T) {
 	dir := t.TempDir()
 	app, tcp, sock := filepath.Join(dir, "lineserver"), freeAddr(t), filepath.Join(dir, "s.sock")
-	deployAt(t, app, readFile(t, lineserverBin))
+	deployBuild(t, app, lineserverBin)
 	s := startRun(t, runSpec{
 		flags:   []string{"-listen", "tcp://" + tcp, "-listen", "unix://" + sock},
 		command: []string{app, "-tcp", tcp, "-unix", sock},
@@ -248,7 +248,7 @@ func TestRunSelfUpgrade(t *testing.T) {
 	l := startLoad([]target{{"tcp", tcp}, {"unix", sock}}, 2, 200_000)
 	l.waitRequests(t, 50)
 
-	deployAt(t, s.bin, readFile(t, tcpgraceBuild(versions[1])))
+	deployBuild(t, s.bin, tcpgraceBuild(versions[1]))
 	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR2))
 	s.waitLog(fmt.Sprintf(`msg="supervisor upgraded in place" pid=%d version=%s from_version=%s instances=1`, s.selfPID, versions[1], versions[0]))
 	l.waitRequests(t, 50)
@@ -333,6 +333,7 @@ func readNotes(t *testing.T, conn *net.UnixConn, want string) string {
 // room, and an upgrade is refused with the reason; once the connections
 // close and the old instances exit, the next upgrade goes through.
 func TestRunMaxInstances(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	tcp := freeAddr(t)
 	s := startRun(t, runSpec{
 		flags:   []string{"-listen", "tcp://" + tcp, "-max-instances", "3"},
@@ -382,7 +383,7 @@ func (q *queuedLine) readEcho() error {
 func TestRunControl(t *testing.T) {
 	dir := t.TempDir()
 	app, tcp, ctl := filepath.Join(dir, "app"), freeAddr(t), filepath.Join(dir, "ctl.sock")
-	deployAt(t, app, readFile(t, lineserverBin))
+	deployBuild(t, app, lineserverBin)
 	s := startRun(t, runSpec{
 		flags:   []string{"-listen", "tcp://" + tcp, "-control", ctl},
 		command: []string{app, "-tcp", tcp},
@@ -423,8 +424,8 @@ func TestRunControl(t *testing.T) {
 	assert.Contains(t, r.stdout, "last failure: ", "and the last failure: %s", r)
 	l.waitRequests(t, 50)
 
-	deployAt(t, app, readFile(t, lineserverBin))
-	deployAt(t, s.bin, readFile(t, tcpgraceBuild(versions[1])))
+	deployBuild(t, app, lineserverBin)
+	deployBuild(t, s.bin, tcpgraceBuild(versions[1]))
 	require.NoError(t, syscall.Kill(s.pid, syscall.SIGUSR2))
 	s.waitLog(`msg="supervisor upgraded in place"`)
 	ctlUpgradeRun(t, ctl)

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,7 +28,7 @@ func TestSystemdReloadThroughControl(t *testing.T) {
 	needShell(t)
 	dir := t.TempDir()
 	installLineserver(t, dir)
-	require.NoError(t, os.WriteFile(dir+"/tcpgrace", readFile(t, tcpgraceBin()), 0o755), "installing tcpgrace")
+	require.NoError(t, copyExecutable(dir+"/tcpgrace", tcpgraceBin(), 0o755), "installing tcpgrace")
 	good := readFile(t, dir+"/lineserver")
 	addr := freeAddr(t)
 	s := bootSystemd(t, dir, map[string]string{"lines.service": controlService("-tcp " + addr + " -ready-timeout 5s")})

@@ -90,7 +90,7 @@ func TestSystemdRunUnit(t *testing.T) {
 	needShell(t)
 	dir := t.TempDir()
 	installLineserver(t, dir)
-	require.NoError(t, os.WriteFile(dir+"/tcpgrace", readFile(t, tcpgraceBin()), 0o755), "installing tcpgrace")
+	require.NoError(t, copyExecutable(dir+"/tcpgrace", tcpgraceBin(), 0o755), "installing tcpgrace")
 	addr := freeAddr(t)
 	s := bootSystemd(t, dir, map[string]string{"lines.service": readmeRunUnit(t, dir, addr)})
 	s.mustSystemctl("start", "lines.service")
@@ -267,6 +267,7 @@ func TestSystemdPythonSocketActivation(t *testing.T) {
 // shorter than its drain, it is killed at the timeout, and the stop's
 // result is timeout.
 func TestSystemdStopSettings(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	dir := t.TempDir()
 	installLineserver(t, dir)
 	cases := []struct{ name, extra string }{

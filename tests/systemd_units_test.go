@@ -45,9 +45,7 @@ TimeoutStopSec=15
 // run it from.
 func installLineserver(t *testing.T, dir string) {
 	t.Helper()
-	data, err := os.ReadFile(lineserverBin)
-	require.NoError(t, err, "reading the built lineserver")
-	require.NoError(t, os.WriteFile(dir+"/lineserver", data, 0o755), "installing lineserver")
+	require.NoError(t, copyExecutable(dir+"/lineserver", lineserverBin, 0o755), "installing lineserver")
 }
 
 // readyPID is the pid (in systemd's namespace) of the lineserver that
@@ -146,7 +144,7 @@ func TestSystemdNotifyUpgrades(t *testing.T) {
 func deployFile(t *testing.T, dir string, data []byte) {
 	t.Helper()
 	tmp := dir + "/lineserver.new"
-	require.NoError(t, os.WriteFile(tmp, data, 0o755), "writing the new build")
+	require.NoError(t, writeExecutable(tmp, data, 0o755), "writing the new build")
 	require.NoError(t, os.Rename(tmp, dir+"/lineserver"), "deploying the new build")
 }
 
@@ -347,6 +345,7 @@ func TestSystemdWatchdog(t *testing.T) {
 // (EXTEND_TIMEOUT_USEC=) while it drains, and the stop ends with the
 // drain timeout and Result=success.
 func TestSystemdStopExtendsTimeout(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	dir := t.TempDir()
 	installLineserver(t, dir)
 	addr := freeAddr(t)
@@ -375,6 +374,7 @@ func TestSystemdStopExtendsTimeout(t *testing.T) {
 // Result=signal. The units stop the main process with ExecStop= and wait
 // for it.
 func TestSystemdStopAfterUpgradeDrains(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	dir := t.TempDir()
 	installLineserver(t, dir)
 	addr := freeAddr(t)

@@ -28,6 +28,7 @@ func udpAnswer(t *testing.T, c net.Conn, d time.Duration) string {
 // reading at the hand-off, and the new generation answers what follows
 // (held until its own stop).
 func TestUDPReplyAfterHandOff(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	s := startRole(t, "udp", "-udp", "127.0.0.1:0", "-reply-delay", "20ms", "-hold-replies")
 	addr := s.addr("udp:127.0.0.1:0")
 	c, err := net.Dial("udp4", addr)

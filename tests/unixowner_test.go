@@ -56,6 +56,7 @@ func assertOtherServerFile(t *testing.T, path string, ino uint64) {
 // check now follows the inode the socket was bound to, carried in the
 // hand-off.
 func TestUnixOwnerFollowsInodeAcrossUpgrade(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	sock := filepath.Join(t.TempDir(), "s.sock")
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-unix", sock)
 	require.NoError(t, echoOnce("unix", sock, "ours"), "the first generation serves its socket file")
@@ -73,6 +74,7 @@ func TestUnixOwnerFollowsInodeAcrossUpgrade(t *testing.T) {
 // and removes its file if the chain created it and the path still leads
 // to it; a file that another server put there meanwhile stays.
 func TestUnclaimedUnixSocketReleased(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	needShell(t)
 	dir := t.TempDir()
 	a, b, c := filepath.Join(dir, "a.sock"), filepath.Join(dir, "b.sock"), filepath.Join(dir, "c.sock")

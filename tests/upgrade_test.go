@@ -38,6 +38,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 // TestUnixSocketSurvivesParentExit: the parent that created the socket
 // file exits after handing over; the path still accepts connections.
 func TestUnixSocketSurvivesParentExit(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	sock := filepath.Join(t.TempDir(), "line.sock")
 	s := startServer(t, nil, "-unix", sock)
 	require.NoError(t, echoOnce("unix", sock, "before"), "first generation serves")
@@ -54,6 +55,7 @@ func TestUnixSocketSurvivesParentExit(t *testing.T) {
 // would hang its Close, and the old process with it), and the new one
 // then serves at once.
 func TestIdleUpgrade(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	sock := filepath.Join(t.TempDir(), "s.sock")
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-unix", sock)
 	tcp := s.addr("tcp:127.0.0.1:0")
@@ -69,6 +71,7 @@ func TestIdleUpgrade(t *testing.T) {
 // before them; with a TCP listener on each of IPv4 and IPv6 loopback and
 // a Unix socket.
 func TestFDCountStable(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	needIPv6Loopback(t)
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-tcp", "[::1]:0", "-unix", filepath.Join(t.TempDir(), "s.sock"))
 	after1 := fdCount(t, s.upgrade())
@@ -90,6 +93,7 @@ func TestFDCountStable(t *testing.T) {
 // TestStaleVariableIgnored: a TCPGRACE_FDS written for another process
 // (as a grandchild would inherit it) is ignored: the server starts cold.
 func TestStaleVariableIgnored(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	stale := fmt.Sprintf("TCPGRACE_FDS=v1;pid=%d;gen=7;ready=3;fd=tcp%%3A127.0.0.1%%3A0,4,tcp,127.0.0.1%%3A0", os.Getpid()+1)
 	s := startServer(t, []string{stale}, "-tcp", "127.0.0.1:0")
 	assert.NoError(t, echoOnce("tcp", s.addr("tcp:127.0.0.1:0"), "cold"), "a cold start serves")
@@ -99,6 +103,7 @@ func TestStaleVariableIgnored(t *testing.T) {
 // TestSIGHUPWithoutReloadHook: lineserver has nothing to reload; SIGHUP is
 // logged and ignored: same process, still serving, no new generation.
 func TestSIGHUPWithoutReloadHook(t *testing.T) {
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0")
 	addr := s.addr("tcp:127.0.0.1:0")
 	pid := s.pid()
