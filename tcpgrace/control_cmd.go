@@ -265,7 +265,7 @@ func (c *controlServer) status(withOlder bool) *control.Status {
 	}
 	st.Connections = len(u.conns)
 	u.mu.Unlock()
-	t := u.totals.get()
+	t := u.totalsNow()
 	st.Totals = &control.Totals{FirstStart: t.FirstStart, Upgrades: t.Upgrades, UpgradesFailed: t.UpgradesFailed,
 		Refusals: t.Refusals, HandoffMSSum: t.Handoffs.Sum * 1000, DrainsFinished: t.DrainsFinished,
 		DrainsForceClosed: t.DrainsForceClosed}

@@ -169,6 +169,7 @@ func (m *mailbox) dup() (in, out *os.File, err error) {
 // runChild).
 func (u *Upgrader) handMail(files []*os.File, env *wire.Env, began time.Time) ([]*os.File, *wire.Env) {
 	u.mail.stopReading()
+	u.settle(true) // our own start stood: we are upgrading
 	env.Tally = u.totals.carry(began)
 	if u.mail == nil {
 		return files, env

@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // eventLog collects what Options.OnEvent receives.
@@ -205,4 +207,32 @@ func TestEventsOfAServerLoop(t *testing.T) {
 	assert.NoError(t, ev[3].Err, "the second reload worked")
 	assert.Equal(t, "stop signal", ev[4].Reason)
 	assert.Equal(t, 1, u.Status().Totals.Refusals)
+}
+
+// TestChildCountsItsHandOffOnceItStands: a next generation counts the
+// upgrade that started it (with its duration since the upgrade began)
+// only once its parent no longer watches it through its ready grace, as
+// the parent counts it only then: a scrape of either shows the same
+// number of upgrades.
+func TestChildCountsItsHandOffOnceItStands(t *testing.T) {
+	parent := newColdUpgrader(t, Options{})
+	old, err := parent.Listen("old", "tcp", loopback)
+	require.NoError(t, err)
+	first := time.Now().Add(-time.Hour)
+	env := &wire.Env{Source: wire.EnvFDs, Generation: 2, Tally: &wire.Tally{FirstStart: first.UnixNano(),
+		Began: time.Now().Add(-time.Second).UnixNano(), Upgrades: 4, Handoffs: make([]uint64, len(HandoffBuckets)+1)}}
+	child, r := inheritedChild(t, Options{}, env, "old", "tcp", old.Addr().String(), old.(syscall.Conn))
+	_, err = child.Listen("old", "tcp", old.Addr().String())
+	require.NoError(t, err)
+	require.NoError(t, child.Ready())
+	tot := child.Status().Totals
+	assert.Equal(t, 4, tot.Upgrades, "its parent still holds the readiness pipe: the hand-off is not over")
+	assert.True(t, first.Equal(tot.FirstStart), "the first start is the inherited one")
+
+	require.NoError(t, r.Close()) // what the parent does when its grace ends
+	tot = child.Status().Totals
+	assert.Equal(t, 5, tot.Upgrades, "the hand-off stands: counted")
+	assert.Equal(t, uint64(1), tot.Handoffs.Count)
+	assert.InDelta(t, 1.0, tot.Handoffs.Sum, 0.5, "from the upgrade's start until this generation's Ready")
+	assert.Equal(t, 5, child.Status().Totals.Upgrades, "and counted once")
 }

@@ -96,7 +96,7 @@ func (u *Upgrader) Status() Status {
 	}
 	st.Connections = len(u.conns)
 	u.mu.Unlock()
-	st.Totals = u.totals.get()
+	st.Totals = u.totalsNow()
 	st.Older = u.totals.older()
 	return st
 }

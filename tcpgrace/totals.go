@@ -24,6 +24,11 @@ type tally struct {
 	// carried is Refusals as the last upgrade handed them over, -1
 	// before; late counts the refusals since that a report took along.
 	carried, late int
+	// pending is the hand-off that started this generation, counted once
+	// its parent no longer watches it (see settle); owed says it is not
+	// counted yet.
+	pending time.Duration
+	owed    bool
 }
 
 // count keeps the totals from this generation's events: its own start by
@@ -33,7 +38,10 @@ func (u *Upgrader) count(e event.Event) {
 	switch e.Kind {
 	case event.Ready:
 		if !t.began.IsZero() && u.inh.HasParent() {
-			t.handedOff(e.Time.Sub(t.began)) // the upgrade that started us, as our parent counts it
+			t.mu.Lock()
+			t.pending, t.owed = e.Time.Sub(t.began), true
+			t.mu.Unlock()
+			u.settle(false)
 		}
 	case event.UpgradeRefused:
 		t.refused()
@@ -51,6 +59,35 @@ func (u *Upgrader) count(e event.Event) {
 		t.mu.Unlock()
 		t.handedOff(took)
 	}
+}
+
+// settle counts the hand-off that started this generation once it
+// stands, as the parent counts it: once the parent no longer watches this
+// generation through its ready grace (or, with force, now). Until then a
+// scrape of either generation shows the same number of upgrades.
+func (u *Upgrader) settle(force bool) {
+	t := u.totals
+	t.mu.Lock()
+	owed := t.owed
+	t.mu.Unlock()
+	if !owed {
+		return
+	}
+	if _, watched := u.inh.Watched(); watched && !force {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.owed {
+		t.owed = false
+		t.handedOffLocked(t.pending)
+	}
+}
+
+// totalsNow settles and returns the totals.
+func (u *Upgrader) totalsNow() Totals {
+	u.settle(false)
+	return u.totals.get()
 }
 
 // begin notes when an upgrade began, and returns the time.
@@ -134,6 +171,10 @@ func (t *tally) lateRefusals() int {
 func (t *tally) handedOff(took time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.handedOffLocked(took)
+}
+
+func (t *tally) handedOffLocked(took time.Duration) {
 	t.t.Upgrades++
 	h := &t.t.Handoffs
 	s := took.Seconds()
