@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/tcpgrace/tcpgrace/internal/event"
-	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
@@ -152,16 +151,14 @@ func (m *mailbox) close() {
 
 // dup duplicates both ends for a next generation.
 func (m *mailbox) dup() (in, out *os.File, err error) {
-	fin, err := sockfd.Dup(m.in, wire.ListenFDsStart)
-	if err != nil {
+	if in, err = dupFile(m.in, "tcpgrace-mail-in"); err != nil {
 		return nil, nil, err
 	}
-	fout, err := sockfd.Dup(m.out, wire.ListenFDsStart)
-	if err != nil {
-		os.NewFile(uintptr(fin), "").Close()
+	if out, err = dupFile(m.out, "tcpgrace-mail-out"); err != nil {
+		in.Close()
 		return nil, nil, err
 	}
-	return os.NewFile(uintptr(fin), "tcpgrace-mail-in"), os.NewFile(uintptr(fout), "tcpgrace-mail-out"), nil
+	return in, out, nil
 }
 
 // handMail stops reading reports and adds the totals and the mailbox to

@@ -9,6 +9,9 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpgrace/tcpgrace/internal/sockfd"
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // errMailFull is a report that found no room in the mailbox.
@@ -29,6 +32,16 @@ func newMailPair() (in, out *os.File, err error) {
 		return nil, nil, fmt.Errorf("tcpgrace: mailbox: socketpair: %w", err)
 	}
 	return os.NewFile(uintptr(fds[0]), "tcpgrace-mail-in"), os.NewFile(uintptr(fds[1]), "tcpgrace-mail-out"), nil
+}
+
+// dupFile duplicates f (close-on-exec, through SyscallConn, which leaves
+// its blocking mode alone).
+func dupFile(f *os.File, name string) (*os.File, error) {
+	fd, err := sockfd.Dup(f, wire.ListenFDsStart)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
 }
 
 // sendDatagram writes b to out without waiting: errMailFull if the
