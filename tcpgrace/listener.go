@@ -189,9 +189,11 @@ func (u *Upgrader) Stats() Stats {
 func (u *Upgrader) untrack(tc *trackedConn) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if _, ok := u.conns[tc]; ok && u.drainCtx != nil && u.drainCtx.Err() != nil {
-		u.cutLate++
-		u.forceClosed++
+	if u.drainCtx != nil && u.drainCtx.Err() != nil { // while serving, one nil check
+		if _, ok := u.conns[tc]; ok {
+			u.cutLate++
+			u.forceClosed++
+		}
 	}
 	delete(u.conns, tc)
 	if len(u.conns) == 0 && u.connsDone != nil {
