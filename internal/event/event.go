@@ -62,6 +62,7 @@ var kindNames = [...]string{"", "ready", "upgrade refused", "upgrade started", "
 	"stopping", "draining", "drained", "upgrade requested", "child started", "reloaded", "older drained",
 	"crashed", "restarting"}
 
+// String names the kind, as the log says it.
 func (k Kind) String() string {
 	if k < 0 || int(k) >= len(kindNames) || k == 0 {
 		return "unknown"
