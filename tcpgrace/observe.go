@@ -148,21 +148,3 @@ func requester(ctx context.Context) string {
 	}
 	return "Upgrade call"
 }
-
-// stopKey is the context key under which a Server loop says why it
-// shuts its Upgrader down.
-type stopKey struct{}
-
-// stoppedBy returns ctx for a Shutdown whose cause is why.
-func stoppedBy(ctx context.Context, why leaveReason) context.Context {
-	return context.WithValue(ctx, stopKey{}, string(why))
-}
-
-// stopCause is why the Shutdown under ctx runs: "Shutdown" unless a
-// Server loop said.
-func stopCause(ctx context.Context) string {
-	if why, ok := ctx.Value(stopKey{}).(string); ok {
-		return why
-	}
-	return "Shutdown"
-}

@@ -63,20 +63,9 @@ func readerGone(fd int) bool {
 // close-on-exec.
 func checkSocket(en *Entry, fill bool) error {
 	fd := en.FD
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return describeErrno(err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return errors.New("not a socket")
-	}
-	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	typ, sa, err := socketOf(fd)
 	if err != nil {
-		return fmt.Errorf("SO_TYPE: %w", err)
-	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		return fmt.Errorf("getsockname: %w", err)
+		return err
 	}
 	network, addr := describe(sa, typ)
 	if network == "" {
@@ -135,23 +124,31 @@ func describeErrno(err error) error {
 	return err
 }
 
+// socketOf returns the type and local address of socket fd, or why fd
+// is no socket.
+func socketOf(fd int) (typ int, sa unix.Sockaddr, err error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, nil, describeErrno(err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return 0, nil, errors.New("not a socket")
+	}
+	if typ, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil {
+		return 0, nil, fmt.Errorf("SO_TYPE: %w", err)
+	}
+	if sa, err = unix.Getsockname(fd); err != nil {
+		return 0, nil, fmt.Errorf("getsockname: %w", err)
+	}
+	return typ, sa, nil
+}
+
 // checkMail makes sure fd is a Unix datagram socket, one end of a
 // mailbox, and makes it close-on-exec.
 func checkMail(fd int) error {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return describeErrno(err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return errors.New("not a socket")
-	}
-	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	typ, sa, err := socketOf(fd)
 	if err != nil {
-		return fmt.Errorf("SO_TYPE: %w", err)
-	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		return fmt.Errorf("getsockname: %w", err)
+		return err
 	}
 	if _, ok := sa.(*unix.SockaddrUnix); !ok || typ != unix.SOCK_DGRAM {
 		return fmt.Errorf("not a Unix datagram socket (type %d, address %T)", typ, sa)
