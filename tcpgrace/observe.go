@@ -94,39 +94,30 @@ func (u *Upgrader) publish(e event.Event) {
 	}
 }
 
+// publicKinds maps the internal kinds that have a public form; an
+// upgrade that ended without an error is EventUpgraded (see public).
+var publicKinds = map[event.Kind]EventKind{
+	event.Ready: EventReady, event.UpgradeRequested: EventUpgradeRequested,
+	event.UpgradeRefused: EventUpgradeRefused, event.ChildStarted: EventUpgradeStarted,
+	event.ChildReady: EventNextReady, event.UpgradeEnded: EventUpgradeFailed, event.Reloaded: EventReloaded,
+	event.Stopping: EventStopping, event.Draining: EventDrainStarted, event.Drained: EventDrainEnded,
+	event.OlderDrained: EventOlderDrained,
+}
+
 // public is the public form of e, if it has one.
 func (u *Upgrader) public(e event.Event) (Event, bool) {
-	p := Event{Time: e.Time, Generation: u.Generation(), PID: e.Child, Reason: e.Reason, Err: e.Err,
+	k, ok := publicKinds[e.Kind]
+	if !ok {
+		return Event{}, false
+	}
+	p := Event{Kind: k, Time: e.Time, Generation: u.Generation(), PID: e.Child, Reason: e.Reason, Err: e.Err,
 		Took: e.Took, Connections: e.Connections, Deadline: e.Deadline, Finished: e.Finished,
 		ForceClosed: e.ForceClosed}
-	switch e.Kind {
-	case event.Ready:
-		p.Kind = EventReady
-	case event.UpgradeRequested:
-		p.Kind = EventUpgradeRequested
-	case event.UpgradeRefused:
-		p.Kind = EventUpgradeRefused
-	case event.ChildStarted:
-		p.Kind = EventUpgradeStarted
-	case event.ChildReady:
-		p.Kind = EventNextReady
-	case event.UpgradeEnded:
-		p.Kind = EventUpgradeFailed
-		if e.Err == nil {
-			p.Kind = EventUpgraded
-		}
-	case event.Reloaded:
-		p.Kind = EventReloaded
-	case event.Stopping:
-		p.Kind = EventStopping
-	case event.Draining:
-		p.Kind = EventDrainStarted
-	case event.Drained:
-		p.Kind = EventDrainEnded
-	case event.OlderDrained:
-		p.Kind, p.Generation = EventOlderDrained, e.Generation
-	default:
-		return Event{}, false
+	switch {
+	case e.Kind == event.UpgradeEnded && e.Err == nil:
+		p.Kind = EventUpgraded
+	case e.Kind == event.OlderDrained:
+		p.Generation = e.Generation // the older generation's
 	}
 	return p, true
 }

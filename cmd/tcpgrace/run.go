@@ -115,24 +115,33 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 		f.Listen = append(f.Listen, l)
 	}
 	f.Command = fs.Args()
+	if err := f.check(startLimit); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+// check rejects what the flags cannot mean and sets StartLimit from the
+// -start-limit given.
+func (f *runFlags) check(startLimit int) error {
 	if f.Metrics != "" {
 		if err := supervisor.CheckMetricsAddr(f.Metrics); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	switch {
 	case startLimit < 0:
-		return nil, fmt.Errorf("-start-limit %d: give a count, or 0 for no limit", startLimit)
+		return fmt.Errorf("-start-limit %d: give a count, or 0 for no limit", startLimit)
 	case len(f.Listen) == 0:
-		return nil, errors.New("at least one -listen is required")
+		return errors.New("at least one -listen is required")
 	case len(f.Command) == 0:
-		return nil, errors.New("no command: tcpgrace run [flags] -- CMD [ARGS...]")
+		return errors.New("no command: tcpgrace run [flags] -- CMD [ARGS...]")
 	}
 	f.StartLimit = startLimit
 	if startLimit == 0 {
 		f.StartLimit = -1 // supervisor.Config's "no limit"
 	}
-	return &f, nil
+	return nil
 }
 
 // runCmd is tcpgrace run, the supervisor: it returns the exit status of

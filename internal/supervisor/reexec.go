@@ -533,18 +533,26 @@ func CheckRun(cfg Config) (bool, error) {
 }
 
 // adopt takes over from the previous image of this process.
-func (s *Supervisor) adopt(state string) error {
-	h, err := decodeHandOver(state)
-	if err != nil {
-		return err
-	}
-	for _, hs := range h.Sockets {
+// adoptSockets takes the listening sockets a previous image handed over.
+func (s *Supervisor) adoptSockets(socks []handedSocket) error {
+	for _, hs := range socks {
 		sk, err := adoptSocket(hs.Listen, hs.FD)
 		if err != nil {
 			return err
 		}
 		sk.owned = hs.Owned
 		s.socks = append(s.socks, sk)
+	}
+	return nil
+}
+
+func (s *Supervisor) adopt(state string) error {
+	h, err := decodeHandOver(state)
+	if err != nil {
+		return err
+	}
+	if err := s.adoptSockets(h.Sockets); err != nil {
+		return err
 	}
 	if s.notify, err = adoptNotifySocket(h.NotifyDir, h.NotifyFD, h.LockFD, s.log); err != nil {
 		return err
