@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -48,10 +49,11 @@ var runCounters = []string{"tcpgrace_run_restarts_total", "tcpgrace_run_crashes_
 func TestRunMetrics(t *testing.T) {
 	dir := t.TempDir()
 	tcp, ctl, app := freeAddr(t), filepath.Join(dir, "control.sock"), filepath.Join(dir, "app")
+	events := filepath.Join(dir, "events.jsonl")
 	deployAt(t, app, []byte(fmt.Sprintf("#!/bin/sh\nexec %s \"$@\"\n", lineserverBin)))
 	begin := time.Now()
 	s := startRun(t, runSpec{flags: []string{"-listen", "tcp://" + tcp, "-control", ctl, "-metrics", "127.0.0.1:0",
-		"-ready-timeout", "3s", "-stop-timeout", "3s"}, command: []string{app, "-tcp", tcp}})
+		"-events", events, "-ready-timeout", "3s", "-stop-timeout", "3s"}, command: []string{app, "-tcp", tcp}})
 	m := metricsAddrRe.FindStringSubmatch(s.logs.String())
 	require.NotNil(t, m, "the supervisor logs its metrics address\nlogs:\n%s", s.logs)
 	sc := startScraper(t, "http://"+m[1]+"/metrics")
@@ -95,6 +97,54 @@ func TestRunMetrics(t *testing.T) {
 	assert.WithinRange(t, started, begin.Add(-time.Second), time.Now(), "the start time is the supervisor's")
 	sc.check()
 	require.NoError(t, s.stop(), "the serving instance drains and the supervisor exits 0")
+	checkRunEvents(t, events, s.pid, crashed)
+}
+
+// checkRunEvents checks the lines tcpgrace run -events wrote through
+// TestRunMetrics's story, in order (other events may come between them):
+// every line is the supervisor's, both of its images wrote, and the
+// upgrades, the crash, the restart, the failed upgrade and the stop are
+// there with their reasons.
+func checkRunEvents(t *testing.T, path string, pid, crashed int) {
+	t.Helper()
+	type line struct {
+		Kind     string `json:"kind"`
+		PID      int    `json:"pid"`
+		Instance int    `json:"instance"`
+		Reason   string `json:"reason"`
+		Err      string `json:"err"`
+	}
+	var lines []line
+	for _, raw := range strings.Split(strings.TrimSpace(string(readFile(t, path))), "\n") {
+		var l line
+		require.NoError(t, json.Unmarshal([]byte(raw), &l), "an event line is JSON: %s", raw)
+		assert.Equal(t, pid, l.PID, "every line is the supervisor's: %s", raw)
+		lines = append(lines, l)
+	}
+	want := []struct {
+		kind string
+		ok   func(line) bool
+	}{
+		{"child started", nil},
+		{"ready", nil},
+		{"upgrade requested", func(l line) bool { return l.Reason == "control request" }},
+		{"upgrade ended", func(l line) bool { return l.Err == "" }},
+		{"upgrade requested", func(l line) bool { return l.Reason == "SIGUSR1" }},
+		{"upgrade ended", func(l line) bool { return l.Err == "" }},
+		{"crashed", func(l line) bool { return l.Instance == crashed }},
+		{"restarting", nil},
+		{"child ready", nil},
+		{"upgrade requested", func(l line) bool { return l.Reason == "control request" }},
+		{"upgrade ended", func(l line) bool { return strings.Contains(l.Err, "exit status 3") }},
+		{"stopping", nil},
+	}
+	i := 0
+	for _, l := range lines {
+		if i < len(want) && l.Kind == want[i].kind && (want[i].ok == nil || want[i].ok(l)) {
+			i++
+		}
+	}
+	assert.Equal(t, len(want), i, "the events, in order; the first missing: %v\n%s", want[min(i, len(want)-1)].kind, readFile(t, path))
 }
 
 // TestRunMetricsBadAddr: a -metrics that is no HOST:PORT is a usage error

@@ -69,7 +69,7 @@
 //
 // run is the supervisor, for containers and for programs in any language:
 //
-//	tcpgrace run [-listen [NAME=]URL]... [-control PATH] [-metrics ADDR] [-pidfile PATH] [-ready-timeout DUR]
+//	tcpgrace run [-listen [NAME=]URL]... [-control PATH] [-metrics ADDR] [-events PATH] [-pidfile PATH] [-ready-timeout DUR]
 //	             [-stop-timeout|-drain-timeout DUR] [-ready-delay DUR] [-max-instances N] [-start-limit N] -- CMD [ARGS...]
 //
 // It holds the sockets, keeps a stable pid (it can be PID 1), and runs

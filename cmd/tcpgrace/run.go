@@ -44,6 +44,10 @@ tcpgrace_upgrades_total{result}, tcpgrace_upgrade_refusals_total,
 tcpgrace_handoff_seconds and tcpgrace_run_start_time_seconds; the counters
 count since the supervisor started, its self-upgrades included.
 
+With -events PATH, each of the supervisor's events is appended to PATH as a
+line of JSON: kind, time, pid (the supervisor), instance, generation,
+reason, err, took_ms.
+
 A command that never becomes ready (it cannot be started, exits, or is not
 ready within -ready-timeout) is given -start-limit starts in a row; then the
 supervisor gives up and exits 1, the last failure logged. Once an instance
@@ -97,6 +101,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.Var(&listens, "listen", "a socket to hold, [NAME=]URL (repeatable)")
 	fs.StringVar(&f.Control, "control", "", "answer tcpgrace upgrade, status, stop and reload on a Unix socket at this path")
 	fs.StringVar(&f.Metrics, "metrics", "", "answer GET /metrics with the supervisor's metrics (Prometheus) on this TCP address, HOST:PORT")
+	fs.StringVar(&f.Events, "events", "", "append each of the supervisor's events (instances started, ready, upgraded, crashed, ...) to this file as a line of JSON")
 	fs.StringVar(&f.PIDFile, "pidfile", "", "write the supervisor's pid here")
 	fs.DurationVar(&f.ReadyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "how long a new instance may take to be ready")
 	fs.DurationVar(&f.StopTimeout, "stop-timeout", supervisor.DefaultStopTimeout, "how long an instance may drain after SIGTERM before SIGKILL")

@@ -51,6 +51,12 @@ type Config struct {
 	// Default: none.
 	Metrics string
 
+	// Events, if set, is a file to which every event of the supervisor
+	// (its instances started, ready, upgraded, crashed, restarted,
+	// drained; see events.go) is appended as one line of JSON. A
+	// self-upgrade reopens it. Default: none.
+	Events string
+
 	// PIDFile, if set, names the supervisor: it is written once, when the
 	// sockets are bound, and removed when the supervisor exits.
 	PIDFile string

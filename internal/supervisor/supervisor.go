@@ -144,6 +144,13 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	s.env = instanceEnv(s.socks, s.notify.path)
 	s.watchEvents()
+	if s.cfg.Events != "" {
+		f, err := openEventLog(s.cfg.Events)
+		if err != nil {
+			return nil, fmt.Errorf("tcpgrace run: %w", err)
+		}
+		s.writeEvents(f)
+	}
 	s.updateGauges()
 	return s, nil
 }
