@@ -36,6 +36,22 @@ func openEventLog(path string) (*os.File, error) {
 	return f, nil
 }
 
+// openEvents opens Config.Events, if set, before anything is bound: on a
+// cold start a file that cannot be opened is an error; in an image that
+// adopts a running supervisor's state (its self-upgrade), it is only
+// logged, as no log file is worth the service.
+func (s *Supervisor) openEvents(adopting bool) (*os.File, error) {
+	if s.cfg.Events == "" {
+		return nil, nil
+	}
+	f, err := openEventLog(s.cfg.Events)
+	if err != nil && adopting {
+		s.log.Warn("events: not written", "err", err)
+		return nil, nil
+	}
+	return f, err
+}
+
 // writeEvents subscribes f to the events: one line each, written with one
 // write (O_APPEND), so that lines never interleave. A write that fails is
 // logged once.

@@ -121,19 +121,16 @@ func New(cfg Config) (*Supervisor, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("tcpgrace run: PR_SET_CHILD_SUBREAPER: %w", err)
 	}
-	if s.executable = cfg.Executable; s.executable == "" {
-		exe, err := proc.Executable(os.Args)
-		if err != nil {
-			return nil, fmt.Errorf("tcpgrace run: finding own executable: %w", err)
-		}
-		s.executable = exe
-	}
-	if s.cfg.Args == nil {
-		s.cfg.Args = os.Args
+	if err := s.findExecutable(); err != nil {
+		return nil, err
 	}
 	s.mgr = takeManager(s.log)
-	var err error
-	if state, ok := os.LookupEnv(stateEnv); ok {
+	state, adopting := os.LookupEnv(stateEnv)
+	events, err := s.openEvents(adopting)
+	if err != nil {
+		return nil, fmt.Errorf("tcpgrace run: %w", err)
+	}
+	if adopting {
 		os.Unsetenv(stateEnv)
 		err = s.adopt(state)
 	} else {
@@ -144,15 +141,26 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	s.env = instanceEnv(s.socks, s.notify.path)
 	s.watchEvents()
-	if s.cfg.Events != "" {
-		f, err := openEventLog(s.cfg.Events)
-		if err != nil {
-			return nil, fmt.Errorf("tcpgrace run: %w", err)
-		}
-		s.writeEvents(f)
+	if events != nil {
+		s.writeEvents(events)
 	}
 	s.updateGauges()
 	return s, nil
+}
+
+// findExecutable sets the program a self-upgrade runs and its argv.
+func (s *Supervisor) findExecutable() error {
+	if s.executable = s.cfg.Executable; s.executable == "" {
+		exe, err := proc.Executable(os.Args)
+		if err != nil {
+			return fmt.Errorf("tcpgrace run: finding own executable: %w", err)
+		}
+		s.executable = exe
+	}
+	if s.cfg.Args == nil {
+		s.cfg.Args = os.Args
+	}
+	return nil
 }
 
 // bind is a cold start: the sockets, the notify socket, the PID file.
