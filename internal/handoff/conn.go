@@ -44,12 +44,22 @@ func (c *Conn) watch(ctx context.Context) (done func()) {
 }
 
 // cause is what an I/O error err means under ctx: the context's error
-// when the deadline it set or its cancellation woke the call.
+// when the deadline it set or its cancellation woke the call. (The only
+// deadlines on a Conn are ctx's, and the poller may see one pass a moment
+// before ctx says so.)
 func cause(ctx context.Context, err error) error {
-	if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	if ctx.Err() != nil {
 		return context.Cause(ctx)
 	}
-	return err
+	return context.DeadlineExceeded
+}
+
+// ended reports whether err is the end of a context.
+func ended(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
 // closeFDs closes every fd of fds.

@@ -25,6 +25,7 @@ func (c *Conn) Close() error { return nil }
 
 func (c *Conn) setDeadline(t time.Time) error                  { return ErrNotSupported }
 func (c *Conn) send(h Header, payload []byte, fds []int) error { return ErrNotSupported }
+func (c *Conn) sendNow(h Header, payload []byte) error         { return ErrNotSupported }
 func (c *Conn) recv() (frame, error)                           { return frame{}, ErrNotSupported }
 func fdOf(f *os.File) (int, error)                             { return -1, ErrNotSupported }
 func closeFD(fd int)                                           {}

@@ -153,6 +153,18 @@ func (c *Conn) send(h Header, payload []byte, fds []int) error {
 	return c.sendRaw(b, oob)
 }
 
+// sendNow writes one frame without fds if there is room, without waiting
+// and whatever the deadline: a last word when the deadline has passed.
+func (c *Conn) sendNow(h Header, payload []byte) error {
+	h.Version, h.Len = Version, uint32(len(payload))
+	b := append(h.encode(make([]byte, 0, HeaderLen+len(payload))), payload...)
+	var serr error
+	if err := c.rc.Control(func(fd uintptr) { serr = unix.Sendmsg(int(fd), b, nil, nil, unix.MSG_DONTWAIT) }); err != nil {
+		return err
+	}
+	return serr
+}
+
 // sendRaw writes one datagram b with control data oob, waiting for room.
 func (c *Conn) sendRaw(b, oob []byte) error {
 	var serr error

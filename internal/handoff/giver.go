@@ -62,7 +62,7 @@ func (g *Giver) Offer(ctx context.Context, items []Item) error {
 	done := g.c.watch(ctx)
 	defer done()
 	g.txn++
-	if err := g.transact(items, fds); err != nil {
+	if err := g.transact(ctx, items, fds); err != nil {
 		if _, refused := err.(*AbortError); refused {
 			return err
 		}
@@ -102,7 +102,7 @@ func unphase(err error) error {
 }
 
 // transact runs one transaction of Offer.
-func (g *Giver) transact(items []Item, fds [][]int) error {
+func (g *Giver) transact(ctx context.Context, items []Item, fds [][]int) error {
 	nfds := 0
 	for i, it := range items {
 		if err := g.sendItem(it, fds[i]); err != nil {
@@ -120,6 +120,11 @@ func (g *Giver) transact(items []Item, fds [][]int) error {
 	}
 	if fr.h.Kind == KindAbort {
 		return &AbortError{By: "taker", Txn: g.txn, Reason: string(fr.payload)}
+	}
+	if ctx.Err() != nil {
+		// Too late to commit: abort, so that the taker lets go at once.
+		_ = g.c.sendNow(Header{Kind: KindAbort, Txn: g.txn}, reason("the giver's context ended: "+ctx.Err().Error()))
+		return &phased{PhaseCommit, ctx.Err()}
 	}
 	if err := g.c.send(Header{Kind: KindCommit, Txn: g.txn}, nil, nil); err != nil {
 		return &phased{PhaseCommit, err}

@@ -66,10 +66,11 @@ func (t *Taker) Receive(ctx context.Context, accept func([]Item) error) ([]Item,
 	if err == nil || isAbort(err) {
 		return items, err
 	}
-	if col.txn == 0 && ctx.Err() != nil {
-		return nil, context.Cause(ctx)
+	why := cause(ctx, unphase(err))
+	if col.txn == 0 && ended(why) {
+		return nil, why // no transaction began: the channel is as it was
 	}
-	err = &PhaseError{Side: "taker", Txn: col.txn, Phase: phaseOf(err), Err: cause(ctx, unphase(err))}
+	err = &PhaseError{Side: "taker", Txn: col.txn, Phase: phaseOf(err), Err: why}
 	t.broken = err
 	t.c.Close()
 	return nil, err
