@@ -301,3 +301,31 @@ func TestTakerIdle(t *testing.T) {
 	require.NoError(t, rerr)
 	assert.Equal(t, uint16(3), got[0].Kind)
 }
+
+// TestTakerTimesOut: the giver sends its items and commit? and then
+// nothing; the taker's deadline passes while it waits for the commit, it
+// closes what it received and the channel, and the giver, had it been
+// waiting, reads the channel closed.
+func TestTakerTimesOut(t *testing.T) {
+	a, b := pair(t)
+	go func() { _, _ = hello(context.Background(), a, "giver", Version, Version) }()
+	tk, err := NewTaker(context.Background(), b)
+	require.NoError(t, err)
+	g := &Giver{c: a, version: Version, txn: 1}
+	files := pipes(t, 3)
+	require.NoError(t, g.sendItem(Item{Kind: 1, Files: files}, fdsOf(t, files)))
+	require.NoError(t, a.send(Header{Kind: KindCommitQ, Txn: 1}, []byte{0, 0, 0, 1, 0, 0, 0, 3}, nil))
+	before := fdCount(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err = tk.Receive(ctx, nil)
+	var pe *PhaseError
+	require.ErrorAs(t, err, &pe, "got %v", err)
+	assert.Equal(t, PhaseCommit, pe.Phase)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Equal(t, before-1, fdCount(t), "the taker received 3 fds and closed them, and its end of the channel")
+	_, err = g.expect(KindPrepared)
+	require.NoError(t, err, "the taker voted prepared")
+	_, err = a.recv()
+	assert.ErrorIs(t, err, ErrPeerClosed, "then the giver reads the channel closed")
+}
