@@ -15,9 +15,10 @@
 // sleeps N milliseconds, then answers 200 with the pid; GET /stats
 // answers {"pid":P,"generation":G,"requests":N} (application/json), N
 // the requests this generation has served on every endpoint but /metrics,
-// the /stats request itself included. N counts only this generation's
-// requests: it is counted across generations once the library can hand
-// application state over to the next one, which it cannot yet.
+// the /stats request itself included. requests: served by this
+// generation; counted across generations once the library's hand-off of
+// application state to the next generation lands (it does not exist yet,
+// so each generation starts again at 0).
 //
 // With -https ADDR -cert PATH -key PATH (all three or none) the same
 // endpoints are served over TLS on ADDR as well, HTTP/1.1 and HTTP/2
@@ -28,8 +29,10 @@
 // start (naming the paths): a first one exits 1, a next one tells its
 // parent, which keeps serving. The drain is the same as on -http for
 // HTTP/1.1 connections; HTTP/2 connections get a GOAWAY from
-// http.Server.Shutdown once the HTTP/1.1 ones are done. With -metrics
-// ADDR, GET /metrics on that address answers with the Prometheus metrics
+// http.Server.Shutdown once the HTTP/1.1 ones are done; TLS connections
+// never move to the next generation.
+//
+// With -metrics ADDR, GET /metrics on that address answers with the Prometheus metrics
 // of tcpgrace/metrics; the listener is registered with the library as
 // "metrics", so it is handed over at each upgrade like the HTTP one, and
 // the two addresses serve nothing of each other's.
