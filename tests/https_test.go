@@ -1,10 +1,12 @@
 package tests
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -255,5 +257,50 @@ func TestHTTPSFlags(t *testing.T) {
 	require.NoError(t, err, "GET / over HTTPS after the failed upgrade")
 	assert.Equal(t, h.pid(), pid, "the generation that was serving answers")
 	c.CloseIdleConnections()
+	h.stop()
+}
+
+// TestHTTPSStalledHandshakeDuringDrain: a client that opened a TCP
+// connection to the -https address and never sends its TLS hello must not
+// hold up the old generation's drain. A request that then arrives on a
+// kept-alive HTTPS/1.1 connection is answered at once, with "Connection:
+// close", within requestBudget. Today RunHTTP's drain asks the stalled
+// connection whether it negotiated h2 (tls.Conn.ConnectionState, which
+// waits for the handshake) while it holds the lock every connection's
+// state change takes, so the request waits until the handshake times out
+// (http.Server's ReadHeaderTimeout, 10 s in examples/http), and with a
+// short -idle-grace it is then cut as idle, unanswered.
+func TestHTTPSStalledHandshakeDuringDrain(t *testing.T) {
+	t.Skip("needs the library fix: RunHTTP's drain must not call tls.Conn.ConnectionState on a connection whose handshake may be in progress")
+	t.Parallel() // a waiting test: see parallel tests in main_test.go
+	h := startHTTPS(t, "-idle-grace", "30s", "-drain-timeout", "20s")
+	addr := h.addr("https")
+	tc, err := tls.DialWithDialer(&net.Dialer{Timeout: requestBudget}, "tcp", addr,
+		&tls.Config{RootCAs: h.pool, NextProtos: []string{"http/1.1"}})
+	require.NoError(t, err, "a TLS connection to -https")
+	t.Cleanup(func() { tc.Close() })
+	c := &rawHTTP{c: tc, r: bufio.NewReader(tc)}
+	_, old, err := c.get("/")
+	require.NoError(t, err, "GET / over the kept-alive TLS connection")
+	stalled, err := dial("tcp", addr) // says nothing: its handshake waits
+	require.NoError(t, err, "a TCP connection to -https")
+	t.Cleanup(func() { stalled.Close() })
+
+	h.startUpgrade()
+	waitLog(t, h.server, fmt.Sprintf("msg=draining pid=%d ", old))
+	// No line says the drain loop has begun; it begins as soon as the old
+	// generation's listeners have closed, far within this.
+	time.Sleep(200 * time.Millisecond)
+	tc.SetDeadline(time.Now().Add(requestBudget))
+	_, err = fmt.Fprintf(tc, "GET / HTTP/1.1\r\nHost: tcpgrace\r\n\r\n")
+	require.NoError(t, err, "sending GET / during the drain")
+	resp, err := http.ReadResponse(c.r, nil)
+	require.NoError(t, err, "GET / on the kept-alive TLS connection during the drain is answered within %v", requestBudget)
+	assert.True(t, resp.Close, "the drain answers with Connection: close")
+	pid, err := readPID(resp)
+	require.NoError(t, err)
+	assert.Equal(t, old, pid, "the old generation answers on its connection")
+	stalled.Close()
+	h.waitExit(old, 0)
 	h.stop()
 }
