@@ -6,13 +6,33 @@
 //
 // Usage:
 //
-//	http [-http ADDR] [-pidfile PATH] [-metrics ADDR] [-control PATH] [-ready-timeout DUR]
-//	     [-drain-timeout DUR] [-ready-grace DUR] [-idle-grace DUR] [-max-generations N]
+//	http [-http ADDR] [-pidfile PATH] [-https ADDR -cert PATH -key PATH] [-metrics ADDR]
+//	     [-control PATH] [-ready-timeout DUR] [-drain-timeout DUR] [-ready-grace DUR]
+//	     [-idle-grace DUR] [-max-generations N]
 //
 // Endpoints: GET / answers with the serving process's pid, and so does
 // POST / (after reading the body); GET /slow?ms=N
-// sleeps N milliseconds, then answers 200 with the pid. With -metrics
-// ADDR, GET /metrics on that address answers with the Prometheus metrics
+// sleeps N milliseconds, then answers 200 with the pid; GET /stats
+// answers {"pid":P,"generation":G,"requests":N} (application/json), N
+// the requests this generation has served on every endpoint but /metrics,
+// the /stats request itself included. requests: served by this
+// generation; counted across generations once the library's hand-off of
+// application state to the next generation lands (it does not exist yet,
+// so each generation starts again at 0).
+//
+// With -https ADDR -cert PATH -key PATH (all three or none) the same
+// endpoints are served over TLS on ADDR as well, HTTP/1.1 and HTTP/2
+// (ALPN h2, http/1.1), from a listener registered with the library as
+// "https" and handed over at each upgrade like the HTTP one. Each
+// generation loads the certificate and key when it starts, so an upgrade
+// picks up renewed files; a generation that cannot load them fails its
+// start (naming the paths): a first one exits 1, a next one tells its
+// parent, which keeps serving. The drain is the same as on -http for
+// HTTP/1.1 connections; HTTP/2 connections get a GOAWAY from
+// http.Server.Shutdown once the HTTP/1.1 ones are done; TLS connections
+// never move to the next generation.
+//
+// With -metrics ADDR, GET /metrics on that address answers with the Prometheus metrics
 // of tcpgrace/metrics; the listener is registered with the library as
 // "metrics", so it is handed over at each upgrade like the HTTP one, and
 // the two addresses serve nothing of each other's.
@@ -29,6 +49,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -38,6 +60,8 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tcpgrace/tcpgrace/tcpgrace"
@@ -49,6 +73,8 @@ const maxSlow = time.Minute
 
 type config struct {
 	addr         string
+	https        string // "": no TLS listener; else cert and key are set too
+	cert, key    string
 	metrics      string // "": no metrics listener
 	pidFile      string
 	control      string
@@ -64,6 +90,9 @@ func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("http", flag.ContinueOnError)
 	fs.StringVar(&c.addr, "http", "127.0.0.1:8080", "TCP address to serve HTTP on")
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the serving process's pid here")
+	fs.StringVar(&c.https, "https", "", "TCP address to serve HTTPS (HTTP/1.1 and HTTP/2) on; needs -cert and -key")
+	fs.StringVar(&c.cert, "cert", "", "PEM certificate (chain) for -https, read by each generation at start")
+	fs.StringVar(&c.key, "key", "", "PEM private key for -https, read by each generation at start")
 	fs.StringVar(&c.metrics, "metrics", "", "TCP address to serve GET /metrics (Prometheus) on")
 	fs.StringVar(&c.control, "control", "", "answer tcpgrace upgrade, status and stop on this Unix socket")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", tcpgrace.DefaultReadyTimeout, "how long an upgrade waits for the new process")
@@ -77,7 +106,28 @@ func parseFlags(args []string) (*config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	if err := c.checkTLS(); err != nil {
+		return nil, err
+	}
 	return &c, nil
+}
+
+// checkTLS checks that -https, -cert and -key come all three or not at
+// all, and names the ones missing.
+func (c *config) checkTLS() error {
+	var set, missing []string
+	for _, f := range []struct{ name, value string }{{"-https", c.https}, {"-cert", c.cert}, {"-key", c.key}} {
+		if f.value != "" {
+			set = append(set, f.name)
+		} else {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(set) == 0 || len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("-https, -cert and -key go together: %s given without %s",
+		strings.Join(set, " and "), strings.Join(missing, " and "))
 }
 
 // version is stamped at build time (-ldflags "-X main.version=...") so that
@@ -109,14 +159,14 @@ func run() int {
 		return 1
 	}
 	// The sockets inherited from the previous generation, or new ones.
-	ln, mln, err := listen(u, cfg)
+	lns, err := listen(u, cfg)
 	if err != nil {
 		u.Fail(err) // the previous generation, if any, keeps serving
 		log.Error("start", "err", err)
 		return 1
 	}
 	srv := &http.Server{
-		Handler:           handler(u, routes(log), mln),
+		Handler:           handler(u, routes(log, u.Generation()), lns.metrics),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -133,9 +183,11 @@ func run() int {
 	// open connections, answers each with "Connection: close" so the
 	// client's next request reaches the new generation, closes
 	// connections left idle for -idle-grace, and at the drain deadline cuts
-	// the rest.
+	// the rest. HTTP/2 connections (on -https) are left to
+	// http.Server.Shutdown, which sends them a GOAWAY once the HTTP/1.x
+	// connections are done.
 	server := &tcpgrace.Server{Upgrader: u, Signals: sigs, DrainTimeout: cfg.drainTimeout, IdleGrace: cfg.idleGrace}
-	err = server.RunHTTP(context.Background(), srv, serving(ln, mln)...)
+	err = server.RunHTTP(context.Background(), srv, serving(lns.http, lns.https, lns.metrics)...)
 	if errors.Is(err, tcpgrace.ErrServeFailed) {
 		log.Error("exit", "err", err)
 		return 1
@@ -144,14 +196,45 @@ func run() int {
 	return 0
 }
 
-// listen registers the HTTP listener and, with -metrics, the metrics
-// listener (else mln is nil).
-func listen(u *tcpgrace.Upgrader, cfg *config) (ln, mln net.Listener, err error) {
-	if ln, err = u.Listen("http", "tcp", cfg.addr); err != nil || cfg.metrics == "" {
-		return ln, nil, err
+// listeners are one generation's sockets, inherited or new: http
+// always, https (in TLS) and metrics only with their flags, else nil.
+type listeners struct{ http, https, metrics net.Listener }
+
+// listen registers the HTTP listener and, with their flags, the HTTPS and
+// metrics ones.
+func listen(u *tcpgrace.Upgrader, cfg *config) (l listeners, err error) {
+	if l.http, err = u.Listen("http", "tcp", cfg.addr); err != nil {
+		return l, err
 	}
-	mln, err = u.Listen("metrics", "tcp", cfg.metrics)
-	return ln, mln, err
+	if cfg.https != "" {
+		if l.https, err = listenTLS(u, cfg); err != nil {
+			return l, err
+		}
+	}
+	if cfg.metrics != "" {
+		l.metrics, err = u.Listen("metrics", "tcp", cfg.metrics)
+	}
+	return l, err
+}
+
+// listenTLS loads -cert and -key, then registers the -https listener and
+// wraps it in TLS, offering HTTP/2 and HTTP/1.1 by ALPN: http.Server.Serve
+// hands the connections that chose h2 to its HTTP/2 server. Every
+// generation loads the files anew, so an error here fails this one's
+// start and leaves the previous one serving.
+func listenTLS(u *tcpgrace.Upgrader, cfg *config) (net.Listener, error) {
+	cert, err := tls.LoadX509KeyPair(cfg.cert, cfg.key)
+	if err != nil {
+		return nil, fmt.Errorf("loading -cert %s and -key %s: %w", cfg.cert, cfg.key, err)
+	}
+	ln, err := u.Listen("https", "tcp", cfg.https)
+	if err != nil {
+		return nil, err
+	}
+	return tls.NewListener(ln, &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{"h2", "http/1.1"},
+	}), nil
 }
 
 // serving lists the listeners that are not nil.
@@ -196,11 +279,17 @@ func onListener(local, ln net.Addr) bool {
 	return l.Port == a.Port && (a.IP.IsUnspecified() || a.IP.Equal(l.IP))
 }
 
-// routes are the demo endpoints; both answer with this process's pid, so
-// a client sees which generation served it.
-func routes(log *slog.Logger) http.Handler {
+// routes are the demo endpoints; each answers with this process's pid, so
+// a client sees which generation served it. Every request they get is
+// counted, before its handler runs, for /stats.
+func routes(log *slog.Logger, generation int) http.Handler {
 	pid := os.Getpid()
+	var requests atomic.Int64
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(stats{PID: pid, Generation: generation, Requests: requests.Load()})
+	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%d\n", pid)
 	})
@@ -227,5 +316,17 @@ func routes(log *slog.Logger) http.Handler {
 		case <-r.Context().Done(): // the client left, or the drain deadline closed the connection
 		}
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// stats is the answer of GET /stats. Requests counts what this generation
+// served; the count starts again at each upgrade until the library hands
+// application state over to the next generation.
+type stats struct {
+	PID        int   `json:"pid"`
+	Generation int   `json:"generation"`
+	Requests   int64 `json:"requests"`
 }
