@@ -90,6 +90,7 @@ type httpDrain struct {
 type httpConn struct {
 	state http.ConnState
 	since time.Time
+	h2    bool // a TLS connection that negotiated HTTP/2
 }
 
 func newHTTPDrain(hs *http.Server, grace time.Duration) *httpDrain {
@@ -115,12 +116,17 @@ func newHTTPDrain(hs *http.Server, grace time.Duration) *httpDrain {
 }
 
 func (d *httpDrain) setState(c net.Conn, st http.ConnState) {
+	// Past StateNew a TLS handshake is over, and ConnectionState, which
+	// waits for one in progress, returns at once: asked under d.mu, a
+	// client that never finishes its handshake would stall every
+	// connection's state change.
+	h2 := st != http.StateNew && isHTTP2(c)
 	d.mu.Lock()
 	switch st {
 	case http.StateHijacked, http.StateClosed:
 		delete(d.conns, c) // hijacked ones are the handler's; the Upgrader still waits for them
 	default:
-		d.conns[c] = httpConn{state: st, since: time.Now()}
+		d.conns[c] = httpConn{state: st, since: time.Now(), h2: h2}
 	}
 	d.mu.Unlock()
 	select {
@@ -177,7 +183,7 @@ func (d *httpDrain) closeIdle(now time.Time) (left int, wake time.Duration) {
 	defer d.mu.Unlock()
 	wake = d.grace
 	for c, st := range d.conns {
-		if isHTTP2(c) {
+		if st.h2 {
 			continue
 		}
 		left++
@@ -186,7 +192,7 @@ func (d *httpDrain) closeIdle(now time.Time) (left int, wake time.Duration) {
 		}
 		idle := now.Sub(st.since)
 		if idle >= d.grace && unreadBytes(c) > 0 {
-			d.conns[c] = httpConn{state: st.state, since: now}
+			d.conns[c] = httpConn{state: st.state, since: now, h2: st.h2}
 			continue
 		}
 		if idle >= d.grace {
