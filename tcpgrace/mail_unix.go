@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -19,15 +18,7 @@ var errMailFull = errors.New("tcpgrace: mailbox full")
 
 // newMailPair makes a mailbox's two ends.
 func newMailPair() (in, out *os.File, err error) {
-	// SOCK_CLOEXEC is not everywhere (macOS): close-on-exec is set under
-	// ForkLock, so that no fork sees the fds without it.
-	syscall.ForkLock.RLock()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
-	if err == nil {
-		unix.CloseOnExec(fds[0])
-		unix.CloseOnExec(fds[1])
-	}
-	syscall.ForkLock.RUnlock()
+	fds, err := sockfd.Socketpair(unix.SOCK_DGRAM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("tcpgrace: mailbox: socketpair: %w", err)
 	}

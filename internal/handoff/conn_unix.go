@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpgrace/tcpgrace/internal/sockfd"
 )
 
 // Conn is one end of a hand-off channel: a Unix SOCK_SEQPACKET socket,
@@ -27,15 +29,7 @@ type Conn struct {
 // close-on-exec). The parent keeps one and hands the other's [Conn.File]
 // to its child.
 func Pair() (*Conn, *Conn, error) {
-	// SOCK_CLOEXEC is not everywhere (macOS): close-on-exec is set under
-	// ForkLock, so that no fork sees the fds without it.
-	syscall.ForkLock.RLock()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET, 0)
-	if err == nil {
-		unix.CloseOnExec(fds[0])
-		unix.CloseOnExec(fds[1])
-	}
-	syscall.ForkLock.RUnlock()
+	fds, err := sockfd.Socketpair(unix.SOCK_SEQPACKET)
 	if err != nil {
 		return nil, nil, fmt.Errorf("tcpgrace: hand-off: socketpair(AF_UNIX, SOCK_SEQPACKET): %w", err)
 	}

@@ -54,3 +54,18 @@ func SocketFile(path string) (FileID, bool) {
 func idOf(st *unix.Stat_t) FileID {
 	return FileID{Dev: uint64(st.Dev), Ino: uint64(st.Ino)}
 }
+
+// Socketpair makes a connected pair of Unix sockets of type typ
+// (unix.SOCK_DGRAM, unix.SOCK_SEQPACKET, ...), both close-on-exec.
+// SOCK_CLOEXEC is not everywhere (macOS): close-on-exec is set under
+// syscall.ForkLock, so that no fork sees the fds without it.
+func Socketpair(typ int) ([2]int, error) {
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	fds, err := unix.Socketpair(unix.AF_UNIX, typ, 0)
+	if err == nil {
+		unix.CloseOnExec(fds[0])
+		unix.CloseOnExec(fds[1])
+	}
+	return fds, err
+}

@@ -125,3 +125,28 @@ func TestStatAndSocketFile(t *testing.T) {
 	require.True(t, ok)
 	assert.NotEqual(t, ids[sock], id, "another file at the same path has another FileID")
 }
+
+// TestSocketpair: both ends are close-on-exec, of the type asked for, and
+// connected to each other.
+func TestSocketpair(t *testing.T) {
+	for _, typ := range []int{unix.SOCK_DGRAM, unix.SOCK_SEQPACKET, unix.SOCK_STREAM} {
+		fds, err := Socketpair(typ)
+		require.NoError(t, err)
+		for _, fd := range fds {
+			flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+			require.NoError(t, err)
+			assert.NotZero(t, flags&unix.FD_CLOEXEC, "fd %d is close-on-exec", fd)
+			got, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+			require.NoError(t, err)
+			assert.Equal(t, typ, got)
+		}
+		_, err = unix.Write(fds[0], []byte("x"))
+		require.NoError(t, err)
+		buf := make([]byte, 1)
+		n, err := unix.Read(fds[1], buf)
+		require.NoError(t, err)
+		assert.Equal(t, "x", string(buf[:n]), "the ends are connected")
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+	}
+}
