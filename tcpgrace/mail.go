@@ -3,8 +3,8 @@ package tcpgrace
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
-	"net"
 	"os"
 	"sync"
 	"time"
@@ -46,13 +46,13 @@ type report struct {
 // and reports wait in the socket until the next one reads them. The nil
 // *mailbox (none could be made) does nothing.
 type mailbox struct {
-	in, out *os.File
+	in, out *os.File // non-blocking, so that reads on in take deadlines
 	log     *slog.Logger
 
-	mu     sync.Mutex
-	conn   *net.UnixConn // the reader's, while it reads
-	done   chan struct{} // closed when the reader has returned
-	closed bool
+	mu      sync.Mutex
+	reading bool          // a reader runs
+	done    chan struct{} // closed when the reader has returned
+	closed  bool
 }
 
 // openMailbox takes the mailbox the previous generation handed over, or
@@ -70,37 +70,34 @@ func openMailbox(files *wire.Files, log *slog.Logger) *mailbox {
 }
 
 // read starts reading reports, unless a reader runs or the mailbox is
-// closed.
+// closed. It reads from in itself, not from a duplicate: the fds a
+// generation holds do not change with it.
 func (m *mailbox) read(u *Upgrader) {
 	if m == nil {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed || m.conn != nil {
+	if m.closed || m.reading {
 		return
 	}
-	fc, err := net.FileConn(m.in)
-	if err != nil {
+	if err := m.in.SetReadDeadline(time.Time{}); err != nil {
 		m.log.Warn("mailbox: cannot read", "err", err)
 		return
 	}
-	c, ok := fc.(*net.UnixConn)
-	if !ok {
-		fc.Close()
-		m.log.Warn("mailbox: cannot read: not a Unix socket")
-		return
-	}
-	m.conn, m.done = c, make(chan struct{})
-	go m.receive(u, c, m.done)
+	m.reading, m.done = true, make(chan struct{})
+	go m.receive(u, m.done)
 }
 
-// receive reads reports until c's deadline passes or c is closed.
-func (m *mailbox) receive(u *Upgrader, c *net.UnixConn, done chan<- struct{}) {
+// receive reads reports until in's deadline passes or in is closed.
+func (m *mailbox) receive(u *Upgrader, done chan<- struct{}) {
 	defer close(done)
 	buf := make([]byte, maxReport)
 	for {
-		n, err := c.Read(buf)
+		n, err := m.in.Read(buf)
+		if errors.Is(err, io.EOF) {
+			continue // an empty datagram
+		}
 		if err != nil {
 			return
 		}
@@ -123,15 +120,14 @@ func (m *mailbox) stopReading() {
 		return
 	}
 	m.mu.Lock()
-	c, done := m.conn, m.done
-	m.conn = nil
+	reading, done := m.reading, m.done
+	m.reading = false
 	m.mu.Unlock()
-	if c == nil {
+	if !reading {
 		return
 	}
-	c.SetReadDeadline(time.Unix(1, 0))
+	m.in.SetReadDeadline(time.Unix(1, 0))
 	<-done
-	c.Close()
 }
 
 // close stops reading and closes this generation's ends.

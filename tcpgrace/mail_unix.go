@@ -22,6 +22,15 @@ func newMailPair() (in, out *os.File, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("tcpgrace: mailbox: socketpair: %w", err)
 	}
+	for _, fd := range fds {
+		// Non-blocking before os.NewFile: the runtime's poller then
+		// serves reads with deadlines. Every generation shares the mode.
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fds[0])
+			unix.Close(fds[1])
+			return nil, nil, fmt.Errorf("tcpgrace: mailbox: O_NONBLOCK: %w", err)
+		}
+	}
 	return os.NewFile(uintptr(fds[0]), "tcpgrace-mail-in"), os.NewFile(uintptr(fds[1]), "tcpgrace-mail-out"), nil
 }
 

@@ -122,6 +122,18 @@ func (u *Upgrader) public(e event.Event) (Event, bool) {
 	return p, true
 }
 
+// overKey is the context key of the channel a Server loop's upgrade
+// closes once its outcome is settled, just before Upgrade says it and
+// returns (see loopUpgrade.settle).
+type overKey struct{}
+
+// upgradeOver closes the channel ctx carries under overKey, if any.
+func upgradeOver(ctx context.Context) {
+	if over, ok := ctx.Value(overKey{}).(chan struct{}); ok {
+		close(over)
+	}
+}
+
 // requestKey is the context key under which the Server loop and the
 // control socket say who asked for an upgrade.
 type requestKey struct{}

@@ -220,6 +220,7 @@ func (s *Server) signal(ctx context.Context, sig os.Signal, up *loopUpgrade, rel
 	switch s.kind(sig) {
 	case upgradeSignal:
 		why := "signal " + signalName(sig)
+		up.settle()
 		if up.running() {
 			s.Upgrader.refuse(why, ErrUpgradeInProgress)
 			return false
@@ -266,20 +267,39 @@ type loopUpgrade struct {
 	u      *Upgrader
 	cancel context.CancelFunc // set while one runs
 	waiter chan<- error       // the control request that started it, if one did
+	over   chan struct{}      // closed by Upgrade once its outcome is settled (upgradeOver)
 	done   chan error         // its outcome
 }
 
 func (l *loopUpgrade) running() bool { return l.cancel != nil }
 
+// settle takes the outcome of an upgrade that is over, though its
+// goroutine has not reported on l.done yet: Upgrade closed l.over and is
+// returning. A request that follows an upgrade's end (its log line, its
+// event) is then not refused as "in progress".
+func (l *loopUpgrade) settle() {
+	if !l.running() {
+		return
+	}
+	select {
+	case <-l.over:
+		l.ended(<-l.done)
+	default:
+	}
+}
+
 // start runs Upgrade under ctx in a goroutine that reports on l.done;
 // waiter, if not nil, gets the outcome. One already running refuses it.
 func (l *loopUpgrade) start(ctx context.Context, waiter chan<- error) {
+	l.settle()
 	if l.running() {
 		l.u.refuse(requester(ctx), ErrUpgradeInProgress)
 		waiter <- ErrUpgradeInProgress
 		return
 	}
 	ctx, l.cancel = context.WithCancel(ctx)
+	l.over = make(chan struct{})
+	ctx = context.WithValue(ctx, overKey{}, l.over)
 	l.waiter = waiter
 	go func() { l.done <- l.u.Upgrade(ctx) }()
 }

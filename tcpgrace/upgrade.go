@@ -48,11 +48,14 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 	u.emit(event.Event{Kind: event.UpgradeRequested, Reason: requester(ctx)})
 	if os.Getpid() == 1 {
 		err := fmt.Errorf("%w: run it under an init that stays (docker run --init, tini) or a supervisor", ErrPID1)
+		upgradeOver(ctx)
 		u.emit(event.Event{Kind: event.UpgradeRefused, Err: err})
 		return err
 	}
+	asked := ctx
 	ctx, files, env, err := u.beginUpgrade(ctx)
 	if err != nil {
+		upgradeOver(asked)
 		u.emit(event.Event{Kind: event.UpgradeRefused, Err: err})
 		return err
 	}
@@ -60,9 +63,19 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 	u.emit(event.Event{Kind: event.UpgradeStarted})
 	files, env = u.handMail(files, env, begin)
 	pid, err := u.runChild(ctx, files, env)
-	u.emit(event.Event{Kind: event.UpgradeEnded, Child: pid, Err: err, Took: time.Since(begin)})
-	u.endUpgrade(err == nil)
-	return err
+	ended := event.Event{Kind: event.UpgradeEnded, Child: pid, Err: err, Took: time.Since(begin)}
+	if err != nil {
+		// Serving again before anyone hears of the failure: a request
+		// that follows the "upgrade failed" line finds no upgrade running.
+		u.endUpgrade(false)
+		upgradeOver(ctx)
+		u.emit(ended)
+		return err
+	}
+	u.emit(ended) // the service manager hears of the child before this generation leaves
+	u.endUpgrade(true)
+	upgradeOver(ctx)
+	return nil
 }
 
 // beginUpgrade moves serving -> upgrading and duplicates every socket.

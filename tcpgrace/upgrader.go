@@ -186,7 +186,7 @@ func (u *Upgrader) tellReady() error {
 	}
 	u.serve()
 	err := u.closeUnclaimed()
-	u.mail.read(u) // after the unclaimed fds are closed: its fd may take one's number
+	u.mail.read(u)
 	if err != nil {
 		return wrap(ErrReadyIncomplete, err)
 	}
