@@ -21,6 +21,7 @@ const (
 	//
 	//	v1;pid=<writer pid>;gen=<generation>;ready=<fd>[;pipe=<inode>][;older=<pid>,...]
 	//	  [;keep=<name>,...][;owned=<name>:<dev>:<inode>,...][;mail=<fd>,<fd>][;tally=<tally>]
+	//	  [;handoff=<fd>]
 	//	  ;fd=<entry>;...
 	//
 	// where each entry is "name,fd,network,address" with name and address
@@ -41,8 +42,11 @@ const (
 	// service's mailbox, a datagram socket pair every generation holds: a
 	// draining generation writes its reports to the second, the serving
 	// one reads them from the first. tally, optional, carries the
-	// service's counts (see [Tally]). pipe, owned, mail and tally were
-	// added to v1 before any release.
+	// service's counts (see [Tally]). handoff, optional, is the child's
+	// end of the hand-off channel (a Unix SOCK_SEQPACKET socket, see
+	// internal/handoff), on which the writer gives the reader idle
+	// connections and its state after the reader said ready. pipe, owned,
+	// mail, tally and handoff were added to v1 before any release.
 	EnvFDs = "TCPGRACE_FDS"
 
 	// Version is the first field of [EnvFDs]; a value of another version is
@@ -138,11 +142,15 @@ type Env struct {
 	Owned      []UnixFile // Unix sockets whose files the chain created
 	Mail       [2]int     // the mailbox's in and out fds; zero or -1 if none
 	Tally      *Tally     // the service's counts; nil if none
+	Handoff    int        // the child's end of the hand-off channel; zero or -1 if none
 	Entries    []Entry    // in fd order
 }
 
 // HasMail reports whether e names a mailbox.
 func (e *Env) HasMail() bool { return e.Mail[0] >= ListenFDsStart && e.Mail[1] >= ListenFDsStart }
+
+// HasHandoff reports whether e names a hand-off channel.
+func (e *Env) HasHandoff() bool { return e.Handoff >= ListenFDsStart }
 
 // Encode returns the value of [EnvFDs] for a child of process pid. It does
 // not validate e: what [Decode] would reject, Encode may still produce.
@@ -172,6 +180,9 @@ func (e *Env) Encode(pid int) string {
 	}
 	if e.Tally != nil {
 		fmt.Fprintf(&b, ";tally=%s", e.Tally.encode())
+	}
+	if e.HasHandoff() {
+		fmt.Fprintf(&b, ";handoff=%d", e.Handoff)
 	}
 	for _, en := range e.Entries {
 		fmt.Fprintf(&b, ";fd=%s,%d,%s,%s", url.QueryEscape(en.Name), en.FD,
@@ -326,6 +337,8 @@ func (e *Env) setField(key, val string) error {
 		e.Mail, err = parseMail(val)
 	case "tally":
 		e.Tally, err = parseTally(val)
+	case "handoff":
+		e.Handoff, err = parseFD(val)
 	case "fd":
 		var en Entry
 		en, err = parseEntry(val, len(e.Entries))
@@ -382,10 +395,18 @@ func (e *Env) checkFDs() error {
 			return &DecodeError{Var: e.Source, Entry: i, Err: ErrDuplicate,
 				Reason: fmt.Sprintf("fd %d is a mailbox fd", en.FD)}
 		}
+		if e.HasHandoff() && en.FD == e.Handoff {
+			return &DecodeError{Var: e.Source, Entry: i, Err: ErrDuplicate,
+				Reason: fmt.Sprintf("fd %d is the hand-off channel's fd", en.FD)}
+		}
 	}
 	if e.HasMail() && (e.Mail[0] == e.ReadyFD || e.Mail[1] == e.ReadyFD) {
 		return &DecodeError{Var: e.Source, Entry: -1, Err: ErrDuplicate,
 			Reason: fmt.Sprintf("mailbox fds %d,%d include the ready fd", e.Mail[0], e.Mail[1])}
+	}
+	if e.HasHandoff() && (e.Handoff == e.ReadyFD || e.HasMail() && (e.Handoff == e.Mail[0] || e.Handoff == e.Mail[1])) {
+		return &DecodeError{Var: e.Source, Entry: -1, Err: ErrDuplicate,
+			Reason: fmt.Sprintf("hand-off fd %d is also the ready fd or a mailbox fd", e.Handoff)}
 	}
 	return e.checkOwned()
 }

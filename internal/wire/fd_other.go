@@ -11,3 +11,5 @@ func checkSocket(en *Entry, fill bool) error { return ErrNotSupported }
 func readerGone(fd int) bool { return true }
 
 func checkMail(fd int) error { return ErrNotSupported }
+
+func checkHandoff(fd int) error { return ErrNotSupported }

@@ -156,3 +156,17 @@ func checkMail(fd int) error {
 	unix.CloseOnExec(fd)
 	return nil
 }
+
+// checkHandoff makes sure fd is a Unix SOCK_SEQPACKET socket, the child's
+// end of a hand-off channel, and makes it close-on-exec.
+func checkHandoff(fd int) error {
+	typ, sa, err := socketOf(fd)
+	if err != nil {
+		return err
+	}
+	if _, ok := sa.(*unix.SockaddrUnix); !ok || typ != unix.SOCK_SEQPACKET {
+		return fmt.Errorf("not a Unix seqpacket socket (type %d, address %T)", typ, sa)
+	}
+	unix.CloseOnExec(fd)
+	return nil
+}

@@ -110,6 +110,7 @@ type Files struct {
 	ready     *os.File    // nil once closed
 	readySent bool        // ReadyByte was written; ready stays open until Leave
 	mail      [2]*os.File // the mailbox's ends until Mail hands them out
+	handoff   *os.File    // the hand-off channel's end until Handoff hands it out
 }
 
 // Open checks the fds that env names and takes ownership of them. It does
@@ -142,6 +143,9 @@ func Open(env *Env) (*Files, error) {
 		}
 	}
 	if err := f.openMail(env); err != nil {
+		return nil, err
+	}
+	if err := f.openHandoff(env); err != nil {
 		return nil, err
 	}
 	// Only now, with every fd checked, do they become *os.File (whose
@@ -193,6 +197,32 @@ func (f *Files) Mail() (in, out *os.File) {
 	in, out = f.mail[0], f.mail[1]
 	f.mail = [2]*os.File{}
 	return in, out
+}
+
+// openHandoff checks the hand-off channel's fd, if env names it, and
+// keeps it.
+func (f *Files) openHandoff(env *Env) error {
+	if !env.HasHandoff() {
+		return nil
+	}
+	if err := checkHandoff(env.Handoff); err != nil {
+		derr := &DecodeError{Var: env.Source, Entry: -1, Err: ErrBadFD,
+			Reason: fmt.Sprintf("hand-off fd %d: %v", env.Handoff, err)}
+		f.Fail(derr)
+		return derr
+	}
+	f.handoff = os.NewFile(uintptr(env.Handoff), "tcpgrace-handoff")
+	return nil
+}
+
+// Handoff hands out this process's end of the hand-off channel, once:
+// nil if none was inherited or it was handed out before.
+func (f *Files) Handoff() *os.File {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	h := f.handoff
+	f.handoff = nil
+	return h
 }
 
 // Tally returns the counts the previous generation handed over, nil if
