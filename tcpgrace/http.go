@@ -37,7 +37,8 @@ func (s *Server) RunHTTP(ctx context.Context, hs *http.Server, listeners ...net.
 	if hs == nil || len(listeners) == 0 {
 		return errors.New("tcpgrace: RunHTTP needs an http.Server and at least one listener")
 	}
-	d := newHTTPDrain(hs, s.idleGrace())
+	d := newHTTPDrain(hs, s.idleGrace(), s.Upgrader)
+	listeners = d.wrap(listeners)
 	served := make(chan struct{})
 	return s.Run(ctx, func() error {
 		defer close(served)
@@ -78,9 +79,12 @@ func serveAll(hs *http.Server, listeners []net.Listener) error {
 // httpDrain follows the state of every connection of one http.Server.
 type httpDrain struct {
 	hs       *http.Server
+	u        *Upgrader
 	grace    time.Duration
 	draining atomic.Bool
-	changed  chan struct{} // a connection changed state: look again
+	handing  atomic.Bool   // idle connections move to the next generation (httpmove.go)
+	parking  atomic.Bool   // idle Reads park, for the next move
+	changed  chan struct{} // a connection changed state or parked: look again
 
 	mu    sync.Mutex
 	conns map[net.Conn]httpConn
@@ -93,14 +97,14 @@ type httpConn struct {
 	h2    bool // a TLS connection that negotiated HTTP/2
 }
 
-func newHTTPDrain(hs *http.Server, grace time.Duration) *httpDrain {
-	d := &httpDrain{hs: hs, grace: grace, changed: make(chan struct{}, 1), conns: map[net.Conn]httpConn{}}
+func newHTTPDrain(hs *http.Server, grace time.Duration, u *Upgrader) *httpDrain {
+	d := &httpDrain{hs: hs, u: u, grace: grace, changed: make(chan struct{}, 1), conns: map[net.Conn]httpConn{}}
 	inner := hs.Handler
 	if inner == nil {
 		inner = http.DefaultServeMux
 	}
 	hs.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if d.draining.Load() && r.ProtoMajor == 1 {
+		if d.draining.Load() && r.ProtoMajor == 1 && !(d.handing.Load() && r.Context().Value(moveKey{}) != nil) {
 			w.Header().Set("Connection", "close") // the client reconnects, to the next generation
 		}
 		inner.ServeHTTP(w, r)
@@ -112,10 +116,31 @@ func newHTTPDrain(hs *http.Server, grace time.Duration) *httpDrain {
 			hook(c, st)
 		}
 	}
+	connCtx := hs.ConnContext
+	hs.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if connCtx != nil {
+			ctx = connCtx(ctx, c)
+		}
+		if _, ok := c.(*moveConn); ok {
+			ctx = context.WithValue(ctx, moveKey{}, true)
+		}
+		return ctx
+	}
 	return d
 }
 
+// poke tells the drain to look again.
+func (d *httpDrain) poke() {
+	select {
+	case d.changed <- struct{}{}:
+	default:
+	}
+}
+
 func (d *httpDrain) setState(c net.Conn, st http.ConnState) {
+	if mc, ok := c.(*moveConn); ok && (st == http.StateIdle || st == http.StateNew) {
+		mc.fresh = true // on the goroutine that reads it next (StateNew: before it starts)
+	}
 	// Past StateNew a TLS handshake is over, and ConnectionState, which
 	// waits for one in progress, returns at once: asked under d.mu, a
 	// client that never finishes its handshake would stall every
@@ -129,10 +154,7 @@ func (d *httpDrain) setState(c net.Conn, st http.ConnState) {
 		d.conns[c] = httpConn{state: st, since: time.Now(), h2: h2}
 	}
 	d.mu.Unlock()
-	select {
-	case d.changed <- struct{}{}:
-	default:
-	}
+	d.poke()
 }
 
 // drain stops accepting and waits until hs.Serve has returned on every
@@ -141,6 +163,7 @@ func (d *httpDrain) setState(c net.Conn, st http.ConnState) {
 // grace; then it shuts hs down for what is left (HTTP/2), hard at ctx's
 // end.
 func (d *httpDrain) drain(ctx context.Context, listeners []net.Listener, served <-chan struct{}) error {
+	handing := d.startMoving()
 	d.draining.Store(true)
 	for _, ln := range listeners {
 		ln.Close() // already closed after an upgrade; on a stop, no new connections
@@ -152,7 +175,10 @@ func (d *httpDrain) drain(ctx context.Context, listeners []net.Listener, served 
 		return ctx.Err()
 	}
 	for {
-		left, wake := d.closeIdle(time.Now())
+		if handing {
+			handing = d.moveParked(ctx)
+		}
+		left, wake := d.closeIdle(time.Now(), handing)
 		if left == 0 {
 			break
 		}
@@ -178,12 +204,16 @@ func (d *httpDrain) drain(ctx context.Context, listeners []net.Listener, served 
 // grace; one with bytes waiting to be read is not idle: a request is
 // arriving. It returns how many HTTP/1.x connections are left and when
 // the next one may reach the grace.
-func (d *httpDrain) closeIdle(now time.Time) (left int, wake time.Duration) {
+func (d *httpDrain) closeIdle(now time.Time, handing bool) (left int, wake time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	wake = d.grace
 	for c, st := range d.conns {
 		if st.h2 {
+			continue
+		}
+		if mc, ok := c.(*moveConn); ok && handing && mc.isParked() {
+			left++ // the next move takes it
 			continue
 		}
 		left++

@@ -24,7 +24,7 @@ func (l *listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return l.u.track(c), nil
+	return l.u.track(c, l.s.name), nil
 }
 
 // Close closes the listener; see Upgrader.Listen for what is released.
@@ -59,6 +59,7 @@ func (l *listener) SyscallConn() (syscall.RawConn, error) {
 type trackedConn struct {
 	net.Conn // the real connection
 	u        *Upgrader
+	name     string // the listener it came from
 	closed   atomic.Bool
 }
 
@@ -155,10 +156,11 @@ func realWriter(w io.Writer) io.Writer {
 	return w
 }
 
-// track records c and returns what the user gets: a wrapper that keeps
-// the real connection's type-specific methods.
-func (u *Upgrader) track(c net.Conn) net.Conn {
-	tc := &trackedConn{Conn: c, u: u}
+// track records c, from the listener named name, and returns what the
+// user gets: a wrapper that keeps the real connection's type-specific
+// methods.
+func (u *Upgrader) track(c net.Conn, name string) net.Conn {
+	tc := &trackedConn{Conn: c, u: u, name: name}
 	u.mu.Lock()
 	u.conns[tc] = struct{}{}
 	u.accepted++
@@ -175,7 +177,8 @@ func (u *Upgrader) track(c net.Conn) net.Conn {
 // Stats are connection counts for logs and metrics.
 type Stats struct {
 	Active      int    // connections accepted and not yet closed
-	Accepted    uint64 // connections accepted since New
+	Accepted    uint64 // connections accepted since New, and those handed over by the previous generation
+	Moved       uint64 // connections handed to the next generation
 	ForceClosed uint64 // connections that closed after the drain deadline: cut by Shutdown or Close, or by the server Run or RunHTTP stops
 }
 
@@ -183,7 +186,14 @@ type Stats struct {
 func (u *Upgrader) Stats() Stats {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return Stats{Active: len(u.conns), Accepted: u.accepted, ForceClosed: u.forceClosed}
+	return Stats{Active: len(u.conns), Accepted: u.accepted, Moved: u.moved, ForceClosed: u.forceClosed}
+}
+
+// countMoved counts n connections handed to the next generation.
+func (u *Upgrader) countMoved(n int) {
+	u.mu.Lock()
+	u.moved += uint64(n)
+	u.mu.Unlock()
 }
 
 func (u *Upgrader) untrack(tc *trackedConn) {

@@ -108,6 +108,24 @@ type Options struct {
 	// the accept path; it must return quickly and must not call Upgrade,
 	// Ready, Shutdown or Close (Status and Stats are fine). Default: none.
 	OnEvent func(Event)
+
+	// State, if set, is called once when this generation has handed over
+	// to the next one and its drain is over (every connection finished,
+	// moved or cut), and after what it inherited itself has arrived: what
+	// it returns, at most [MaxState] bytes, goes to the next generation,
+	// which reads it with [Upgrader.Inherited]. A counter, a cache's
+	// index, session keys: state that should outlive the process. It is
+	// not called after a Shutdown without an upgrade. Default: none; the
+	// next generation then inherits nil.
+	State func() []byte
+
+	// DrainOnly keeps connections where they are: this generation neither
+	// hands its idle connections to the next one nor takes any from the
+	// previous one, and they drain as [Server.RunHTTP] describes. The
+	// state ([Options.State]) still goes. Default: false, connections
+	// move (RunHTTP's idle HTTP/1.x connections, and those a handler gives
+	// up with [Handover]).
+	DrainOnly bool
 }
 
 func (o Options) readyTimeout() time.Duration {

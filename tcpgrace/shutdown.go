@@ -90,6 +90,8 @@ func (u *Upgrader) shutdown(ctx context.Context, begin time.Time, open int) erro
 			Finished: open - forced, ForceClosed: forced, Err: err})
 		u.drainReports().final(open-forced, forced)
 	}
+	u.handState(ctx)
+	u.in.close()
 	u.mail.close()
 	return err
 }
@@ -105,6 +107,8 @@ func (u *Upgrader) Close() error {
 	forced, _ := u.waitConns(ctx)
 	u.drainReports().final(open-forced, u.countCut(forced)) // a drain Run or RunHTTP began, cut short
 	u.controlDone(ctx)
+	u.handState(ctx)
+	u.in.close()
 	u.mail.close()
 	return errjoin.Join(st.err, closeSockets(st.packets))
 }

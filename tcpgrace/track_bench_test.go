@@ -17,7 +17,7 @@ func BenchmarkTrack(b *testing.B) {
 	defer c.Close()
 	b.ReportAllocs()
 	for b.Loop() {
-		tc := u.track(c).(*otherConn).t
+		tc := u.track(c, "bench").(*otherConn).t
 		if tc.closed.CompareAndSwap(false, true) { // what Close does, without closing the pipe
 			u.untrack(tc)
 		}

@@ -62,15 +62,22 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 	begin := u.totals.begin()
 	u.emit(event.Event{Kind: event.UpgradeStarted})
 	files, env = u.handMail(files, env, begin)
+	files, channel := u.handChannel(files, env)
 	pid, err := u.runChild(ctx, files, env)
 	ended := event.Event{Kind: event.UpgradeEnded, Child: pid, Err: err, Took: time.Since(begin)}
 	if err != nil {
+		if channel != nil {
+			channel.Close()
+		}
 		// Serving again before anyone hears of the failure: a request
 		// that follows the "upgrade failed" line finds no upgrade running.
 		u.endUpgrade(false)
 		upgradeOver(ctx)
 		u.emit(ended)
 		return err
+	}
+	if channel != nil {
+		u.out.Store(&outChannel{conn: channel}) // before Exit closes: the drain gives on it
 	}
 	u.emit(ended) // the service manager hears of the child before this generation leaves
 	u.endUpgrade(true)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,16 +36,20 @@ type Upgrader struct {
 	started    time.Time // when New made this Upgrader
 	totals     *tally    // the service's counts (totals.go)
 	mail       *mailbox  // the service's mailbox (mail.go); nil if none
+	in         *inChannel                 // the channel from the previous generation (adopt.go); nil if none
+	out        atomic.Pointer[outChannel] // the channel to the next one, once an upgrade stood (handoff.go)
 
 	mu            sync.Mutex
 	state         state // see lifecycle.go
 	sockets       map[string]*socket
 	conns         map[*trackedConn]struct{}
+	claims        map[string]*adoptListener // listener name -> the server that takes its connections handed over
 	cancelUpgrade context.CancelFunc
 	upgradeDone   chan struct{} // closed when the running Upgrade returns
 	connsDone     chan struct{} // closed when the last tracked conn closes during shutdown
 	accepted      uint64        // connections accepted through registry listeners
 	forceClosed   uint64        // connections closed at a drain deadline
+	moved         uint64        // connections handed to the next generation
 	leaveWhy      leaveReason   // why a Server loop ended, if one did
 	// drainCtx is the context of this generation's drain once it began:
 	// its end is the drain deadline. cutLate counts the tracked
@@ -85,6 +90,7 @@ func newUpgrader(opts Options, files *wire.Files) (*Upgrader, error) {
 		args:       opts.Args,
 		sockets:    map[string]*socket{},
 		conns:      map[*trackedConn]struct{}{},
+		claims:     map[string]*adoptListener{},
 		exit:       make(chan struct{}),
 		started:    time.Now(),
 	}
@@ -94,6 +100,7 @@ func newUpgrader(opts Options, files *wire.Files) (*Upgrader, error) {
 		u.log = slog.New(warnings{slog.Default().Handler()})
 	}
 	u.log = u.log.With("pid", os.Getpid(), "generation", files.Generation())
+	u.openInChannel(files.Handoff())
 	u.sdCheckEnv()
 	if u.executable == "" {
 		exe, err := proc.Executable(os.Args)
@@ -150,9 +157,11 @@ func (u *Upgrader) closeExit() { u.exitOnce.Do(func() { close(u.exit) }) }
 // A parent that has vanished meanwhile is not an error: this process then
 // serves alone. A second call returns [ErrAlreadyReady].
 //
-// Ready starts the one goroutine an Upgrader keeps: it reads the reports
-// of older generations that drain (see [Totals]); Shutdown and Close stop
-// it.
+// Ready starts the goroutines an Upgrader keeps: one reads the reports
+// of older generations that drain (see [Totals]); in a generation started
+// by Upgrade, one takes what the parent hands over (connections, its
+// state: see [Upgrader.Inherited]) until the parent closes its end.
+// Shutdown and Close stop them.
 func (u *Upgrader) Ready() error {
 	u.mu.Lock()
 	err := u.checkLocked(opReady)
@@ -183,6 +192,9 @@ func (u *Upgrader) tellReady() error {
 	}
 	if err := u.inh.Ready(); err != nil && !errors.Is(err, syscall.EPIPE) {
 		return fmt.Errorf("tcpgrace: telling the parent generation we are ready: %w", err)
+	}
+	if u.in != nil {
+		go u.take() // says hello at once: the parent, which now reads it, learns that we take hand-offs
 	}
 	u.serve()
 	err := u.closeUnclaimed()

@@ -1,24 +1,28 @@
 // Command http is a net/http server that replaces itself without dropping
 // a request: http.Server serves on a listener from tcpgrace, and after an
-// upgrade the old process, while the new one already accepts, keeps
-// answering the requests on its open connections, each with "Connection:
-// close", so that clients reconnect to the new process without an error.
+// upgrade the old process, while the new one already accepts, finishes the
+// requests in flight, then hands its idle keep-alive connections to the
+// new process, which answers their next requests on the same TCP
+// connections. With -handoff=false (and for TLS connections) it answers
+// each request on its open connections with "Connection: close" instead,
+// so that clients reconnect to the new process without an error.
 //
 // Usage:
 //
 //	http [-http ADDR] [-pidfile PATH] [-https ADDR -cert PATH -key PATH] [-metrics ADDR]
-//	     [-control PATH] [-ready-timeout DUR] [-drain-timeout DUR] [-ready-grace DUR]
-//	     [-idle-grace DUR] [-max-generations N]
+//	     [-handoff=BOOL] [-control PATH] [-ready-timeout DUR] [-drain-timeout DUR]
+//	     [-ready-grace DUR] [-idle-grace DUR] [-max-generations N]
 //
 // Endpoints: GET / answers with the serving process's pid, and so does
 // POST / (after reading the body); GET /slow?ms=N
 // sleeps N milliseconds, then answers 200 with the pid; GET /stats
 // answers {"pid":P,"generation":G,"requests":N} (application/json), N
 // the requests this generation has served on every endpoint but /metrics,
-// the /stats request itself included. requests: served by this
-// generation; counted across generations once the library's hand-off of
-// application state to the next generation lands (it does not exist yet,
-// so each generation starts again at 0).
+// the /stats request itself included, since the first start: each
+// generation hands its count to the next as its state (tcpgrace's
+// Options.State) when its drain ends, and the next adds it to its own.
+// Until the previous generation's count has arrived, requests counts this
+// generation's only; once the previous generation has exited it is exact.
 //
 // With -https ADDR -cert PATH -key PATH (all three or none) the same
 // endpoints are served over TLS on ADDR as well, HTTP/1.1 and HTTP/2
@@ -30,7 +34,8 @@
 // parent, which keeps serving. The drain is the same as on -http for
 // HTTP/1.1 connections; HTTP/2 connections get a GOAWAY from
 // http.Server.Shutdown once the HTTP/1.1 ones are done; TLS connections
-// never move to the next generation.
+// never move to the next generation (Go's crypto/tls cannot hand a live
+// session over): they drain.
 //
 // With -metrics ADDR, GET /metrics on that address answers with the Prometheus metrics
 // of tcpgrace/metrics; the listener is registered with the library as
@@ -83,6 +88,7 @@ type config struct {
 	readyGrace   time.Duration
 	idleGrace    time.Duration
 	maxGens      int
+	handoff      bool
 }
 
 func parseFlags(args []string) (*config, error) {
@@ -99,6 +105,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", tcpgrace.DefaultDrainTimeout, "how long open requests may take to finish on exit")
 	fs.DurationVar(&c.readyGrace, "ready-grace", 0, "after the new process is ready, keep serving this long and roll back if it dies")
 	fs.DurationVar(&c.idleGrace, "idle-grace", tcpgrace.DefaultIdleGrace, "while draining, close a keep-alive connection idle this long")
+	fs.BoolVar(&c.handoff, "handoff", true, "hand idle keep-alive connections to the next generation (false: close them as they drain)")
 	fs.IntVar(&c.maxGens, "max-generations", tcpgrace.DefaultMaxGenerations, "how many generations may be alive at once, draining ones included")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -150,9 +157,11 @@ func run() int {
 		return 2
 	}
 	log.Info("start", "version", version)
+	count := &counter{}
 	u, err := tcpgrace.New(tcpgrace.Options{
 		PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace,
 		MaxGenerations: cfg.maxGens, Control: cfg.control, Logger: base,
+		State: count.state, DrainOnly: !cfg.handoff,
 	})
 	if err != nil {
 		log.Error("start", "err", err)
@@ -166,7 +175,7 @@ func run() int {
 		return 1
 	}
 	srv := &http.Server{
-		Handler:           handler(u, routes(log, u.Generation()), lns.metrics),
+		Handler:           handler(u, routes(log, u.Generation(), count), lns.metrics),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -178,12 +187,15 @@ func run() int {
 			return 1 // not serving: our parent keeps serving
 		}
 	}
+	go count.inherit(u, log)
 	// RunHTTP serves until this generation must go (upgraded, or a stop
-	// signal), then drains: it keeps serving the requests that arrive on
-	// open connections, answers each with "Connection: close" so the
-	// client's next request reaches the new generation, closes
-	// connections left idle for -idle-grace, and at the drain deadline cuts
-	// the rest. HTTP/2 connections (on -https) are left to
+	// signal), then drains. After an upgrade it finishes the requests in
+	// flight and hands each idle HTTP/1.x connection to the new
+	// generation. What stays (TLS, -handoff=false, a stop) is drained: it
+	// keeps serving the requests that arrive on open connections, answers
+	// each with "Connection: close" so the client's next request reaches
+	// the new generation, closes connections left idle for -idle-grace,
+	// and at the drain deadline cuts the rest. HTTP/2 connections (on -https) are left to
 	// http.Server.Shutdown, which sends them a GOAWAY once the HTTP/1.x
 	// connections are done.
 	server := &tcpgrace.Server{Upgrader: u, Signals: sigs, DrainTimeout: cfg.drainTimeout, IdleGrace: cfg.idleGrace}
@@ -282,13 +294,12 @@ func onListener(local, ln net.Addr) bool {
 // routes are the demo endpoints; each answers with this process's pid, so
 // a client sees which generation served it. Every request they get is
 // counted, before its handler runs, for /stats.
-func routes(log *slog.Logger, generation int) http.Handler {
+func routes(log *slog.Logger, generation int, requests *counter) http.Handler {
 	pid := os.Getpid()
-	var requests atomic.Int64
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(stats{PID: pid, Generation: generation, Requests: requests.Load()})
+		json.NewEncoder(w).Encode(stats{PID: pid, Generation: generation, Requests: requests.total()})
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%d\n", pid)
@@ -317,14 +328,38 @@ func routes(log *slog.Logger, generation int) http.Handler {
 		}
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		requests.Add(1)
+		requests.own.Add(1)
 		mux.ServeHTTP(w, r)
 	})
 }
 
-// stats is the answer of GET /stats. Requests counts what this generation
-// served; the count starts again at each upgrade until the library hands
-// application state over to the next generation.
+// counter counts requests since the first start: this generation's own,
+// and what the previous generations counted (their state).
+type counter struct {
+	own, inherited atomic.Int64
+}
+
+func (c *counter) total() int64 { return c.own.Load() + c.inherited.Load() }
+
+// state is the count handed to the next generation: decimal text.
+func (c *counter) state() []byte { return strconv.AppendInt(nil, c.total(), 10) }
+
+// inherit adds the previous generation's count once it arrives.
+func (c *counter) inherit(u *tcpgrace.Upgrader, log *slog.Logger) {
+	b, err := u.Inherited(context.Background())
+	if err != nil || b == nil {
+		return
+	}
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil || n < 0 {
+		log.Warn("the request count inherited is no count", "state", string(b))
+		return
+	}
+	c.inherited.Store(n)
+}
+
+// stats is the answer of GET /stats. Requests counts the requests served
+// since the first start (see counter).
 type stats struct {
 	PID        int   `json:"pid"`
 	Generation int   `json:"generation"`
