@@ -315,5 +315,6 @@ func (d *httpDrain) moveParked(ctx context.Context) bool {
 		return false
 	}
 	d.u.countMoved(len(taken))
+	d.u.log.Info("idle connections handed to the next generation", "connections", len(taken))
 	return true
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -47,10 +48,18 @@ const (
 	// childExit3Close is exit3 the way a main that returns an exit code
 	// does it: its deferred Close runs first.
 	childExit3Close = "exit3-close"
+	// childHTTP is serve with nameWeb under RunHTTP (each answer is
+	// childReply), and it writes what it inherits (Inherited) to
+	// childStateFile.
+	childHTTP = "http"
+	// childHTTPLate is ready, but no server ever serves nameWeb: a
+	// connection handed over waits for one (claimWait), then is refused.
+	childHTTPLate = "http-late"
 )
 
 const (
 	childInfoFile   = "info.json"
+	childStateFile  = "state"
 	childGateSock   = "g.sock"
 	childFailReason = "config broken: xyz"
 	// childLifetime bounds how long a child lives if nobody stops it, so
@@ -131,7 +140,10 @@ func runTestChild(mode string) int {
 		fmt.Fprintln(os.Stderr, "test child: Ready:", err)
 		return 2
 	}
-	serveTestChild(web, ctl, dns)
+	if mode == childHTTP || mode == childHTTPLate {
+		return httpTestChild(u, mode, web, ctl, dns, sigs)
+	}
+	serveTestChild(dns, web, ctl)
 	select {
 	case <-sigs:
 	case <-time.After(childLifetime):
@@ -148,10 +160,35 @@ func runTestChild(mode string) int {
 // childReply is what a serving child answers on every socket.
 func childReply(pid int) string { return fmt.Sprintf("child %d\n", pid) }
 
-// serveTestChild answers every connection and datagram with childReply.
-func serveTestChild(web, ctl net.Listener, dns net.PacketConn) {
+// httpTestChild serves web under RunHTTP until SIGTERM (childHTTP), and
+// writes its inheritance to childStateFile, or never serves it
+// (childHTTPLate).
+func httpTestChild(u *Upgrader, mode string, web, ctl net.Listener, dns net.PacketConn, sigs chan os.Signal) int {
+	serveTestChild(dns, ctl)
+	if mode == childHTTPLate {
+		time.Sleep(childLifetime)
+		return 4
+	}
+	go func() {
+		b, err := u.Inherited(context.Background())
+		if err == nil {
+			os.WriteFile(filepath.Join(os.Getenv(envChildDir), childStateFile), b, 0o644)
+		}
+	}()
 	reply := childReply(os.Getpid())
-	for _, ln := range []net.Listener{web, ctl} {
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, reply) })}
+	srv := &Server{Upgrader: u, Signals: sigs, DrainTimeout: 5 * time.Second}
+	if err := srv.RunHTTP(context.Background(), hs, web); err != nil {
+		fmt.Fprintln(os.Stderr, "test child: RunHTTP:", err)
+		return 2
+	}
+	return 0
+}
+
+// serveTestChild answers every connection and datagram with childReply.
+func serveTestChild(dns net.PacketConn, lns ...net.Listener) {
+	reply := childReply(os.Getpid())
+	for _, ln := range lns {
 		go func() {
 			for {
 				c, err := ln.Accept()

@@ -118,13 +118,14 @@ func TestHTTPKeepAliveLoadAcrossUpgrades(t *testing.T) {
 	s.stop()
 }
 
-// TestHTTPDrainAnswersWithConnectionClose: a request that arrives on a
-// kept-alive connection to the old generation after the hand-off is
+// TestHTTPDrainAnswersWithConnectionClose: with -handoff=false, a
+// request that arrives on a kept-alive connection to the old generation
+// after the hand-off is
 // answered by the old generation with "Connection: close", which then
 // closes the connection; the client's next connection reaches the new
 // generation. A raw connection: nothing retries behind the test's back.
 func TestHTTPDrainAnswersWithConnectionClose(t *testing.T) {
-	s := startExample(t, exampleBin("http"), nil, "-http", "127.0.0.1:0", "-idle-grace", "30s", "-drain-timeout", "60s")
+	s := startExample(t, exampleBin("http"), nil, "-http", "127.0.0.1:0", "-handoff=false", "-idle-grace", "30s", "-drain-timeout", "60s")
 	addr := s.addr("http")
 	old := s.pid()
 	c := dialRawHTTP(t, addr)
@@ -151,12 +152,12 @@ func TestHTTPDrainAnswersWithConnectionClose(t *testing.T) {
 	s.stop()
 }
 
-// TestHTTPIdleConnectionClosedAfterGrace: a kept-alive connection that
-// stays idle after the hand-off is closed by the old generation after
+// TestHTTPIdleConnectionClosedAfterGrace: with -handoff=false, a
+// kept-alive connection that stays idle after the hand-off is closed by the old generation after
 // -idle-grace, which then exits 0 without waiting for -drain-timeout.
 func TestHTTPIdleConnectionClosedAfterGrace(t *testing.T) {
 	t.Parallel() // a waiting test: see parallel tests in main_test.go
-	s := startExample(t, exampleBin("http"), nil, "-http", "127.0.0.1:0", "-idle-grace", "200ms", "-drain-timeout", "60s")
+	s := startExample(t, exampleBin("http"), nil, "-http", "127.0.0.1:0", "-handoff=false", "-idle-grace", "200ms", "-drain-timeout", "60s")
 	old := s.pid()
 	c := dialRawHTTP(t, s.addr("http"))
 	_, _, err := c.get("/")

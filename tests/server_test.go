@@ -437,7 +437,7 @@ func fdKinds(t *testing.T, pid int) []string {
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
-	dgram := unixDatagramInodes(t)
+	channels := unixChannelInodes(t)
 	var kinds []string
 	for _, e := range entries {
 		target, err := os.Readlink(filepath.Join(dir, e.Name()))
@@ -445,8 +445,8 @@ func fdKinds(t *testing.T, pid int) []string {
 			continue // closed meanwhile
 		}
 		kind, inode, _ := strings.Cut(target, ":[")
-		if kind == "socket" && dgram[strings.TrimSuffix(inode, "]")] {
-			kind = "unix datagram socket" // the service's mailbox, not a listener or a connection
+		if k, ok := channels[strings.TrimSuffix(inode, "]")]; ok && kind == "socket" {
+			kind = k // the mailbox or the hand-off channel, not a listener or a connection
 		}
 		kinds = append(kinds, kind)
 	}
@@ -454,17 +454,24 @@ func fdKinds(t *testing.T, pid int) []string {
 	return kinds
 }
 
-// unixDatagramInodes lists the inodes of the Unix datagram sockets on this
-// machine (/proc/net/unix, type 0002).
-func unixDatagramInodes(t *testing.T) map[string]bool {
+// unixChannelInodes maps the inodes of the Unix datagram and seqpacket
+// sockets on this machine (/proc/net/unix, types 0002 and 0005) to what
+// they are to a tcpgrace process: the service's mailbox, or the hand-off
+// channel between two generations.
+func unixChannelInodes(t *testing.T) map[string]string {
 	t.Helper()
 	b, err := os.ReadFile("/proc/net/unix")
 	require.NoError(t, err)
-	inodes := map[string]bool{}
+	inodes := map[string]string{}
 	for _, line := range strings.Split(string(b), "\n")[1:] {
 		// Num RefCount Protocol Flags Type St Inode [Path]
-		if f := strings.Fields(line); len(f) >= 7 && f[4] == "0002" {
-			inodes[f[6]] = true
+		f := strings.Fields(line)
+		switch {
+		case len(f) < 7:
+		case f[4] == "0002":
+			inodes[f[6]] = "unix datagram socket"
+		case f[4] == "0005":
+			inodes[f[6]] = "unix seqpacket socket"
 		}
 	}
 	return inodes
