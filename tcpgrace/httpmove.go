@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -263,7 +264,28 @@ func (d *httpDrain) startMoving() bool {
 	for _, c := range d.moveConns() {
 		c.wake()
 	}
+	d.settle()
 	return true
+}
+
+// settleWait bounds how long the first move waits for the idle Reads
+// startMoving woke to park, so that they go over in one transaction.
+const settleWait = 50 * time.Millisecond
+
+func (d *httpDrain) settle() {
+	for deadline := time.Now().Add(settleWait); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if !slices.ContainsFunc(d.moveConns(), (*moveConn).waking) {
+			return
+		}
+	}
+}
+
+// waking reports an idle Read that wake cut short and that has not
+// parked yet.
+func (c *moveConn) waking() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.woken
 }
 
 func (d *httpDrain) moveConns() []*moveConn {
@@ -305,13 +327,13 @@ func (d *httpDrain) moveParked(ctx context.Context) bool {
 		for _, it := range items {
 			closeFiles(it.Files)
 		}
+		d.handing.Store(false) // before they read on: their answers say "Connection: close"
 	}
 	for _, c := range taken {
 		c.decide(err == nil)
 	}
 	if err != nil {
 		d.u.log.Warn("idle connections not handed over: they drain here", "connections", len(taken), "err", err)
-		d.handing.Store(false)
 		return false
 	}
 	d.u.countMoved(len(taken))

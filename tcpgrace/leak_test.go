@@ -5,8 +5,10 @@ package tcpgrace
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -30,6 +32,24 @@ func openFDs(t *testing.T) map[string]string {
 	return fds
 }
 
+// settledFDs is openFDs once what earlier tests left unreachable has
+// been finalized (closed) and the listing stays the same for 50 ms.
+func settledFDs(t *testing.T) map[string]string {
+	t.Helper()
+	runtime.GC()
+	runtime.GC()
+	fds := openFDs(t)
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		again := openFDs(t)
+		if maps.Equal(fds, again) {
+			break
+		}
+		fds = again
+	}
+	return fds
+}
+
 // fdDiff describes how two openFDs listings differ, for failure messages.
 func fdDiff(before, after map[string]string) string {
 	var diff []string
@@ -39,7 +59,7 @@ func fdDiff(before, after map[string]string) string {
 		}
 	}
 	for fd, target := range before {
-		if after[fd] != target {
+		if got, ok := after[fd]; !ok || got != target {
 			diff = append(diff, fmt.Sprintf("-%s->%s", fd, target))
 		}
 	}
@@ -73,7 +93,7 @@ func TestFailedUpgradesLeakNothing(t *testing.T) {
 	for i := range kinds { // warm up: lazily opened runtime fds
 		run(i)
 	}
-	before := openFDs(t)
+	before := settledFDs(t)
 	for i := range 20 {
 		run(i)
 	}

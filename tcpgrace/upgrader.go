@@ -102,10 +102,22 @@ func newUpgrader(opts Options, files *wire.Files) (*Upgrader, error) {
 	u.log = u.log.With("pid", os.Getpid(), "generation", files.Generation())
 	u.openInChannel(files.Handoff())
 	u.sdCheckEnv()
+	if err := u.setUp(); err != nil {
+		u.mail.close() // the channels' fds: a failed New holds none
+		u.in.close()
+		return nil, err
+	}
+	u.subscribe()
+	return u, nil
+}
+
+// setUp is the part of New that may fail: the executable, the next
+// generation's arguments, the control socket.
+func (u *Upgrader) setUp() error {
 	if u.executable == "" {
 		exe, err := proc.Executable(os.Args)
 		if err != nil {
-			return nil, fmt.Errorf("tcpgrace: finding own executable (set Options.Executable): %w", err)
+			return fmt.Errorf("tcpgrace: finding own executable (set Options.Executable): %w", err)
 		}
 		u.executable = exe
 	}
@@ -115,11 +127,7 @@ func newUpgrader(opts Options, files *wire.Files) (*Upgrader, error) {
 			u.args[0] = u.executable // the next generation may start in another directory
 		}
 	}
-	if err := u.listenControl(); err != nil {
-		return nil, err
-	}
-	u.subscribe()
-	return u, nil
+	return u.listenControl()
 }
 
 // Generation is 1 for a process started cold (or by systemd) and one more
