@@ -33,9 +33,9 @@ type Upgrader struct {
 	events     event.Stream   // the lifecycle's events (events.go)
 	executable string
 	args       []string
-	started    time.Time // when New made this Upgrader
-	totals     *tally    // the service's counts (totals.go)
-	mail       *mailbox  // the service's mailbox (mail.go); nil if none
+	started    time.Time                  // when New made this Upgrader
+	totals     *tally                     // the service's counts (totals.go)
+	mail       *mailbox                   // the service's mailbox (mail.go); nil if none
 	in         *inChannel                 // the channel from the previous generation (adopt.go); nil if none
 	out        atomic.Pointer[outChannel] // the channel to the next one, once an upgrade stood (handoff.go)
 
