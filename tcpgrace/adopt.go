@@ -166,6 +166,8 @@ func (u *Upgrader) adoptConn(it handoff.Item) {
 	l := u.claims[ci.name]
 	u.mu.Unlock()
 	tc := u.track(c, ci.name)
+	t := trackedOf(tc)
+	t.resumed, t.unread, t.state = true, ci.unread, ci.state
 	if l == nil || !l.push(adopted{Conn: tc, unread: ci.unread, state: ci.state}) {
 		// Its server stopped since the vote: this generation is leaving too.
 		u.log.Warn("a connection handed over found no server: closed", "listener", ci.name)
@@ -267,6 +269,18 @@ type adoptListener struct {
 	queue  []adopted
 	closed bool
 	wake   chan struct{} // has room for one: something to look at
+}
+
+// claimFor is claim, unless this generation takes no connections
+// (DrainOnly): then nil.
+func (u *Upgrader) claimFor(lns []net.Listener) net.Listener {
+	if u.opts.DrainOnly {
+		return nil
+	}
+	if al := u.claim(lns); al != nil {
+		return al
+	}
+	return nil
 }
 
 // claim makes the adoptListener for the listeners among lns that the

@@ -54,6 +54,11 @@ var (
 	// with it, so an upgrade would end the service. Run the server under
 	// an init that stays (docker run --init, tini) or a supervisor.
 	ErrPID1 = errors.New("tcpgrace: this process is PID 1 of its PID namespace, whose end would kill the next generation")
+	// ErrNotHandedOver is returned by [Handover] when the connection stays
+	// in this generation: no next generation takes it (none was started,
+	// it refused, it died, or connections do not move here), or the
+	// connection cannot move. The caller keeps serving it.
+	ErrNotHandedOver = errors.New("tcpgrace: the connection was not handed over")
 	// ErrNotSupported is returned on platforms without fd passing.
 	ErrNotSupported = errors.New("tcpgrace: not supported on this platform")
 )

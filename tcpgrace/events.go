@@ -60,6 +60,9 @@ func (u *Upgrader) logEvent(e event.Event) {
 // connections were cut at the deadline or something failed to close.
 func (u *Upgrader) logDrained(e event.Event) {
 	args := []any{"took", e.Took.Round(time.Millisecond), "finished", e.Finished, "force_closed", e.ForceClosed}
+	if e.Moved > 0 {
+		args = append(args, "moved", e.Moved)
+	}
 	if e.Err != nil {
 		u.log.Warn("drained", append(args, "err", e.Err)...)
 		return

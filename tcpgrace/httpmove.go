@@ -247,7 +247,7 @@ func (d *httpDrain) wrap(lns []net.Listener) []net.Listener {
 		}
 		out = append(out, ln)
 	}
-	if al := d.u.claim(lns); al != nil {
+	if al := d.u.claimFor(lns); al != nil {
 		out = append(out, &moveListener{Listener: al, d: d})
 	}
 	return out

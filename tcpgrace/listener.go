@@ -61,6 +61,24 @@ type trackedConn struct {
 	u        *Upgrader
 	name     string // the listener it came from
 	closed   atomic.Bool
+	// What the previous generation's handler left, for Resumed; set
+	// before the connection reaches a handler.
+	resumed       bool
+	unread, state []byte
+}
+
+// trackedOf is the record of a connection a registry listener handed
+// out, nil for any other.
+func trackedOf(c net.Conn) *trackedConn {
+	switch v := c.(type) {
+	case *tcpConn:
+		return v.t
+	case *unixConn:
+		return v.t
+	case *otherConn:
+		return v.t
+	}
+	return nil
 }
 
 // closeTracked closes the connection; first reports whether this call is

@@ -83,6 +83,7 @@ type Event struct {
 	Deadline    time.Time     // EventDrainStarted
 	Finished    int           // EventDrainEnded, EventOlderDrained
 	ForceClosed int           // EventDrainEnded, EventOlderDrained
+	Moved       int           // EventDrainEnded: the connections handed to the next generation
 }
 
 // publish hands the application's hook, Options.OnEvent, the public form
@@ -112,7 +113,7 @@ func (u *Upgrader) public(e event.Event) (Event, bool) {
 	}
 	p := Event{Kind: k, Time: e.Time, Generation: u.Generation(), PID: e.Child, Reason: e.Reason, Err: e.Err,
 		Took: e.Took, Connections: e.Connections, Deadline: e.Deadline, Finished: e.Finished,
-		ForceClosed: e.ForceClosed}
+		ForceClosed: e.ForceClosed, Moved: e.Moved}
 	switch {
 	case e.Kind == event.UpgradeEnded && e.Err == nil:
 		p.Kind = EventUpgraded

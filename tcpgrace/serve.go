@@ -149,6 +149,9 @@ func (s *Server) Serve(ctx context.Context, listeners ...net.Listener) error {
 	if s.Upgrader == nil || s.Handler == nil || len(listeners) == 0 {
 		return errors.New("tcpgrace: Server needs an Upgrader, a Handler and at least one listener")
 	}
+	if al := s.Upgrader.claimFor(listeners); al != nil {
+		listeners = append(listeners, al) // the connections the previous generation hands over
+	}
 	l := s.start(listeners)
 	defer l.draining()
 	why, err := s.loop(ctx, l.accepted, l.dispatch)

@@ -87,7 +87,7 @@ func (u *Upgrader) shutdown(ctx context.Context, begin time.Time, open int) erro
 	err = errjoin.Join(st.err, err, closeSockets(st.packets))
 	if st.first {
 		u.emit(event.Event{Kind: event.Drained, Serving: st.wasServing, Took: time.Since(begin),
-			Finished: open - forced, ForceClosed: forced, Err: err})
+			Finished: open - forced, ForceClosed: forced, Moved: int(u.Stats().Moved), Err: err})
 		u.drainReports().final(open-forced, forced)
 	}
 	u.handState(ctx)

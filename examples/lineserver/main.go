@@ -5,15 +5,19 @@
 // Usage:
 //
 //	lineserver [-tcp ADDR]... [-unix PATH]... [-pidfile PATH] [-control PATH] [-ready-timeout DUR] [-drain-timeout DUR]
-//	           [-ready-grace DUR] [-max-generations N] [-events PATH]
+//	           [-ready-grace DUR] [-max-generations N] [-events PATH] [-handoff=BOOL]
 //
 // Signals: SIGUSR1 upgrades to the executable now at the path lineserver
 // was started from (a failed upgrade is logged and it keeps serving);
 // SIGTERM or SIGINT stop accepting, wait for open connections up to
 // -drain-timeout and exit 0; SIGHUP reopens the -events file, and without
 // -events is logged and ignored (there is no configuration to reload).
-// After a successful upgrade the old process finishes its open
-// connections (or the drain timeout) and exits 0.
+// After a successful upgrade the old process hands each open connection
+// to the new one between two lines (tcpgrace.Handover: a line read in
+// part goes with it), and exits 0 once they are all gone; the clients
+// keep their connections. With -handoff=false, or when the new process
+// does not take them, it echoes on until each client closes (or the drain
+// timeout), then exits 0.
 // With -control PATH it also answers tcpgrace upgrade, status, stop and
 // reload (which does what SIGHUP does, and fails without -events: no
 // reload hook) on that Unix socket (see cmd/tcpgrace); signals keep
@@ -29,10 +33,12 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -60,6 +66,7 @@ type config struct {
 	maxGens      int
 	readyGrace   time.Duration
 	events       string
+	handoff      bool
 }
 
 func parseFlags(args []string) (*config, error) {
@@ -73,6 +80,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", tcpgrace.DefaultDrainTimeout, "how long open connections may take to finish on exit")
 	fs.DurationVar(&c.readyGrace, "ready-grace", 0, "after the new process is ready, keep serving this long and roll back if it dies")
 	fs.StringVar(&c.events, "events", "", "append each lifecycle event to this file as a line of JSON; SIGHUP reopens it")
+	fs.BoolVar(&c.handoff, "handoff", true, "hand open connections to the next generation between two lines (false: serve them until they close)")
 	fs.IntVar(&c.maxGens, "max-generations", tcpgrace.DefaultMaxGenerations, "how many generations may be alive at once, draining ones included")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -108,7 +116,7 @@ func run() int {
 	log.Info("start", "version", version)
 	opts := tcpgrace.Options{
 		PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace,
-		MaxGenerations: cfg.maxGens, Control: cfg.control, Logger: base,
+		MaxGenerations: cfg.maxGens, Control: cfg.control, Logger: base, DrainOnly: !cfg.handoff,
 	}
 	var events *eventLog
 	if cfg.events != "" {
@@ -167,18 +175,49 @@ func listenAll(u *tcpgrace.Upgrader, cfg *config) ([]net.Listener, error) {
 }
 
 // echo writes every received line back verbatim until the peer closes.
-// A line protocol has no way to end a connection cleanly, so draining does
-// not cut it: it ends when the client closes or at the drain deadline.
-func echo(_ context.Context, c net.Conn) {
-	defer c.Close()
-	r := bufio.NewReader(c)
+// When this generation drains (ctx is done) it hands the connection to
+// the next generation between two lines: what it read of a line not
+// finished goes with it, and the next generation's echo goes on from
+// there (tcpgrace.Resumed). If the connection stays here (a stop, no next
+// generation takes it), echo serves it on: a line protocol has no way to
+// end a connection cleanly, so it ends when the client closes or at the
+// drain deadline.
+func echo(ctx context.Context, c net.Conn) {
+	r := newLineReader(c)
+	wake := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) }) // interrupt a read: time to hand over
+	defer wake()
 	for {
 		line, err := r.ReadBytes('\n')
-		if err != nil {
-			return // EOF, a partial last line, or closed at the drain deadline
+		if err == nil {
+			if _, err := c.Write(line); err != nil {
+				break
+			}
+			continue
 		}
-		if _, err := c.Write(line); err != nil {
-			return
+		if ctx.Err() == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			break // EOF, a partial last line, or closed at the drain deadline
 		}
+		unread := append(line, peekAll(r)...)
+		if tcpgrace.Handover(context.Background(), c, unread, nil) == nil {
+			return // the next generation has it
+		}
+		c.SetReadDeadline(time.Time{}) // it stays: serve it on
+		r = bufio.NewReader(io.MultiReader(bytes.NewReader(unread), c))
 	}
+	c.Close()
+}
+
+// newLineReader reads c, after what the previous generation had read of
+// it and not used, if it was handed over.
+func newLineReader(c net.Conn) *bufio.Reader {
+	if unread, _, ok := tcpgrace.Resumed(c); ok && len(unread) > 0 {
+		return bufio.NewReader(io.MultiReader(bytes.NewReader(unread), c))
+	}
+	return bufio.NewReader(c)
+}
+
+// peekAll returns what r holds, unread.
+func peekAll(r *bufio.Reader) []byte {
+	b, _ := r.Peek(r.Buffered())
+	return b
 }

@@ -93,6 +93,7 @@ type Event struct {
 	Deadline    time.Time // Draining
 	Finished    int       // Drained, OlderDrained
 	ForceClosed int       // Drained, OlderDrained
+	Moved       int       // Drained: connections handed to the next generation
 }
 
 // Stream delivers each event to every subscriber, synchronously and in
