@@ -273,3 +273,100 @@ func checkStatsTotal(t *testing.T, url string, total int) {
 		return json.NewDecoder(resp.Body).Decode(&got) == nil && got.Requests == total+asked
 	})
 }
+
+// lineClient sends lines back to back on one connection until stop, each
+// split in two writes 1 ms apart, and checks every echo.
+func lineClient(w *moveWorker, network, addr string, stop <-chan struct{}) {
+	c, err := net.DialTimeout(network, addr, 5*time.Second)
+	if err != nil {
+		w.fail(err)
+		return
+	}
+	defer c.Close()
+	w.mu.Lock()
+	w.conns = 1
+	w.mu.Unlock()
+	r := bufio.NewReader(c)
+	for n := 0; !stopped(stop); n++ {
+		line := fmt.Sprintf("%s line %d\n", w.name, n)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, err := io.WriteString(c, line[:5])
+		if err == nil {
+			time.Sleep(time.Millisecond)
+			_, err = io.WriteString(c, line[5:])
+		}
+		var got string
+		if err == nil {
+			got, err = r.ReadString('\n')
+		}
+		if err == nil && got != line {
+			err = fmt.Errorf("sent %q, got %q", line, got)
+		}
+		if err != nil {
+			w.fail(err)
+			return
+		}
+		w.answered(0)
+	}
+}
+
+// TestLineServerConnectionsMove: lineserver's busy persistent connections,
+// TCP and Unix, each sending lines split across two packets back to back,
+// move to the next generation between two lines (a line read in part
+// goes with its connection) through 3 upgrades: every echo comes back
+// right on the one connection each client keeps, and each old generation
+// exits 0 long before its 30 s drain timeout, having moved them all.
+func TestLineServerConnectionsMove(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "lines.sock")
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-unix", sock, "-drain-timeout", "30s")
+	tcp := s.addr("tcp:127.0.0.1:0")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var ws []*moveWorker
+	for i, target := range [][2]string{{"tcp", tcp}, {"tcp", tcp}, {"unix", sock}, {"unix", sock}} {
+		w := &moveWorker{name: fmt.Sprintf("%s-%d", target[0], i)}
+		ws = append(ws, w)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lineClient(w, target[0], target[1], stop)
+		}()
+	}
+	echoes := func(n int) {
+		t.Helper()
+		target := make([]int, len(ws))
+		for i, w := range ws {
+			w.mu.Lock()
+			target[i] = w.ok + n
+			w.mu.Unlock()
+		}
+		waitFor(t, fmt.Sprintf("%d more echoes on every connection", n), func() bool {
+			for i, w := range ws {
+				w.mu.Lock()
+				ok, failed := w.ok, len(w.failed)
+				w.mu.Unlock()
+				if ok < target[i] && failed == 0 {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	echoes(20)
+	for range 3 {
+		old := s.pid()
+		begin := time.Now()
+		s.upgrade() // waits until the old generation exited 0: within waitTimeout, far below 30 s
+		t.Logf("generation %d exited %v after the upgrade signal", old, time.Since(begin).Round(time.Millisecond))
+		waitLog(t, s, fmt.Sprintf("msg=drained pid=%d ", old))
+		assert.Regexp(t, fmt.Sprintf(`msg=drained pid=%d .* moved=%d`, old, len(ws)), s.logs.String(), "every connection moved")
+		echoes(20)
+	}
+	close(stop)
+	wg.Wait()
+	for _, w := range ws {
+		assert.Empty(t, w.failed, "%s: every line echoed", w.name)
+		assert.Equal(t, 1, w.conns, "%s: one connection throughout", w.name)
+	}
+	s.stop()
+}

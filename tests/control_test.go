@@ -279,7 +279,7 @@ func olderOf(st control.Status) map[int]control.Older {
 func TestControlStatusWhileDraining(t *testing.T) {
 	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	ctl := filepath.Join(t.TempDir(), "control.sock")
-	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-control", ctl, "-drain-timeout", "20s")
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-handoff=false", "-control", ctl, "-drain-timeout", "20s")
 	tcp := s.addr("tcp:127.0.0.1:0")
 	gen1 := s.pid()
 	c1 := holdConn(t, "tcp", tcp)

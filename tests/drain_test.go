@@ -114,7 +114,7 @@ func (ch *chatter) finish(t *testing.T) {
 // closes; meanwhile newer generations upgrade while it drains.
 func TestPersistentConnectionAcrossUpgrades(t *testing.T) {
 	t.Parallel() // a waiting test: see parallel tests in main_test.go
-	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "60s")
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-handoff=false", "-drain-timeout", "60s")
 	addr := s.addr("tcp:127.0.0.1:0")
 	first := s.pid()
 	ch := startChatter(t, addr, 50*time.Millisecond)
@@ -136,7 +136,7 @@ func TestPersistentConnectionAcrossUpgrades(t *testing.T) {
 // the drain deadline, and the old generation then exits 0.
 func TestIdleClientCutAtDrainDeadline(t *testing.T) {
 	t.Parallel() // a waiting test: see parallel tests in main_test.go
-	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "500ms")
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-handoff=false", "-drain-timeout", "500ms")
 	addr := s.addr("tcp:127.0.0.1:0")
 	c, err := dial("tcp", addr)
 	require.NoError(t, err)

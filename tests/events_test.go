@@ -167,7 +167,7 @@ func TestEventsInOrder(t *testing.T) {
 	needShell(t)
 	dir := t.TempDir()
 	ctl, path := filepath.Join(dir, "control.sock"), filepath.Join(dir, "events.jsonl")
-	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-control", ctl, "-events", path, "-ready-grace", "300ms",
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-handoff=false", "-control", ctl, "-events", path, "-ready-grace", "300ms",
 		"-ready-timeout", "3s", "-drain-timeout", "5s", "-max-generations", "2")
 	ev := &eventFiles{t: t, paths: []string{path + ".1", path}}
 	tcp := s.addr("tcp:127.0.0.1:0")

@@ -87,7 +87,7 @@ func TestExitCodesRefused(t *testing.T) {
 	})
 	t.Run("library", func(t *testing.T) {
 		ctl := filepath.Join(t.TempDir(), "control.sock")
-		s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-control", ctl, "-max-generations", "2", "-drain-timeout", "20s")
+		s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-handoff=false", "-control", ctl, "-max-generations", "2", "-drain-timeout", "20s")
 		held := holdConn(t, "tcp", s.addr("tcp:127.0.0.1:0"))
 		s.ctlUpgrade(ctl)
 		r := runTcpgrace(t, "upgrade", "-control", ctl)
@@ -227,7 +227,7 @@ func TestReloadLibrary(t *testing.T) {
 func TestStopWait(t *testing.T) {
 	t.Run("older draining", func(t *testing.T) {
 		ctl := filepath.Join(t.TempDir(), "control.sock")
-		s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-control", ctl, "-drain-timeout", "1s")
+		s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-handoff=false", "-control", ctl, "-drain-timeout", "1s")
 		old := s.pid()
 		holdConn(t, "tcp", s.addr("tcp:127.0.0.1:0")) // keeps the old one draining for its -drain-timeout
 		up := s.ctlUpgrade(ctl)
@@ -240,7 +240,7 @@ func TestStopWait(t *testing.T) {
 	})
 	t.Run("timeout", func(t *testing.T) {
 		ctl := filepath.Join(t.TempDir(), "control.sock")
-		s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-control", ctl, "-drain-timeout", "20s")
+		s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-handoff=false", "-control", ctl, "-drain-timeout", "20s")
 		pid := s.pid()
 		held := holdConn(t, "tcp", s.addr("tcp:127.0.0.1:0"))
 		r := runTcpgrace(t, "stop", "-control", ctl, "-wait", "-timeout", "300ms")

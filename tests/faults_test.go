@@ -23,7 +23,7 @@ import (
 // hand-off until after the kill, not one request fails: the new
 // generation serves throughout and the kill does not disturb it.
 func TestParentKilledWhileDraining(t *testing.T) {
-	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "60s")
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-handoff=false", "-drain-timeout", "60s")
 	addr := s.addr("tcp:127.0.0.1:0")
 	first := s.pid()
 	ch := startChatter(t, addr, 50*time.Millisecond)
@@ -346,7 +346,7 @@ func TestStopCancelsUpgrade(t *testing.T) {
 // cut its connections; a second one cuts them.
 func TestStopSignalToDrainingGeneration(t *testing.T) {
 	t.Parallel() // a waiting test: see parallel tests in main_test.go
-	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "60s")
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-handoff=false", "-drain-timeout", "60s")
 	ch := startChatter(t, s.addr("tcp:127.0.0.1:0"), 50*time.Millisecond)
 	ch.waitReplies(t, 2)
 	old := s.pid()

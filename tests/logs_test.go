@@ -21,7 +21,7 @@ import (
 // warning.
 func TestLogsOperatorCanRead(t *testing.T) {
 	ctl := filepath.Join(t.TempDir(), "control.sock")
-	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-control", ctl, "-max-generations", "2", "-drain-timeout", "400ms")
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-handoff=false", "-control", ctl, "-max-generations", "2", "-drain-timeout", "400ms")
 	addr := s.addr("tcp:127.0.0.1:0")
 	first := s.pid()
 	holdConn(t, "tcp", addr) // keeps the first generation draining until its deadline

@@ -213,7 +213,7 @@ func TestSystemdStopWhileDraining(t *testing.T) {
 	dir := t.TempDir()
 	installLineserver(t, dir)
 	addr := freeAddr(t)
-	s := bootSystemd(t, dir, map[string]string{"lines.service": notifyService("-tcp "+addr+" -drain-timeout 2s", "")})
+	s := bootSystemd(t, dir, map[string]string{"lines.service": notifyService("-tcp "+addr+" -handoff=false -drain-timeout 2s", "")})
 	s.mustSystemctl("start", "lines.service")
 	s.waitMain("lines.service", 1)
 	l := startLoad([]target{{"tcp", addr}}, 2, 1_000_000)
