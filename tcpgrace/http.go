@@ -82,9 +82,12 @@ type httpDrain struct {
 	u        *Upgrader
 	grace    time.Duration
 	draining atomic.Bool
-	handing  atomic.Bool   // idle connections move to the next generation (httpmove.go)
-	parking  atomic.Bool   // idle Reads park, for the next move
-	changed  chan struct{} // a connection changed state or parked: look again
+	handing  atomic.Bool  // idle connections move to the next generation (httpmove.go)
+	parking  atomic.Bool  // idle Reads park, for the next move
+	waking   atomic.Int64 // idle Reads woken to park that have not parked yet
+	// moveBegan is when startMoving began (the drain goroutine's only).
+	moveBegan time.Time
+	changed   chan struct{} // a connection changed state or parked: look again
 
 	mu    sync.Mutex
 	conns map[net.Conn]httpConn

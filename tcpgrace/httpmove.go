@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -108,6 +107,9 @@ func (c *moveConn) idleRead(p []byte) (n int, err error, park bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	woken := c.woken
+	if woken {
+		c.d.waking.Add(-1)
+	}
 	c.reading, c.woken = false, false
 	if n == 0 && woken && errors.Is(err, os.ErrDeadlineExceeded) {
 		c.Conn.SetReadDeadline(c.rdl)
@@ -123,6 +125,7 @@ func (c *moveConn) wake() {
 	defer c.mu.Unlock()
 	if c.reading && !c.woken {
 		c.woken = true
+		c.d.waking.Add(1)
 		c.Conn.SetReadDeadline(longAgo)
 	}
 }
@@ -259,6 +262,7 @@ func (d *httpDrain) startMoving() bool {
 	if d.u == nil || d.u.opts.DrainOnly || !d.u.out.Load().usable() {
 		return false
 	}
+	d.moveBegan = time.Now()
 	d.handing.Store(true)
 	d.parking.Store(true)
 	for _, c := range d.moveConns() {
@@ -273,19 +277,9 @@ func (d *httpDrain) startMoving() bool {
 const settleWait = 50 * time.Millisecond
 
 func (d *httpDrain) settle() {
-	for deadline := time.Now().Add(settleWait); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		if !slices.ContainsFunc(d.moveConns(), (*moveConn).waking) {
-			return
-		}
+	for deadline := time.Now().Add(settleWait); d.waking.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Microsecond)
 	}
-}
-
-// waking reports an idle Read that wake cut short and that has not
-// parked yet.
-func (c *moveConn) waking() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.woken
 }
 
 func (d *httpDrain) moveConns() []*moveConn {
@@ -337,6 +331,7 @@ func (d *httpDrain) moveParked(ctx context.Context) bool {
 		return false
 	}
 	d.u.countMoved(len(taken))
-	d.u.log.Info("idle connections handed to the next generation", "connections", len(taken))
+	d.u.log.Info("idle connections handed to the next generation", "connections", len(taken),
+		"since_drain", time.Since(d.moveBegan).Round(10*time.Microsecond))
 	return true
 }

@@ -182,7 +182,7 @@ func TestStopCutsIdleClientAtDrainDeadline(t *testing.T) {
 // nothing; once the old one is gone the same upgrade works.
 func TestGenerationLimit(t *testing.T) {
 	t.Parallel() // a waiting test: see parallel tests in main_test.go
-	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "60s", "-max-generations", "2")
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-handoff=false", "-drain-timeout", "60s", "-max-generations", "2")
 	addr := s.addr("tcp:127.0.0.1:0")
 	first := s.pid()
 	ch := startChatter(t, addr, 50*time.Millisecond)

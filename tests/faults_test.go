@@ -88,7 +88,7 @@ func TestUpgradeSignalWhileUpgrading(t *testing.T) {
 // exits 0.
 func TestSignalsWhileDraining(t *testing.T) {
 	t.Parallel() // a waiting test: see parallel tests in main_test.go
-	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-drain-timeout", "60s")
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-handoff=false", "-drain-timeout", "60s")
 	ch := startChatter(t, s.addr("tcp:127.0.0.1:0"), 50*time.Millisecond)
 	ch.waitReplies(t, 2)
 	pid := s.pid()

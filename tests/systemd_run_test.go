@@ -275,7 +275,7 @@ func TestSystemdStopSettings(t *testing.T) {
 	addrs, units := map[string]string{}, map[string]string{}
 	for _, c := range cases {
 		addrs[c.name] = freeAddr(t)
-		units["lines-"+c.name+".service"] = notifyService("-tcp "+addrs[c.name]+" -drain-timeout 20s", c.extra)
+		units["lines-"+c.name+".service"] = notifyService("-tcp "+addrs[c.name]+" -handoff=false -drain-timeout 20s", c.extra)
 	}
 	s := bootSystemd(t, dir, units)
 	for _, c := range cases {
