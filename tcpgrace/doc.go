@@ -97,6 +97,17 @@
 // connection can use it between messages: HTTP's keep-alive close, gRPC's
 // GOAWAY, a goodbye message.
 //
+// It hands over what can move. After an upgrade, connections move to the
+// next generation over the hand-off channel, a socket pair between the
+// two: [Server.RunHTTP] gives its idle HTTP/1.x connections once their
+// requests in flight are done, a [Handler] gives its connection at a
+// message boundary with [Handover] (the next generation's handler gets it
+// with [Resumed]). A connection leaves only once the next generation
+// acknowledged it; if it refuses or dies, this generation keeps it and
+// drains it. [Options.DrainOnly] keeps every connection where it is. When
+// the drain is over, [Options.State] goes to the next generation
+// ([Upgrader.Inherited]).
+//
 // It waits. [Upgrader.Shutdown] waits until every connection accepted
 // through the registry's listeners is closed. At its context's deadline
 // it closes the rest, and [Upgrader.Stats] counts them. Connections

@@ -49,7 +49,7 @@ var readmePrograms = map[string]string{readmeProgram: ".", readmeHTTPProgram: "h
 var readmeMarker = regexp.MustCompile(`^<!-- readme-test: (\S+) -->$`)
 
 // fragmentImports are the packages a README fragment may use.
-var fragmentImports = []string{"context", "crypto/tls", "errors", "net", "net/http", "os", "time",
+var fragmentImports = []string{"bufio", "bytes", "context", "crypto/tls", "errors", "io", "net", "net/http", "os", "time",
 	"google.golang.org/grpc", "github.com/tcpgrace/tcpgrace/tcpgrace"}
 
 // readmeBlock is one marked ```go block of README.md.
@@ -130,7 +130,7 @@ func readmeModule(t *testing.T, kind string) string {
 	for _, p := range fragmentImports {
 		fmt.Fprintf(&frag, "\t%q\n", p)
 	}
-	frag.WriteString(")\n\n// Every import may go unused by the fragments.\nvar _ = []any{context.Background, tls.NewListener, errors.Is, net.Dial, http.StatusOK, os.Exit, time.Second, grpc.NewServer, tcpgrace.New}\n")
+	frag.WriteString(")\n\n// Every import may go unused by the fragments.\nvar _ = []any{bufio.NewReader, bytes.NewReader, io.Copy, context.Background, tls.NewListener, errors.Is, net.Dial, http.StatusOK, os.Exit, time.Second, grpc.NewServer, tcpgrace.New}\n")
 	for i, b := range blocks {
 		switch b.kind {
 		case readmeProgram, readmeHTTPProgram:

@@ -2,7 +2,8 @@
 // its framing and its transactions, written once for everything that
 // passes from the old generation to the new one after readiness (idle
 // connections, the application's state blob, a takeover's sockets). The
-// library does not use it yet.
+// library's side is tcpgrace/handoff.go (giving) and tcpgrace/adopt.go
+// (taking).
 //
 // # Transport
 //
