@@ -92,6 +92,7 @@ func (u *Upgrader) shutdown(ctx context.Context, begin time.Time, open int) erro
 	}
 	u.handState(ctx)
 	u.in.close()
+	u.tickets.stop()
 	u.mail.close()
 	return err
 }
@@ -109,6 +110,7 @@ func (u *Upgrader) Close() error {
 	u.controlDone(ctx)
 	u.handState(ctx)
 	u.in.close()
+	u.tickets.stop()
 	u.mail.close()
 	return errjoin.Join(st.err, closeSockets(st.packets))
 }

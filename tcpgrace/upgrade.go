@@ -62,6 +62,7 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 	begin := u.totals.begin()
 	u.emit(event.Event{Kind: event.UpgradeStarted})
 	files, env = u.handMail(files, env, begin)
+	files = u.handTickets(files, env)
 	files, channel := u.handChannel(files, env)
 	pid, err := u.runChild(ctx, files, env)
 	ended := event.Event{Kind: event.UpgradeEnded, Child: pid, Err: err, Took: time.Since(begin)}

@@ -38,6 +38,7 @@ type Upgrader struct {
 	mail       *mailbox                   // the service's mailbox (mail.go); nil if none
 	in         *inChannel                 // the channel from the previous generation (adopt.go); nil if none
 	out        atomic.Pointer[outChannel] // the channel to the next one, once an upgrade stood (handoff.go)
+	tickets    tickets                    // the TLS session-ticket keys (tickets.go)
 
 	mu            sync.Mutex
 	state         state // see lifecycle.go

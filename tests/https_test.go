@@ -303,3 +303,59 @@ func TestHTTPSStalledHandshakeDuringDrain(t *testing.T) {
 	h.waitExit(old, 0)
 	h.stop()
 }
+
+// resumes makes a new TLS connection (HTTP/1.1, no keep-alive) with the
+// session cache of c and reports whether it resumed its session, and
+// which pid answered.
+func (h *httpsServer) resumes(t *testing.T, c *http.Client) (bool, int) {
+	t.Helper()
+	resp, err := c.Get(h.tlsBase + "/")
+	require.NoError(t, err)
+	require.NotNil(t, resp.TLS)
+	resumed := resp.TLS.DidResume
+	pid, err := readPID(resp)
+	require.NoError(t, err)
+	return resumed, pid
+}
+
+// ticketClient is an HTTPS client of TLS version v that keeps session
+// tickets and makes a new connection per request.
+func (h *httpsServer) ticketClient(v uint16) *http.Client {
+	c := h.client(false)
+	tr := c.Transport.(*http.Transport)
+	tr.DisableKeepAlives = true
+	tr.TLSClientConfig.MinVersion, tr.TLSClientConfig.MaxVersion = v, v
+	tr.TLSClientConfig.ClientSessionCache = tls.NewLRUClientSessionCache(8)
+	return c
+}
+
+// TestTLSSessionResumesAcrossUpgrade: a TLS client (1.3 and 1.2) that got
+// a session ticket from one generation of examples/http -https resumes its
+// session with the next one after an upgrade, as the session-ticket keys
+// go with the sockets; after a cold restart on the same address, with the
+// same certificate, it makes a full handshake.
+func TestTLSSessionResumesAcrossUpgrade(t *testing.T) {
+	for _, v := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+		t.Run(tls.VersionName(v), func(t *testing.T) {
+			h := startHTTPS(t)
+			c := h.ticketClient(v)
+			resumed, first := h.resumes(t, c)
+			assert.False(t, resumed, "the first connection makes a full handshake")
+			resumed, _ = h.resumes(t, c)
+			require.True(t, resumed, "a second connection to the same generation resumes")
+			next := h.upgrade()
+			resumed, pid := h.resumes(t, c)
+			assert.Equal(t, next, pid, "the new generation answers")
+			assert.NotEqual(t, first, pid)
+			assert.True(t, resumed, "the new generation resumes a session the old one issued")
+			addr := h.addr("https")
+			h.stop()
+
+			cold := startHTTPS(t, "-https", addr, "-cert", h.cert, "-key", h.key) // a new service: new keys
+			cold.tlsBase = h.tlsBase
+			resumed, _ = cold.resumes(t, c)
+			assert.False(t, resumed, "after a cold restart the session cannot resume")
+			cold.stop()
+		})
+	}
+}

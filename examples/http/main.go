@@ -35,7 +35,9 @@
 // HTTP/1.1 connections; HTTP/2 connections get a GOAWAY from
 // http.Server.Shutdown once the HTTP/1.1 ones are done; TLS connections
 // never move to the next generation (Go's crypto/tls cannot hand a live
-// session over): they drain.
+// session over): they drain. But the session-ticket keys go to each next
+// generation (tcpgrace's ShareTicketKeys), so a client that reconnects
+// resumes its TLS session (TLS 1.2 and 1.3) instead of a full handshake.
 //
 // With -metrics ADDR, GET /metrics on that address answers with the Prometheus metrics
 // of tcpgrace/metrics; the listener is registered with the library as
@@ -243,10 +245,13 @@ func listenTLS(u *tcpgrace.Upgrader, cfg *config) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	return tls.NewListener(ln, &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{"h2", "http/1.1"},
-	}), nil
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
+	// Session tickets every generation can decrypt: a client resumes its
+	// TLS session with the next generation instead of a full handshake.
+	if err := u.ShareTicketKeys(tlsCfg); err != nil {
+		return nil, err
+	}
+	return tls.NewListener(ln, tlsCfg), nil
 }
 
 // serving lists the listeners that are not nil.

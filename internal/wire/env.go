@@ -21,7 +21,7 @@ const (
 	//
 	//	v1;pid=<writer pid>;gen=<generation>;ready=<fd>[;pipe=<inode>][;older=<pid>,...]
 	//	  [;keep=<name>,...][;owned=<name>:<dev>:<inode>,...][;mail=<fd>,<fd>][;tally=<tally>]
-	//	  [;handoff=<fd>]
+	//	  [;handoff=<fd>][;tickets=<fd>]
 	//	  ;fd=<entry>;...
 	//
 	// where each entry is "name,fd,network,address" with name and address
@@ -45,8 +45,11 @@ const (
 	// service's counts (see [Tally]). handoff, optional, is the child's
 	// end of the hand-off channel (a Unix SOCK_SEQPACKET socket, see
 	// internal/handoff), on which the writer gives the reader idle
-	// connections and its state after the reader said ready. pipe, owned,
-	// mail, tally and handoff were added to v1 before any release.
+	// connections and its state after the reader said ready. tickets,
+	// optional, is the read end of a pipe that holds the TLS session-ticket
+	// keys (see [EncodeTicketKeys]), written and closed by the writer before
+	// the reader started. pipe, owned, mail, tally, handoff and tickets were
+	// added to v1 before any release.
 	EnvFDs = "TCPGRACE_FDS"
 
 	// Version is the first field of [EnvFDs]; a value of another version is
@@ -143,6 +146,7 @@ type Env struct {
 	Mail       [2]int     // the mailbox's in and out fds; zero or -1 if none
 	Tally      *Tally     // the service's counts; nil if none
 	Handoff    int        // the child's end of the hand-off channel; zero or -1 if none
+	Tickets    int        // the pipe that holds the TLS session-ticket keys; zero or -1 if none
 	Entries    []Entry    // in fd order
 }
 
@@ -151,6 +155,9 @@ func (e *Env) HasMail() bool { return e.Mail[0] >= ListenFDsStart && e.Mail[1] >
 
 // HasHandoff reports whether e names a hand-off channel.
 func (e *Env) HasHandoff() bool { return e.Handoff >= ListenFDsStart }
+
+// HasTickets reports whether e names a tickets pipe.
+func (e *Env) HasTickets() bool { return e.Tickets >= ListenFDsStart }
 
 // Encode returns the value of [EnvFDs] for a child of process pid. It does
 // not validate e: what [Decode] would reject, Encode may still produce.
@@ -183,6 +190,9 @@ func (e *Env) Encode(pid int) string {
 	}
 	if e.HasHandoff() {
 		fmt.Fprintf(&b, ";handoff=%d", e.Handoff)
+	}
+	if e.HasTickets() {
+		fmt.Fprintf(&b, ";tickets=%d", e.Tickets)
 	}
 	for _, en := range e.Entries {
 		fmt.Fprintf(&b, ";fd=%s,%d,%s,%s", url.QueryEscape(en.Name), en.FD,
@@ -339,6 +349,8 @@ func (e *Env) setField(key, val string) error {
 		e.Tally, err = parseTally(val)
 	case "handoff":
 		e.Handoff, err = parseFD(val)
+	case "tickets":
+		e.Tickets, err = parseFD(val)
 	case "fd":
 		var en Entry
 		en, err = parseEntry(val, len(e.Entries))
@@ -399,6 +411,14 @@ func (e *Env) checkFDs() error {
 			return &DecodeError{Var: e.Source, Entry: i, Err: ErrDuplicate,
 				Reason: fmt.Sprintf("fd %d is the hand-off channel's fd", en.FD)}
 		}
+		if e.HasTickets() && en.FD == e.Tickets {
+			return &DecodeError{Var: e.Source, Entry: i, Err: ErrDuplicate,
+				Reason: fmt.Sprintf("fd %d is the tickets pipe's fd", en.FD)}
+		}
+	}
+	if e.HasTickets() && (e.Tickets == e.ReadyFD || e.Tickets == e.Handoff || e.HasMail() && (e.Tickets == e.Mail[0] || e.Tickets == e.Mail[1])) {
+		return &DecodeError{Var: e.Source, Entry: -1, Err: ErrDuplicate,
+			Reason: fmt.Sprintf("tickets fd %d is also the ready fd, a mailbox fd or the hand-off fd", e.Tickets)}
 	}
 	if e.HasMail() && (e.Mail[0] == e.ReadyFD || e.Mail[1] == e.ReadyFD) {
 		return &DecodeError{Var: e.Source, Entry: -1, Err: ErrDuplicate,

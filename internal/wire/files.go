@@ -111,6 +111,7 @@ type Files struct {
 	readySent bool        // ReadyByte was written; ready stays open until Leave
 	mail      [2]*os.File // the mailbox's ends until Mail hands them out
 	handoff   *os.File    // the hand-off channel's end until Handoff hands it out
+	tickets   []TicketKey // the TLS session-ticket keys handed over
 }
 
 // Open checks the fds that env names and takes ownership of them. It does
@@ -146,6 +147,9 @@ func Open(env *Env) (*Files, error) {
 		return nil, err
 	}
 	if err := f.openHandoff(env); err != nil {
+		return nil, err
+	}
+	if err := f.openTickets(env); err != nil {
 		return nil, err
 	}
 	// Only now, with every fd checked, do they become *os.File (whose

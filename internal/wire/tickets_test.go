@@ -1,0 +1,64 @@
+//go:build unix
+
+package wire
+
+import (
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestTicketKeysRoundTrip: keys and their creation times come back as
+// they were written, through the pipe Open reads.
+func TestTicketKeysRoundTrip(t *testing.T) {
+	keys := []TicketKey{{Created: time.Unix(1700000000, 123)}, {Created: time.Unix(1690000000, 0)}}
+	keys[0].Key[0], keys[1].Key[31] = 7, 9
+	got, err := DecodeTicketKeys(EncodeTicketKeys(keys))
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	for i := range keys {
+		assert.True(t, keys[i].Created.Equal(got[i].Created), "key %d's age", i)
+		assert.Equal(t, keys[i].Key, got[i].Key, "key %d", i)
+	}
+
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	_, err = w.Write(EncodeTicketKeys(keys))
+	require.NoError(t, err)
+	w.Close()
+	f, err := Open(&Env{Source: EnvFDs, Generation: 2, ReadyFD: -1, Tickets: int(r.Fd())})
+	require.NoError(t, err)
+	assert.Len(t, f.TicketKeys(), 2)
+}
+
+// TestTicketKeysMalformed: a tickets pipe of another format, count or
+// length, or an fd that is no pipe, fails with what is wrong.
+func TestTicketKeysMalformed(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		b    []byte
+		msg  string
+	}{
+		{"empty", nil, "unknown format"},
+		{"version", []byte{2, 0}, "unknown format"},
+		{"short", []byte{1, 1, 0}, "1 ticket keys in 3 bytes"},
+		{"too many", append([]byte{1, 65}, make([]byte, 65*40)...), "65 ticket keys"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := DecodeTicketKeys(tt.b)
+			assert.ErrorContains(t, err, tt.msg)
+		})
+	}
+	f, err := os.CreateTemp(t.TempDir(), "x")
+	require.NoError(t, err)
+	defer f.Close()
+	_, err = Open(&Env{Source: EnvFDs, Generation: 2, ReadyFD: -1, Tickets: int(f.Fd())})
+	require.ErrorIs(t, err, ErrBadFD)
+	assert.ErrorContains(t, err, fmt.Sprintf("tickets fd %d: not a pipe", f.Fd()))
+	_, err = Decode(fakeLookup(fdsOnly(fdsValue("web,4,tcp,%3A80")+";tickets=4")), testPID, testPPID)
+	assert.ErrorContains(t, err, "fd 4 is the tickets pipe's fd")
+}
