@@ -121,7 +121,17 @@ func (u *Upgrader) sdUpgraded(child int, err error) {
 	}
 	u.sdNotify(fmt.Sprintf("MAINPID=%d", child), "READY=1",
 		fmt.Sprintf("STATUS=serving, generation %d", u.Generation()+1))
+	// This generation may exit within milliseconds (its connections moved):
+	// the manager must have read MAINPID= before, or it finds no unit for
+	// a message from a process that is gone, drops it, and takes the exit
+	// for the service's end.
+	if err := u.sd.sender.Barrier(sdBarrierWait); err != nil {
+		u.log.Warn("sd_notify: MAINPID= may not have reached the service manager", "err", err)
+	}
 }
+
+// sdBarrierWait bounds the wait for the manager to read MAINPID=.
+const sdBarrierWait = 2 * time.Second
 
 // sdStopping is called when a generation that still is the main process
 // begins its final drain: STOPPING=1 and how many connections it waits

@@ -66,14 +66,24 @@ func (s *Sender) Send(lines ...string) error {
 	return err
 }
 
+// openLocked opens the socket messages are sent from, if need be; s.mu
+// is held.
+func (s *Sender) openLocked() error {
+	if s.conn != nil {
+		return nil
+	}
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Net: "unixgram"}) // unbound, CLOEXEC
+	if err != nil {
+		return fmt.Errorf("sd_notify socket: %w", err)
+	}
+	s.conn = c
+	return nil
+}
+
 // sendLocked opens the socket if need be and sends msg; s.mu is held.
 func (s *Sender) sendLocked(msg []byte) error {
-	if s.conn == nil {
-		c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Net: "unixgram"}) // unbound, CLOEXEC
-		if err != nil {
-			return fmt.Errorf("sd_notify socket: %w", err)
-		}
-		s.conn = c
+	if err := s.openLocked(); err != nil {
+		return err
 	}
 	if err := sendNow(s.conn, msg, s.addr); err != nil {
 		return fmt.Errorf("sd_notify to %s (message dropped): %w", s.addr.Name, err)
