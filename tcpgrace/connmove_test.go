@@ -28,6 +28,7 @@ const parentReply = "parent"
 // with idle keep-alive connections open to it.
 type moveHarness struct {
 	*harness
+	logs  *syncBuffer // the parent's log
 	sigs  chan os.Signal
 	done  chan error // RunHTTP's result
 	conns []*rawHTTP
@@ -36,14 +37,14 @@ type moveHarness struct {
 // newMoveHarness starts the parent's RunHTTP, opens n connections and
 // sends one request on each, so that each is idle and kept alive.
 func newMoveHarness(t *testing.T, n int, child string, more ...func(*Options)) *moveHarness {
-	var logs syncBuffer
-	more = append(more, func(o *Options) { o.Logger = slog.New(teeHandler{o.Logger.Handler(), slog.NewTextHandler(&logs, nil)}) })
+	logs := &syncBuffer{}
+	more = append(more, func(o *Options) { o.Logger = slog.New(teeHandler{o.Logger.Handler(), slog.NewTextHandler(logs, nil)}) })
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("the parent's log:\n%s", logs.String())
 		}
 	})
-	h := &moveHarness{harness: newHarness(t, 10*time.Second, more...), sigs: make(chan os.Signal, 1), done: make(chan error, 1)}
+	h := &moveHarness{harness: newHarness(t, 10*time.Second, more...), logs: logs, sigs: make(chan os.Signal, 1), done: make(chan error, 1)}
 	h.useChild(child)
 	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, parentReply) })}
 	srv := &Server{Upgrader: h.u, Signals: h.sigs, DrainTimeout: 20 * time.Second, IdleGrace: 10 * time.Second}
@@ -76,19 +77,23 @@ func (h *moveHarness) ran() {
 	}
 }
 
-// answers sends one request on every connection and checks who answers;
-// with keepAlive, that the connection stays open (no "Connection:
-// close"). Those the old generation keeps after a failed move answer
-// with "Connection: close" or not, as they were served before or after
-// the failure.
-func (h *moveHarness) answers(want string, keepAlive bool, when string) {
+// What answers checks of "Connection: close".
+const (
+	keepsOpen = iota // never: the connection stays open
+	closes           // always: the old generation drains it
+	either           // served before or after a failed move: either
+)
+
+// answers sends one request on every connection and checks who answers
+// and, unless either, whether it says "Connection: close".
+func (h *moveHarness) answers(want string, close int, when string) {
 	h.t.Helper()
 	for i, c := range h.conns {
 		resp, body, err := c.get("/")
 		require.NoError(h.t, err, "%s: request on connection %d", when, i)
 		assert.Equal(h.t, want, body, "%s: connection %d answered by", when, i)
-		if keepAlive {
-			assert.False(h.t, resp.Close, "%s: connection %d: Connection: close", when, i)
+		if close != either {
+			assert.Equal(h.t, close == closes, resp.Close, "%s: connection %d: Connection: close", when, i)
 		}
 	}
 }
@@ -104,8 +109,8 @@ func TestRunHTTPMovesIdleConnections(t *testing.T) {
 	pid := h.upgrade()
 	h.ran()
 	assert.EqualValues(t, n, h.u.Stats().Moved, "every idle connection should have moved")
-	h.answers(childReply(pid), true, "after the move")
-	h.answers(childReply(pid), true, "again")
+	h.answers(childReply(pid), keepsOpen, "after the move")
+	h.answers(childReply(pid), keepsOpen, "again")
 	h.stopChild(pid)
 }
 
@@ -141,7 +146,7 @@ func TestRunHTTPMoveRefusedKeepsConnections(t *testing.T) {
 	h := newMoveHarness(t, n, childHTTPLate)
 	pid := h.upgrade()
 	h.offered(pid, n)
-	h.answers(parentReply, false, "after the refusal")
+	h.answers(parentReply, either, "after the refusal")
 	h.ran()
 	assert.Zero(t, h.u.Stats().Moved)
 	syscall.Kill(pid, syscall.SIGKILL)
@@ -157,9 +162,24 @@ func TestRunHTTPMoveChildKilledMidway(t *testing.T) {
 	pid := h.upgrade()
 	h.offered(pid, n)
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
-	h.answers(parentReply, false, "after the child died")
+	h.answers(parentReply, either, "after the child died")
 	h.ran()
 	assert.Zero(t, h.u.Stats().Moved)
+}
+
+// TestRunHTTPMoveToMuteChildKeepsConnections: a next generation that
+// holds the hand-off channel but never says hello (a build that does not
+// speak it) gets nothing: after the hello wait the old generation keeps
+// every connection and drains it, answering their next requests itself.
+func TestRunHTTPMoveToMuteChildKeepsConnections(t *testing.T) {
+	const n = 5
+	h := newMoveHarness(t, n, childHTTPMute)
+	pid := h.upgrade()
+	waitUntil(t, "the hello to time out", func() bool { return strings.Contains(h.logs.String(), "the next generation takes no hand-off") })
+	h.answers(parentReply, closes, "with a child that takes nothing")
+	h.ran()
+	assert.Zero(t, h.u.Stats().Moved)
+	h.stopChild(pid)
 }
 
 // childSockets is what a ready test child holds: its three inherited

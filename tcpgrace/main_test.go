@@ -55,6 +55,9 @@ const (
 	// childHTTPLate is ready, but no server ever serves nameWeb: a
 	// connection handed over waits for one (claimWait), then is refused.
 	childHTTPLate = "http-late"
+	// childHTTPMute is http, as a build that does not speak the hand-off
+	// channel: it holds its end open and never says hello.
+	childHTTPMute = "http-mute"
 )
 
 const (
@@ -103,6 +106,11 @@ func runTestChild(mode string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "test child: New:", err)
 		return 2
+	}
+	if mode == childHTTPMute {
+		mute = u.in // held, never read: its fd stays open
+		u.in = nil
+		mode = childHTTP
 	}
 	web, err1 := u.Listen(nameWeb, "tcp4", loopback)
 	ctl, err2 := u.Listen(nameCtl, "unix", os.Getenv(envChildUnix))
@@ -156,6 +164,9 @@ func runTestChild(mode string) int {
 	}
 	return 0
 }
+
+// mute keeps the channel end of a childHTTPMute alive.
+var mute *inChannel
 
 // childReply is what a serving child answers on every socket.
 func childReply(pid int) string { return fmt.Sprintf("child %d\n", pid) }

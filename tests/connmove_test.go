@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -359,7 +360,12 @@ func TestLineServerConnectionsMove(t *testing.T) {
 		s.upgrade() // waits until the old generation exited 0: within waitTimeout, far below 30 s
 		t.Logf("generation %d exited %v after the upgrade signal", old, time.Since(begin).Round(time.Millisecond))
 		waitLog(t, s, fmt.Sprintf("msg=drained pid=%d ", old))
-		assert.Regexp(t, fmt.Sprintf(`msg=drained pid=%d .* moved=%d`, old, len(ws)), s.logs.String(), "every connection moved")
+		m := regexp.MustCompile(fmt.Sprintf(`msg=drained pid=%d .*took=(\S+) .* moved=(\d+)`, old)).FindStringSubmatch(s.logs.String())
+		require.NotNil(t, m, "the drained line of %d says how long and how many moved", old)
+		assert.Equal(t, fmt.Sprint(len(ws)), m[2], "every connection moved")
+		took, err := time.ParseDuration(m[1])
+		require.NoError(t, err)
+		assert.Less(t, took, 2*time.Second, "the old generation's drain is over within 2 s, its drain timeout 30 s")
 		echoes(20)
 	}
 	close(stop)
