@@ -143,14 +143,10 @@ func Open(env *Env) (*Files, error) {
 			return nil, derr
 		}
 	}
-	if err := f.openMail(env); err != nil {
-		return nil, err
-	}
-	if err := f.openHandoff(env); err != nil {
-		return nil, err
-	}
-	if err := f.openTickets(env); err != nil {
-		return nil, err
+	for _, open := range []func(*Env) error{f.openMail, f.openHandoff, f.openTickets} {
+		if err := open(env); err != nil {
+			return nil, err
+		}
 	}
 	// Only now, with every fd checked, do they become *os.File (whose
 	// finalizer would close them).
