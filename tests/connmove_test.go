@@ -48,6 +48,20 @@ func (w *moveWorker) fail(err error) {
 	w.failed = append(w.failed, err.Error())
 }
 
+// dial opens the worker's one connection; nil (the failure recorded) if
+// it cannot.
+func (w *moveWorker) dial(network, addr string) (net.Conn, *bufio.Reader) {
+	c, err := net.DialTimeout(network, addr, 5*time.Second)
+	if err != nil {
+		w.fail(err)
+		return nil, nil
+	}
+	w.mu.Lock()
+	w.conns = 1
+	w.mu.Unlock()
+	return c, bufio.NewReader(c)
+}
+
 func (w *moveWorker) last() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -69,7 +83,7 @@ func goKeepAlive(w *moveWorker, url string, stop <-chan struct{}) {
 	}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	for stopped(stop) == false {
+	for !stopped(stop) {
 		pid, err := getPID(c, url)
 		if err != nil {
 			w.fail(err)
@@ -84,20 +98,15 @@ func goKeepAlive(w *moveWorker, url string, stop <-chan struct{}) {
 // apart (split). No client logic can hide a lost byte: a response missing
 // or the connection closed fails the worker.
 func rawKeepAlive(w *moveWorker, addr string, pipelined bool, stop <-chan struct{}) {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		w.fail(err)
+	c, r := w.dial("tcp", addr)
+	if c == nil {
 		return
 	}
 	defer c.Close()
-	w.mu.Lock()
-	w.conns = 1
-	w.mu.Unlock()
-	r := bufio.NewReader(c)
 	const req = "GET / HTTP/1.1\r\nHost: tcpgrace\r\n\r\n"
-	for stopped(stop) == false {
+	for !stopped(stop) {
 		c.SetDeadline(time.Now().Add(5 * time.Second))
-		n := 1
+		n, err := 1, error(nil)
 		if pipelined {
 			n = 3
 			_, err = io.WriteString(c, strings.Repeat(req, n))
@@ -278,16 +287,11 @@ func checkStatsTotal(t *testing.T, url string, total int) {
 // lineClient sends lines back to back on one connection until stop, each
 // split in two writes 1 ms apart, and checks every echo.
 func lineClient(w *moveWorker, network, addr string, stop <-chan struct{}) {
-	c, err := net.DialTimeout(network, addr, 5*time.Second)
-	if err != nil {
-		w.fail(err)
+	c, r := w.dial(network, addr)
+	if c == nil {
 		return
 	}
 	defer c.Close()
-	w.mu.Lock()
-	w.conns = 1
-	w.mu.Unlock()
-	r := bufio.NewReader(c)
 	for n := 0; !stopped(stop); n++ {
 		line := fmt.Sprintf("%s line %d\n", w.name, n)
 		c.SetDeadline(time.Now().Add(5 * time.Second))

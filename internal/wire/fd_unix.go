@@ -145,27 +145,21 @@ func socketOf(fd int) (typ int, sa unix.Sockaddr, err error) {
 
 // checkMail makes sure fd is a Unix datagram socket, one end of a
 // mailbox, and makes it close-on-exec.
-func checkMail(fd int) error {
-	typ, sa, err := socketOf(fd)
-	if err != nil {
-		return err
-	}
-	if _, ok := sa.(*unix.SockaddrUnix); !ok || typ != unix.SOCK_DGRAM {
-		return fmt.Errorf("not a Unix datagram socket (type %d, address %T)", typ, sa)
-	}
-	unix.CloseOnExec(fd)
-	return nil
-}
+func checkMail(fd int) error { return checkUnix(fd, unix.SOCK_DGRAM, "datagram") }
 
 // checkHandoff makes sure fd is a Unix SOCK_SEQPACKET socket, the child's
 // end of a hand-off channel, and makes it close-on-exec.
-func checkHandoff(fd int) error {
-	typ, sa, err := socketOf(fd)
+func checkHandoff(fd int) error { return checkUnix(fd, unix.SOCK_SEQPACKET, "seqpacket") }
+
+// checkUnix makes sure fd is a Unix socket of type typ (named kind in the
+// error), and makes it close-on-exec.
+func checkUnix(fd, typ int, kind string) error {
+	got, sa, err := socketOf(fd)
 	if err != nil {
 		return err
 	}
-	if _, ok := sa.(*unix.SockaddrUnix); !ok || typ != unix.SOCK_SEQPACKET {
-		return fmt.Errorf("not a Unix seqpacket socket (type %d, address %T)", typ, sa)
+	if _, ok := sa.(*unix.SockaddrUnix); !ok || got != typ {
+		return fmt.Errorf("not a Unix %s socket (type %d, address %T)", kind, got, sa)
 	}
 	unix.CloseOnExec(fd)
 	return nil
