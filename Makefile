@@ -92,6 +92,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./internal/control
 	$(GO) test -run '^$$' -fuzz '^FuzzParseStat$$' -fuzztime $(FUZZTIME) ./internal/proc
 	$(GO) test -run '^$$' -fuzz '^FuzzParseFrame$$' -fuzztime $(FUZZTIME) ./internal/handoff
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTicketKeys$$' -fuzztime $(FUZZTIME) ./internal/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeConnItem$$' -fuzztime $(FUZZTIME) ./tcpgrace
 
 ## demo: build lineserver, upgrade it live five times under load (a new build each time), print the loss table
 demo: build

@@ -62,3 +62,16 @@ func TestTicketKeysMalformed(t *testing.T) {
 	_, err = Decode(fakeLookup(fdsOnly(fdsValue("web,4,tcp,%3A80")+";tickets=4")), testPID, testPPID)
 	assert.ErrorContains(t, err, "fd 4 is the tickets pipe's fd")
 }
+
+// FuzzDecodeTicketKeys: decoding never panics, and what decodes encodes
+// back to the same bytes.
+func FuzzDecodeTicketKeys(f *testing.F) {
+	f.Add(EncodeTicketKeys([]TicketKey{{Created: time.Unix(1, 2)}}))
+	f.Add([]byte{1, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		keys, err := DecodeTicketKeys(b)
+		if err == nil && string(EncodeTicketKeys(keys)) != string(b) {
+			t.Fatalf("%x decodes to %d keys, which encode to %x", b, len(keys), EncodeTicketKeys(keys))
+		}
+	})
+}
