@@ -218,6 +218,16 @@ func (c *moveConn) ReadFrom(r io.Reader) (int64, error) {
 	return io.Copy(struct{ io.Writer }{c.Conn}, r)
 }
 
+// CloseWrite shuts the writing side down, as net/http does before it
+// closes a connection it answered with "Connection: close" (its FIN goes
+// first, so that the client reads the answer before any reset).
+func (c *moveConn) CloseWrite() error {
+	return c.Conn.(interface{ CloseWrite() error }).CloseWrite() // movable wraps only TCP and Unix connections
+}
+
+// SyscallConn gives access to the underlying socket.
+func (c *moveConn) SyscallConn() (syscall.RawConn, error) { return c.raw, nil }
+
 // moveListener wraps the connections a listener accepts as moveConns.
 type moveListener struct {
 	net.Listener
