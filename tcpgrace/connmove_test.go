@@ -114,6 +114,21 @@ func TestRunHTTPMovesIdleConnections(t *testing.T) {
 	h.stopChild(pid)
 }
 
+// TestRunHTTPMovedConnectionStaysIdle: a connection handed over is idle
+// in the next generation as it was in the old one: ReadHeaderTimeout
+// (300 ms there) runs from the first bytes of its next request, not from
+// the move, so a client that waits a second before that request is
+// answered on the same connection. (Taken as a new connection, it would
+// be closed after 300 ms, racing the client's request.)
+func TestRunHTTPMovedConnectionStaysIdle(t *testing.T) {
+	h := newMoveHarness(t, 3, childHTTP)
+	pid := h.upgrade()
+	h.ran()
+	time.Sleep(3 * childHeaderTimeout) // the point: idle longer than ReadHeaderTimeout
+	h.answers(childReply(pid), keepsOpen, "after a second idle in the new generation")
+	h.stopChild(pid)
+}
+
 // TestRunHTTPMoveStateInherited: the parent's Options.State reaches the
 // next generation's Inherited once the parent's drain is over, small
 // (in the frame) and large (in a memfd).

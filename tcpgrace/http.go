@@ -132,6 +132,15 @@ func newHTTPDrain(hs *http.Server, grace time.Duration, u *Upgrader) *httpDrain 
 	return d
 }
 
+// idleTimeout is how long net/http waits for an idle connection's next
+// request: IdleTimeout, or ReadTimeout without one, or for ever.
+func (d *httpDrain) idleTimeout() time.Duration {
+	if d.hs.IdleTimeout > 0 {
+		return d.hs.IdleTimeout
+	}
+	return d.hs.ReadTimeout
+}
+
 // poke tells the drain to look again.
 func (d *httpDrain) poke() {
 	select {

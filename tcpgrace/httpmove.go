@@ -49,6 +49,7 @@ type moveConn struct {
 	raw      syscall.RawConn
 	d        *httpDrain
 	fresh    bool // the next Read is the first since StateIdle or StateNew (the serving goroutine's only)
+	adopted  bool // handed over, its first Read not done yet (the serving goroutine's only)
 
 	mu      sync.Mutex
 	reading bool // in an idle Read that does read
@@ -76,7 +77,7 @@ func (d *httpDrain) movable(c net.Conn) net.Conn {
 	if err != nil || tc.u != d.u {
 		return c
 	}
-	return &moveConn{Conn: c, name: tc.name, raw: raw, d: d}
+	return &moveConn{Conn: c, name: tc.name, raw: raw, d: d, adopted: tc.resumed}
 }
 
 // Read is the connection's Read, which parks while this generation drains
@@ -87,10 +88,52 @@ func (c *moveConn) Read(p []byte) (int, error) {
 		return c.Conn.Read(p)
 	}
 	c.fresh = false
+	if c.adopted {
+		c.adopted = false
+		if c.idleWait() {
+			return c.parkedRead(p)
+		}
+	}
 	if n, err, park := c.idleRead(p); !park {
 		return n, err
 	}
 	return c.parkedRead(p)
+}
+
+// idleWait is, for a connection handed over, what net/http does for an
+// idle one: it waits for the first bytes of the next request (up to the
+// server's IdleTimeout, or ReadTimeout without one) before the request's
+// deadline, which net/http set for a new connection (ReadHeaderTimeout),
+// starts; the deadline is moved on by the wait. park says the drain woke
+// it to park (nothing was read).
+func (c *moveConn) idleWait() (park bool) {
+	c.mu.Lock()
+	if c.d.parking.Load() {
+		c.mu.Unlock()
+		return true
+	}
+	c.reading = true
+	rdl := c.rdl
+	var idle time.Time
+	if d := c.d.idleTimeout(); d > 0 {
+		idle = time.Now().Add(d)
+	}
+	c.Conn.SetReadDeadline(idle)
+	c.mu.Unlock()
+	begin := time.Now()
+	waitReadable(c.raw)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	park = c.woken
+	if park {
+		c.d.waking.Add(-1)
+	}
+	c.reading, c.woken = false, false
+	if !rdl.IsZero() {
+		c.rdl = rdl.Add(time.Since(begin))
+	}
+	c.Conn.SetReadDeadline(c.rdl)
+	return park
 }
 
 // idleRead reads unless this generation drains; park says to park instead

@@ -165,6 +165,10 @@ func runTestChild(mode string) int {
 	return 0
 }
 
+// childHeaderTimeout is the ReadHeaderTimeout of a childHTTP's server:
+// a connection handed over to it may stay idle longer.
+const childHeaderTimeout = 300 * time.Millisecond
+
 // mute keeps the channel end of a childHTTPMute alive.
 var mute *inChannel
 
@@ -187,7 +191,8 @@ func httpTestChild(u *Upgrader, mode string, web, ctl net.Listener, dns net.Pack
 		}
 	}()
 	reply := childReply(os.Getpid())
-	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, reply) })}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, reply) }),
+		ReadHeaderTimeout: childHeaderTimeout}
 	srv := &Server{Upgrader: u, Signals: sigs, DrainTimeout: 5 * time.Second}
 	if err := srv.RunHTTP(context.Background(), hs, web); err != nil {
 		fmt.Fprintln(os.Stderr, "test child: RunHTTP:", err)
