@@ -146,6 +146,7 @@ func TestMailboxReportsReachTheServingGeneration(t *testing.T) {
 	st := serving.Status()
 	assert.Equal(t, 7, st.Totals.DrainsFinished)
 	assert.Empty(t, st.Older, "a generation that reported its end no longer drains")
+	log.wait(t, 2) // the event follows the count: the reader counts, then announces
 	ev := log.take()
 	require.Len(t, ev, 2)
 	assert.Equal(t, EventOlderDrained, ev[1].Kind)
