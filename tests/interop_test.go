@@ -305,7 +305,8 @@ var (
 	wrkSocket  = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
 	wrkNon2xx  = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
 	abComplete = regexp.MustCompile(`Complete requests:\s+(\d+)`)
-	abFailed   = regexp.MustCompile(`Failed requests:\s+(\d+)`)
+	abFailures = regexp.MustCompile(`Failed requests:\s+([1-9]\d*)`)
+	abFailed   = regexp.MustCompile(`Failed requests:\s+(\d+)\s+\(Connect: (\d+), Receive: (\d+), Length: (\d+), Exceptions: (\d+)\)`)
 	abNon2xx   = regexp.MustCompile(`Non-2xx responses:\s+(\d+)`)
 )
 
@@ -336,7 +337,11 @@ func parseWrk(o toolOutput) clientResult {
 }
 
 // parseAB reads ab's summary; ab aborts the whole run (non-zero exit) on
-// a connection reset, which counts as a failure.
+// a connection reset, which counts as a failure. Its failed requests that
+// count are connect, receive and exception failures, and non-2xx answers.
+// Not its "Length" ones: ab flags every body whose length differs from
+// the first body's, and the body is the pid that answered, which gains a
+// digit when the pids pass 9999 or 99999 between two generations.
 func parseAB(o toolOutput) clientResult {
 	complete := abComplete.FindStringSubmatch(o.stdout)
 	if o.err != nil || complete == nil {
@@ -344,13 +349,21 @@ func parseAB(o toolOutput) clientResult {
 	}
 	var r clientResult
 	r.ok, _ = strconv.Atoi(complete[1])
-	for _, re := range []*regexp.Regexp{abFailed, abNon2xx} {
-		if m := re.FindStringSubmatch(o.stdout); m != nil {
-			n, _ := strconv.Atoi(m[1])
+	count := func(m []string, groups ...int) {
+		for _, g := range groups {
+			n, _ := strconv.Atoi(m[g])
 			r.failed += n
 			r.ok -= n
-			r.detail += m[0] + "\n"
 		}
+		r.detail += m[0] + "\n"
+	}
+	if m := abFailed.FindStringSubmatch(o.stdout); m != nil {
+		count(m, 2, 3, 5) // Connect, Receive, Exceptions
+	} else if abFailures.MatchString(o.stdout) {
+		return clientResult{failed: 1, detail: "ab's failed requests in an unknown form:\n" + o.stdout}
+	}
+	if m := abNon2xx.FindStringSubmatch(o.stdout); m != nil {
+		count(m, 1)
 	}
 	return r
 }
