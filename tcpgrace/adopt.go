@@ -168,7 +168,7 @@ func (u *Upgrader) adoptConn(it handoff.Item) {
 	tc := u.track(c, ci.name)
 	t := trackedOf(tc)
 	t.resumed, t.unread, t.state = true, ci.unread, ci.state
-	if l == nil || !l.push(adopted{Conn: tc, unread: ci.unread, state: ci.state}) {
+	if l == nil || !l.push(tc) {
 		// Its server stopped since the vote: this generation is leaving too.
 		u.log.Warn("a connection handed over found no server: closed", "listener", ci.name)
 		tc.Close()
@@ -250,13 +250,6 @@ func decodeConnItem(b []byte) (connItem, error) {
 	return connItem{name: string(fields[0]), unread: fields[1], state: fields[2]}, nil
 }
 
-// adopted is a connection the previous generation handed over, with what
-// its server there left for the one here.
-type adopted struct {
-	net.Conn
-	unread, state []byte
-}
-
 // adoptListener hands a server the connections handed over for the
 // listeners it serves, from its Accept. Close stops it taking more; those
 // it took already still come out of Accept, then net.ErrClosed.
@@ -266,7 +259,7 @@ type adoptListener struct {
 	addr  net.Addr
 
 	mu     sync.Mutex
-	queue  []adopted
+	queue  []net.Conn // tracked; Resumed reads what the previous generation left with each
 	closed bool
 	wake   chan struct{} // has room for one: something to look at
 }
@@ -306,7 +299,7 @@ func (u *Upgrader) claim(lns []net.Listener) *adoptListener {
 }
 
 // push queues c; false if the listener is closed.
-func (l *adoptListener) push(c adopted) bool {
+func (l *adoptListener) push(c net.Conn) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -329,7 +322,7 @@ func (l *adoptListener) Accept() (net.Conn, error) {
 			c := l.queue[0]
 			l.queue = l.queue[1:]
 			l.mu.Unlock()
-			return c.Conn, nil
+			return c, nil
 		}
 		closed := l.closed
 		l.mu.Unlock()
