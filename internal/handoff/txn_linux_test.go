@@ -181,20 +181,33 @@ func TestTakerSilent(t *testing.T) {
 	}
 }
 
+// takerOf says hello on both ends, a the giver's and b the taker's, and
+// returns the taker once the giver's hello has read the taker's: the test
+// reads a next, and two reads at once would race for the same frames.
+func takerOf(t *testing.T, a, b *Conn) *Taker {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = hello(context.Background(), a, "giver", Version, Version)
+	}()
+	tk, err := NewTaker(context.Background(), b)
+	require.NoError(t, err)
+	<-done
+	return tk
+}
+
 // TestGiverDies: the giver's end closes after its items and commit?; the
 // taker's Receive fails and it has closed every fd it received.
 func TestGiverDies(t *testing.T) {
 	a, b := pair(t)
-	go func() { _, _ = hello(context.Background(), a, "giver", Version, Version) }()
-	tk, err := NewTaker(context.Background(), b)
-	require.NoError(t, err)
+	tk := takerOf(t, a, b)
 	g := &Giver{c: a, version: Version, txn: 1}
 	files := pipes(t, 5)
 	before := fdCount(t)
 	require.NoError(t, g.sendItem(Item{Kind: 1, Files: files}, fdsOf(t, files)))
 	require.NoError(t, a.send(Header{Kind: KindCommitQ, Txn: 1}, []byte{0, 0, 0, 1, 0, 0, 0, 5}, nil))
 	accept := func([]Item) error { a.Close(); return nil } // the giver dies while the taker votes
-	_, err = tk.Receive(context.Background(), accept)
+	_, err := tk.Receive(context.Background(), accept)
 	var pe *PhaseError
 	require.ErrorAs(t, err, &pe, "got %v", err)
 	assert.Contains(t, []string{PhaseVote, PhaseCommit}, pe.Phase)
@@ -264,9 +277,7 @@ func TestNoFDLeak(t *testing.T) {
 // taker returns the giver's reason and has closed what it received.
 func TestGiverAborts(t *testing.T) {
 	a, b := pair(t)
-	go func() { _, _ = hello(context.Background(), a, "giver", Version, Version) }()
-	tk, err := NewTaker(context.Background(), b)
-	require.NoError(t, err)
+	tk := takerOf(t, a, b)
 	g := &Giver{c: a, version: Version, txn: 1}
 	files := pipes(t, 4)
 	fds := fdsOf(t, files)
@@ -280,7 +291,7 @@ func TestGiverAborts(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_, err = tk.Receive(ctx, nil)
+	_, err := tk.Receive(ctx, nil)
 	var ae *AbortError
 	require.ErrorAs(t, err, &ae, "got %v", err)
 	assert.Equal(t, "giver", ae.By)
@@ -308,9 +319,7 @@ func TestTakerIdle(t *testing.T) {
 // waiting, reads the channel closed.
 func TestTakerTimesOut(t *testing.T) {
 	a, b := pair(t)
-	go func() { _, _ = hello(context.Background(), a, "giver", Version, Version) }()
-	tk, err := NewTaker(context.Background(), b)
-	require.NoError(t, err)
+	tk := takerOf(t, a, b)
 	g := &Giver{c: a, version: Version, txn: 1}
 	files := pipes(t, 3)
 	require.NoError(t, g.sendItem(Item{Kind: 1, Files: files}, fdsOf(t, files)))
@@ -318,7 +327,7 @@ func TestTakerTimesOut(t *testing.T) {
 	before := fdCount(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	_, err = tk.Receive(ctx, nil)
+	_, err := tk.Receive(ctx, nil)
 	var pe *PhaseError
 	require.ErrorAs(t, err, &pe, "got %v", err)
 	assert.Equal(t, PhaseCommit, pe.Phase)
