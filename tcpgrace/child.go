@@ -14,14 +14,34 @@ import (
 	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
-// child is a started next generation, reaped by its own goroutine.
+// child is a started next generation: an exec'd process, reaped by its
+// own goroutine, or a taker (see runTaker), watched on its control
+// connection.
 type child struct {
-	cmd    *exec.Cmd
-	exited chan struct{} // closed once reaped; err holds the result
+	cmd    *exec.Cmd     // nil for a taker
+	exited chan struct{} // closed once reaped (a taker: its connection ended); err holds the result
 	err    error
+
+	peer    int    // a taker's pid, as SO_PEERCRED saw it (0 in another pid namespace)
+	stop    func() // a taker's kill: stop watching it, so that the reply tells it to give up
+	onReady func() // a taker's confirmation, once its ReadyByte was read
 }
 
-func (c *child) pid() int { return c.cmd.Process.Pid }
+func (c *child) pid() int {
+	if c.cmd == nil {
+		return c.peer
+	}
+	return c.cmd.Process.Pid
+}
+
+// kill ends the child: a process is killed, a taker is told to give up.
+func (c *child) kill() {
+	if c.stop != nil {
+		c.stop()
+		return
+	}
+	c.cmd.Process.Kill()
+}
 
 // runChild starts the next generation and waits for it; see waitReady.
 func (u *Upgrader) runChild(ctx context.Context, files []*os.File, env *wire.Env) (int, error) {
@@ -128,7 +148,7 @@ func (u *Upgrader) waitReady(ctx context.Context, c *child, r *os.File) error {
 	}()
 	err := w.run()
 	if err != nil {
-		c.cmd.Process.Kill()
+		c.kill()
 		<-c.exited
 		u.reclaimPIDFile(c.pid())
 	}
@@ -201,6 +221,9 @@ func (w *readyWait) word(m readiness) (done bool, err error) {
 	w.msgs = nil
 	switch {
 	case m.ready:
+		if w.c.onReady != nil {
+			w.c.onReady()
+		}
 		w.u.childReady(w.c.pid())
 		return w.startGrace(), nil
 	case m.eof:

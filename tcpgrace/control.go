@@ -217,6 +217,8 @@ func (c *controlServer) answer(req control.Request, peer control.Peer, conn net.
 		return c.stop(conn)
 	case control.CmdReload:
 		return c.reload(conn)
+	case control.CmdTakeover:
+		return c.takeover(req, peer, conn)
 	}
 	return &control.Reply{V: control.Version, OK: true, Status: c.status(true)}
 }

@@ -101,6 +101,26 @@ type Options struct {
 	// elsewhere New fails with ErrNotSupported. Default: none.
 	Control string
 
+	// Takeover, if set, is the path of the control socket of a running
+	// generation of this service that this process did not start (a
+	// blue/green deploy, a second unit, a binary started by hand): New
+	// asks it for every socket it holds and takes them over, as an
+	// Upgrade's child inherits them, and this process becomes its next
+	// generation. It claims them by name and address as a child does; the
+	// old generation stops accepting once Ready has returned here, hands
+	// its idle connections over, drains and exits. Ready blocks until the
+	// old generation has confirmed (a few milliseconds); if it gave up
+	// meanwhile (its ready timeout, a stop), Ready fails and this process
+	// must not serve. If nothing listens at the path (no socket file, or
+	// connection refused), New starts cold and binds its own sockets. A
+	// refusal (another upgrade runs, not ready yet) or a failure makes
+	// New fail and changes nothing in the running generation. Ignored in
+	// a process started by Upgrade (its parent handed it the sockets),
+	// so that an upgrade of the taker takes nothing over again. Linux
+	// only. The path may be this process's own Control path: the control
+	// socket is handed over with the others. Default: none.
+	Takeover string
+
 	// OnEvent, if set, receives every lifecycle event of this generation
 	// (see [Event]), one at a time, in the order they happen, after the
 	// library has acted on each (logged it, told the service manager).

@@ -52,6 +52,19 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 		u.emit(event.Event{Kind: event.UpgradeRefused, Err: err})
 		return err
 	}
+	return u.handOver(ctx, u.runChild)
+}
+
+// starter starts the next generation over files (its copies of the
+// sockets and channels, which it closes) and env, and waits until it is
+// ready or failed (see waitReady): an exec'd child (runChild) or a taker
+// (runTaker). It returns the next generation's pid.
+type starter func(ctx context.Context, files []*os.File, env *wire.Env) (int, error)
+
+// handOver is an upgrade once asked for: the sockets duplicated, the
+// service's channels made, the next generation started by start; on
+// success this generation hands off, on failure it serves on.
+func (u *Upgrader) handOver(ctx context.Context, start starter) error {
 	asked := ctx
 	ctx, files, env, err := u.beginUpgrade(ctx)
 	if err != nil {
@@ -64,7 +77,7 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 	files, env = u.handMail(files, env, begin)
 	files = u.handTickets(files, env)
 	files, channel := u.handChannel(files, env)
-	pid, err := u.runChild(ctx, files, env)
+	pid, err := start(ctx, files, env)
 	ended := event.Event{Kind: event.UpgradeEnded, Child: pid, Err: err, Took: time.Since(begin)}
 	if err != nil {
 		if channel != nil {
@@ -173,6 +186,9 @@ func (u *Upgrader) endUpgrade(ok bool) {
 func (u *Upgrader) leave() {
 	if err := u.inh.Leave(); err != nil && !errors.Is(err, syscall.EPIPE) {
 		u.log.Warn("telling the parent generation we leave", "err", err)
+	}
+	if u.taken != nil {
+		u.taken.Close() // after the word: the giver reads it before the end of file
 	}
 }
 

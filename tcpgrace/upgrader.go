@@ -17,6 +17,7 @@ import (
 	"github.com/tcpgrace/tcpgrace/internal/event"
 	"github.com/tcpgrace/tcpgrace/internal/pidfile"
 	"github.com/tcpgrace/tcpgrace/internal/proc"
+	"github.com/tcpgrace/tcpgrace/internal/takeover"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
@@ -39,6 +40,7 @@ type Upgrader struct {
 	in         *inChannel                 // the channel from the previous generation (adopt.go); nil if none
 	out        atomic.Pointer[outChannel] // the channel to the next one, once an upgrade stood (handoff.go)
 	tickets    tickets                    // the TLS session-ticket keys (tickets.go)
+	taken      *takeover.Taken            // a takeover's connection to the old generation (takeover.go); nil if none
 
 	mu            sync.Mutex
 	state         state // see lifecycle.go
@@ -77,7 +79,22 @@ func New(opts Options) (*Upgrader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newUpgrader(opts, files)
+	files, taken, cold, err := takeOver(opts, files)
+	if err != nil {
+		return nil, err
+	}
+	u, err := newUpgrader(opts, files)
+	if err != nil {
+		if taken != nil {
+			taken.Close()
+		}
+		return nil, err
+	}
+	u.taken = taken
+	if cold != nil {
+		u.log.Info("takeover: nobody serves there; started cold", "path", opts.Takeover, "err", cold)
+	}
+	return u, nil
 }
 
 // newUpgrader builds an Upgrader over given inherited files.
@@ -201,6 +218,9 @@ func (u *Upgrader) tellReady() error {
 	}
 	if err := u.inh.Ready(); err != nil && !errors.Is(err, syscall.EPIPE) {
 		return fmt.Errorf("tcpgrace: telling the parent generation we are ready: %w", err)
+	}
+	if err := u.awaitGiver(); err != nil {
+		return err
 	}
 	if u.in != nil {
 		go u.take() // says hello at once: the parent, which now reads it, learns that we take hand-offs

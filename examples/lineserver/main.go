@@ -61,6 +61,7 @@ type config struct {
 	tcp, unix    listFlag
 	pidFile      string
 	control      string
+	takeover     string
 	readyTimeout time.Duration
 	drainTimeout time.Duration
 	maxGens      int
@@ -76,6 +77,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.Var(&c.unix, "unix", "Unix socket path to listen on (repeatable)")
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the serving process's pid here")
 	fs.StringVar(&c.control, "control", "", "answer tcpgrace upgrade, status, stop and reload on this Unix socket")
+	fs.StringVar(&c.takeover, "takeover", "", "take every socket over from the lineserver whose control socket is this path (start cold if none serves there)")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", tcpgrace.DefaultReadyTimeout, "how long an upgrade waits for the new process")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", tcpgrace.DefaultDrainTimeout, "how long open connections may take to finish on exit")
 	fs.DurationVar(&c.readyGrace, "ready-grace", 0, "after the new process is ready, keep serving this long and roll back if it dies")
@@ -116,7 +118,7 @@ func run() int {
 	log.Info("start", "version", version)
 	opts := tcpgrace.Options{
 		PIDFile: cfg.pidFile, ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace,
-		MaxGenerations: cfg.maxGens, Control: cfg.control, Logger: base, DrainOnly: !cfg.handoff,
+		MaxGenerations: cfg.maxGens, Control: cfg.control, Takeover: cfg.takeover, Logger: base, DrainOnly: !cfg.handoff,
 	}
 	var events *eventLog
 	if cfg.events != "" {

@@ -10,8 +10,8 @@
 //	<- {"v":1,"ok":false,"code":"failed","error":"tcpgrace: the next generation failed: it exited before it was ready: exit status 3"}
 //
 // A request names [Version] and one of [CmdUpgrade], [CmdStatus],
-// [CmdStop] and [CmdReload]; fields it does not know are ignored, so a
-// later version may add optional ones. Every reply names the version the
+// [CmdStop], [CmdReload] and [CmdTakeover]; fields it does not know are
+// ignored, so a later version may add optional ones. Every reply names the version the
 // server speaks, and either ok with the command's result or the error
 // text with a machine-readable [Reply.Code] ([CodeFailed],
 // [CodeRefused], [CodeBadRequest], [CodeDenied]). A server older than
@@ -61,6 +61,12 @@ const (
 	// instead and replies once the signal was sent: it cannot know when
 	// the instance's reload is over.
 	CmdReload = "reload"
+	// CmdTakeover asks the server to hand every socket it holds to the
+	// asking process, which was started on its own (not as the server's
+	// child); see package internal/takeover for the exchange that
+	// follows. A server that cannot replies with an error, as to any
+	// command; one that can replies with [TakeoverOffer] and an fd.
+	CmdTakeover = "takeover"
 
 	// MaxRequestLen bounds a request line, newline included.
 	MaxRequestLen = 4096
@@ -97,7 +103,7 @@ const (
 // Request is one line a client sends.
 type Request struct {
 	V   int    `json:"v"`   // Version; Do fills it in
-	Cmd string `json:"cmd"` // CmdUpgrade, CmdStatus, CmdStop or CmdReload
+	Cmd string `json:"cmd"` // CmdUpgrade, CmdStatus, CmdStop, CmdReload or CmdTakeover
 	// TimeoutMS, for upgrade, bounds the upgrade in milliseconds: the
 	// server cancels it then (the next generation is killed) and replies
 	// with the error. 0: only the server's ready timeout bounds it. At
@@ -134,6 +140,19 @@ type Reply struct {
 	Status  *Status   `json:"status,omitempty"`  // the result of status
 	Stop    *Stopping `json:"stop,omitempty"`    // the result of stop
 	Reload  *Reloaded `json:"reload,omitempty"`  // the result of reload
+	// Takeover is the first reply to takeover: the hand-over begins (a
+	// second line reports its outcome as Upgrade, or the failure).
+	Takeover *TakeoverOffer `json:"takeover,omitempty"`
+}
+
+// TakeoverOffer opens a takeover: the serving generation that gives its
+// sockets, as the taker will see them once they are its own.
+type TakeoverOffer struct {
+	PID        int `json:"pid"`        // the giving generation, in PIDNamespace
+	Generation int `json:"generation"` // the generation the taker becomes
+	// PIDNamespace is the giver's pid namespace ([PIDNamespace]): a taker
+	// in another one cannot use the pids the hand-over names.
+	PIDNamespace string `json:"pid_ns,omitempty"`
 }
 
 // Upgraded is the result of a successful upgrade.
@@ -370,7 +389,7 @@ func ReadReply(r io.Reader) (*Reply, error) {
 }
 
 // Commands lists the commands a server of this version knows.
-var Commands = []string{CmdUpgrade, CmdStatus, CmdStop, CmdReload}
+var Commands = []string{CmdUpgrade, CmdStatus, CmdStop, CmdReload, CmdTakeover}
 
 // ParseRequest decodes and checks one request line (without its
 // newline): a JSON object of this [Version] with a known command.
