@@ -28,7 +28,7 @@ func TestUpgradeRefusedAsPID1(t *testing.T) {
 		t.Skip("needs unshare(1) (util-linux)")
 	}
 	dir := t.TempDir()
-	logs := &logFile{filepath.Join(dir, "stderr.log")}
+	logs := &logFile{path: filepath.Join(dir, "stderr.log")}
 	stderr, err := os.Create(logs.path)
 	require.NoError(t, err)
 	defer stderr.Close()

@@ -232,7 +232,7 @@ type readmeRun struct {
 // and, if the test failed, logs the output under name.
 func startReadme(t *testing.T, name, bin, dir, pidFile string, args ...string) *readmeRun {
 	t.Helper()
-	logs := &logFile{filepath.Join(dir, "stderr.log")}
+	logs := &logFile{path: filepath.Join(dir, "stderr.log")}
 	stderr, err := os.Create(logs.path)
 	require.NoError(t, err)
 	defer stderr.Close() // the program has its own copy

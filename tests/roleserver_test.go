@@ -25,6 +25,9 @@ import (
 //	reload  lineserver's TCP echo (Server.Serve) with a reload hook that
 //	        logs "reload hook: begin", takes -reload-delay, logs "reload
 //	        hook: end"; two runs at once log an error
+//	take-exit3  takes the sockets over from -takeover PATH (New) and
+//	        exits 3 before it is ready
+//	take-stall  takes them over and never becomes ready
 //	udp     a UDP echo on -udp (Server.Wait for the signals): it logs
 //	        "udp read" per datagram and answers "PID DATA" -reply-delay
 //	        later, with -hold-replies not before this generation leaves;
@@ -45,7 +48,7 @@ func init() {
 // roleConfig is a role server's command line.
 type roleConfig struct {
 	pidFile, tcp, udp        string
-	control                  string
+	control, takeover        string
 	reloadDelay, replyDelay  time.Duration
 	drainTimeout             time.Duration
 	holdReplies, sigusr2     bool
@@ -59,6 +62,7 @@ func parseRoleFlags(args []string) (*roleConfig, error) {
 	fs.StringVar(&c.tcp, "tcp", "", "")
 	fs.StringVar(&c.udp, "udp", "", "")
 	fs.StringVar(&c.control, "control", "", "")
+	fs.StringVar(&c.takeover, "takeover", "", "")
 	fs.DurationVar(&c.reloadDelay, "reload-delay", 0, "")
 	fs.DurationVar(&c.replyDelay, "reply-delay", 0, "")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "")
@@ -84,7 +88,7 @@ func runServerRole(role string, args []string) int {
 	sigs := tcpgrace.NotifySignals(extra...) // first, as every example does
 	log.Info("start", "version", roleVersion, "role", role)
 	u, err := tcpgrace.New(tcpgrace.Options{PIDFile: cfg.pidFile, Control: cfg.control, Logger: base,
-		ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace})
+		ReadyTimeout: cfg.readyTimeout, ReadyGrace: cfg.readyGrace, Takeover: cfg.takeover})
 	if err != nil {
 		log.Error("start", "err", err)
 		return 1
@@ -94,6 +98,13 @@ func runServerRole(role string, args []string) int {
 		err = serveReloadRole(u, sigs, cfg, log)
 	case "udp":
 		err = serveUDPRole(u, sigs, cfg, log)
+	case "take-exit3":
+		log.Info("took over; exiting 3")
+		return 3
+	case "take-stall":
+		log.Info("took over; stalling")
+		time.Sleep(time.Hour)
+		return 1
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

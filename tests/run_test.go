@@ -70,7 +70,7 @@ func startRun(t *testing.T, spec runSpec) *supervised {
 	t.Helper()
 	dir := t.TempDir()
 	s := &supervised{t: t, dir: dir, ns: spec.unshare, bin: filepath.Join(dir, "tcpgrace"), pidFile: filepath.Join(dir, "tcpgrace.pid"),
-		logs: &logFile{filepath.Join(dir, "stderr.log")}}
+		logs: &logFile{path: filepath.Join(dir, "stderr.log")}}
 	deployBuild(t, s.bin, tcpgraceBuild(versions[0]))
 	stderr, err := os.Create(s.logs.path)
 	require.NoError(t, err)

@@ -45,12 +45,33 @@ type server struct {
 }
 
 // logFile is the stderr of every generation: a real file, since a pipe
-// would stay open in the generations that outlive the first.
-type logFile struct{ path string }
+// would stay open in the generations that outlive the first. Processes
+// the test starts besides the first (takers) write files of their own,
+// added to more; String reads them all, the first's first.
+type logFile struct {
+	path string
+	mu   sync.Mutex
+	more []string
+}
 
 func (l *logFile) String() string {
-	b, _ := os.ReadFile(l.path)
-	return string(b)
+	l.mu.Lock()
+	paths := append([]string{l.path}, l.more...)
+	l.mu.Unlock()
+	var all []byte
+	for _, p := range paths {
+		b, _ := os.ReadFile(p)
+		all = append(all, b...)
+	}
+	return string(all)
+}
+
+// add makes String read path too, and returns it.
+func (l *logFile) add(path string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.more = append(l.more, path)
+	return path
 }
 
 // startServer starts lineserver; see startExample.
@@ -83,7 +104,7 @@ func launch(t *testing.T, src string, o launchOpts, args ...string) *server {
 	dir := t.TempDir()
 	name := filepath.Base(src)
 	s := &server{t: t, dir: dir, src: src, bin: filepath.Join(dir, name), pidFile: filepath.Join(dir, name+".pid"),
-		logs: &logFile{filepath.Join(dir, "stderr.log")}, exited: map[int]bool{}}
+		logs: &logFile{path: filepath.Join(dir, "stderr.log")}, exited: map[int]bool{}}
 	if o.pidFile != "" {
 		s.pidFile = o.pidFile
 	}

@@ -89,10 +89,13 @@ func (t *Taken) take(ctx context.Context, path string) error {
 	t.conn.SetDeadline(deadline)
 	defer t.conn.SetDeadline(time.Time{})
 	line, _ := json.Marshal(control.Request{V: control.Version, Cmd: control.CmdTakeover})
-	if _, err := t.conn.Write(append(line, '\n')); err != nil {
-		return fmt.Errorf("tcpgrace: takeover: asking %s: %w", path, err)
-	}
+	_, werr := t.conn.Write(append(line, '\n'))
+	// A server that refuses without reading (a uid it does not let in)
+	// has replied and closed before our write: its reply still counts.
 	rep, ch, err := t.readFirst()
+	if err != nil && werr != nil {
+		return fmt.Errorf("tcpgrace: takeover: asking %s: %w", path, werr)
+	}
 	if err != nil {
 		return fmt.Errorf("tcpgrace: takeover: %s: %w", path, err)
 	}
