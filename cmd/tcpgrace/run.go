@@ -37,6 +37,12 @@ the outcome, "tcpgrace status" lists the instances, "tcpgrace stop" stops,
 "tcpgrace reload" forwards SIGHUP to the serving instance (it replies once
 the signal was sent, not when the instance's reload is over).
 
+With -takeover PATH, the supervisor takes every socket (its control socket
+too) from the tcpgrace run whose control socket is at PATH instead of
+binding them, as a second container of a blue/green deploy does; once its
+first instance is ready, the old supervisor stops as on SIGTERM and its
+instances drain. If nothing serves at PATH, it binds the sockets itself.
+
 With -metrics HOST:PORT, GET /metrics there answers in Prometheus' text
 format: tcpgrace_generation, tcpgrace_run_instances{state},
 tcpgrace_run_restarts_total, tcpgrace_run_crashes_total,
@@ -100,6 +106,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.Usage = func() { fmt.Fprint(fs.Output(), runUsage); fs.PrintDefaults() }
 	fs.Var(&listens, "listen", "a socket to hold, [NAME=]URL (repeatable)")
 	fs.StringVar(&f.Control, "control", "", "answer tcpgrace upgrade, status, stop and reload on a Unix socket at this path")
+	fs.StringVar(&f.Takeover, "takeover", "", "take every socket over from the tcpgrace run whose control socket is this path (bind them if none serves there); it drains and exits once this one's first instance is ready")
 	fs.StringVar(&f.Metrics, "metrics", "", "answer GET /metrics with the supervisor's metrics (Prometheus) on this TCP address, HOST:PORT")
 	fs.StringVar(&f.Events, "events", "", "append each of the supervisor's events (instances started, ready, upgraded, crashed, ...) to this file as a line of JSON")
 	fs.StringVar(&f.PIDFile, "pidfile", "", "write the supervisor's pid here")

@@ -43,6 +43,16 @@ type Config struct {
 	// supervisor's own uid. Default: none.
 	Control string
 
+	// Takeover, if set, is the control socket of a running supervisor of
+	// the same service (a blue/green deploy: a second container sharing
+	// the directory of the control socket): New takes every socket over
+	// from it instead of binding them (matched by name, then address, as
+	// from a socket activation), the first instance starts over them, and
+	// once it is ready the old supervisor stops as on SIGTERM (its
+	// instances drain) and leaves the socket files in place. If nothing
+	// listens there, New binds as on a cold start. Default: none.
+	Takeover string
+
 	// Metrics, if set, is a TCP address, HOST:PORT, where the supervisor
 	// answers GET /metrics with its own metrics in Prometheus' text
 	// format (see metrics.go): the serving generation, the instances by

@@ -126,6 +126,8 @@ func (c *controlSocket) answer(req control.Request, peer control.Peer, conn net.
 		return c.stop()
 	case control.CmdReload:
 		return c.reload()
+	case control.CmdTakeover:
+		return c.takeover(req, peer, conn)
 	}
 	return c.status()
 }
@@ -134,7 +136,7 @@ func (c *controlSocket) answer(req control.Request, peer control.Peer, conn net.
 // (control.CodeRefused) when the supervisor did nothing and a later
 // request may succeed, a failure (control.CodeFailed) otherwise.
 func errorReply(err error) *control.Reply {
-	for _, refused := range []error{ErrStopping, ErrUpgradeInProgress, ErrTooManyInstances, ErrNotServing} {
+	for _, refused := range []error{ErrStopping, ErrUpgradeInProgress, ErrTooManyInstances, ErrNotServing, ErrTakeoverRunning} {
 		if errors.Is(err, refused) {
 			return control.RefuseReply(err)
 		}

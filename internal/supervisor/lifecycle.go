@@ -27,6 +27,8 @@ func (s *Supervisor) upgrade(by string, reply chan<- outcome) {
 		err = ErrStopping
 	case s.starting != nil:
 		err = fmt.Errorf("%w: generation %d (pid %d)", ErrUpgradeInProgress, s.starting.gen, s.starting.pid)
+	case s.givingTo:
+		err = ErrTakeoverRunning
 	case len(s.instances) >= s.cfg.MaxInstances:
 		err = fmt.Errorf("%w: %d, the most -max-instances allows; wait for the draining ones to exit",
 			ErrTooManyInstances, len(s.instances))
@@ -122,6 +124,7 @@ func (s *Supervisor) ready(in *instance, how string) {
 		answer(w, outcome{res: res})
 	}
 	in.waiters = nil
+	s.tellGiver()
 	if !s.mgr.ready {
 		s.mgr.ready = true
 		s.sd("READY=1", "MAINPID="+strconv.Itoa(syscall.Getpid()), "STATUS="+s.statusLine())
@@ -190,6 +193,7 @@ func (s *Supervisor) giveUp() {
 	s.log.Error("giving up: the command never became ready", "failed_starts", s.crashes,
 		"start_limit", s.cfg.StartLimit, "last_failure", s.lastFailure)
 	s.gaveUp = true
+	s.failTakeover(fmt.Errorf("tcpgrace run: the command never became ready (%d failed starts): %s", s.crashes, s.lastFailure))
 	s.stopBy(unix.SIGTERM, "start limit reached")
 }
 

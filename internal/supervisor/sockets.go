@@ -30,28 +30,19 @@ type socket struct {
 	owned *sockfd.FileID // the Unix socket file this supervisor bound, removed when it is closed if its path still leads to it
 }
 
-// bound is what bindSockets binds.
+// bound is what bindFrom binds.
 type bound struct {
 	socks    []*socket
 	ctl      net.Listener   // the control socket, if one is configured
 	ctlOwned *sockfd.FileID // its file, if this supervisor bound it
 }
 
-// bindSockets binds every socket, and the control socket at control if
-// set. A socket of a systemd socket activation of the supervisor itself
-// is taken (matched by name, then address), any other is bound anew (a
-// stale Unix socket file is replaced, a live one refused). The activated
-// sockets no -listen asked for are closed. The supervisor keeps a raw
-// duplicate of each socket.
-func bindSockets(ls []Listen, control string, log *slog.Logger) (*bound, error) {
-	inh, err := wire.Take()
-	if err != nil {
-		return nil, err
-	}
-	return bindFrom(inh, ls, control, log)
-}
-
-// bindFrom is bindSockets with the sockets of an activation in inh.
+// bindFrom binds every socket, and the control socket at control if
+// set. A socket in inh (a systemd socket activation of the supervisor
+// itself, or a takeover's) is taken (matched by name, then address), any
+// other is bound anew (a stale Unix socket file is replaced, a live one
+// refused). The sockets in inh no -listen asked for are closed. The
+// supervisor keeps a raw duplicate of each socket.
 func bindFrom(inh *wire.Files, ls []Listen, control string, log *slog.Logger) (*bound, error) {
 	b := &bound{}
 	for _, l := range ls {
@@ -68,13 +59,13 @@ func bindFrom(inh *wire.Files, ls []Listen, control string, log *slog.Logger) (*
 			b.close(inh)
 			return nil, fmt.Errorf("-control %s: %w", control, err)
 		}
-		b.ctl, b.ctlOwned = ln.(net.Listener), fileID(file)
+		b.ctl, b.ctlOwned = ln.(net.Listener), ownedFile(inh, controlName, file)
 	}
 	closeUnclaimed(inh, log)
 	return b, nil
 }
 
-// close releases what bindSockets bound before it failed, and the
+// close releases what bindFrom bound before it failed, and the
 // activated sockets nobody claimed.
 func (b *bound) close(inh *wire.Files) {
 	closeSockets(b.socks)
@@ -154,6 +145,19 @@ func fileID(file *bind.File) *sockfd.FileID {
 	return &file.ID
 }
 
+// ownedFile is the Unix socket file the supervisor may remove when it
+// closes the socket called name: the one it bound (file), or the one a
+// supervisor it took the socket over from had bound.
+func ownedFile(inh *wire.Files, name string, file *bind.File) *sockfd.FileID {
+	if file != nil {
+		return fileID(file)
+	}
+	if f, ok := inh.Owned(name); ok {
+		return &f.FileID
+	}
+	return nil
+}
+
 // bindOne takes or binds l and keeps a raw duplicate of its socket.
 func bindOne(inh *wire.Files, l Listen, log *slog.Logger) (*socket, error) {
 	conn, file, err := open(inh, l, log)
@@ -168,7 +172,7 @@ func bindOne(inh *wire.Files, l Listen, log *slog.Logger) (*socket, error) {
 		}
 		return nil, fmt.Errorf("duplicating the socket: %w", err)
 	}
-	s := &socket{Listen: l, fd: fd, conn: conn, owned: fileID(file)}
+	s := &socket{Listen: l, fd: fd, conn: conn, owned: ownedFile(inh, l.Name, file)}
 	s.addr = boundAddr(s)
 	return s, nil
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/tcpgrace/tcpgrace/internal/pidfile"
 	"github.com/tcpgrace/tcpgrace/internal/proc"
 	"github.com/tcpgrace/tcpgrace/internal/signals"
+	"github.com/tcpgrace/tcpgrace/internal/takeover"
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // Errors of [Supervisor.Upgrade]; the returned errors wrap them with
@@ -101,6 +103,15 @@ type Supervisor struct {
 	stopping    bool
 	stopServing *instance // the instance that served when the stop began
 	exitStatus  int
+
+	// The takeover (takeover.go): givingTo while this supervisor waits
+	// for a taker; taken, the connection to the supervisor this one took
+	// the sockets from (kept open until exit), takenFiles what it sent,
+	// told once the first ready or failure went back.
+	givingTo   bool
+	taken      *takeover.Taken
+	takenFiles *wire.Files
+	told       bool
 }
 
 // New binds the sockets (or, in a self-upgrade, takes over the sockets,
@@ -137,6 +148,7 @@ func New(cfg Config) (*Supervisor, error) {
 		err = s.bind()
 	}
 	if err != nil {
+		s.failTakeover(err)
 		return nil, fmt.Errorf("tcpgrace run: %w", err)
 	}
 	s.env = instanceEnv(s.socks, s.notify.path)
@@ -165,11 +177,21 @@ func (s *Supervisor) findExecutable() error {
 
 // bind is a cold start: the sockets, the notify socket, the PID file.
 func (s *Supervisor) bind() error {
-	b, err := bindSockets(s.cfg.Listen, s.cfg.Control, s.log)
+	inh, err := wire.Take()
+	if err == nil && s.cfg.Takeover != "" {
+		inh, err = s.takeFrom(s.cfg.Takeover, inh)
+	}
+	if err != nil {
+		return err
+	}
+	b, err := bindFrom(inh, s.cfg.Listen, s.cfg.Control, s.log)
 	if err != nil {
 		return err
 	}
 	s.socks, s.started = b.socks, time.Now()
+	if s.takenFiles != nil {
+		s.nextGen = s.takenFiles.Generation() - 1 // the instances go on counting from the old supervisor's
+	}
 	s.metrics = newRunMetrics(s.started, nil)
 	if b.ctl != nil {
 		s.ctl = newControlSocket(s, s.cfg.Control, b.ctl, b.ctlOwned)
@@ -449,6 +471,9 @@ func (s *Supervisor) exit() int {
 	}
 	if s.gaveUp {
 		s.exitStatus = 1
+	}
+	if s.taken != nil {
+		s.taken.Close()
 	}
 	s.log.Info("supervisor exit", "status", s.exitStatus)
 	return s.exitStatus
