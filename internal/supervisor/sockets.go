@@ -59,7 +59,7 @@ func bindFrom(inh *wire.Files, ls []Listen, control string, log *slog.Logger) (*
 			b.close(inh)
 			return nil, fmt.Errorf("-control %s: %w", control, err)
 		}
-		b.ctl, b.ctlOwned = ln.(net.Listener), ownedFile(inh, controlName, file)
+		b.ctl, b.ctlOwned = ln.(net.Listener), fileID(file)
 	}
 	closeUnclaimed(inh, log)
 	return b, nil
@@ -145,19 +145,6 @@ func fileID(file *bind.File) *sockfd.FileID {
 	return &file.ID
 }
 
-// ownedFile is the Unix socket file the supervisor may remove when it
-// closes the socket called name: the one it bound (file), or the one a
-// supervisor it took the socket over from had bound.
-func ownedFile(inh *wire.Files, name string, file *bind.File) *sockfd.FileID {
-	if file != nil {
-		return fileID(file)
-	}
-	if f, ok := inh.Owned(name); ok {
-		return &f.FileID
-	}
-	return nil
-}
-
 // bindOne takes or binds l and keeps a raw duplicate of its socket.
 func bindOne(inh *wire.Files, l Listen, log *slog.Logger) (*socket, error) {
 	conn, file, err := open(inh, l, log)
@@ -172,7 +159,7 @@ func bindOne(inh *wire.Files, l Listen, log *slog.Logger) (*socket, error) {
 		}
 		return nil, fmt.Errorf("duplicating the socket: %w", err)
 	}
-	s := &socket{Listen: l, fd: fd, conn: conn, owned: ownedFile(inh, l.Name, file)}
+	s := &socket{Listen: l, fd: fd, conn: conn, owned: fileID(file)}
 	s.addr = boundAddr(s)
 	return s, nil
 }

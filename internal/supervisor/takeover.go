@@ -214,12 +214,29 @@ func (s *Supervisor) tellGiver() {
 	switch {
 	case err == nil:
 		s.log.Info("takeover: the old supervisor confirmed; serving", "old", tk.Offer.PID)
+		s.ownTaken()
 	case errors.Is(err, takeover.ErrGiverGone):
 		s.log.Warn("takeover: the old supervisor is gone; serving alone", "old", tk.Offer.PID)
+		s.ownTaken()
 	default:
 		s.log.Error("takeover: the old supervisor gave up; stopping", "err", err)
 		s.gaveUp = true
 		s.stopBy(unix.SIGTERM, "takeover given up")
+	}
+}
+
+// ownTaken makes the Unix socket files the old supervisor had bound this
+// one's, once the takeover stands: it removes them when it closes the
+// sockets for good. Before, a taker that fails leaves them to the old
+// supervisor, which still serves on them.
+func (s *Supervisor) ownTaken() {
+	for _, sk := range s.socks {
+		if f, ok := s.takenFiles.Owned(sk.Name); ok && sk.owned == nil {
+			sk.owned = &f.FileID
+		}
+	}
+	if f, ok := s.takenFiles.Owned(controlName); ok && s.ctl != nil && s.ctl.owned == nil {
+		s.ctl.owned = &f.FileID
 	}
 }
 
