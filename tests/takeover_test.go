@@ -102,8 +102,8 @@ func TestTakeoverUnderLoad(t *testing.T) {
 func TestTakeoverTakerFails(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	ctl := filepath.Join(dir, "ctl")
-	args := []string{"-tcp", "127.0.0.1:0", "-control", ctl}
+	ctl, sock := filepath.Join(dir, "ctl"), filepath.Join(dir, "s.sock")
+	args := []string{"-tcp", "127.0.0.1:0", "-unix", sock, "-control", ctl}
 	s := startServer(t, nil, args...)
 	tcp := s.addr("tcp:127.0.0.1:0")
 	self, err := os.Executable()
@@ -135,6 +135,7 @@ func TestTakeoverTakerFails(t *testing.T) {
 		})
 		assert.Contains(t, s.logs.String(), "it exited before it was ready: its connection to the control socket closed")
 		require.NoError(t, echoOnce("tcp", tcp, "still "+role), "the old generation serves on after the %s taker", role)
+		require.NoError(t, echoOnce("unix", sock, "still "+role), "on its Unix socket too: the taker left the file")
 		require.Equal(t, old, s.pid())
 		waitFor(t, fmt.Sprintf("generation %d's fds back at %d", old, before), func() bool { return fdCount(t, old) == before })
 	}
