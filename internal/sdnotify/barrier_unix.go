@@ -28,7 +28,7 @@ func (s *Sender) Barrier(timeout time.Duration) error {
 		return fmt.Errorf("sd_notify barrier: pipe: %w", err)
 	}
 	defer r.Close()
-	err = s.sendFD([]byte("BARRIER=1\n"), int(w.Fd()))
+	err = s.sendFDs([]byte("BARRIER=1\n"), []int{int(w.Fd())}, "barrier")
 	w.Close()
 	if err != nil {
 		return err
@@ -50,30 +50,4 @@ func (s *Sender) Barrier(timeout time.Duration) error {
 			return nil
 		}
 	}
-}
-
-// sendFD sends msg with fd (SCM_RIGHTS), without waiting.
-func (s *Sender) sendFD(msg []byte, fd int) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.openLocked(); err != nil {
-		return err
-	}
-	raw, err := s.conn.SyscallConn()
-	if err != nil {
-		return err
-	}
-	sa := &unix.SockaddrUnix{Name: s.addr.Name}
-	var sendErr error
-	err = raw.Write(func(sock uintptr) bool {
-		sendErr = unix.Sendmsg(int(sock), msg, unix.UnixRights(fd), sa, unix.MSG_DONTWAIT)
-		return true
-	})
-	if err == nil {
-		err = sendErr
-	}
-	if err != nil {
-		return fmt.Errorf("sd_notify barrier to %s: %w", s.addr.Name, err)
-	}
-	return nil
 }
