@@ -95,6 +95,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTicketKeys$$' -fuzztime $(FUZZTIME) ./internal/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeConnItem$$' -fuzztime $(FUZZTIME) ./tcpgrace
 	$(GO) test -run '^$$' -fuzz '^FuzzFDName$$' -fuzztime $(FUZZTIME) ./internal/sdnotify
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTaken$$' -fuzztime $(FUZZTIME) ./internal/wire
 
 ## demo: build lineserver, upgrade it live five times under load (a new build each time), print the loss table
 demo: build
