@@ -112,6 +112,7 @@ type Files struct {
 	mail      [2]*os.File // the mailbox's ends until Mail hands them out
 	handoff   *os.File    // the hand-off channel's end until Handoff hands it out
 	tickets   []TicketKey // the TLS session-ticket keys handed over
+	stored    *os.File    // the state systemd's fd store handed back, until StoredState (systemd.go)
 }
 
 // Open checks the fds that env names and takes ownership of them. It does
@@ -128,6 +129,7 @@ func Open(env *Env) (*Files, error) {
 		return nil, err
 	}
 	f.env = env.clone()
+	f.stored = f.env.splitStoredState() // a memfd, not a socket
 	if env.ReadyFD >= 0 {
 		if err := checkReadyPipe(env); err != nil {
 			return nil, err
