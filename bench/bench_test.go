@@ -41,6 +41,12 @@ func TestMain(m *testing.M) {
 	if n := os.Getenv(upgraderEnv); n != "" {
 		os.Exit(upgrader(n))
 	}
+	if n := os.Getenv(giverEnv); n != "" {
+		os.Exit(giver(n))
+	}
+	if n := os.Getenv(takerEnv); n != "" {
+		os.Exit(taker(n))
+	}
 	os.Exit(m.Run())
 }
 
