@@ -73,7 +73,15 @@ func (in *inChannel) close() {
 // previous generation is gone without handing any, or until ctx ends
 // (ctx's error). It returns nil, nil on a first start, after a previous
 // generation without State, and after one that died first.
+//
+// In a process started by systemd whose fd store held the state that the
+// last serving generation stored as it stopped (see fdstore.go: a
+// `systemctl restart`, not a crash), it returns that state at once,
+// before or after Ready.
 func (u *Upgrader) Inherited(ctx context.Context) ([]byte, error) {
+	if b, ok := u.storedState(); ok {
+		return b, nil
+	}
 	if u.in == nil {
 		return nil, nil
 	}
@@ -89,6 +97,7 @@ func (u *Upgrader) Inherited(ctx context.Context) ([]byte, error) {
 // end or this generation closes this one. Ready starts it.
 func (u *Upgrader) take() {
 	in := u.in
+	defer u.fdStoreSync() // the parent is done: it sent MAINPID= long ago, we speak for the service
 	defer in.settle(nil)
 	t, err := handoff.NewTaker(context.Background(), in.conn)
 	if err != nil {

@@ -48,6 +48,9 @@ func (o *sdObserver) on(e event.Event) {
 		}
 	case event.Drained:
 		o.stopExtending()
+		if e.Serving {
+			u.fdStoreState() // the next start inherits it from the fd store
+		}
 	}
 }
 

@@ -41,6 +41,7 @@ type Upgrader struct {
 	out        atomic.Pointer[outChannel] // the channel to the next one, once an upgrade stood (handoff.go)
 	tickets    tickets                    // the TLS session-ticket keys (tickets.go)
 	taken      *takeover.Taken            // a takeover's connection to the old generation (takeover.go); nil if none
+	fds        fdStore                    // what this generation does with systemd's fd store (fdstore.go)
 
 	mu            sync.Mutex
 	state         state // see lifecycle.go
@@ -213,6 +214,7 @@ func (u *Upgrader) tellReady() error {
 		return err
 	} else if err != nil {
 		u.serve()
+		u.fdStoreReady()
 		u.mail.read(u)
 		return wrap(ErrReadyIncomplete, err)
 	}
@@ -227,6 +229,7 @@ func (u *Upgrader) tellReady() error {
 	}
 	u.serve()
 	err := u.closeUnclaimed()
+	u.fdStoreReady() // after closeUnclaimed: what it closed comes out of the store
 	u.mail.read(u)
 	if err != nil {
 		return wrap(ErrReadyIncomplete, err)
@@ -255,6 +258,7 @@ func (u *Upgrader) closeUnclaimed() error {
 	err := u.inh.CloseUnclaimed()
 	u.mu.Unlock()
 	for _, en := range unclaimed {
+		u.fds.noteStale(en)
 		removed := false
 		if f, ok := u.inh.Owned(en.Name); ok && en.Network == "unix" {
 			removed = (&bind.File{Path: en.Address, ID: f.FileID}).Remove()
