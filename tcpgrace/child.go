@@ -34,6 +34,14 @@ func (c *child) pid() int {
 	return c.cmd.Process.Pid
 }
 
+// ended says how kill ends the child, for an error's text.
+func (c *child) ended() string {
+	if c.stop != nil {
+		return "the taker told to give up"
+	}
+	return "killed"
+}
+
 // kill ends the child: a process is killed, a taker is told to give up.
 func (c *child) kill() {
 	if c.stop != nil {
@@ -207,7 +215,7 @@ func (w *readyWait) run() error {
 		case <-w.ctx.Done():
 			done = true
 			if !w.ready { // once ready, the child serves: killing it would reset what it accepted
-				err = fmt.Errorf("tcpgrace: upgrade cancelled, next generation killed: %w", w.ctx.Err())
+				err = fmt.Errorf("tcpgrace: upgrade cancelled, next generation %s: %w", w.c.ended(), w.ctx.Err())
 			}
 		}
 		if done {
@@ -288,7 +296,7 @@ func (w *readyWait) timedOut() (done bool, err error) {
 		}
 	default:
 	}
-	return true, fmt.Errorf("%w: no word within %v, killed", ErrReadyTimeout, w.u.opts.readyTimeout())
+	return true, fmt.Errorf("%w: no word within %v, %s", ErrReadyTimeout, w.u.opts.readyTimeout(), w.c.ended())
 }
 
 // exitedAfterReady decides about a child that said ready and has exited.

@@ -28,6 +28,8 @@ import (
 //	take-exit3  takes the sockets over from -takeover PATH (New) and
 //	        exits 3 before it is ready
 //	take-stall  takes them over and never becomes ready
+//	take-late   takes them over and calls Ready -reload-delay later; it
+//	        exits 4 if Ready fails
 //	udp     a UDP echo on -udp (Server.Wait for the signals): it logs
 //	        "udp read" per datagram and answers "PID DATA" -reply-delay
 //	        later, with -hold-replies not before this generation leaves;
@@ -105,6 +107,13 @@ func runServerRole(role string, args []string) int {
 		log.Info("took over; stalling")
 		time.Sleep(time.Hour)
 		return 1
+	case "take-late":
+		time.Sleep(cfg.reloadDelay) // past the old generation's ready timeout
+		if err := u.Ready(); err != nil {
+			log.Error("ready", "err", err)
+			return 4
+		}
+		return 0
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

@@ -143,6 +143,29 @@ func TestTakeoverTakerFails(t *testing.T) {
 	s.stop()
 }
 
+// TestTakeoverTakerLate: a taker that becomes ready only after the old
+// generation's ready timeout passed is told the old one gave up: its
+// Ready fails, it does not serve (it exits 4), and the old one serves on.
+func TestTakeoverTakerLate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ctl := filepath.Join(dir, "ctl")
+	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-control", ctl, "-ready-timeout", "300ms")
+	tcp := s.addr("tcp:127.0.0.1:0")
+	self, err := os.Executable()
+	require.NoError(t, err)
+	cmd := exec.Command(self, "-takeover", ctl, "-control", ctl, "-reload-delay", "1s")
+	cmd.Env = append(os.Environ(), serverRoleEnv+"=take-late")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	out, err := cmd.CombinedOutput()
+	require.ErrorContains(t, err, "exit status 4", "%s", out)
+	assert.Contains(t, string(out), "the giving generation gave up")
+	assert.Contains(t, string(out), "no word within 300ms")
+	require.NoError(t, echoOnce("tcp", tcp, "still"), "the old generation serves on")
+	assert.Contains(t, s.logs.String(), `msg="upgrade failed"`)
+	s.stop()
+}
+
 // TestTakeoverOtherUID: a taker of another uid is refused by the old
 // generation's peer check (the control socket's file made 0666 for the
 // test, so that the connection gets that far), exits 1 with the reason,
