@@ -38,4 +38,3 @@ func TestCheckFDs(t *testing.T) {
 	require.NoError(t, syscall.Fstat(lnFD, &st), "CheckFDs closed nothing")
 	require.NoError(t, syscall.Fstat(wfd, &st), "CheckFDs closed nothing")
 }
-
