@@ -32,6 +32,10 @@ func (c *controlServer) takeover(req control.Request, peer control.Peer, conn ne
 		c.u.refuse("takeover request", err)
 		return failReply(err)
 	}
+	if control.PeerGone(conn) {
+		c.u.log.Warn("control: takeover not started", "err", errRequesterGone)
+		return control.FailReply(errRequesterGone)
+	}
 	ctx, cancel := req.Context(context.Background())
 	defer cancel()
 	begin := time.Now()
