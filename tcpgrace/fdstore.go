@@ -47,8 +47,8 @@ import (
 // Ready if there is no channel (then NotifyAccess=all makes them count).
 // Nothing says whether the unit has a store (systemd 252 sets no
 // variable): without one, systemd closes the fds it is sent, and logs a
-// warning for each message. Messages never wait (see package sdnotify);
-// a lost one is logged.
+// warning for each message; [Options.DisableFDStore] sends nothing.
+// Messages never wait (see package sdnotify); a lost one is logged.
 
 // fdStore is what one generation did or has to do with the fd store.
 type fdStore struct {
@@ -110,11 +110,14 @@ func (u *Upgrader) fdStoreReady() {
 	u.fdStoreSync()
 }
 
+// fdStoreOn reports whether this generation speaks to the fd store.
+func (u *Upgrader) fdStoreOn() bool { return u.sd.enabled() && !u.opts.DisableFDStore }
+
 // fdStoreSync brings the store in step with the registry (see the top of
 // this file), if a service manager listens and this generation still
 // serves. It never waits.
 func (u *Upgrader) fdStoreSync() {
-	if !u.sd.enabled() {
+	if !u.fdStoreOn() {
 		return
 	}
 	u.mu.Lock()
@@ -146,7 +149,7 @@ func (u *Upgrader) fdStoreSync() {
 		}
 	}
 	if len(removed)+len(stored) > 0 {
-		u.log.Info("fd store", "stored", stored, "removed", removed)
+		u.log.Info("fd store", "store", stored, "remove", removed) // sent: kept only under FileDescriptorStoreMax=
 	}
 }
 
@@ -188,7 +191,7 @@ func controlFD(c syscall.Conn, f func(fd int) error) error {
 // set, and waits until the manager has read it (the process may exit at
 // once: the manager drops a message from a process that is gone).
 func (u *Upgrader) fdStoreState() {
-	if !u.sd.enabled() || u.opts.State == nil {
+	if !u.fdStoreOn() || u.opts.State == nil {
 		return
 	}
 	b := u.opts.State()

@@ -260,3 +260,24 @@ func TestFDStoreNoManager(t *testing.T) {
 	assert.Nil(t, b)
 	require.NoError(t, u.Shutdown(context.Background()))
 }
+
+// TestFDStoreDisabled: with DisableFDStore nothing goes to the store,
+// neither the sockets at Ready nor the state at Shutdown; the manager
+// still hears READY=1 and STOPPING=1.
+func TestFDStoreDisabled(t *testing.T) {
+	m := newFDManager(t)
+	u := newColdUpgrader(t, Options{DisableFDStore: true, State: func() []byte { return []byte("x") }})
+	u.sd = m.notifier()
+	_, err := u.Listen("web", "tcp4", loopback)
+	require.NoError(t, err)
+	require.NoError(t, u.Ready())
+	require.NoError(t, u.Shutdown(context.Background()))
+	m.read(ioTimeout)
+	assert.Empty(t, m.names(), "nothing stored")
+	for _, msg := range m.msgs {
+		assert.NotContains(t, msg, "FDSTORE", "no fd store message: %q", m.msgs)
+	}
+	all := strings.Join(m.msgs, "")
+	assert.Contains(t, all, "READY=1", "the manager hears the rest")
+	assert.Contains(t, all, "STOPPING=1", "the manager hears the rest")
+}

@@ -146,6 +146,22 @@ type Options struct {
 	// move (RunHTTP's idle HTTP/1.x connections, and those a handler gives
 	// up with [Handover]).
 	DrainOnly bool
+
+	// DisableFDStore keeps this service out of systemd's fd store. By
+	// default, under a service manager (NOTIFY_SOCKET set), the serving
+	// generation stores the TCP and UDP sockets it bound at Ready
+	// (FDSTORE=1, FDNAME= its registry name, %XX-escaped), takes out the
+	// inherited ones it closed as unclaimed, and stores [Options.State]
+	// as it stops after Shutdown; so under a unit with
+	// FileDescriptorStoreMax= a `systemctl restart` or a crash under
+	// Restart= hands the sockets to the next start, which refuses no
+	// connection, and a restart hands it the state ([Upgrader.Inherited]).
+	// systemd 252 tells a service nothing of its store: a unit without
+	// one closes the fds and logs a warning for each socket at each cold
+	// start ("Cannot store more fds than FileDescriptorStoreMax=0"). Set
+	// DisableFDStore to send nothing to the store (a unit without one,
+	// or a program that keeps the store itself). Default: false.
+	DisableFDStore bool
 }
 
 func (o Options) readyTimeout() time.Duration {
