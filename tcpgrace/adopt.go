@@ -75,9 +75,9 @@ func (in *inChannel) close() {
 // generation without State, and after one that died first.
 //
 // In a process started by systemd whose fd store held the state that the
-// last serving generation stored as it stopped (see fdstore.go: a
-// `systemctl restart`, not a crash), it returns that state at once,
-// before or after Ready.
+// last serving generation stored as it stopped after Shutdown (a
+// `systemctl restart`; a crash stores none: see [Options.DisableFDStore]),
+// it returns that state at once, before or after Ready.
 func (u *Upgrader) Inherited(ctx context.Context) ([]byte, error) {
 	if b, ok := u.storedState(); ok {
 		return b, nil
