@@ -8,8 +8,6 @@ import (
 	"os"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/tcpgrace/tcpgrace/internal/control"
 	"github.com/tcpgrace/tcpgrace/internal/handoff"
 )
@@ -50,28 +48,6 @@ func Give(ctx context.Context, conn net.Conn, offer control.TakeoverOffer, value
 	}
 	defer g.Close()
 	return g.Offer(ctx, []handoff.Item{{Kind: KindSockets, Data: []byte(value), Files: files}})
-}
-
-// sendWithFile writes msg on c with f's fd attached (SCM_RIGHTS), whole,
-// within ctx.
-func sendWithFile(ctx context.Context, c *net.UnixConn, msg []byte, f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	fd := -1
-	if err := rc.Control(func(s uintptr) { fd = int(s) }); err != nil {
-		return err
-	}
-	if deadline, ok := ctx.Deadline(); ok {
-		c.SetWriteDeadline(deadline)
-		defer c.SetWriteDeadline(time.Time{})
-	}
-	n, _, err := c.WriteMsgUnix(msg, unix.UnixRights(fd), nil)
-	if err == nil && n < len(msg) {
-		_, err = c.Write(msg[n:])
-	}
-	return err
 }
 
 // Confirm tells the taker on conn that its ready was read: it serves

@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/tcpgrace/tcpgrace/internal/control"
 	"github.com/tcpgrace/tcpgrace/internal/handoff"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
@@ -122,7 +120,7 @@ func (t *Taken) readFirst() (*control.Reply, *os.File, error) {
 	var ch *os.File
 	var buf []byte
 	b := make([]byte, 4096)
-	oob := make([]byte, unix.CmsgSpace(4*4))
+	oob := make([]byte, oobSize)
 	for {
 		n, oobn, _, _, err := t.conn.ReadMsgUnix(b, oob)
 		buf = append(buf, b[:n]...)
@@ -152,33 +150,6 @@ func errOr(err, alt error) error {
 		return err
 	}
 	return alt
-}
-
-// filesOf takes the fds of one control message: at most one, the
-// channel, and only once (had is the one taken before). Any other fd is
-// closed and makes it an error.
-func filesOf(oob []byte, had *os.File) (*os.File, error) {
-	if len(oob) == 0 {
-		return had, nil
-	}
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return had, fmt.Errorf("the reply's control message: %w", err)
-	}
-	var fds []int
-	for _, m := range msgs {
-		if got, err := unix.ParseUnixRights(&m); err == nil {
-			fds = append(fds, got...)
-		}
-	}
-	if len(fds) != 1 || had != nil {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-		return had, fmt.Errorf("the reply came with %d more fds, want one in all", len(fds))
-	}
-	unix.CloseOnExec(fds[0])
-	return os.NewFile(uintptr(fds[0]), "tcpgrace-takeover"), nil
 }
 
 // receive takes the one transaction on the channel ch (which it closes)
@@ -229,44 +200,6 @@ func check(items []handoff.Item) error {
 		return err
 	}
 	return env.CheckFDs()
-}
-
-// own turns files into raw fds of this process (close-on-exec) and
-// closes the files: wire.Open takes raw fds.
-func own(files []*os.File) ([]int, error) {
-	fds := make([]int, 0, len(files))
-	var err error
-	for i, f := range files {
-		var rc syscall.RawConn
-		if rc, err = f.SyscallConn(); err == nil {
-			var derr error
-			err = rc.Control(func(s uintptr) {
-				var fd int
-				if fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0); derr == nil {
-					fds = append(fds, fd)
-				}
-			})
-			err = errOr(err, derr)
-		}
-		if err != nil {
-			err = fmt.Errorf("file %d: dup: %w", i, err)
-			break
-		}
-	}
-	for _, f := range files {
-		f.Close()
-	}
-	if err != nil {
-		closeFDs(fds)
-		return nil, err
-	}
-	return fds, nil
-}
-
-func closeFDs(fds []int) {
-	for _, fd := range fds {
-		unix.Close(fd)
-	}
 }
 
 // Verdict waits for the giver's word after this taker said ready: nil

@@ -156,7 +156,9 @@ func TestTakerRefusesBadFD(t *testing.T) {
 		readEnds = []*os.File{r, pr}
 		env := &wire.Env{Generation: 2, ReadyFD: 3, Entries: []wire.Entry{{Name: "web", FD: 4, Network: "tcp", Address: "127.0.0.1:0"}}}
 		return []*os.File{w, pw}, env.Encode(os.Getpid())
-	}, func(net.Conn) *control.Reply { return control.FailReply(errors.New("the taker took a pipe for a listener")) })
+	}, func(net.Conn) *control.Reply {
+		return control.FailReply(errors.New("the taker took a pipe for a listener"))
+	})
 	_, err := Take(context.Background(), g.path)
 	require.Error(t, err)
 	gerr := <-g.gave
@@ -195,4 +197,3 @@ func TestTakeRefusedAndNobody(t *testing.T) {
 	assert.ErrorIs(t, err, ErrNobody)
 	assert.ErrorIs(t, err, syscall.ENOENT)
 }
-
