@@ -276,7 +276,15 @@
 //   - EXTEND_TIMEOUT_USEC= while an upgrade or a drain still runs, which
 //     keeps systemd's timeout ahead of it;
 //   - WATCHDOG=1 at half the interval of WatchdogSec=, from the serving
-//     generation.
+//     generation;
+//   - FDSTORE=1 with FDNAME= (the registry name, %XX-escaped) for each TCP
+//     and UDP socket the serving generation bound, at Ready; FDSTOREREMOVE=1
+//     for an inherited one it closed as unclaimed; and, as it stops after
+//     Shutdown, its [Options.State] in a memfd named tcpgrace-state. Under a
+//     unit with FileDescriptorStoreMax=, `systemctl restart` and a crash
+//     under Restart= then refuse no connection: the next start claims the
+//     stored sockets by name, and a restart's reads the state with
+//     [Upgrader.Inherited]. [Options.DisableFDStore] sends none of these.
 //
 // [New] removes NOTIFY_SOCKET and the watchdog variables from the
 // environment, so processes the program spawns cannot speak for it. Only

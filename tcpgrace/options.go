@@ -134,9 +134,12 @@ type Options struct {
 	// moved or cut), and after what it inherited itself has arrived: what
 	// it returns, at most [MaxState] bytes, goes to the next generation,
 	// which reads it with [Upgrader.Inherited]. A counter, a cache's
-	// index, session keys: state that should outlive the process. It is
-	// not called after a Shutdown without an upgrade. Default: none; the
-	// next generation then inherits nil.
+	// index, session keys: state that should outlive the process. After a
+	// Shutdown without an upgrade it is called only under a service
+	// manager with the fd store (see [Options.DisableFDStore]): what it
+	// returns is stored there, and the next start (a `systemctl restart`)
+	// reads it with Inherited. Default: none; the next generation then
+	// inherits nil.
 	State func() []byte
 
 	// DrainOnly keeps connections where they are: this generation neither
