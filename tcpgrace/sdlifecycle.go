@@ -122,6 +122,10 @@ func (u *Upgrader) sdUpgraded(child int, err error) {
 		u.sdNotify("READY=1", fmt.Sprintf("STATUS=serving, generation %d; upgrade failed: %v", u.Generation(), err))
 		return
 	}
+	if child <= 0 { // a taker in another pid namespace: no pid the manager could follow
+		u.sdNotify(fmt.Sprintf("STATUS=handed over to generation %d, a process in another pid namespace", u.Generation()+1))
+		return
+	}
 	u.sdNotify(fmt.Sprintf("MAINPID=%d", child), "READY=1",
 		fmt.Sprintf("STATUS=serving, generation %d", u.Generation()+1))
 	// This generation may exit within milliseconds (its connections moved):
