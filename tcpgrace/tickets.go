@@ -20,13 +20,15 @@ const (
 )
 
 // tickets are the service's TLS session-ticket keys, newest first, and
-// the configs that use them.
+// the configs that use them, and the service secret (secret.go), which
+// travels with them.
 type tickets struct {
 	mu     sync.Mutex
 	keys   []wire.TicketKey
 	cfgs   []*tls.Config
 	timer  *time.Timer
 	closed bool
+	secret *[32]byte // nil until Secret or handTickets needs it
 }
 
 // ShareTicketKeys makes cfg encrypt its TLS session tickets with keys that
@@ -115,15 +117,20 @@ func (t *tickets) stop() {
 	}
 }
 
-// handTickets adds a pipe holding the keys to what the next generation
-// gets, if this generation has keys (the ready pipe goes before files, see
-// runChild). Without one the next generation makes new keys: clients then
-// make a full handshake once.
+// handTickets adds a pipe holding the keys and the service secret to what
+// the next generation gets, if this generation has either (the ready pipe
+// goes before files, see runChild). Without keys the next generation makes
+// new ones: clients then make a full handshake once. The secret goes on
+// even if this generation never asked for it, as long as it inherited one.
 func (u *Upgrader) handTickets(files []*os.File, env *wire.Env) []*os.File {
 	u.tickets.mu.Lock()
 	keys := append([]wire.TicketKey(nil), u.tickets.keys...)
+	secret := u.tickets.secretLocked(u.inh, false)
 	u.tickets.mu.Unlock()
-	if len(keys) == 0 {
+	if secret != nil && len(keys) >= wire.MaxTicketKeys {
+		keys = keys[:wire.MaxTicketKeys-1] // the oldest gives way to the secret
+	}
+	if len(keys) == 0 && secret == nil {
 		return files
 	}
 	r, w, err := os.Pipe()
@@ -131,7 +138,7 @@ func (u *Upgrader) handTickets(files []*os.File, env *wire.Env) []*os.File {
 		u.log.Warn("session-ticket keys not handed on: TLS clients will not resume", "err", err)
 		return files
 	}
-	_, err = w.Write(wire.EncodeTicketKeys(keys)) // a few KiB at most: the pipe holds them
+	_, err = w.Write(wire.EncodeTicketKeys(keys, secret)) // a few KiB at most: the pipe holds them
 	w.Close()
 	if err != nil {
 		r.Close()

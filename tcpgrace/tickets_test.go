@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
 // TestTicketKeysRotate: a new key goes first once the newest is a day
@@ -38,4 +39,23 @@ func TestTicketKeysRotate(t *testing.T) {
 	require.NoError(t, u.Close())
 	assert.ErrorIs(t, u.ShareTicketKeys(&tls.Config{}), ErrClosed)
 	assert.Error(t, u.ShareTicketKeys(nil))
+}
+
+// TestSecretEntryDroppedAsKey: the entry that carries the service secret
+// (created at the Unix epoch) is, to a build that reads it as one more
+// ticket key, a key past its week, dropped before any config gets it, so
+// that such a build takes the pipe and never encrypts with the secret.
+func TestSecretEntryDroppedAsKey(t *testing.T) {
+	u := newColdUpgrader(t, Options{})
+	tk := &u.tickets
+	tk.mu.Lock()
+	defer tk.mu.Unlock()
+	now := time.Now()
+	for _, keys := range [][]wire.TicketKey{{{Created: time.Unix(0, 0)}}, {{Created: now}, {Created: time.Unix(0, 0)}}} {
+		tk.keys = keys
+		require.NoError(t, tk.rotateLocked(now))
+		require.Len(t, tk.keys, 1, "only a real key stays")
+		assert.NotEqual(t, int64(0), tk.keys[0].Created.UnixNano(), "the secret's entry is gone")
+	}
+	tk.timer.Stop()
 }

@@ -17,8 +17,9 @@ import (
 func TestTicketKeysRoundTrip(t *testing.T) {
 	keys := []TicketKey{{Created: time.Unix(1700000000, 123)}, {Created: time.Unix(1690000000, 0)}}
 	keys[0].Key[0], keys[1].Key[31] = 7, 9
-	got, err := DecodeTicketKeys(EncodeTicketKeys(keys))
+	got, secret, err := DecodeTicketKeys(EncodeTicketKeys(keys, nil))
 	require.NoError(t, err)
+	assert.Nil(t, secret, "no secret written, none read")
 	require.Len(t, got, 2)
 	for i := range keys {
 		assert.True(t, keys[i].Created.Equal(got[i].Created), "key %d's age", i)
@@ -27,12 +28,45 @@ func TestTicketKeysRoundTrip(t *testing.T) {
 
 	r, w, err := os.Pipe()
 	require.NoError(t, err)
-	_, err = w.Write(EncodeTicketKeys(keys))
+	_, err = w.Write(EncodeTicketKeys(keys, nil))
 	require.NoError(t, err)
 	w.Close()
 	f, err := Open(&Env{Source: EnvFDs, Generation: 2, ReadyFD: -1, Tickets: int(r.Fd())})
 	require.NoError(t, err)
 	assert.Len(t, f.TicketKeys(), 2)
+	_, ok := f.Secret()
+	assert.False(t, ok, "a pipe without a secret gives none")
+}
+
+// TestSecretRoundTrip: the service secret goes last, after the keys, and
+// comes back apart from them, through the pipe Open reads, with or
+// without ticket keys beside it.
+func TestSecretRoundTrip(t *testing.T) {
+	var secret [32]byte
+	for i := range secret {
+		secret[i] = byte(i + 1)
+	}
+	for _, keys := range [][]TicketKey{nil, {{Created: time.Unix(1700000000, 5)}}} {
+		b := EncodeTicketKeys(keys, &secret)
+		assert.Equal(t, byte(1), b[0], "the version stays 1: builds without the secret read it")
+		got, gotSecret, err := DecodeTicketKeys(b)
+		require.NoError(t, err)
+		assert.Len(t, got, len(keys), "the secret is no ticket key")
+		require.NotNil(t, gotSecret, "the secret should come back")
+		assert.Equal(t, secret, *gotSecret)
+
+		r, w, err := os.Pipe()
+		require.NoError(t, err)
+		_, err = w.Write(b)
+		require.NoError(t, err)
+		w.Close()
+		f, err := Open(&Env{Source: EnvFDs, Generation: 2, ReadyFD: -1, Tickets: int(r.Fd())})
+		require.NoError(t, err)
+		assert.Len(t, f.TicketKeys(), len(keys), "TicketKeys leaves the secret out")
+		s, ok := f.Secret()
+		assert.True(t, ok, "Files.Secret finds the secret")
+		assert.Equal(t, secret, s)
+	}
 }
 
 // TestTicketKeysMalformed: a tickets pipe of another format, count or
@@ -47,9 +81,10 @@ func TestTicketKeysMalformed(t *testing.T) {
 		{"version", []byte{2, 0}, "unknown format"},
 		{"short", []byte{1, 1, 0}, "1 ticket keys in 3 bytes"},
 		{"too many", append([]byte{1, 65}, make([]byte, 65*40)...), "65 ticket keys"},
+		{"secret not last", append([]byte{1, 2}, make([]byte, 80)...), "entry 1 of 2 is the service secret, which goes last"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := DecodeTicketKeys(tt.b)
+			_, _, err := DecodeTicketKeys(tt.b)
 			assert.ErrorContains(t, err, tt.msg)
 		})
 	}
@@ -66,12 +101,13 @@ func TestTicketKeysMalformed(t *testing.T) {
 // FuzzDecodeTicketKeys: decoding never panics, and what decodes encodes
 // back to the same bytes.
 func FuzzDecodeTicketKeys(f *testing.F) {
-	f.Add(EncodeTicketKeys([]TicketKey{{Created: time.Unix(1, 2)}}))
+	f.Add(EncodeTicketKeys([]TicketKey{{Created: time.Unix(1, 2)}}, nil))
+	f.Add(EncodeTicketKeys([]TicketKey{{Created: time.Unix(1, 2)}}, &[32]byte{3}))
 	f.Add([]byte{1, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		keys, err := DecodeTicketKeys(b)
-		if err == nil && string(EncodeTicketKeys(keys)) != string(b) {
-			t.Fatalf("%x decodes to %d keys, which encode to %x", b, len(keys), EncodeTicketKeys(keys))
+		keys, secret, err := DecodeTicketKeys(b)
+		if err == nil && string(EncodeTicketKeys(keys, secret)) != string(b) {
+			t.Fatalf("%x decodes to %d keys (secret: %v), which encode to %x", b, len(keys), secret != nil, EncodeTicketKeys(keys, secret))
 		}
 	})
 }
