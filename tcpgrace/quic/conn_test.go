@@ -10,8 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
-		"io"
+	"io"
 	"math/big"
 	"net"
 	"net/netip"
@@ -258,10 +257,9 @@ func TestForwarding(t *testing.T) {
 	mustAsk(t, old, "gen1", "a connection of generation 1")
 
 	g2 := startGeneration(t, udp, 2, k, "gen2")
-	for i := range 5 { // both read: a new connection goes to the newest
+	for range 5 { // both read: a new connection goes to the newest
 		mustAsk(t, dial(t, addr), "gen2", "a new connection while both read")
 		mustAsk(t, old, "gen1", "the old connection while both read")
-		_ = i
 	}
 	g1.handOff()
 	for range 20 {
@@ -333,5 +331,3 @@ func serverTLS(t testing.TB) *tls.Config {
 	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
 		NextProtos: []string{"tcpgrace-test"}}
 }
-
-var _ = hex.EncodeToString
