@@ -35,7 +35,7 @@ type event struct {
 
 // runSpecs runs go test once per package for specs, in dir, and merges
 // the results.
-func runSpecs(ctx context.Context, dir string, specs []spec, timeout time.Duration) *result {
+func runSpecs(ctx context.Context, dir string, specs []spec, timeout time.Duration, failFast bool) *result {
 	res := &result{passed: map[string]bool{}, hung: map[string]bool{}, output: map[string]string{}}
 	var pkgs []string
 	for _, s := range specs {
@@ -50,7 +50,10 @@ func runSpecs(ctx context.Context, dir string, specs []spec, timeout time.Durati
 				tests = append(tests, s.test)
 			}
 		}
-		res.goTest(ctx, dir, pkg, runPattern(tests), timeout)
+		res.goTest(ctx, dir, pkg, runPattern(tests), timeout, failFast)
+		if failFast && (len(res.failed) > 0 || res.broken != "") {
+			break // caught (or broken): the other packages would tell nothing more
+		}
 	}
 	return res
 }
@@ -78,11 +81,15 @@ func runPattern(tests []string) string {
 // goTest runs one package's tests in their own process group, which is
 // killed afterwards: a test that failed or timed out may leave server
 // processes behind.
-func (res *result) goTest(ctx context.Context, dir, pkg, pattern string, timeout time.Duration) {
+func (res *result) goTest(ctx context.Context, dir, pkg, pattern string, timeout time.Duration, failFast bool) {
 	// A hard stop past go test's own timeout, which leaves time to build.
 	ctx, cancel := context.WithTimeout(ctx, timeout+2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-json", "-timeout", timeout.String(), "-run", pattern, pkg)
+	args := []string{"test", "-count=1", "-json", "-timeout", timeout.String(), "-run", pattern}
+	if failFast {
+		args = append(args, "-failfast") // one failed test catches the mutant: start no other
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }

@@ -133,7 +133,7 @@ func (r *runner) control(ctx context.Context, mutants []*mutant) bool {
 		return false
 	}
 	start := time.Now()
-	res := runSpecs(ctx, r.src, all, r.timeout)
+	res := runSpecs(ctx, r.src, all, r.timeout, false)
 	missing := res.notRun(all)
 	switch {
 	case res.broken != "":
@@ -163,7 +163,7 @@ func (r *runner) mutant(ctx context.Context, m *mutant) bool {
 		return false
 	}
 	start := time.Now()
-	res := runSpecs(ctx, r.src, m.specs, r.timeout)
+	res := runSpecs(ctx, r.src, m.specs, r.timeout, true)
 	took := time.Since(start).Round(100 * time.Millisecond)
 	switch {
 	case res.broken != "":
