@@ -114,7 +114,7 @@ func TestSecretInheritedUnasked(t *testing.T) {
 	_, err = w.Write(wire.EncodeTicketKeys(nil, &secret))
 	require.NoError(t, err)
 	w.Close()
-	files, err := wire.Open(&wire.Env{Source: wire.EnvFDs, Generation: 2, ReadyFD: -1, Tickets: int(r.Fd())})
+	files, err := wire.Open(&wire.Env{Source: wire.EnvFDs, Generation: 2, ReadyFD: -1, Tickets: ownFD(t, r)})
 	require.NoError(t, err)
 	u2, err := newUpgrader(Options{}, files)
 	require.NoError(t, err)
@@ -129,4 +129,15 @@ func TestSecretInheritedUnasked(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, got)
 	assert.Equal(t, secret, *got)
+}
+
+// ownFD gives the read end of a pipe to wire.Open, which closes it: a
+// dup, with r closed, so that r's finalizer never closes the fd number
+// again once something else has it.
+func ownFD(t *testing.T, r *os.File) int {
+	t.Helper()
+	fd, err := syscall.Dup(int(r.Fd()))
+	require.NoError(t, err)
+	r.Close()
+	return fd
 }

@@ -5,6 +5,7 @@ package wire
 import (
 	"fmt"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,7 +32,7 @@ func TestTicketKeysRoundTrip(t *testing.T) {
 	_, err = w.Write(EncodeTicketKeys(keys, nil))
 	require.NoError(t, err)
 	w.Close()
-	f, err := Open(&Env{Source: EnvFDs, Generation: 2, ReadyFD: -1, Tickets: int(r.Fd())})
+	f, err := Open(&Env{Source: EnvFDs, Generation: 2, ReadyFD: -1, Tickets: ownFD(t, r)})
 	require.NoError(t, err)
 	assert.Len(t, f.TicketKeys(), 2)
 	_, ok := f.Secret()
@@ -60,7 +61,7 @@ func TestSecretRoundTrip(t *testing.T) {
 		_, err = w.Write(b)
 		require.NoError(t, err)
 		w.Close()
-		f, err := Open(&Env{Source: EnvFDs, Generation: 2, ReadyFD: -1, Tickets: int(r.Fd())})
+		f, err := Open(&Env{Source: EnvFDs, Generation: 2, ReadyFD: -1, Tickets: ownFD(t, r)})
 		require.NoError(t, err)
 		assert.Len(t, f.TicketKeys(), len(keys), "TicketKeys leaves the secret out")
 		s, ok := f.Secret()
@@ -110,4 +111,15 @@ func FuzzDecodeTicketKeys(f *testing.F) {
 			t.Fatalf("%x decodes to %d keys (secret: %v), which encode to %x", b, len(keys), secret != nil, EncodeTicketKeys(keys, secret))
 		}
 	})
+}
+
+// ownFD gives the read end of a pipe to what the test hands it to (Open
+// closes it): a dup, with r closed, so that r's finalizer never closes
+// the fd number again once something else has it.
+func ownFD(t *testing.T, r *os.File) int {
+	t.Helper()
+	fd, err := syscall.Dup(int(r.Fd()))
+	require.NoError(t, err)
+	r.Close()
+	return fd
 }

@@ -160,7 +160,7 @@ type generation struct {
 
 // startGeneration serves on a copy of udp as generation gen of the
 // service k: every stream gets reply.
-func startGeneration(t *testing.T, udp *net.UDPConn, gen int, k keys, reply string) *generation {
+func startGeneration(t testing.TB, udp *net.UDPConn, gen int, k keys, reply string) *generation {
 	t.Helper()
 	f, err := udp.File()
 	require.NoError(t, err)
@@ -221,7 +221,7 @@ func ask(ctx context.Context, c *quic.Conn) (string, error) {
 	return string(b), err
 }
 
-func dial(t *testing.T, addr net.Addr) *quic.Conn {
+func dial(t testing.TB, addr net.Addr) *quic.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
