@@ -269,6 +269,12 @@ func (c *controlServer) status(withOlder bool) *control.Status {
 	st.Totals = &control.Totals{FirstStart: t.FirstStart, Upgrades: t.Upgrades, UpgradesFailed: t.UpgradesFailed,
 		Refusals: t.Refusals, HandoffMSSum: t.Handoffs.Sum * 1000, DrainsFinished: t.DrainsFinished,
 		DrainsForceClosed: t.DrainsForceClosed}
+	for _, c := range u.counters.read() {
+		if st.Counters == nil {
+			st.Counters = map[string]uint64{}
+		}
+		st.Counters[c.Name] = c.Value
+	}
 	if withOlder {
 		for _, pid := range u.drainingOlder() {
 			st.Older = append(st.Older, askOlder(c.path, pid))

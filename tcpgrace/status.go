@@ -24,6 +24,9 @@ type Status struct {
 	// Totals are counted since the first generation started and travel
 	// with every hand-off.
 	Totals Totals
+	// Counters are the counters added with [Upgrader.AddCounter], sorted
+	// by name: this generation's own.
+	Counters []CounterStatus
 }
 
 // ListenerStatus is one registered socket.
@@ -98,5 +101,6 @@ func (u *Upgrader) Status() Status {
 	u.mu.Unlock()
 	st.Totals = u.totalsNow()
 	st.Older = u.totals.older()
+	st.Counters = u.counters.read()
 	return st
 }

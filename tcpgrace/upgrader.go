@@ -41,6 +41,7 @@ type Upgrader struct {
 	out        atomic.Pointer[outChannel] // the channel to the next one, once an upgrade stood (handoff.go)
 	tickets    tickets                    // the TLS session-ticket keys (tickets.go)
 	taken      *takeover.Taken            // a takeover's connection to the old generation (takeover.go); nil if none
+	counters   counters                   // added with AddCounter (counters.go)
 	fds        fdStore                    // what this generation does with systemd's fd store (fdstore.go)
 
 	mu            sync.Mutex

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -73,6 +76,14 @@ func printHuman(w io.Writer, st *control.Status) {
 		fmt.Fprintf(w, "since the first start (%s): %s (%d failed, %d refused); drains: %d finished, %d force-closed\n",
 			t.FirstStart.Format(time.RFC3339), text.Count(t.Upgrades, "upgrade", "upgrades"), t.UpgradesFailed,
 			t.Refusals, t.DrainsFinished, t.DrainsForceClosed)
+	}
+	if len(st.Counters) > 0 {
+		names := slices.Sorted(maps.Keys(st.Counters))
+		fields := make([]string, len(names))
+		for i, n := range names {
+			fields[i] = fmt.Sprintf("%s=%d", n, st.Counters[n])
+		}
+		fmt.Fprintf(w, "counters: %s\n", strings.Join(fields, " "))
 	}
 	printOlder(w, st.Older)
 }

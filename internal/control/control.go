@@ -190,6 +190,9 @@ type Status struct {
 	// Totals are the service's counts since its first start, from the
 	// library; nil from tcpgrace run and from servers older than them.
 	Totals *Totals `json:"totals,omitempty"`
+	// Counters are the counters a library server's program added to its
+	// status (tcpgrace.Upgrader.AddCounter), by name: this generation's.
+	Counters map[string]uint64 `json:"counters,omitempty"`
 	// PIDNamespace is the pid namespace every pid here is in
 	// ([PIDNamespace] of the server, such as "pid:[4026531836]"), "" if
 	// unknown: a server in a container reports pids of its own namespace.

@@ -29,6 +29,10 @@
 //	tcpgrace_drain_finished_total         counter    connections that closed by themselves during drains
 //	tcpgrace_drain_force_closed_total     counter    connections cut at a drain deadline
 //	tcpgrace_first_start_time_seconds     gauge      when the first generation started, Unix seconds
+//
+// Counters the program added with [tcpgrace.Upgrader.AddCounter] (such as
+// tcpgrace/quic's) are exported by [NewCounterCollector] as tcpgrace_NAME;
+// [Handler] serves both collectors.
 package metrics
 
 import (
@@ -145,12 +149,35 @@ func handoffs(h tcpgrace.Histogram) prometheus.Metric {
 }
 
 // Handler returns an http.Handler that answers a scrape with u's metrics
-// (those of [NewCollector], and no others) in any format Prometheus asks
+// (those of [NewCollector] and [NewCounterCollector], and no others) in any format Prometheus asks
 // for. Mount it at /metrics on a listener registered with u, so that the
 // port is handed over at each upgrade. It keeps no state between requests
 // beyond its own registry.
 func Handler(u *tcpgrace.Upgrader) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(NewCollector(u))
+	reg.MustRegister(NewCollector(u), NewCounterCollector(u))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+// counterCollector is the [prometheus.Collector] of the counters added to
+// one Upgrader's status.
+type counterCollector struct{ u *tcpgrace.Upgrader }
+
+// NewCounterCollector returns a [prometheus.Collector] of the counters
+// added with [tcpgrace.Upgrader.AddCounter]: each as a counter named
+// tcpgrace_NAME with its help text. The counters may be added at any
+// time, before or after the collector is registered, so it describes none
+// in advance (an unchecked collector: Prometheus checks their names at
+// each scrape instead). Each Collect reads the Upgrader's status once.
+func NewCounterCollector(u *tcpgrace.Upgrader) prometheus.Collector { return counterCollector{u: u} }
+
+// Describe sends nothing: the counters are known only at Collect.
+func (c counterCollector) Describe(chan<- *prometheus.Desc) {}
+
+// Collect sends each added counter.
+func (c counterCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, a := range c.u.Status().Counters {
+		d := prometheus.NewDesc("tcpgrace_"+a.Name, a.Help, nil, nil)
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(a.Value))
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -271,4 +272,26 @@ func TestHandler(t *testing.T) {
 	}
 	assert.Equal(t, contractNames, got, "the families a scrape returns")
 	assert.Contains(t, string(body), "\ntcpgrace_generation 1\n")
+}
+
+// TestCounterCollector: a counter added with AddCounter, before or after
+// the collector is registered, is exported as tcpgrace_NAME with its help
+// and the value read at each scrape; Handler serves it beside the
+// contract's metrics.
+func TestCounterCollector(t *testing.T) {
+	c := NewCounterCollector(upgrader)
+	var n atomic.Uint64
+	n.Store(3)
+	require.NoError(t, upgrader.AddCounter("test_packets_total", "Packets the test counted.", n.Load))
+	mfs := gather(t, c)
+	assert.Equal(t, 3.0, value(t, mfs, "tcpgrace_test_packets_total", ""))
+	assert.Equal(t, "Packets the test counted.", mfs["tcpgrace_test_packets_total"].GetHelp())
+	assert.Equal(t, dto.MetricType_COUNTER, mfs["tcpgrace_test_packets_total"].GetType())
+	n.Add(4)
+	assert.Equal(t, 7.0, value(t, gather(t, c), "tcpgrace_test_packets_total", ""), "read at each scrape")
+
+	rec := httptest.NewRecorder()
+	Handler(upgrader).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	assert.Contains(t, rec.Body.String(), "tcpgrace_test_packets_total 7")
+	assert.Contains(t, rec.Body.String(), "tcpgrace_generation 1")
 }

@@ -28,6 +28,8 @@ import (
 	"github.com/quic-go/quic-go/http3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/tcpgrace/tcpgrace/internal/control"
 )
 
 // The e2e test's load and timing.
@@ -55,6 +57,7 @@ type e2e struct {
 	addr    string
 	pidFile string
 	logFile string
+	control string       // the control socket's path
 	epoch   atomic.Int32 // upgrades done
 	renew   atomic.Int32 // connections opened before this epoch are to close
 	stop    atomic.Bool
@@ -127,8 +130,26 @@ func TestHTTP3Upgrades(t *testing.T) {
 	e.stop.Store(true)
 	wg.Wait()
 	e.checkKill(killed)
+	e.checkStatus()
 	e.stopService()
 	e.checkLogs()
+}
+
+// checkStatus: the serving generation's status (tcpgrace status, on the
+// control socket) carries the counters of its endpoint: it forwarded its
+// predecessor's packets and sent the resets for the killed one's.
+func (e *e2e) checkStatus() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rep, err := control.Do(ctx, e.control, control.Request{Cmd: control.CmdStatus})
+	require.NoError(e.t, err)
+	require.True(e.t, rep.OK, rep.Error)
+	c := rep.Status.Counters
+	assert.Positive(e.t, c["quic_packets_forwarded_total"], "status counters: %v", c)
+	assert.Positive(e.t, c["quic_forwarded_bytes_total"], "status counters: %v", c)
+	assert.Positive(e.t, c["quic_stateless_resets_total"], "status counters: %v", c)
+	assert.Contains(e.t, c, "quic_packets_received_total")
+	assert.Contains(e.t, c, "quic_packets_dropped_total")
 }
 
 func startE2E(t *testing.T) *e2e {
@@ -147,8 +168,9 @@ func startE2E(t *testing.T) *e2e {
 	logf, err := os.Create(e.logFile)
 	require.NoError(t, err)
 	defer logf.Close()
+	e.control = filepath.Join(dir, "ctl")
 	cmd := exec.Command(bin, "-addr", addr, "-cert", cert, "-key", key, "-pidfile", e.pidFile,
-		"-drain-timeout", "10s", "-goaway-after", e2eGoawayAfter.String())
+		"-control", e.control, "-drain-timeout", "10s", "-goaway-after", e2eGoawayAfter.String())
 	cmd.Stdout, cmd.Stderr = logf, logf
 	require.NoError(t, cmd.Start())
 	go cmd.Wait()

@@ -72,7 +72,12 @@ func keysFrom(secret func(label string) [32]byte) keys {
 // generation's forward channel and returns the Endpoint over both. Call it
 // before u.Ready, then listen on [Endpoint.Transport]. It fails if the
 // socket is not UDP, or the channel cannot be opened (not on Linux:
-// [tcpgrace.ErrNotSupported]).
+// [tcpgrace.ErrNotSupported]). The first Endpoint of u adds the counters
+// quic_packets_forwarded_total, quic_forwarded_bytes_total,
+// quic_packets_received_total, quic_stateless_resets_total and
+// quic_packets_dropped_total to u's status ([tcpgrace.Upgrader.AddCounter]),
+// summed over u's endpoints: tcpgrace status shows them, and package
+// tcpgrace/metrics exports them.
 func Listen(u *tcpgrace.Upgrader, name, network, address string) (*Endpoint, error) {
 	pc, err := u.ListenPacket(name, network, address)
 	if err != nil {
@@ -82,7 +87,15 @@ func Listen(u *tcpgrace.Upgrader, name, network, address string) (*Endpoint, err
 	if !ok {
 		return nil, fmt.Errorf("tcpgrace/quic: %q is a %T, not a UDP socket", name, pc)
 	}
-	return newEndpoint(udp, u.Generation(), keysFrom(u.Secret))
+	e, err := newEndpoint(udp, u.Generation(), keysFrom(u.Secret))
+	if err != nil {
+		return nil, err
+	}
+	if err := count(u, e); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
 }
 
 // newEndpoint is Listen on a UDP socket of a generation with keys k.
