@@ -47,6 +47,12 @@ func TestMain(m *testing.M) {
 	if n := os.Getenv(takerEnv); n != "" {
 		os.Exit(taker(n))
 	}
+	if v := os.Getenv(tgServerEnv); v != "" {
+		os.Exit(tgServer(v))
+	}
+	if v := os.Getenv(tfServerEnv); v != "" {
+		os.Exit(tfServer(v))
+	}
 	os.Exit(m.Run())
 }
 
