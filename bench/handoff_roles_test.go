@@ -182,8 +182,9 @@ func tfServer(addrs string) int {
 	return waitConns(&conns, handoffDrain)
 }
 
-// tfSignals upgrades upg on SIGUSR1 and stops it on SIGTERM; it closes
-// left after a successful upgrade (stamped) or a stop.
+// tfSignals upgrades upg on SIGUSR1, once its parent, if any, has
+// exited, and stops it on SIGTERM; it closes left after a successful
+// upgrade (stamped) or a stop.
 func tfSignals(upg *tableflip.Upgrader, sigs <-chan os.Signal, st *stamps, left chan<- struct{}) {
 	defer close(left)
 	for s := range sigs {
@@ -192,7 +193,15 @@ func tfSignals(upg *tableflip.Upgrader, sigs <-chan os.Signal, st *stamps, left 
 			return
 		}
 		st.stamp(stampRequest, time.Now())
-		if err := upg.Upgrade(); err != nil {
+		// tableflip refuses to upgrade until it has seen its parent
+		// exit, which it may not have yet if the signal came at once.
+		ctx, cancel := context.WithTimeout(context.Background(), handoffDrain)
+		err := upg.WaitForParent(ctx)
+		cancel()
+		if err == nil {
+			err = upg.Upgrade()
+		}
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench tableflip server: upgrade failed:", err)
 			continue
 		}
