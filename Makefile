@@ -80,9 +80,10 @@ interop-table: tools
 	@out=$$(TCPGRACE_INTEROP_TABLE=1 $(GO) test -count=1 -v -run '^TestInteropTable$$' -timeout 20m ./tests) || { echo "$$out"; exit 1; }; \
 	echo "$$out" | grep '^|'
 
-## mutants: apply each patch in tests/mutants to a copy of the tree; the tests it names must fail (MUTANTS= picks some)
+## mutants: apply each patch in tests/mutants to a copy of the tree; the tests it names must fail (MUTANTS= picks some; MUTANT_JOBS at once, 2 by default)
+MUTANT_JOBS ?= 2
 mutants:
-	$(GO) run ./tests/mutants $(MUTANTS)
+	$(GO) run ./tests/mutants -j $(MUTANT_JOBS) $(MUTANTS)
 
 FUZZTIME ?= 30s
 ## fuzz: run each fuzz target for FUZZTIME

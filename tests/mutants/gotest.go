@@ -8,10 +8,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -98,8 +101,10 @@ func (res *result) goTest(ctx context.Context, dir, pkg, pattern string, timeout
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Start()
 	if err == nil {
+		running.add(cmd.Process.Pid)
 		err = cmd.Wait()
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // leftovers, if any
+		running.remove(cmd.Process.Pid)
 		reapOrphans()
 	}
 	res.parse(pkg, stdout.Bytes())
@@ -210,21 +215,86 @@ func (res *result) notRun(specs []spec) []string {
 	return out
 }
 
+// running are the go test processes the workers wait for themselves:
+// reapOrphans leaves them alone, so that two workers may run at once.
+var running = &pidSet{pids: map[int]bool{}}
+
+type pidSet struct {
+	mu   sync.Mutex
+	pids map[int]bool
+}
+
+func (p *pidSet) add(pid int)    { p.mu.Lock(); p.pids[pid] = true; p.mu.Unlock() }
+func (p *pidSet) remove(pid int) { p.mu.Lock(); delete(p.pids, pid); p.mu.Unlock() }
+func (p *pidSet) has(pid int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pids[pid]
+}
+
 // reapOrphans reaps the processes re-parented to us (we are a child
-// subreaper) once they have died of the group kill; it gives up after a
-// few seconds on one that lives on (it left the group).
+// subreaper) once they exit, and waits up to 3 s for those still running:
+// every child of ours but the go test processes of running (which their
+// workers wait for). It looks for them in /proc rather than with
+// wait4(-1), which would take a running worker's go test from it.
 func reapOrphans() {
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-		switch {
-		case err != nil: // ECHILD: none left
+		orphans := childrenOf(os.Getpid())
+		left := 0
+		for _, c := range orphans {
+			if running.has(c.pid) {
+				continue
+			}
+			if c.zombie {
+				var ws unix.WaitStatus
+				unix.Wait4(c.pid, &ws, unix.WNOHANG, nil)
+				continue
+			}
+			left++
+		}
+		if left == 0 {
 			return
-		case pid == 0:
-			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// child is a process whose parent is us, and whether it has exited.
+type child struct {
+	pid    int
+	zombie bool
+}
+
+// childrenOf lists the processes whose parent is ppid (/proc/PID/stat).
+func childrenOf(ppid int) []child {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []child
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:])) // state ppid ...
+		if len(f) < 2 {
+			continue
+		}
+		if p, _ := strconv.Atoi(f[1]); p == ppid {
+			out = append(out, child{pid: pid, zombie: f[0] == "Z"})
 		}
 	}
+	return out
 }
 
 func lastLines(s string, n int) string {

@@ -9,7 +9,7 @@
 //
 // Usage, from the repository root (make mutants does this):
 //
-//	go run ./tests/mutants [-timeout DUR] [-v] [-list] [MUTANT...]
+//	go run ./tests/mutants [-timeout DUR] [-j N] [-v] [-list] [MUTANT...]
 //
 // MUTANT is a patch's name without ".patch"; the default is all of them.
 // It prints one line per mutant and exits 1 if a mutant is not caught, a
@@ -33,12 +33,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,6 +52,7 @@ func main() { os.Exit(run()) }
 
 func run() int {
 	timeout := flag.Duration("timeout", 90*time.Second, "go test -timeout for each package run")
+	jobs := flag.Int("j", 1, "mutants to run at once, each in a copy of its own (the control run is alone)")
 	verbose := flag.Bool("v", false, "print the output of the failed tests")
 	list := flag.Bool("list", false, "list the mutants and the tests meant to catch them, run nothing")
 	flag.Parse()
@@ -73,19 +77,24 @@ func run() int {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		fmt.Fprintln(os.Stderr, "mutants: PR_SET_CHILD_SUBREAPER:", err)
 	}
-	r := &runner{root: root, timeout: *timeout, verbose: *verbose}
+	r := &runner{root: root, timeout: *timeout, verbose: *verbose, jobs: max(*jobs, 1)}
 	return r.all(ctx, mutants)
 }
 
-// runner runs the control and the mutants in one temp dir; every run
-// copies the tree to the same path, so the build cache serves what a
-// patch did not touch.
+// runner runs the control and the mutants in one temp dir; each worker
+// copies the tree to a path of its own, the same for all its runs, so the
+// build cache serves what a patch did not touch.
 type runner struct {
 	root    string
-	src     string // the copy under test
+	tmp     string
 	timeout time.Duration
 	verbose bool
+	jobs    int
+	out     sync.Mutex // one mutant's lines at a time
 }
+
+// src is worker i's copy of the tree.
+func (r *runner) src(i int) string { return filepath.Join(r.tmp, fmt.Sprintf("src%d", i)) }
 
 func (r *runner) all(ctx context.Context, mutants []*mutant) int {
 	tmp, err := os.MkdirTemp("", "tcpgrace-mutants-")
@@ -94,24 +103,38 @@ func (r *runner) all(ctx context.Context, mutants []*mutant) int {
 		return 2
 	}
 	defer os.RemoveAll(tmp)
-	r.src = filepath.Join(tmp, "src")
+	r.tmp = tmp
 	start := time.Now()
 	if !r.control(ctx, mutants) {
 		fmt.Println("mutants: the control run failed: the results would mean nothing")
 		return 1
 	}
-	failed := 0
+	work := make(chan *mutant)
+	var failed atomic.Int32
+	var wg sync.WaitGroup
+	for i := range r.jobs {
+		wg.Go(func() {
+			for m := range work {
+				if !r.mutant(ctx, m, r.src(i)) {
+					failed.Add(1)
+				}
+			}
+		})
+	}
 	for _, m := range mutants {
 		if ctx.Err() != nil {
-			fmt.Println("mutants: interrupted")
-			return 1
+			break
 		}
-		if !r.mutant(ctx, m) {
-			failed++
-		}
+		work <- m
 	}
-	fmt.Printf("mutants: %d of %d caught in %s\n", len(mutants)-failed, len(mutants), time.Since(start).Round(time.Second))
-	if failed > 0 {
+	close(work)
+	wg.Wait()
+	if ctx.Err() != nil {
+		fmt.Println("mutants: interrupted")
+		return 1
+	}
+	fmt.Printf("mutants: %d of %d caught in %s\n", len(mutants)-int(failed.Load()), len(mutants), time.Since(start).Round(time.Second))
+	if failed.Load() > 0 {
 		return 1
 	}
 	return 0
@@ -128,19 +151,19 @@ func (r *runner) control(ctx context.Context, mutants []*mutant) bool {
 			}
 		}
 	}
-	if err := copyTree(r.root, r.src); err != nil {
+	if err := copyTree(r.root, r.src(0)); err != nil {
 		fmt.Println("control: copying the tree:", err)
 		return false
 	}
 	start := time.Now()
-	res := runSpecs(ctx, r.src, all, r.timeout, false)
+	res := runSpecs(ctx, r.src(0), all, r.timeout, false)
 	missing := res.notRun(all)
 	switch {
 	case res.broken != "":
 		fmt.Printf("control: FAILED (%s)\n%s", res.broken, indent(res.tail))
 	case len(res.failed) > 0:
 		fmt.Printf("control: FAILED: %s failed without a mutant\n", strings.Join(res.labels(), ", "))
-		r.details(res)
+		r.details(os.Stdout, res)
 	case len(missing) > 0:
 		fmt.Printf("control: FAILED: no such test: %s (renamed? fix the patch header)\n", strings.Join(missing, ", "))
 	default:
@@ -150,45 +173,51 @@ func (r *runner) control(ctx context.Context, mutants []*mutant) bool {
 	return false
 }
 
-// mutant applies m to a fresh copy and runs its tests; it reports whether
-// they caught it.
-func (r *runner) mutant(ctx context.Context, m *mutant) bool {
+// mutant applies m to a fresh copy at src and runs its tests; it reports
+// whether they caught it, and prints its lines in one piece.
+func (r *runner) mutant(ctx context.Context, m *mutant, src string) bool {
+	var b strings.Builder
+	defer func() {
+		r.out.Lock()
+		fmt.Print(b.String())
+		r.out.Unlock()
+	}()
 	label := "mutant " + m.name + ":"
-	if err := copyTree(r.root, r.src); err != nil {
-		fmt.Println(label, "copying the tree:", err)
+	if err := copyTree(r.root, src); err != nil {
+		fmt.Fprintln(&b, label, "copying the tree:", err)
 		return false
 	}
-	if out, err := applyPatch(r.src, m.path); err != nil {
-		fmt.Printf("%s STALE: the patch does not apply (%v); refresh it against the current code\n%s", label, err, indent(out))
+	if out, err := applyPatch(src, m.path); err != nil {
+		fmt.Fprintf(&b, "%s STALE: the patch does not apply (%v); refresh it against the current code\n%s", label, err, indent(out))
 		return false
 	}
 	start := time.Now()
-	res := runSpecs(ctx, r.src, m.specs, r.timeout, true)
+	res := runSpecs(ctx, src, m.specs, r.timeout, true)
 	took := time.Since(start).Round(100 * time.Millisecond)
 	switch {
 	case res.broken != "":
-		fmt.Printf("%s BROKEN: %s, not caught by a test (%s)\n%s", label, res.broken, took, indent(res.tail))
+		fmt.Fprintf(&b, "%s BROKEN: %s, not caught by a test (%s)\n%s", label, res.broken, took, indent(res.tail))
 		return false
 	case len(res.failed) == 0:
-		fmt.Printf("%s NOT CAUGHT (tests passed: %s) (%s)\n", label, strings.Join(specNames(m.specs), ", "), took)
+		fmt.Fprintf(&b, "%s NOT CAUGHT (tests passed: %s) (%s)\n", label, strings.Join(specNames(m.specs), ", "), took)
 		return false
 	}
 	line := fmt.Sprintf("%s caught by %s", label, strings.Join(res.labels(), ", "))
 	if passed := res.passedOf(m.specs); len(passed) > 0 {
 		line += fmt.Sprintf(" (passed: %s)", strings.Join(passed, ", "))
 	}
-	fmt.Printf("%s (%s)\n", line, took)
-	r.details(res)
+	fmt.Fprintf(&b, "%s (%s)\n", line, took)
+	r.details(&b, res)
 	return true
 }
 
-// details prints the failed tests' output with -v.
-func (r *runner) details(res *result) {
+// details writes the failed tests' output to w with -v.
+func (r *runner) details(w io.Writer, res *result) {
 	if !r.verbose {
 		return
 	}
 	for _, name := range res.leaves() {
-		fmt.Printf("  --- %s\n%s", res.label(name), indent(res.output[name]))
+		fmt.Fprintf(w, "  --- %s\n%s", res.label(name), indent(res.output[name]))
 	}
 }
 
