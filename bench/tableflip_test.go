@@ -25,8 +25,10 @@ import (
 // each hand-off it waits, untimed, until the old process has exited,
 // checks that the new one echoes and lets the machine settle
 // (handoffSettle). Both sub-benchmarks run both servers; each reports its
-// own library, and lib=tcpgrace also the ratio of its median to
-// tableflip's in the same run.
+// own library and the other's median signal to ready (tableflip-ns/op,
+// tcpgrace-ns/op), and lib=tcpgrace also the ratio of its median to
+// tableflip's in the same run: runs minutes apart differ more than the
+// libraries do, so compare within a line.
 //
 // ns/op is the median, over the iterations, of the time from SIGUSR1
 // until Ready returned in the next process (it wrote the pid file and
@@ -68,10 +70,10 @@ func BenchmarkHandoffVsTableflip(b *testing.B) {
 					first, second = second, first
 				}
 				if lib == "tcpgrace" {
-					reportHandoff(b, tgs)
+					reportHandoff(b, tgs, tfs)
 					b.ReportMetric(median(tgs, handoffSample.total)/median(tfs, handoffSample.total), "ratio-to-tableflip")
 				} else {
-					reportHandoff(b, tfs)
+					reportHandoff(b, tfs, tgs)
 				}
 			})
 		}
@@ -137,12 +139,14 @@ func (h handoffSample) phases() map[string]int64 {
 }
 
 // reportHandoff reports the medians of hs: ns/op signal to ready, and
-// each phase as NAME-ns/op.
-func reportHandoff(b *testing.B, hs []handoffSample) {
-	if len(hs) == 0 {
+// each phase as NAME-ns/op; and the median signal to ready of the other
+// library's hand-offs in the same run, as LIB-ns/op.
+func reportHandoff(b *testing.B, hs, other []handoffSample) {
+	if len(hs) == 0 || len(other) == 0 {
 		return
 	}
 	b.ReportMetric(median(hs, handoffSample.total), "ns/op")
+	b.ReportMetric(median(other, handoffSample.total), other[0].lib+"-ns/op")
 	for name := range hs[0].phases() {
 		b.ReportMetric(median(hs, func(h handoffSample) float64 { return float64(h.phases()[name]) }), name+"-ns/op")
 	}
