@@ -3,7 +3,6 @@ package tcpgrace
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -17,9 +16,21 @@ type CounterStatus struct {
 	Value uint64
 }
 
-// counterName is what AddCounter takes: a Prometheus metric name without
-// the tcpgrace_ prefix, a counter's (ending in _total).
-var counterName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}_total$`)
+// counterName reports whether name is what AddCounter takes: a
+// Prometheus metric name without the tcpgrace_ prefix, a counter's,
+// [a-z][a-z0-9_]*_total, at most 64 bytes. (Checked by hand: regexp would
+// add its package's start-up to every program that links the library.)
+func counterName(name string) bool {
+	if len(name) > 64 || !strings.HasSuffix(name, "_total") || len(name) == len("_total") || name[0] < 'a' || name[0] > 'z' {
+		return false
+	}
+	for _, c := range []byte(name) {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
 
 // counters are the counters added to one generation's status.
 type counters struct {
@@ -50,7 +61,7 @@ type addedCounter struct {
 // value.
 func (u *Upgrader) AddCounter(name, help string, value func() uint64) error {
 	switch {
-	case !counterName.MatchString(name):
+	case !counterName(name):
 		return fmt.Errorf("tcpgrace: AddCounter %q: a counter's name is lower case letters, digits and '_', starts with a letter, ends in _total, at most 64 bytes", name)
 	case value == nil:
 		return fmt.Errorf("tcpgrace: AddCounter %q: no value function", name)

@@ -3,6 +3,7 @@
 package tcpgrace
 
 import (
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -36,6 +37,10 @@ func TestAddCounter(t *testing.T) {
 	}{
 		{"Upper_total", "h", a.Load, `"Upper_total": a counter's name is lower case`},
 		{"packets", "h", a.Load, `"packets": a counter's name`},
+		{"_total", "h", a.Load, `"_total": a counter's name`},
+		{"9lives_total", "h", a.Load, `"9lives_total": a counter's name`},
+		{"a-b_total", "h", a.Load, `"a-b_total": a counter's name`},
+		{strings.Repeat("a", 59) + "_total", "h", a.Load, "a counter's name"},
 		{"tcpgrace_x_total", "h", nil, `"tcpgrace_x_total": no value function`},
 		{"x_total", " ", a.Load, `"x_total": no help text`},
 		{"zeta_events_total", "h", a.Load, `"zeta_events_total": added already`},
