@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -150,27 +151,60 @@ func (d *dockerClient) must(args ...string) string {
 	return out
 }
 
-// staticBuilds builds cmd/tcpgrace and examples/lineserver with cgo off,
-// as an image FROM scratch needs, once for each version, into
-// dirs[version], all at once.
+// staticBuilds puts static builds (cgo off, as an image FROM scratch
+// needs) of cmd/tcpgrace and examples/lineserver, of each version, into
+// dirs[version]. They are built once per test binary (under binDir), all
+// versions at once, and copied for each test after.
 func staticBuilds(t *testing.T, dirs map[string]string) {
 	t.Helper()
-	errs := make(chan error, len(dirs))
+	built := static.get(t)
 	for version, dir := range dirs {
-		go func() {
-			cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+version, "-o", dir+"/", "./cmd/tcpgrace", "./examples/lineserver")
-			cmd.Dir = ".."
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			out, err := cmd.CombinedOutput()
-			if err != nil {
-				err = fmt.Errorf("go build (%s): %w: %s", version, err, out)
+		src, ok := built[version]
+		require.True(t, ok, "no static build of version %q", version)
+		for _, name := range []string{"tcpgrace", "lineserver"} {
+			require.NoError(t, copyExecutable(filepath.Join(dir, name), filepath.Join(src, name), 0o755))
+		}
+	}
+}
+
+// static holds the static builds of every version, made once.
+var static staticSet
+
+type staticSet struct {
+	once sync.Once
+	dirs map[string]string // version -> directory, under binDir (TestMain removes it)
+	err  error
+}
+
+// get builds every version the first time, and returns where each is.
+func (s *staticSet) get(t *testing.T) map[string]string {
+	t.Helper()
+	s.once.Do(func() {
+		root := filepath.Join(binDir, "static")
+		s.dirs = map[string]string{}
+		errs := make(chan error, len(versions))
+		for _, version := range versions {
+			dir := filepath.Join(root, version)
+			s.dirs[version] = dir
+			go func() {
+				cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+version, "-o", dir+"/", "./cmd/tcpgrace", "./examples/lineserver")
+				cmd.Dir = ".."
+				cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					err = fmt.Errorf("go build (%s): %w: %s", version, err, out)
+				}
+				errs <- err
+			}()
+		}
+		for range versions {
+			if err := <-errs; err != nil && s.err == nil {
+				s.err = err
 			}
-			errs <- err
-		}()
-	}
-	for range dirs {
-		require.NoError(t, <-errs, "static builds of tcpgrace and lineserver")
-	}
+		}
+	})
+	require.NoError(t, s.err, "static builds of tcpgrace and lineserver")
+	return s.dirs
 }
 
 // exampleImage builds examples/container's Dockerfile, as shipped, in
