@@ -498,6 +498,23 @@ func unixChannelInodes(t *testing.T) map[string]string {
 	return inodes
 }
 
+// settledFDCount is fdCount once it has not changed for 250 ms: a
+// generation closes some fds a moment after its parent exits (its end of
+// the hand-off channel, when it reads the parent's end closed).
+func settledFDCount(t *testing.T, pid int) int {
+	t.Helper()
+	n, since := fdCount(t, pid), time.Now()
+	deadline := time.Now().Add(waitTimeout)
+	for time.Since(since) < 250*time.Millisecond {
+		require.False(t, time.Now().After(deadline), "process %d's fd count did not settle within %v", pid, waitTimeout)
+		time.Sleep(20 * time.Millisecond)
+		if m := fdCount(t, pid); m != n {
+			n, since = m, time.Now()
+		}
+	}
+	return n
+}
+
 // idleFDKinds waits until process pid holds no sockets but its listeners
 // (connections of a finished load may take a moment to close), then
 // returns fdKinds.

@@ -74,20 +74,20 @@ func TestFDCountStable(t *testing.T) {
 	t.Parallel() // a waiting test: see parallel tests in main_test.go
 	needIPv6Loopback(t)
 	s := startServer(t, nil, "-tcp", "127.0.0.1:0", "-tcp", "[::1]:0", "-unix", filepath.Join(t.TempDir(), "s.sock"))
-	after1 := fdCount(t, s.upgrade())
+	after1 := settledFDCount(t, s.upgrade())
 	var pid int
 	for range 9 {
 		pid = s.upgrade()
 	}
-	assert.Equal(t, after1, fdCount(t, pid), "fds of the serving process after 10 upgrades vs after 1")
+	assert.Equal(t, after1, settledFDCount(t, pid), "fds of the serving process after 10 upgrades vs after 1")
 
-	before := fdCount(t, pid)
+	before := settledFDCount(t, pid)
 	require.NoError(t, os.Remove(s.bin))
 	for i := range 20 {
 		s.failUpgrade("no such file or directory")
 		assert.Equal(t, pid, s.pid(), "failed upgrade %d must not change the serving process", i)
 	}
-	assert.Equal(t, before, fdCount(t, pid), "fds of the serving process before and after 20 failed upgrades")
+	assert.Equal(t, before, settledFDCount(t, pid), "fds of the serving process before and after 20 failed upgrades")
 }
 
 // TestStaleVariableIgnored: a TCPGRACE_FDS written for another process
