@@ -27,15 +27,8 @@ const waitLimit = 5 * time.Second
 // closed.
 func stalledManager(t *testing.T) (string, *Sender) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "stalled")
-	stalled, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	require.NoError(t, err, "a manager socket nobody reads")
-	s := NewSender(path)
-	t.Cleanup(func() {
-		stalled.Close()
-		s.Close()
-	})
-	return path, s
+	mgr, s := fakeManager(t) // one that the test never reads
+	return mgr.LocalAddr().String(), s
 }
 
 // within runs f, failing the test if it takes longer than waitLimit.
