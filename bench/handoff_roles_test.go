@@ -27,6 +27,7 @@ const (
 	tgServerEnv = "TCPGRACE_BENCH_TG_SERVER" // the addresses, comma-separated
 	tfServerEnv = "TCPGRACE_BENCH_TF_SERVER" // the addresses, comma-separated
 	stampsEnv   = "TCPGRACE_BENCH_STAMPS"    // where each process appends its phases
+	exitEnv     = "TCPGRACE_BENCH_EXIT"      // any value: exit 0 at once (forkExecOnce)
 )
 
 // The phases a process stamps. A next generation: stampMain first thing

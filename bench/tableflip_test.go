@@ -56,8 +56,10 @@ func BenchmarkHandoffVsTableflip(b *testing.B) {
 			b.Run(fmt.Sprintf("listeners=%d/lib=%s", n, lib), func(b *testing.B) {
 				tg, tf := startHandoffPair(b, n)
 				var tgs, tfs []handoffSample
+				var forkExecs []float64
 				first, second := tg, tf
 				for b.Loop() {
+					forkExecs = append(forkExecs, forkExecOnce(b, n))
 					for _, s := range []*handoffServer{first, second} {
 						h := s.handOff(b)
 						if s == tg {
@@ -72,12 +74,48 @@ func BenchmarkHandoffVsTableflip(b *testing.B) {
 				if lib == "tcpgrace" {
 					reportHandoff(b, tgs, tfs)
 					b.ReportMetric(median(tgs, handoffSample.total)/median(tfs, handoffSample.total), "ratio-to-tableflip")
+					slices.Sort(forkExecs)
+					fe := forkExecs[len(forkExecs)/2]
+					b.ReportMetric(fe, "forkexec-ns/op")
+					// The old process's own work: from its loop's request
+					// until the next process started, less what starting
+					// a process costs at all.
+					b.ReportMetric(median(tgs, func(h handoffSample) float64 { return float64(h.started - h.request) })-fe, "lib-old-ns/op")
 				} else {
 					reportHandoff(b, tfs, tgs)
 				}
 			})
 		}
 	}
+}
+
+// forkExecOnce starts this binary with n extra fds as the servers'
+// next process gets them, in a mode that exits at once, and returns the
+// nanoseconds until fork and exec returned (the exec succeeded); it reaps
+// the process untimed. It is what starting a process costs the old
+// generation without any library: the part of the fork phase that is no
+// library's.
+func forkExecOnce(tb testing.TB, n int) float64 {
+	self, err := os.Executable()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	files := []uintptr{0, 1, 2}
+	for range n + 1 { // the sockets and a readiness pipe
+		files = append(files, 2)
+	}
+	env := append(os.Environ(), exitEnv+"=1")
+	begin := time.Now()
+	pid, err := syscall.ForkExec(self, []string{self}, &syscall.ProcAttr{Env: env, Files: files})
+	took := time.Since(begin)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var ws syscall.WaitStatus
+	if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
+		tb.Fatalf("fork and exec of %s: %v %v", self, err, ws)
+	}
+	return float64(took.Nanoseconds())
 }
 
 // TestHandoffVsTableflipWorks hands each server of

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strings"
 	"time"
 
@@ -18,21 +17,16 @@ import (
 // own goroutine, or a taker (see runTaker), watched on its control
 // connection.
 type child struct {
-	cmd    *exec.Cmd     // nil for a taker
+	id     int           // its pid; a taker's as SO_PEERCRED saw it (0 in another pid namespace)
 	exited chan struct{} // closed once reaped (a taker: its connection ended); err holds the result
 	err    error
 
-	peer    int    // a taker's pid, as SO_PEERCRED saw it (0 in another pid namespace)
+	end     func() // a process's kill
 	stop    func() // a taker's kill: stop watching it, so that the reply tells it to give up
 	onReady func() // a taker's confirmation, once its ReadyByte was read
 }
 
-func (c *child) pid() int {
-	if c.cmd == nil {
-		return c.peer
-	}
-	return c.cmd.Process.Pid
-}
+func (c *child) pid() int { return c.id }
 
 // ended says how kill ends the child, for an error's text.
 func (c *child) ended() string {
@@ -48,42 +42,41 @@ func (c *child) kill() {
 		c.stop()
 		return
 	}
-	c.cmd.Process.Kill()
+	c.end()
 }
 
 // runChild starts the next generation and waits for it; see waitReady.
-func (u *Upgrader) runChild(ctx context.Context, files []*os.File, env *wire.Env) (int, error) {
+func (u *Upgrader) runChild(ctx context.Context, h *handed, env *wire.Env) (int, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
-		closeFiles(files)
+		h.close()
 		return 0, fmt.Errorf("tcpgrace: readiness pipe: %w", err)
 	}
 	// The child honours the variable on this pipe only, so that it can
 	// tell it was meant for it even after we died (see wire.Take).
 	env.Pipe = fileInode(w)
-	cmd := u.command(append([]*os.File{w}, files...), env)
-	file := resolved(u.executable) // what runs: symlinks followed now, as exec follows them
-	err = cmd.Start()
-	w.Close()
-	closeFiles(files)
+	ready := &handed{}
+	ready.addFile(w)
+	ready.fds = append(ready.fds, h.fds...)
+	p, err := startProcess(u.executable, u.args, u.childEnv(env), ready)
+	ready.close() // h's entries with the pipe's write end
 	if err != nil {
 		r.Close()
 		return 0, fmt.Errorf("%w: cannot start %s: %w", ErrChildFailed, u.executable, err)
 	}
-	u.log.Info("upgrade: started next generation", "child", cmd.Process.Pid, "executable", u.executable, "file", file)
-	u.emit(event.Event{Kind: event.ChildStarted, Child: cmd.Process.Pid})
-	c := &child{cmd: cmd, exited: make(chan struct{})}
+	u.log.Info("upgrade: started next generation", "child", p.pid, "executable", u.executable, "file", p.file(u.executable))
+	u.emit(event.Event{Kind: event.ChildStarted, Child: p.pid})
+	c := &child{id: p.pid, end: p.kill, exited: make(chan struct{})}
 	go func() {
-		c.err = cmd.Wait()
+		c.err = p.wait()
 		close(c.exited)
 	}()
 	return c.pid(), u.waitReady(ctx, c, r)
 }
 
-// command builds the next generation's process: our stdio (real files, so
-// the child outlives us), our environment minus our own variables plus the
-// encoded hand-off.
-func (u *Upgrader) command(extra []*os.File, env *wire.Env) *exec.Cmd {
+// childEnv is the next generation's environment: ours minus our own
+// variables, plus the encoded hand-off.
+func (u *Upgrader) childEnv(env *wire.Env) []string {
 	var vars []string
 	for _, kv := range os.Environ() {
 		switch k, _, _ := strings.Cut(kv, "="); k {
@@ -93,16 +86,7 @@ func (u *Upgrader) command(extra []*os.File, env *wire.Env) *exec.Cmd {
 		vars = append(vars, kv)
 	}
 	vars = append(vars, u.sd.childEnv()...) // taken from our environment by New
-	vars = append(vars, wire.EnvFDs+"="+env.Encode(os.Getpid()))
-	return &exec.Cmd{
-		Path:       u.executable,
-		Args:       u.args,
-		Env:        vars,
-		Stdin:      os.Stdin,
-		Stdout:     os.Stdout,
-		Stderr:     os.Stderr,
-		ExtraFiles: extra,
-	}
+	return append(vars, wire.EnvFDs+"="+env.Encode(os.Getpid()))
 }
 
 // readiness is what the child said on the pipe.

@@ -59,10 +59,10 @@ func TestDupSocketKeepsSocketsNonBlocking(t *testing.T) {
 	}
 	assertAll("at the start")
 	for name, c := range socks {
-		f, err := dupSocket(c, name)
+		fd, err := dupSocket(c, name)
 		require.NoError(t, err, "dupSocket(%q) should succeed", name)
 		assert.True(t, nonBlocking(t, c), "%q should be non-blocking after dupSocket", name)
-		require.NoError(t, f.Close())
+		require.NoError(t, syscall.Close(fd))
 	}
 	assertAll("after dupSocket and closing the duplicate")
 

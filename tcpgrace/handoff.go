@@ -122,21 +122,22 @@ func (o *outChannel) close() {
 // to files (after the mailbox; the ready pipe goes before files, see
 // runChild). With no channel (socketpair failed) the upgrade goes on
 // without: connections then drain here.
-func (u *Upgrader) handChannel(files []*os.File, env *wire.Env) ([]*os.File, *handoff.Conn) {
+func (u *Upgrader) handChannel(h *handed, env *wire.Env) *handoff.Conn {
 	mine, theirs, err := handoff.Pair()
 	if err != nil {
 		u.log.Warn("no hand-off channel: connections will drain in this generation", "err", err)
-		return files, nil
+		return nil
 	}
 	f, err := theirs.File()
 	theirs.Close()
 	if err != nil {
 		mine.Close()
 		u.log.Warn("no hand-off channel: connections will drain in this generation", "err", err)
-		return files, nil
+		return nil
 	}
-	env.Handoff = wire.ListenFDsStart + 1 + len(files)
-	return append(files, f), mine
+	env.Handoff = h.next()
+	h.addFile(f)
+	return mine
 }
 
 // handState gives the next generation this one's state, if this one

@@ -32,7 +32,7 @@ func exitedChild(t *testing.T, fail bool) *child {
 	}
 	cmd.Env = append(cmd.Env, "GORACE=atexit_sleep_ms=0")
 	require.NoError(t, cmd.Start(), "starting a short-lived process should succeed")
-	c := &child{cmd: cmd, exited: make(chan struct{})}
+	c := cmdChild(cmd)
 	c.err = cmd.Wait()
 	close(c.exited)
 	require.Equal(t, fail, c.err != nil, "the child's exit status should be as asked")
@@ -83,7 +83,8 @@ func TestExitAfterLeavingIsNoCrash(t *testing.T) {
 // no longer watched: Upgrade's wait ends at once, and the hand-off stands.
 func TestLeavingEndsTheGrace(t *testing.T) {
 	u := newColdUpgrader(t, Options{ReadyGrace: time.Minute})
-	c := &child{cmd: exitedChild(t, true).cmd, exited: make(chan struct{})} // never exits, as far as waitReady knows
+	ran := exitedChild(t, true)
+	c := &child{id: ran.id, end: ran.end, exited: make(chan struct{})} // never exits, as far as waitReady knows
 	r, w, err := os.Pipe()
 	require.NoError(t, err)
 	defer w.Close()

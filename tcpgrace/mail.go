@@ -160,21 +160,22 @@ func (m *mailbox) dup() (in, out *os.File, err error) {
 // handMail stops reading reports and adds the totals and the mailbox to
 // what the next generation gets; the ready pipe goes before files (see
 // runChild).
-func (u *Upgrader) handMail(files []*os.File, env *wire.Env, began time.Time) ([]*os.File, *wire.Env) {
+func (u *Upgrader) handMail(h *handed, env *wire.Env, began time.Time) {
 	u.mail.stopReading()
 	u.settle(true) // our own start stood: we are upgrading
 	env.Tally = u.totals.carry(began)
 	if u.mail == nil {
-		return files, env
+		return
 	}
 	in, out, err := u.mail.dup()
 	if err != nil {
 		u.log.Warn("mailbox: not handed on", "err", err)
-		return files, env
+		return
 	}
-	first := wire.ListenFDsStart + 1 + len(files)
+	first := h.next()
 	env.Mail = [2]int{first, first + 1}
-	return append(files, in, out), env
+	h.addFile(in)
+	h.addFile(out)
 }
 
 // send writes one report; it waits up to wait for room in the mailbox.

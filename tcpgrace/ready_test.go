@@ -3,8 +3,11 @@
 package tcpgrace
 
 import (
+	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 
@@ -25,7 +28,8 @@ func TestReadyLateErrorIsIncomplete(t *testing.T) {
 	old, err := parent.Listen("old", "tcp", loopback)
 	require.NoError(t, err)
 	child, r := inheritedChild(t, Options{}, &wire.Env{Source: wire.EnvFDs, Generation: 2}, "old", "tcp", old.Addr().String(), old.(syscall.Conn))
-	fd := child.inh.Unclaimed()[0].FD
+	require.Len(t, child.inh.Unclaimed(), 1, "the child left old unclaimed")
+	fd := otherFD(t, old.(syscall.Conn))
 	require.NoError(t, unix.Close(fd), "closing the unclaimed socket behind the registry's back")
 	err = child.Ready()
 	require.Error(t, err, "closing the unclaimed socket again fails")
@@ -34,6 +38,32 @@ func TestReadyLateErrorIsIncomplete(t *testing.T) {
 	_, err = io.ReadFull(r, msg) // one byte: the child keeps the pipe open after it
 	require.NoError(t, err)
 	assert.Equal(t, "R", string(msg), "the parent heard ready")
+}
+
+// otherFD is the one fd of this process, other than c's own, that refers
+// to the socket behind c: the copy an inherited registry made of it.
+func otherFD(t *testing.T, c syscall.Conn) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	require.NoError(t, err)
+	var own int
+	var target string
+	require.NoError(t, rc.Control(func(fd uintptr) {
+		own = int(fd)
+		target, err = os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	}))
+	require.NoError(t, err, "reading the socket's inode")
+	entries, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	var others []int
+	for _, e := range entries {
+		fd, _ := strconv.Atoi(e.Name())
+		if link, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && link == target && fd != own {
+			others = append(others, fd)
+		}
+	}
+	require.Len(t, others, 1, "one other fd refers to the socket")
+	return others[0]
 }
 
 // TestReadyEarlyErrorIsNotIncomplete: a child whose pid file cannot be

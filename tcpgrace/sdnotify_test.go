@@ -185,7 +185,7 @@ func TestTakeNotifyHidesSocket(t *testing.T) {
 		_, ok := os.LookupEnv(k)
 		assert.False(t, ok, "%s is gone from the environment that spawned processes inherit", k)
 	}
-	env := u.command(nil, &wire.Env{Generation: 2}).Env
+	env := u.childEnv(&wire.Env{Generation: 2})
 	assert.Contains(t, env, "NOTIFY_SOCKET=@tcpgrace-test", "the next generation gets the socket")
 	assert.Contains(t, env, "WATCHDOG_USEC=1000000", "and the watchdog interval")
 	assert.NotContains(t, strings.Join(env, "\n"), sdnotify.EnvWatchdogPID+"=", "but not the pid it was meant for")

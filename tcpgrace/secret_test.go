@@ -120,11 +120,12 @@ func TestSecretInheritedUnasked(t *testing.T) {
 	require.NoError(t, err)
 	defer u2.Close()
 	var env wire.Env
-	handed := u2.handTickets(nil, &env)
-	require.Len(t, handed, 1, "the inherited secret goes on, unasked")
-	defer handed[0].Close()
+	var h handed
+	u2.handTickets(&h, &env)
+	require.Len(t, h.fds, 1, "the inherited secret goes on, unasked")
+	defer h.close()
 	b := make([]byte, 200)
-	n, _ := handed[0].Read(b)
+	n, _ := h.fds[0].f.Read(b)
 	_, got, err := wire.DecodeTicketKeys(b[:n])
 	require.NoError(t, err)
 	require.NotNil(t, got)

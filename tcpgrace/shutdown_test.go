@@ -227,7 +227,7 @@ func TestFailWithoutParent(t *testing.T) {
 // (here: this very process, alive) and an older one (reaped) may still
 // be draining.
 func TestUpgradeLimitsGenerations(t *testing.T) {
-	dead := reapedChild(t).cmd.Process.Pid
+	dead := reapedChild(t).pid()
 	files, err := wire.Open(&wire.Env{Source: wire.EnvFDs, Writer: os.Getpid(), Generation: 3,
 		ReadyFD: -1, Older: []int{dead}})
 	require.NoError(t, err)

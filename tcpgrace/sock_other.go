@@ -7,7 +7,9 @@ import (
 	"syscall"
 )
 
-func dupSocket(c syscall.Conn, name string) (*os.File, error) { return nil, ErrNotSupported }
+func dupSocket(c syscall.Conn, name string) (int, error) { return -1, ErrNotSupported }
+
+func closeFD(fd int) {}
 
 func isOpen(c syscall.Conn) bool {
 	rc, err := c.SyscallConn()

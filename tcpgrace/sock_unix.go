@@ -13,13 +13,16 @@ import (
 // dupSocket duplicates the socket behind c as a close-on-exec fd, without
 // (*net.TCPListener).File, which would switch the shared socket to
 // blocking mode.
-func dupSocket(c syscall.Conn, name string) (*os.File, error) {
+func dupSocket(c syscall.Conn, name string) (int, error) {
 	fd, err := sockfd.Dup(c, 0)
 	if err != nil {
-		return nil, fmt.Errorf("tcpgrace: duplicating %q: %w", name, err)
+		return -1, fmt.Errorf("tcpgrace: duplicating %q: %w", name, err)
 	}
-	return os.NewFile(uintptr(fd), name), nil
+	return fd, nil
 }
+
+// closeFD closes a bare fd of handed.
+func closeFD(fd int) { syscall.Close(fd) }
 
 // isOpen reports whether the socket behind c has not been closed.
 func isOpen(c syscall.Conn) bool {

@@ -39,8 +39,8 @@ func (c *controlServer) takeover(req control.Request, peer control.Peer, conn ne
 	ctx, cancel := req.Context(context.Background())
 	defer cancel()
 	begin := time.Now()
-	err := c.u.handOver(requestedBy(ctx, "takeover request"), func(ctx context.Context, files []*os.File, env *wire.Env) (int, error) {
-		return c.u.runTaker(ctx, conn, peer, files, env)
+	err := c.u.handOver(requestedBy(ctx, "takeover request"), func(ctx context.Context, h *handed, env *wire.Env) (int, error) {
+		return c.u.runTaker(ctx, conn, peer, h, env)
 	})
 	if err != nil {
 		return failReply(err)
@@ -51,17 +51,17 @@ func (c *controlServer) takeover(req control.Request, peer control.Peer, conn ne
 	}}
 }
 
-// runTaker is the starter of a takeover: it hands files to the taker at
-// the other end of conn and waits for its readiness as for a child's. The
+// runTaker is the starter of a takeover: it hands h to the taker at the
+// other end of conn and waits for its readiness as for a child's. The
 // taker is watched on conn: its end of file is the taker's exit.
-func (u *Upgrader) runTaker(ctx context.Context, conn net.Conn, peer control.Peer, files []*os.File, env *wire.Env) (int, error) {
+func (u *Upgrader) runTaker(ctx context.Context, conn net.Conn, peer control.Peer, h *handed, env *wire.Env) (int, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
-		closeFiles(files)
+		h.close()
 		return 0, fmt.Errorf("tcpgrace: readiness pipe: %w", err)
 	}
 	env.Pipe = fileInode(w)
-	all := append([]*os.File{w}, files...)
+	all := append([]*os.File{w}, h.files()...)
 	offer := control.TakeoverOffer{PID: os.Getpid(), Generation: env.Generation, PIDNamespace: control.PIDNamespace()}
 	if err := takeover.Give(ctx, conn, offer, env.Encode(os.Getpid()), all); err != nil {
 		closeFiles(all)
@@ -70,7 +70,7 @@ func (u *Upgrader) runTaker(ctx context.Context, conn net.Conn, peer control.Pee
 	}
 	u.log.Info("takeover: sockets handed to the taker", "taker", peer.PID, "taker_uid", peer.UID, "sockets", len(env.Entries))
 	u.emit(event.Event{Kind: event.ChildStarted, Child: peer.PID})
-	c := &child{peer: peer.PID, exited: make(chan struct{}),
+	c := &child{id: peer.PID, exited: make(chan struct{}),
 		stop: func() { conn.SetReadDeadline(time.Unix(1, 0)) },
 		onReady: func() {
 			if err := takeover.Confirm(conn); err != nil {

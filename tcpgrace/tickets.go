@@ -122,7 +122,7 @@ func (t *tickets) stop() {
 // goes before files, see runChild). Without keys the next generation makes
 // new ones: clients then make a full handshake once. The secret goes on
 // even if this generation never asked for it, as long as it inherited one.
-func (u *Upgrader) handTickets(files []*os.File, env *wire.Env) []*os.File {
+func (u *Upgrader) handTickets(h *handed, env *wire.Env) {
 	u.tickets.mu.Lock()
 	keys := append([]wire.TicketKey(nil), u.tickets.keys...)
 	secret := u.tickets.secretLocked(u.inh, false)
@@ -131,20 +131,20 @@ func (u *Upgrader) handTickets(files []*os.File, env *wire.Env) []*os.File {
 		keys = keys[:wire.MaxTicketKeys-1] // the oldest gives way to the secret
 	}
 	if len(keys) == 0 && secret == nil {
-		return files
+		return
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		u.log.Warn("session-ticket keys not handed on: TLS clients will not resume", "err", err)
-		return files
+		return
 	}
 	_, err = w.Write(wire.EncodeTicketKeys(keys, secret)) // a few KiB at most: the pipe holds them
 	w.Close()
 	if err != nil {
 		r.Close()
 		u.log.Warn("session-ticket keys not handed on: TLS clients will not resume", "err", err)
-		return files
+		return
 	}
-	env.Tickets = wire.ListenFDsStart + 1 + len(files)
-	return append(files, r)
+	env.Tickets = h.next()
+	h.addFile(r)
 }

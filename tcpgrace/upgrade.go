@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -55,18 +54,18 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 	return u.handOver(ctx, u.runChild)
 }
 
-// starter starts the next generation over files (its copies of the
-// sockets and channels, which it closes) and env, and waits until it is
-// ready or failed (see waitReady): an exec'd child (runChild) or a taker
+// starter starts the next generation over h (its copies of the sockets
+// and channels, which it closes) and env, and waits until it is ready or
+// failed (see waitReady): an exec'd child (runChild) or a taker
 // (runTaker). It returns the next generation's pid.
-type starter func(ctx context.Context, files []*os.File, env *wire.Env) (int, error)
+type starter func(ctx context.Context, h *handed, env *wire.Env) (int, error)
 
 // handOver is an upgrade once asked for: the sockets duplicated, the
 // service's channels made, the next generation started by start; on
 // success this generation hands off, on failure it serves on.
 func (u *Upgrader) handOver(ctx context.Context, start starter) error {
 	asked := ctx
-	ctx, files, env, err := u.beginUpgrade(ctx)
+	ctx, h, env, err := u.beginUpgrade(ctx)
 	if err != nil {
 		upgradeOver(asked)
 		u.emit(event.Event{Kind: event.UpgradeRefused, Err: err})
@@ -74,10 +73,10 @@ func (u *Upgrader) handOver(ctx context.Context, start starter) error {
 	}
 	begin := u.totals.begin()
 	u.emit(event.Event{Kind: event.UpgradeStarted})
-	files, env = u.handMail(files, env, begin)
-	files = u.handTickets(files, env)
-	files, channel := u.handChannel(files, env)
-	pid, err := start(ctx, files, env)
+	u.handMail(h, env, begin)
+	u.handTickets(h, env)
+	channel := u.handChannel(h, env)
+	pid, err := start(ctx, h, env)
 	ended := event.Event{Kind: event.UpgradeEnded, Child: pid, Err: err, Took: time.Since(begin)}
 	if err != nil {
 		if channel != nil {
@@ -100,7 +99,7 @@ func (u *Upgrader) handOver(ctx context.Context, start starter) error {
 }
 
 // beginUpgrade moves serving -> upgrading and duplicates every socket.
-func (u *Upgrader) beginUpgrade(ctx context.Context) (context.Context, []*os.File, *wire.Env, error) {
+func (u *Upgrader) beginUpgrade(ctx context.Context) (context.Context, *handed, *wire.Env, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, nil, fmt.Errorf("tcpgrace: upgrade: %w", err)
 	}
@@ -115,17 +114,17 @@ func (u *Upgrader) beginUpgrade(ctx context.Context) (context.Context, []*os.Fil
 			ErrTooManyGenerations, n, max, older)
 	}
 	env := &wire.Env{Generation: u.Generation() + 1, ReadyFD: wire.ListenFDsStart, Older: older}
-	var files []*os.File
+	h := &handed{}
 	for _, s := range u.liveSocketsLocked() {
-		f, err := dupSocket(s.raw, s.name)
+		fd, err := dupSocket(s.raw, s.name)
 		if err != nil {
-			closeFiles(files)
+			h.close()
 			return nil, nil, nil, err
 		}
-		files = append(files, f)
 		env.Entries = append(env.Entries, wire.Entry{
-			Name: s.name, FD: wire.ListenFDsStart + len(files), Network: s.network, Address: s.address,
+			Name: s.name, FD: h.next(), Network: s.network, Address: s.address,
 		})
+		h.addFD(fd, s.name)
 		if s.foreign {
 			env.Keep = append(env.Keep, s.name)
 		}
@@ -138,7 +137,7 @@ func (u *Upgrader) beginUpgrade(ctx context.Context) (context.Context, []*os.Fil
 	u.mustMoveLocked(upgrading)
 	ctx, cancel := context.WithCancel(ctx)
 	u.cancelUpgrade, u.upgradeDone = cancel, make(chan struct{})
-	return ctx, files, env, nil
+	return ctx, h, env, nil
 }
 
 // drainingOlder lists the older generations that are still alive.
@@ -200,15 +199,6 @@ func (u *Upgrader) childReady(pid int) {
 	u.moveLocked(grace) // from upgrading; waitReady alone (in tests) moves nothing
 	u.mu.Unlock()
 	u.emit(event.Event{Kind: event.ChildReady, Child: pid, Took: u.totals.sinceBegin()})
-}
-
-// resolved is path with every symlink followed, or path itself if that
-// fails (exec then reports why).
-func resolved(path string) string {
-	if p, err := filepath.EvalSymlinks(path); err == nil {
-		return p
-	}
-	return path
 }
 
 func closeFiles(files []*os.File) {

@@ -56,7 +56,7 @@ func TestChildExitWithoutWordIsReportedAtOnce(t *testing.T) {
 		// The exit is seen after the EOF. Nothing signals that waitReady
 		// has read the EOF: the delay makes that order near certain, and
 		// the other order passes.
-		c := &child{cmd: reaped.cmd, err: reaped.err, exited: make(chan struct{})}
+		c := &child{id: reaped.id, end: reaped.end, err: reaped.err, exited: make(chan struct{})}
 		exit := time.AfterFunc(50*time.Millisecond, func() { close(c.exited) })
 		start := time.Now()
 		err = u.waitReady(context.Background(), c, r)
@@ -78,8 +78,13 @@ func reapedChild(t *testing.T) *child {
 	}
 	cmd.Env = append(cmd.Env, "GORACE=atexit_sleep_ms=0")
 	require.NoError(t, cmd.Start(), "starting a short-lived process should succeed")
-	c := &child{cmd: cmd, exited: make(chan struct{})}
+	c := cmdChild(cmd)
 	c.err = cmd.Wait()
 	close(c.exited)
 	return c
+}
+
+// cmdChild is the child waitReady sees for a process started by cmd.
+func cmdChild(cmd *exec.Cmd) *child {
+	return &child{id: cmd.Process.Pid, end: func() { cmd.Process.Kill() }, exited: make(chan struct{})}
 }

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tcpgrace/tcpgrace/internal/errjoin"
 )
@@ -106,7 +108,7 @@ type Files struct {
 	mu        sync.Mutex
 	env       Env
 	claimed   []bool
-	files     []*os.File  // nil once claimed or closed
+	socks     []socket    // each entry's, made by Open
 	ready     *os.File    // nil once closed
 	readySent bool        // ReadyByte was written; ready stays open until Leave
 	mail      [2]*os.File // the mailbox's ends until Mail hands them out
@@ -136,9 +138,13 @@ func Open(env *Env) (*Files, error) {
 		}
 		f.ready = os.NewFile(uintptr(env.ReadyFD), "tcpgrace-ready")
 	}
-	for i := range f.env.Entries {
-		en := &f.env.Entries[i]
-		if err := checkSocket(en, env.Source == EnvListenFDs); err != nil {
+	errs := make([]error, len(f.env.Entries))
+	parallel(len(f.env.Entries), func(i int) {
+		errs[i] = checkSocket(&f.env.Entries[i], env.Source == EnvListenFDs)
+	})
+	for i, err := range errs {
+		if err != nil {
+			en := f.env.Entries[i]
 			derr := &DecodeError{Var: env.Source, Entry: i, Err: ErrBadFD,
 				Reason: fmt.Sprintf("name %q fd %d: %v", en.Name, en.FD, err)}
 			f.Fail(derr)
@@ -150,13 +156,93 @@ func Open(env *Env) (*Files, error) {
 			return nil, err
 		}
 	}
-	// Only now, with every fd checked, do they become *os.File (whose
-	// finalizer would close them).
-	for _, en := range f.env.Entries {
-		f.files = append(f.files, os.NewFile(uintptr(en.FD), fmt.Sprintf("fd %d", en.FD)))
+	// Only now, with every fd checked, are they ours to close.
+	if err := f.makeSockets(); err != nil {
+		return nil, err
 	}
-	f.claimed = make([]bool, len(f.files))
 	return f, nil
+}
+
+// socket is an inherited socket, made a listener (stream) or a packet
+// conn (datagram) by Open: both nil once claimed or closed.
+type socket struct {
+	ln net.Listener
+	pc net.PacketConn
+}
+
+func (s socket) close() error {
+	switch {
+	case s.ln != nil:
+		return s.ln.Close()
+	case s.pc != nil:
+		return s.pc.Close()
+	}
+	return nil
+}
+
+// makeSockets makes each checked entry's fd a listener or packet conn,
+// spread over the CPUs: an inherited socket costs some ten system calls
+// before its generation is ready (NewFile, net's duplicate and its
+// checks, the poller's registrations, the close of the fd inherited), and
+// the parent is idle meanwhile. A socket that cannot be made fails the
+// start; every one made is then closed.
+func (f *Files) makeSockets() error {
+	f.socks = make([]socket, len(f.env.Entries))
+	f.claimed = make([]bool, len(f.env.Entries))
+	errs := make([]error, len(f.env.Entries))
+	parallel(len(f.env.Entries), func(i int) {
+		f.socks[i], errs[i] = makeSocket(f.env.Entries[i])
+	})
+	for i, err := range errs {
+		if err == nil {
+			continue
+		}
+		for _, s := range f.socks {
+			s.close()
+		}
+		en := f.env.Entries[i]
+		derr := &DecodeError{Var: f.env.Source, Entry: i, Err: ErrBadFD,
+			Reason: fmt.Sprintf("name %q fd %d: %v", en.Name, en.FD, err)}
+		f.Fail(derr)
+		return derr
+	}
+	return nil
+}
+
+// makeSocket makes en's fd a listener or packet conn, by its network, and
+// closes the fd (net keeps a duplicate).
+func makeSocket(en Entry) (socket, error) {
+	file := os.NewFile(uintptr(en.FD), "fd "+strconv.Itoa(en.FD))
+	defer file.Close()
+	if strings.HasPrefix(en.Network, "udp") {
+		pc, err := net.FilePacketConn(file)
+		return socket{pc: pc}, err
+	}
+	ln, err := net.FileListener(file)
+	return socket{ln: ln}, err
+}
+
+// parallel calls do(i) for every i below n, on up to GOMAXPROCS
+// goroutines, with at least minPerWorker calls each.
+func parallel(n int, do func(i int)) {
+	const minPerWorker = 16
+	workers := min(runtime.GOMAXPROCS(0), n/minPerWorker)
+	if workers <= 1 {
+		for i := range n {
+			do(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				do(i)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // clone is a deep copy of e.
@@ -301,7 +387,7 @@ func (f *Files) Unclaimed() []Entry {
 	defer f.mu.Unlock()
 	var out []Entry
 	for i, en := range f.env.Entries {
-		if !f.claimed[i] && f.files[i] != nil {
+		if !f.claimed[i] && f.socks[i] != (socket{}) {
 			out = append(out, en)
 		}
 	}
@@ -316,53 +402,53 @@ func (f *Files) Unclaimed() []Entry {
 // systemd are matched by name, then by address, and their address is
 // systemd's to decide.
 func (f *Files) Listener(name, network, address string) (net.Listener, error) {
-	file, err := f.claim(name, network, address)
-	if file == nil || err != nil {
+	s, fd, err := f.claim(name, network, address)
+	if err != nil || s == (socket{}) {
 		return nil, err
 	}
-	defer file.Close()
-	ln, err := net.FileListener(file)
-	if err != nil {
-		return nil, fmt.Errorf("inherit: %s %q (%s): %w", network, name, file.Name(), err)
+	if s.ln == nil {
+		s.close()
+		return nil, fmt.Errorf("inherit: %s %q (fd %d): a packet socket, not a listener", network, name, fd)
 	}
-	return ln, nil
+	return s.ln, nil
 }
 
 // PacketConn is [Files.Listener] for packet sockets (udp).
 func (f *Files) PacketConn(name, network, address string) (net.PacketConn, error) {
-	file, err := f.claim(name, network, address)
-	if file == nil || err != nil {
+	s, fd, err := f.claim(name, network, address)
+	if err != nil || s == (socket{}) {
 		return nil, err
 	}
-	defer file.Close()
-	pc, err := net.FilePacketConn(file)
-	if err != nil {
-		return nil, fmt.Errorf("inherit: %s %q (%s): %w", network, name, file.Name(), err)
+	if s.pc == nil {
+		s.close()
+		return nil, fmt.Errorf("inherit: %s %q (fd %d): a stream socket, not a packet socket", network, name, fd)
 	}
-	return pc, nil
+	return s.pc, nil
 }
 
-func (f *Files) claim(name, network, address string) (*os.File, error) {
+// claim takes the entry for the request out of f: its socket and its fd
+// as inherited, or nothing.
+func (f *Files) claim(name, network, address string) (socket, int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.files == nil {
-		return nil, nil
+	if f.socks == nil {
+		return socket{}, 0, nil
 	}
 	i, err := f.find(name, network, address)
 	if i < 0 || err != nil {
-		return nil, err
+		return socket{}, 0, err
 	}
 	f.claimed[i] = true
-	file := f.files[i]
-	f.files[i] = nil
-	return file, nil
+	s := f.socks[i]
+	f.socks[i] = socket{}
+	return s, f.env.Entries[i].FD, nil
 }
 
 // find returns the index of the unclaimed entry for the request, or -1.
 func (f *Files) find(name, network, address string) (int, error) {
 	systemd := f.env.Source == EnvListenFDs
 	for i, en := range f.env.Entries {
-		if f.files[i] == nil || en.Name != name || (systemd && en.Name == "") {
+		if f.socks[i] == (socket{}) || en.Name != name || (systemd && en.Name == "") {
 			continue // unnamed systemd sockets are matched by address only
 		}
 		if systemd {
@@ -379,7 +465,7 @@ func (f *Files) find(name, network, address string) (int, error) {
 	}
 	if systemd {
 		for i, en := range f.env.Entries {
-			if f.files[i] != nil && sameFamily(en.Network, network) && sameAddr(en, network, address) {
+			if f.socks[i] != (socket{}) && sameFamily(en.Network, network) && sameAddr(en, network, address) {
 				return i, nil
 			}
 		}
@@ -394,12 +480,12 @@ func (f *Files) CloseUnclaimed() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var errs []error
-	for i, file := range f.files {
-		if file == nil {
+	for i, s := range f.socks {
+		if s == (socket{}) {
 			continue
 		}
-		f.files[i] = nil
-		if err := file.Close(); err != nil {
+		f.socks[i] = socket{}
+		if err := s.close(); err != nil {
 			errs = append(errs, fmt.Errorf("inherit: closing unclaimed %q: %w", f.env.Entries[i].Name, err))
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -459,9 +460,40 @@ func TestOpenSetsCloseOnExec(t *testing.T) {
 	t.Cleanup(func() { f.CloseUnclaimed(); f.Ready(); f.Leave() })
 
 	assert.True(t, f.HasParent(), "a ready fd means a parent waits")
-	for _, fd := range all {
-		assertCloseOnExec(t, fd, "an inherited fd after Open")
+	assertCloseOnExec(t, wfd, "the ready fd after Open")
+	// Open made each socket a listener or packet conn: net holds a
+	// duplicate, close-on-exec, and the inherited fd is closed. The test's
+	// own fds, made by net, are close-on-exec too.
+	for i, c := range []syscall.Conn{tcp.(syscall.Conn), ux.(syscall.Conn), udp.(syscall.Conn)} {
+		fds := socketFDs(t, c)
+		assert.Len(t, fds, 2, "inherited socket %s after Open: the test's fd and net's duplicate, no more", env.Entries[i].Name)
+		for _, fd := range fds {
+			assertCloseOnExec(t, fd, "every fd of inherited socket "+env.Entries[i].Name+" after Open")
+		}
 	}
+}
+
+// socketFDs lists the fds of this process that refer to the socket
+// behind c, c's own included.
+func socketFDs(t *testing.T, c syscall.Conn) []int {
+	t.Helper()
+	var target string
+	rc, err := c.SyscallConn()
+	require.NoError(t, err)
+	require.NoError(t, rc.Control(func(fd uintptr) {
+		target, err = os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	}))
+	require.NoError(t, err, "reading the socket's inode")
+	entries, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	var fds []int
+	for _, e := range entries {
+		if link, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && link == target {
+			fd, _ := strconv.Atoi(e.Name())
+			fds = append(fds, fd)
+		}
+	}
+	return fds
 }
 
 func TestCloseUnclaimed(t *testing.T) {
@@ -478,13 +510,14 @@ func TestCloseUnclaimed(t *testing.T) {
 	require.NoError(t, err, "claiming web")
 	t.Cleanup(func() { ln.Close() })
 	assert.Equal(t, env.Entries[1:], f.Unclaimed(), "ctl and dns stay unclaimed")
-	for _, en := range env.Entries[1:] {
-		assertCloseOnExec(t, en.FD, "an unclaimed fd before CloseUnclaimed")
+	unclaimed := []syscall.Conn{ux.(syscall.Conn), udp.(syscall.Conn)}
+	for i, c := range unclaimed {
+		assert.Len(t, socketFDs(t, c), 2, "unclaimed %s: held by the test and by f", env.Entries[1+i].Name)
 	}
 
 	require.NoError(t, f.CloseUnclaimed(), "closing the unclaimed fds")
-	for _, en := range env.Entries[1:] {
-		assertClosed(t, en.FD, "unclaimed "+en.Name)
+	for i, c := range unclaimed {
+		assert.Len(t, socketFDs(t, c), 1, "unclaimed %s: held by the test alone once closed", env.Entries[1+i].Name)
 	}
 	assert.Empty(t, f.Unclaimed(), "nothing is left unclaimed after CloseUnclaimed")
 	assert.NoError(t, f.CloseUnclaimed(), "CloseUnclaimed twice must be harmless")
@@ -689,4 +722,49 @@ func TestOpenRejectsDuplicateFDs(t *testing.T) {
 		_, ferr := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
 		assert.NoError(t, ferr, "and leave the fd alone")
 	}
+}
+
+// TestOpenManySockets opens enough sockets that Open makes them on more
+// than one goroutine (when GOMAXPROCS allows): every one is claimed by
+// its own name and serves, and each is held once by f. A bad fd among
+// them fails Open with its entry named, and Open closes no fd.
+func TestOpenManySockets(t *testing.T) {
+	const n = 96
+	var lns []net.Listener
+	env := &Env{Source: EnvFDs, Generation: 2, ReadyFD: -1}
+	for i := range n {
+		ln := listenTCP(t, "tcp", "127.0.0.1:0")
+		lns = append(lns, ln)
+		env.Entries = append(env.Entries, Entry{Name: fmt.Sprintf("l%d", i), FD: dupFD(t, ln.(syscall.Conn)),
+			Network: "tcp", Address: ln.Addr().String()})
+	}
+
+	bad := *env
+	bad.Entries = append([]Entry(nil), env.Entries...)
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	defer w.Close()
+	bad.Entries[n-7].FD = int(r.Fd())
+	_, err = Open(&bad)
+	assertDecodeError(t, err, ErrBadFD, EnvFDs, n-7, "not a socket")
+	for i, en := range env.Entries {
+		if i != n-7 {
+			assertCloseOnExec(t, en.FD, fmt.Sprintf("entry %d, still ours after the failed Open", i))
+		}
+	}
+
+	f := openFiles(t, env)
+	for i := n - 1; i >= 0; i-- { // in another order than made
+		ln, err := f.Listener(fmt.Sprintf("l%d", i), "tcp", lns[i].Addr().String())
+		require.NoError(t, err, "claiming l%d", i)
+		require.NotNil(t, ln, "l%d was inherited", i)
+		t.Cleanup(func() { ln.Close() })
+		assert.Equal(t, lns[i].Addr().String(), ln.Addr().String(), "l%d is its own socket", i)
+		assert.Len(t, socketFDs(t, lns[i].(syscall.Conn)), 2, "l%d: held by the test and by the claimed listener", i)
+		if i%16 == 0 {
+			assertServes(t, ln)
+		}
+	}
+	assert.Empty(t, f.Unclaimed(), "every socket was claimed")
 }
