@@ -26,6 +26,21 @@ type socket struct {
 	foreign                bool           // its file belongs to someone else (systemd): never removed
 }
 
+// rawOnce is c with its RawConn made once: a net listener's SyscallConn
+// allocates a new one at each call, and an upgrade asks each socket for
+// it twice.
+func rawOnce(c syscall.Conn) syscall.Conn {
+	rc, err := c.SyscallConn()
+	return cachedRaw{rc, err}
+}
+
+type cachedRaw struct {
+	rc  syscall.RawConn
+	err error
+}
+
+func (c cachedRaw) SyscallConn() (syscall.RawConn, error) { return c.rc, c.err }
+
 // closeRaw closes this process's copy of the socket without unlinking
 // anything; a copy held by another generation keeps it open.
 func (s *socket) closeRaw() error {
@@ -139,7 +154,7 @@ func (u *Upgrader) newListener(s *socket) error {
 			s.unix = u.inheritedPath(s.name, ln.Addr().String()) // the bound path, whatever was asked for
 		}
 	}
-	s.raw = ln.(syscall.Conn)
+	s.raw = rawOnce(ln.(syscall.Conn))
 	s.ln = &listener{Listener: ln, u: u, s: s}
 	if !isControl(s.name) { // the control socket says "control socket: answering" at Ready
 		u.log.Info("listening", "listener", s.name, "network", s.network, "addr", ln.Addr().String(), "inherited", inherited)
@@ -190,7 +205,7 @@ func (u *Upgrader) newPacketConn(s *socket) error {
 	if err != nil {
 		return err
 	}
-	s.raw, s.pc = pc.(syscall.Conn), pc
+	s.raw, s.pc = rawOnce(pc.(syscall.Conn)), pc
 	u.log.Info("listening", "listener", s.name, "network", s.network, "addr", pc.LocalAddr().String(), "inherited", inherited)
 	return nil
 }

@@ -21,7 +21,7 @@ import (
 type Conn struct {
 	f   *os.File
 	rc  syscall.RawConn
-	buf []byte // receive buffer: MaxFrame bytes (tests shrink it)
+	buf []byte // receive buffer: MaxFrame bytes, made by the first recv (tests shrink it)
 	oob []byte // control buffer: room for MaxFDsPerFrame fds (tests shrink it)
 }
 
@@ -111,7 +111,7 @@ func newConn(fd int, name string) (*Conn, error) {
 		f.Close()
 		return nil, fmt.Errorf("tcpgrace: hand-off: fd %d: %w", fd, err)
 	}
-	return &Conn{f: f, rc: rc, buf: make([]byte, MaxFrame), oob: make([]byte, unix.CmsgSpace(4*MaxFDsPerFrame))}, nil
+	return &Conn{f: f, rc: rc, oob: make([]byte, unix.CmsgSpace(4*MaxFDsPerFrame))}, nil
 }
 
 // File returns a duplicate of the channel's fd (close-on-exec; as an
@@ -179,6 +179,11 @@ func (c *Conn) sendRaw(b, oob []byte) error {
 // fds that came with a bad frame are closed; those of a good one are
 // close-on-exec and the caller's.
 func (c *Conn) recv() (frame, error) {
+	if c.buf == nil {
+		// Not before: a generation makes its channel early in its start,
+		// and its first receive comes after it is ready.
+		c.buf = make([]byte, MaxFrame)
+	}
 	var n, oobn, flags int
 	var fds []int
 	var rerr error

@@ -25,9 +25,12 @@ const (
 	//	  ;fd=<entry>;...
 	//
 	// where each entry is "name,fd,network,address" with name and address
-	// query-escaped (net/url.QueryEscape), so neither may contain a raw
-	// ',' or ';'. The pid is the parent's. ready is the write end of the
-	// readiness pipe. pipe, optional, is that pipe's inode as the writer's
+	// escaped as net/url.QueryUnescape reads them back: each byte of
+	// ",;=%+", space, a control byte or one past ASCII as %XX, so neither
+	// may contain a raw ',' or ';'. (Earlier builds escaped every byte
+	// net/url.QueryEscape does, ':' and '/' too; every build reads both.)
+	// The pid is the parent's. ready is the write end of the readiness
+	// pipe. pipe, optional, is that pipe's inode as the writer's
 	// fstat(2) saw it: it tells the process the value was written for from
 	// one with a stale copy (see [Take]); without it a process honours the
 	// value only when pid is its own parent pid. older, optional, lists
@@ -194,11 +197,39 @@ func (e *Env) Encode(pid int) string {
 	if e.HasTickets() {
 		fmt.Fprintf(&b, ";tickets=%d", e.Tickets)
 	}
+	// The entries, the bulk of a value with many sockets, without fmt:
+	// one allocation for them all.
+	buf := make([]byte, 0, len(e.Entries)*48)
 	for _, en := range e.Entries {
-		fmt.Fprintf(&b, ";fd=%s,%d,%s,%s", url.QueryEscape(en.Name), en.FD,
-			en.Network, url.QueryEscape(en.Address))
+		buf = append(buf, ";fd="...)
+		buf = appendEscaped(buf, en.Name)
+		buf = append(buf, ',')
+		buf = strconv.AppendInt(buf, int64(en.FD), 10)
+		buf = append(buf, ',')
+		buf = append(buf, en.Network...)
+		buf = append(buf, ',')
+		buf = appendEscaped(buf, en.Address)
 	}
+	b.Write(buf)
 	return b.String()
+}
+
+// appendEscaped appends s to b, each byte the value's syntax uses
+// (";,=%+"), space, a control byte and each byte past ASCII written as
+// %XX, which url.QueryUnescape reads back. Addresses and names need none
+// of it as a rule ("127.0.0.1:8080", "[::1]:443", "/run/app.sock"), so
+// decoding them allocates nothing.
+func appendEscaped(b []byte, s string) []byte {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c <= ' ' || c >= 0x7f || c == ';' || c == ',' || c == '=' || c == '%' || c == '+':
+			b = append(b, '%', hex[c>>4], hex[c&15])
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
 }
 
 // writeList appends ";key=v1,v2..." unless values is empty.
@@ -287,7 +318,7 @@ func decodeFDs(v string, ppid int, probe pipeProbe) (*Env, error) {
 	if n > MaxEntries {
 		return nil, malformed(-1, "%d entries, more than %d", n, MaxEntries)
 	}
-	e, err := decodeFields(fields[1:])
+	e, err := decodeFields(fields[1:], n)
 	if err != nil {
 		return nil, err
 	}
@@ -302,8 +333,11 @@ func decodeFDs(v string, ppid int, probe pipeProbe) (*Env, error) {
 
 // decodeFields decodes the key=value fields after the version: each
 // once (fd= as often as there are entries), pid, gen and ready required.
-func decodeFields(fields []string) (*Env, error) {
+func decodeFields(fields []string, entries int) (*Env, error) {
 	e := &Env{Source: EnvFDs, ReadyFD: -1}
+	if entries > 0 {
+		e.Entries = make([]Entry, 0, entries)
+	}
 	seen := map[string]bool{}
 	for _, f := range fields {
 		key, val, ok := strings.Cut(f, "=")
@@ -366,9 +400,17 @@ func (e *Env) setField(key, val string) error {
 }
 
 func parseEntry(val string, i int) (Entry, error) {
-	parts := strings.Split(val, ",")
-	if len(parts) != 4 {
-		return Entry{}, malformed(i, "%d comma-separated parts, want 4 (name,fd,network,address)", len(parts))
+	var parts [4]string
+	rest, n := val, 0
+	for ; n < 3; n++ {
+		var ok bool
+		if parts[n], rest, ok = strings.Cut(rest, ","); !ok {
+			break
+		}
+	}
+	parts[n] = rest
+	if n != 3 || strings.IndexByte(rest, ',') >= 0 {
+		return Entry{}, malformed(i, "%d comma-separated parts, want 4 (name,fd,network,address)", strings.Count(val, ",")+1)
 	}
 	name, err := url.QueryUnescape(parts[0])
 	if err != nil {
@@ -455,8 +497,8 @@ func (e *Env) checkOwned() error {
 // checkUnique rejects two entries with one fd and (when names is set) two
 // entries with one name.
 func checkUnique(entries []Entry, variable string, names bool) error {
-	fds := map[int]int{}
-	byName := map[string]int{}
+	fds := make(map[int]int, len(entries))
+	byName := make(map[string]int, len(entries))
 	for i, en := range entries {
 		if j, dup := fds[en.FD]; dup {
 			return &DecodeError{Var: variable, Entry: i, Err: ErrDuplicate,

@@ -415,17 +415,17 @@ func TestEncodeFormat(t *testing.T) {
 		{Name: "ctl", FD: 5, Network: "unix", Address: "/run/ctl.sock"},
 	}}
 	assert.Equal(t,
-		"v1;pid=4242;gen=2;ready=3;fd=web,4,tcp,127.0.0.1%3A8080;fd=ctl,5,unix,%2Frun%2Fctl.sock",
+		"v1;pid=4242;gen=2;ready=3;fd=web,4,tcp,127.0.0.1:8080;fd=ctl,5,unix,/run/ctl.sock",
 		env.Encode(4242), "Encode must write the format documented in doc.go")
 	env.Generation, env.Older = 4, []int{4000, 4100}
 	assert.Equal(t,
-		"v1;pid=4242;gen=4;ready=3;older=4000,4100;fd=web,4,tcp,127.0.0.1%3A8080;fd=ctl,5,unix,%2Frun%2Fctl.sock",
+		"v1;pid=4242;gen=4;ready=3;older=4000,4100;fd=web,4,tcp,127.0.0.1:8080;fd=ctl,5,unix,/run/ctl.sock",
 		env.Encode(4242), "Encode must write older pids after ready, as documented in env.go")
 	env.Older = []int{}
 	assert.NotContains(t, env.Encode(4242), "older", "an empty Older must not be written")
 	env.Generation, env.Pipe, env.Owned = 2, 777, []UnixFile{{Name: "ctl", FileID: sockfd.FileID{Dev: 2049, Ino: 1234}}}
 	assert.Equal(t,
-		"v1;pid=4242;gen=2;ready=3;pipe=777;owned=ctl:2049:1234;fd=web,4,tcp,127.0.0.1%3A8080;fd=ctl,5,unix,%2Frun%2Fctl.sock",
+		"v1;pid=4242;gen=2;ready=3;pipe=777;owned=ctl:2049:1234;fd=web,4,tcp,127.0.0.1:8080;fd=ctl,5,unix,/run/ctl.sock",
 		env.Encode(4242), "Encode must write pipe after ready and owned after keep, as documented in env.go")
 }
 
@@ -596,4 +596,30 @@ func TestSameAddr(t *testing.T) {
 		assert.Equal(t, tt.ok, sameAddr(Entry{Address: tt.have}, tt.network, tt.want),
 			"sameAddr(socket on %s, %s %s)", tt.have, tt.network, tt.want)
 	}
+}
+
+// TestEscapedEntriesRoundTrip: names and addresses with every byte the
+// value's syntax uses come back from Decode as they went in, and a value
+// written by an earlier build, which escaped as url.QueryEscape does,
+// decodes to the same entries.
+func TestEscapedEntriesRoundTrip(t *testing.T) {
+	env := &Env{Source: EnvFDs, Writer: 100, Generation: 2, ReadyFD: 3, Entries: []Entry{
+		{Name: "a,b;c=d%e+f g", FD: 4, Network: "unix", Address: "/tmp/x,y;z=%+ é.sock"},
+		{Name: "web", FD: 5, Network: "tcp6", Address: "[::1]:8080"},
+	}}
+	value := env.Encode(100)
+	assert.NotContains(t, value, "%3A", "':' needs no escape")
+	got, err := Decode(func(k string) (string, bool) { return value, k == EnvFDs }, 1, 100)
+	require.NoError(t, err)
+	assert.Equal(t, env.Entries, got.Entries, "Decode(Encode(env)) gives the entries back")
+
+	old := "v1;pid=100;gen=2;ready=3;fd=a%2Cb%3Bc%3Dd%25e%2Bf+g,4,unix,%2Ftmp%2Fx%2Cy%3Bz%3D%25%2B+%C3%A9.sock;fd=web,5,tcp6,%5B%3A%3A1%5D%3A8080"
+	got, err = Decode(func(k string) (string, bool) { return old, k == EnvFDs }, 1, 100)
+	require.NoError(t, err, "an earlier build's value")
+	assert.Equal(t, env.Entries, got.Entries, "an earlier build's value gives the same entries")
+
+	allocs := testing.AllocsPerRun(20, func() {
+		parseEntry("web,5,tcp6,[::1]:8080", 0)
+	})
+	assert.Zero(t, allocs, "an entry with nothing escaped decodes without allocating")
 }

@@ -77,5 +77,5 @@ func ExampleEnv_Encode() {
 	}}
 	fmt.Println(wire.EnvFDs + "=" + env.Encode(4242))
 	// Output:
-	// TCPGRACE_FDS=v1;pid=4242;gen=3;ready=3;fd=web,4,tcp6,%5B%3A%3A1%5D%3A8080;fd=ctl,5,unix,%2Frun%2Fa%2Cb%3Bc.sock
+	// TCPGRACE_FDS=v1;pid=4242;gen=3;ready=3;fd=web,4,tcp6,[::1]:8080;fd=ctl,5,unix,/run/a%2Cb%3Bc.sock
 }

@@ -25,7 +25,7 @@ func DecodeTaken(v string, received []int) (*Env, error) {
 	if fields[0] != Version {
 		return nil, malformed(-1, "version %q is not %q", trunc(fields[0]), Version)
 	}
-	e, err := decodeFields(fields[1:])
+	e, err := decodeFields(fields[1:], min(len(received), MaxEntries))
 	if err != nil {
 		return nil, err
 	}
