@@ -92,20 +92,25 @@ def percentile(values, p):
 
 class Builds:
     """Produces a new lineserver binary per restart: built from source with
-    a version stamp, or copied from a prebuilt path."""
+    a version stamp, or copied from a prebuilt path. Every binary is built
+    before the load starts: a build (a link at least, a second of both CPUs)
+    must not run beside the server while latencies are measured."""
 
-    def __init__(self, work, source, server):
+    def __init__(self, work, source, server, count):
         self.dir, self.source, self.server, self.n = os.path.join(work, "builds"), source, server, 0
         os.makedirs(self.dir)
+        self.built = []
+        for i in range(1, count + 1 if source else 0):
+            out = os.path.join(self.dir, f"lineserver-{i}")
+            subprocess.run(["go", "build", "-ldflags", f"-X main.version=build-{i}", "-o", out, self.source],
+                           check=True)
+            self.built.append(out)
 
     def next(self):
         self.n += 1
-        out = os.path.join(self.dir, f"lineserver-{self.n}")
         if not self.source:
             return self.server  # deploy() copies it: every restart still gets a new file
-        subprocess.run(["go", "build", "-ldflags", f"-X main.version=build-{self.n}", "-o", out, self.source],
-                       check=True)
-        return out
+        return self.built[(self.n - 1) % len(self.built)]
 
 
 def deploy(src, dst):
@@ -165,10 +170,11 @@ class Run:
                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True), trace)
         return out
 
-    def restart(self, n, build):
+    def restart(self, n, build, ident):
+        """Restarts the server onto build: tcpgrace's upgrade (build is
+        deployed already, as ident) or the naive stop-then-start."""
         old = read_pid(self.pidfile)
         if self.mode == "tcpgrace":
-            ident = deploy(build, self.binary)
             t0 = time.monotonic()
             os.kill(old, signal.SIGUSR1)
             # An upgrade is refused while too many older generations still
@@ -207,9 +213,13 @@ class Run:
                 raise SystemExit(f"harness: lineserver did not become ready; see {self.log.name}")
             clients = self.clients()
             for n in range(1, self.args.upgrades + 1):
+                # The deploy (a copy of the binary) halfway between restarts,
+                # away from the windows measured around them.
                 build = builds.next()
-                time.sleep(self.args.interval)
-                self.restart(n, build)
+                time.sleep(self.args.interval / 2)
+                ident = deploy(build, self.binary) if self.mode == "tcpgrace" else None
+                time.sleep(self.args.interval / 2)
+                self.restart(n, build, ident)
             time.sleep(min(self.args.interval, 1.0))  # load after the last restart too
             for p, _ in clients.values():
                 p.send_signal(signal.SIGTERM)
@@ -290,7 +300,7 @@ def main():
     if args.upgrades < 1 or args.interval <= 0 or args.workers < 1 or args.per_conn < 1:
         p.error("--upgrades, --workers and --per-conn must be at least 1, --interval positive")
     work = tempfile.mkdtemp(prefix="tcpgrace-harness-")
-    builds = Builds(work, args.source, args.server)
+    builds = Builds(work, args.source, args.server, args.upgrades + 1)
     runs = []
     for mode in ["tcpgrace"] + (["naive"] if args.naive else []):
         run = Run(mode, args, work)
