@@ -104,10 +104,13 @@ demo: build
 
 ## bench: Go benchmarks, then live upgrades against a naive stop-then-start restart under the same load
 bench: bench-go
-	$(PYTHON) bench/harness.py --source ./examples/lineserver --upgrades 10 --interval 2 --naive
+	$(PYTHON) bench/harness.py --source ./examples/lineserver --upgrades 10 --interval 2 --naive --json $(BIN)/harness.json
+	@echo; echo "Performance targets (bench/RESULTS.md, \"Against the targets\"):"
+	@$(PYTHON) bench/targets.py $(BIN)/bench.txt $(BIN)/harness.json
 
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./bench
+	@mkdir -p $(BIN)
+	@{ $(GO) test -run '^$$' -bench . -benchmem -count 5 ./bench; echo $$? > $(BIN)/bench.rc; } | tee $(BIN)/bench.txt; exit $$(cat $(BIN)/bench.rc)
 
 ## soak: 1000 live upgrades under load; fds and RSS of the serving process at upgrades 1, 100 and 1000
 soak: build

@@ -228,3 +228,41 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// TestPrepare: a prepared pid file is in place only once committed; a
+// discarded one leaves nothing; one left by a process that is gone is
+// removed by the next Prepare; a path that changed between Prepare and
+// Commit is written as Write does.
+func TestPrepare(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.pid")
+	require.NoError(t, Write(path, 1))
+
+	p := Prepare(path, os.Getpid())
+	<-p.done
+	assert.Equal(t, 1, Read(path), "preparing leaves the pid file as it was")
+	assert.FileExists(t, ownTemp(path, os.Getpid()), "the prepared file waits beside it")
+	require.NoError(t, p.Commit(path, os.Getpid()))
+	assert.Equal(t, os.Getpid(), Read(path), "Commit puts it in place")
+	assert.NoFileExists(t, ownTemp(path, os.Getpid()), "by a rename")
+
+	p = Prepare(path, os.Getpid())
+	p.Discard()
+	assert.NoFileExists(t, ownTemp(path, os.Getpid()), "Discard removes the prepared file")
+	assert.Equal(t, os.Getpid(), Read(path), "and leaves the pid file alone")
+
+	gone := exec.Command("true")
+	require.NoError(t, gone.Run())
+	stale := ownTemp(path, gone.Process.Pid)
+	require.NoError(t, os.WriteFile(stale, []byte("1\n"), 0o644))
+	p = Prepare(path, os.Getpid())
+	<-p.done
+	assert.NoFileExists(t, stale, "a file prepared by a process that is gone is swept")
+	p.Discard()
+
+	other := filepath.Join(dir, "other.pid")
+	p = Prepare(path, os.Getpid())
+	require.NoError(t, p.Commit(other, os.Getpid()), "committing to another path")
+	assert.Equal(t, os.Getpid(), Read(other), "writes that path")
+	assert.NoFileExists(t, ownTemp(path, os.Getpid()), "and removes what was prepared for the first")
+}
