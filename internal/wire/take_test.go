@@ -224,10 +224,16 @@ func helperCmd(t *testing.T, mode string) (*exec.Cmd, []string) {
 	return exec.CommandContext(ctx, os.Args[0], "-test.run=^$"), []string{helperEnv + "=" + mode}
 }
 
+// olderPIDs are the two older generations handOff names: pids near the
+// largest Linux allows (4194304), which no test process here has, so that
+// Older's dropping of the parent's pid never drops one of them (a fresh
+// machine once gave the test process pid 4343, one of the earlier values).
+var olderPIDs = []int{4194301, 4194302}
+
 // handOff is the hand-off the tests write: the readiness pipe at fd 3,
 // web at fd 4 and spare at fd 5, and two older generations.
 func handOff() *Env {
-	return &Env{Generation: 4, ReadyFD: 3, Older: []int{4242, 4343}, Entries: []Entry{
+	return &Env{Generation: 4, ReadyFD: 3, Older: olderPIDs, Entries: []Entry{
 		{Name: "web", FD: 4, Network: "tcp", Address: "127.0.0.1:0"},
 		{Name: "spare", FD: 5, Network: "tcp", Address: "127.0.0.1:0"},
 	}}
@@ -266,7 +272,7 @@ func TestTake(t *testing.T) {
 	assert.Empty(t, res.EnvLeft, "Take must remove TCPGRACE_FDS from the environment")
 	assert.Equal(t, EnvFDs, res.Source, "the sockets must come from TCPGRACE_FDS")
 	assert.Equal(t, 4, res.Generation, "the generation must be the one written")
-	assert.Equal(t, []int{os.Getpid(), 4242, 4343}, res.Older, "Older must list the parent, then the pids it wrote")
+	assert.Equal(t, append([]int{os.Getpid()}, olderPIDs...), res.Older, "Older must list the parent, then the pids it wrote")
 	assert.True(t, res.HasParent, "a ready fd means a parent waits")
 	assert.Equal(t, handOff().Entries, res.Unclaimed, "both entries must be inherited")
 	assert.Equal(t, ln.Addr().String(), res.Addr, "the claimed listener must be the one handed on")
