@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -533,8 +534,30 @@ func naiveRestarts(t *testing.T, bin string, restarts int, pace time.Duration, f
 	}
 }
 
-// freeAddr is a loopback address whose port was free a moment ago.
+// freeAddr is a loopback address whose port was free a moment ago, below
+// the kernel's ephemeral range where it can: a port from that range (what
+// listening on port 0 gives) may meanwhile become the local port of a
+// client connection of a test running beside, and a server that binds it
+// then fails with "address already in use" (a clean-clone run did).
 func freeAddr(t *testing.T) string {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	if low > 12000 {
+		for range 50 {
+			port := 10000 + int(rand.Int64N(int64(low-10000)))
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+			if err == nil {
+				ln.Close()
+				return fmt.Sprintf("127.0.0.1:%d", port)
+			}
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
