@@ -5,14 +5,13 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/tcpgrace/tcpgrace/internal/errjoin"
+	"github.com/tcpgrace/tcpgrace/internal/spread"
 )
 
 // Readiness protocol on the pipe whose write end the child inherits as
@@ -139,7 +138,7 @@ func Open(env *Env) (*Files, error) {
 		f.ready = os.NewFile(uintptr(env.ReadyFD), "tcpgrace-ready")
 	}
 	errs := make([]error, len(f.env.Entries))
-	parallel(len(f.env.Entries), func(i int) {
+	spread.Do(len(f.env.Entries), socketsEach, func(i int) {
 		errs[i] = checkSocket(&f.env.Entries[i], env.Source == EnvListenFDs)
 	})
 	for i, err := range errs {
@@ -162,6 +161,10 @@ func Open(env *Env) (*Files, error) {
 	}
 	return f, nil
 }
+
+// socketsEach is the fewest sockets a goroutine of Open checks and makes:
+// below two goroutines' worth Open does it all on the caller's.
+const socketsEach = 16
 
 // socket is an inherited socket, made a listener (stream) or a packet
 // conn (datagram) by Open: both nil once claimed or closed.
@@ -190,7 +193,7 @@ func (f *Files) makeSockets() error {
 	f.socks = make([]socket, len(f.env.Entries))
 	f.claimed = make([]bool, len(f.env.Entries))
 	errs := make([]error, len(f.env.Entries))
-	parallel(len(f.env.Entries), func(i int) {
+	spread.Do(len(f.env.Entries), socketsEach, func(i int) {
 		f.socks[i], errs[i] = makeSocket(f.env.Entries[i])
 	})
 	for i, err := range errs {
@@ -222,28 +225,6 @@ func makeSocket(en Entry) (socket, error) {
 	return socket{ln: ln}, err
 }
 
-// parallel calls do(i) for every i below n, on up to GOMAXPROCS
-// goroutines, with at least minPerWorker calls each.
-func parallel(n int, do func(i int)) {
-	const minPerWorker = 16
-	workers := min(runtime.GOMAXPROCS(0), n/minPerWorker)
-	if workers <= 1 {
-		for i := range n {
-			do(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-				do(i)
-			}
-		})
-	}
-	wg.Wait()
-}
 
 // clone is a deep copy of e.
 func (e *Env) clone() Env {
