@@ -225,7 +225,6 @@ func makeSocket(en Entry) (socket, error) {
 	return socket{ln: ln}, err
 }
 
-
 // clone is a deep copy of e.
 func (e *Env) clone() Env {
 	c := *e
