@@ -10,7 +10,6 @@ import (
 
 	"github.com/tcpgrace/tcpgrace/internal/event"
 	"github.com/tcpgrace/tcpgrace/internal/proc"
-	"github.com/tcpgrace/tcpgrace/internal/spread"
 	"github.com/tcpgrace/tcpgrace/internal/wire"
 )
 
@@ -141,9 +140,6 @@ func (u *Upgrader) beginUpgrade(ctx context.Context) (context.Context, *handed, 
 	return ctx, h, env, nil
 }
 
-// closesEach is the fewest listeners a goroutine of endUpgrade closes.
-const closesEach = 16
-
 // drainingOlder lists the older generations that are still alive.
 func (u *Upgrader) drainingOlder() []int {
 	var alive []int
@@ -174,9 +170,9 @@ func (u *Upgrader) endUpgrade(ok bool) {
 	u.mu.Unlock()
 	u.leave() // said when the child said ready; a no-op by now, unless it exited first
 	stream, packets := splitSockets(sockets)
-	// On the CPUs: a close is a few system calls and wakes the loop
-	// accepting on it, and Upgrade returns once all are closed.
-	spread.Do(len(stream), closesEach, func(i int) { stream[i].closeRaw() })
+	for _, s := range stream {
+		s.closeRaw()
+	}
 	u.closeExit()
 	stopReading(packets) // after Exit: a read that fails finds Exit closed
 }

@@ -1,7 +1,7 @@
 // Package spread runs a loop's iterations on the CPUs: for the
 // per-socket system calls of a hand-off (the next generation making its
-// inherited sockets listeners, the old one closing its copies), which
-// nothing else waits on but the hand-off itself.
+// inherited sockets listeners), which nothing else waits on but the
+// hand-off itself.
 package spread
 
 import (
