@@ -130,7 +130,6 @@ type stopped struct {
 // Stopping event's reason unless a Server loop ended first.
 func (u *Upgrader) stop(caller string) stopped {
 	u.leave()
-	u.discardPIDFile() // stopped before Ready: the pid file is not ours to write
 	prev, sockets, paths := u.closeState()
 	first, handedOff := prev != closed, prev == handedOff
 	stream, packets := splitSockets(sockets)

@@ -34,16 +34,15 @@ type Upgrader struct {
 	events     event.Stream   // the lifecycle's events (events.go)
 	executable string
 	args       []string
-	started    time.Time                        // when New made this Upgrader
-	pidPrep    atomic.Pointer[pidfile.Prepared] // the pid file, written ahead by New until Ready renames it in place
-	totals     *tally                           // the service's counts (totals.go)
-	mail       *mailbox                         // the service's mailbox (mail.go); nil if none
-	in         *inChannel                       // the channel from the previous generation (adopt.go); nil if none
-	out        atomic.Pointer[outChannel]       // the channel to the next one, once an upgrade stood (handoff.go)
-	tickets    tickets                          // the TLS session-ticket keys (tickets.go)
-	taken      *takeover.Taken                  // a takeover's connection to the old generation (takeover.go); nil if none
-	counters   counters                         // added with AddCounter (counters.go)
-	fds        fdStore                          // what this generation does with systemd's fd store (fdstore.go)
+	started    time.Time                  // when New made this Upgrader
+	totals     *tally                     // the service's counts (totals.go)
+	mail       *mailbox                   // the service's mailbox (mail.go); nil if none
+	in         *inChannel                 // the channel from the previous generation (adopt.go); nil if none
+	out        atomic.Pointer[outChannel] // the channel to the next one, once an upgrade stood (handoff.go)
+	tickets    tickets                    // the TLS session-ticket keys (tickets.go)
+	taken      *takeover.Taken            // a takeover's connection to the old generation (takeover.go); nil if none
+	counters   counters                   // added with AddCounter (counters.go)
+	fds        fdStore                    // what this generation does with systemd's fd store (fdstore.go)
 
 	mu            sync.Mutex
 	state         state // see lifecycle.go
@@ -129,9 +128,6 @@ func newUpgrader(opts Options, files *wire.Files) (*Upgrader, error) {
 		return nil, err
 	}
 	u.subscribe()
-	if opts.PIDFile != "" {
-		u.pidPrep.Store(pidfile.Prepare(opts.PIDFile, os.Getpid())) // off Ready's path: it only renames
-	}
 	return u, nil
 }
 
@@ -247,24 +243,10 @@ func (u *Upgrader) writePIDFile() error {
 	if u.opts.PIDFile == "" {
 		return nil
 	}
-	var err error
-	if p := u.pidPrep.Swap(nil); p != nil {
-		err = p.Commit(u.opts.PIDFile, os.Getpid())
-	} else {
-		err = pidfile.Write(u.opts.PIDFile, os.Getpid())
-	}
-	if err != nil {
+	if err := pidfile.Write(u.opts.PIDFile, os.Getpid()); err != nil {
 		return fmt.Errorf("tcpgrace: %w", err)
 	}
 	return nil
-}
-
-// discardPIDFile removes the pid file New wrote ahead, if Ready has not
-// put it in place.
-func (u *Upgrader) discardPIDFile() {
-	if p := u.pidPrep.Swap(nil); p != nil {
-		p.Discard()
-	}
 }
 
 // closeUnclaimed closes the inherited sockets nobody claimed and removes
@@ -305,6 +287,5 @@ func (u *Upgrader) serve() {
 // a parent it does nothing.
 func (u *Upgrader) Fail(reason error) error {
 	u.log.Error("start-up failed", "err", reason)
-	u.discardPIDFile()
 	return u.inh.Fail(reason)
 }

@@ -19,8 +19,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-
-	"github.com/tcpgrace/tcpgrace/internal/proc"
 )
 
 // Write replaces path atomically with pid: a reader sees the old pid or
@@ -30,31 +28,15 @@ import (
 // truncate, then write, which a reader may catch empty. The error names
 // path.
 func Write(path string, pid int) error {
-	tmp, err := writeTemp(path, pid)
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if denied(err) {
 		if werr := writeInPlace(path, pid); werr != nil {
 			return fmt.Errorf("writing pid file %s: %w (and in place: %w)", path, err, werr)
 		}
 		return nil
 	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}
 	if err != nil {
 		return fmt.Errorf("writing pid file %s: %w", path, err)
-	}
-	return nil
-}
-
-// writeTemp writes pid to a new file beside path and returns its name:
-// Write's first half.
-func writeTemp(path string, pid int) (string, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return "", err
 	}
 	_, err = fmt.Fprintf(tmp, "%d\n", pid)
 	if err == nil {
@@ -63,114 +45,14 @@ func writeTemp(path string, pid int) (string, error) {
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
 	if err != nil {
 		os.Remove(tmp.Name())
-		return "", err
+		return fmt.Errorf("writing pid file %s: %w", path, err)
 	}
-	return tmp.Name(), nil
-}
-
-// Prepared is a pid file written beside its path ahead of time, to be
-// renamed into place by Commit: a process that must write its pid file
-// the moment it is ready does the slow half (creating and writing the
-// file, about 0.2 ms here) while it starts.
-type Prepared struct {
-	path string // absolute
-	pid  int
-	done chan struct{}
-	tmp  string // "" if preparing failed, or once committed or discarded
-}
-
-// Prepare starts writing pid to a temporary file beside path, in the
-// background. The caller must Commit or Discard the result.
-func Prepare(path string, pid int) *Prepared {
-	p := &Prepared{pid: pid, done: make(chan struct{})}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		close(p.done)
-		return p
-	}
-	p.path = abs
-	go func() {
-		defer close(p.done)
-		sweep(abs)
-		p.tmp, _ = writeOwnTemp(abs, pid) // on error Commit writes the file as Write does, and reports that
-	}()
-	return p
-}
-
-// ownTemp is the name of the file pid prepares for path: named after the
-// process, so that one left by a process that exited before it was
-// ready (without Discard) can be told and removed (see sweep).
-func ownTemp(path string, pid int) string {
-	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".ready."+strconv.Itoa(pid))
-}
-
-// writeOwnTemp is writeTemp under the name ownTemp gives.
-func writeOwnTemp(path string, pid int) (string, error) {
-	name := ownTemp(path, pid)
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return "", err
-	}
-	_, err = fmt.Fprintf(f, "%d\n", pid)
-	if err == nil {
-		err = f.Chmod(0o644) // whatever the umask
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(name)
-		return "", err
-	}
-	return name, nil
-}
-
-// sweep removes the files prepared for path by processes that are gone.
-func sweep(path string) {
-	prefix := "." + filepath.Base(path) + ".ready."
-	entries, err := os.ReadDir(filepath.Dir(path))
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), prefix)
-		if !ok {
-			continue
-		}
-		if pid, err := strconv.Atoi(rest); err == nil && pid > 0 && !proc.Alive(pid) {
-			os.Remove(filepath.Join(filepath.Dir(path), e.Name()))
-		}
-	}
-}
-
-// Commit puts the prepared file in place at path: a rename, if path is
-// still the file Prepare was given (relative paths are taken from the
-// working directory at each call) and the preparation succeeded;
-// otherwise, or if the rename fails, it removes what was prepared and
-// writes path as Write does. The error names path.
-func (p *Prepared) Commit(path string, pid int) error {
-	<-p.done
-	if abs, err := filepath.Abs(path); err == nil && abs == p.path && pid == p.pid && p.tmp != "" {
-		tmp := p.tmp
-		p.tmp = ""
-		if os.Rename(tmp, abs) == nil {
-			return nil
-		}
-		os.Remove(tmp)
-	}
-	p.Discard()
-	return Write(path, pid)
-}
-
-// Discard removes the prepared file, if it is still there.
-func (p *Prepared) Discard() {
-	<-p.done
-	if p.tmp != "" {
-		os.Remove(p.tmp)
-		p.tmp = ""
-	}
+	return nil
 }
 
 // writeInPlace overwrites the existing file at path with pid.
