@@ -125,6 +125,7 @@ func readLeaving(r io.Reader) bool {
 // child, and takes the PID file back if the child had written its own.
 func (u *Upgrader) waitReady(ctx context.Context, c *child, r *os.File) error {
 	w := newReadyWait(u, ctx, c)
+	w.unread = func() bool { return pipeUnread(r) }
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
@@ -164,6 +165,7 @@ type readyWait struct {
 
 	words   chan readiness // the reader's first result
 	leaving chan bool      // the reader's result after ReadyByte
+	unread  func() bool    // whether the pipe holds bytes the reader has not read yet (nil: never)
 
 	msgs    <-chan readiness // words, until read
 	left    <-chan bool      // leaving, in the grace only
@@ -197,6 +199,10 @@ func (w *readyWait) run() error {
 		case <-w.grace:
 			done = true
 		case <-w.ctx.Done():
+			if m, ok := w.wordWritten(); ok { // the child spoke before the end: its word counts
+				done, err = w.word(m)
+				break // the next round sees the end again, with the word acted on
+			}
 			done = true
 			if !w.ready { // once ready, the child serves: killing it would reset what it accepted
 				err = fmt.Errorf("tcpgrace: upgrade cancelled, next generation %s: %w", w.c.ended(), w.ctx.Err())
@@ -206,6 +212,25 @@ func (w *readyWait) run() error {
 			return err
 		}
 	}
+}
+
+// wordWritten returns the child's first word if it is already written,
+// read or not: a child that said ready before ctx ended serves, and a
+// cancel must not kill it (it may have accepted connections). It waits
+// only for a word the pipe already holds.
+func (w *readyWait) wordWritten() (readiness, bool) {
+	if w.msgs == nil {
+		return readiness{}, false
+	}
+	select {
+	case m := <-w.msgs:
+		return m, true
+	default:
+	}
+	if w.unread == nil || !w.unread() {
+		return readiness{}, false
+	}
+	return <-w.msgs, true // the reader has bytes to read: its result comes at once
 }
 
 // word acts on the child's first word.

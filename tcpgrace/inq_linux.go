@@ -2,6 +2,7 @@ package tcpgrace
 
 import (
 	"net"
+	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -22,7 +23,17 @@ func unreadBytes(c net.Conn) int {
 	if !ok {
 		return 0
 	}
-	rc, err := sc.SyscallConn()
+	return inq(sc)
+}
+
+// pipeUnread reports whether the pipe f reads from holds bytes not read
+// yet.
+func pipeUnread(f *os.File) bool { return inq(f) > 0 }
+
+// inq is how many bytes wait to be read on c's fd: SIOCINQ for a
+// socket, which is FIONREAD, as for a pipe; 0 when it cannot tell.
+func inq(c syscall.Conn) int {
+	rc, err := c.SyscallConn()
 	if err != nil {
 		return 0
 	}

@@ -88,3 +88,36 @@ func reapedChild(t *testing.T) *child {
 func cmdChild(cmd *exec.Cmd) *child {
 	return &child{id: cmd.Process.Pid, end: func() { cmd.Process.Kill() }, exited: make(chan struct{})}
 }
+
+// TestCancelAfterReadyWordStands pins a race that cut a hand-off: a stop
+// signal (ctx's end) that came after the child wrote ReadyByte but before
+// this generation read it killed the child, which by then served and may
+// have accepted connections. A word already in the pipe counts.
+func TestCancelAfterReadyWordStands(t *testing.T) {
+	u := newColdUpgrader(t, Options{})
+	for i := range 20 {
+		cmd := exec.Command("sleep", "30")
+		require.NoError(t, cmd.Start(), "starting a child that stays")
+		c := cmdChild(cmd)
+		go func() {
+			c.err = cmd.Wait()
+			close(c.exited)
+		}()
+		r, w, err := os.Pipe()
+		require.NoError(t, err)
+		_, err = w.Write([]byte{wire.ReadyByte})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // ended before the word was read
+		err = u.waitReady(ctx, c, r)
+		assert.NoError(t, err, "try %d: the child said ready before the end: the hand-off stands", i)
+		select {
+		case <-c.exited:
+			t.Fatalf("try %d: the child that said ready was killed: %v", i, c.err)
+		default:
+		}
+		cmd.Process.Kill()
+		<-c.exited
+		w.Close()
+	}
+}

@@ -351,6 +351,11 @@ func TestStopSignalToDrainingGeneration(t *testing.T) {
 	ch.waitReplies(t, 2)
 	old := s.pid()
 	s.startUpgrade()
+	// Draining once it has read the next generation's ready: the pid file
+	// and that generation's own "ready" come a moment before.
+	waitFor(t, "the old generation to drain", func() bool {
+		return strings.Contains(s.logs.String(), fmt.Sprintf(`msg=draining pid=%d generation=1 reason=upgraded`, old))
+	})
 	require.NoError(t, syscall.Kill(old, syscall.SIGTERM))
 	waitFor(t, "the first stop signal to be noted", func() bool {
 		return strings.Contains(s.logs.String(), fmt.Sprintf(`msg="stop signal: already draining; another one closes open connections" pid=%d `, old))
