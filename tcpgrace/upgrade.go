@@ -40,9 +40,10 @@ import (
 //     generation: [ErrPID1].
 //
 // Shutdown and Close cancel a running Upgrade until the child says ready,
-// as the end of ctx does. After that, within [Options.ReadyGrace], both
-// end the grace early and the hand-off stands: the child serves, and
-// killing it would reset the connections it accepted.
+// as the end of ctx does; a ready word the child has written counts, read
+// or not. After that, within [Options.ReadyGrace], both end the grace
+// early and the hand-off stands: the child serves, and killing it would
+// reset the connections it accepted.
 func (u *Upgrader) Upgrade(ctx context.Context) error {
 	u.emit(event.Event{Kind: event.UpgradeRequested, Reason: requester(ctx)})
 	if os.Getpid() == 1 {
