@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tcpgrace/tcpgrace/internal/event"
@@ -125,10 +126,14 @@ func readLeaving(r io.Reader) bool {
 // child, and takes the PID file back if the child had written its own.
 func (u *Upgrader) waitReady(ctx context.Context, c *child, r *os.File) error {
 	w := newReadyWait(u, ctx, c)
-	w.unread = func() bool { return pipeUnread(r) }
+	var spoke atomic.Bool // the pipe became readable: a word, or its end, is there to read
+	w.unread = func() bool { return spoke.Load() || pipeUnread(r) }
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
+		if awaitReadable(r) {
+			spoke.Store(true) // before the read takes the word out of the pipe
+		}
 		m := readReadiness(r)
 		w.words <- m
 		if m.ready {
@@ -165,7 +170,7 @@ type readyWait struct {
 
 	words   chan readiness // the reader's first result
 	leaving chan bool      // the reader's result after ReadyByte
-	unread  func() bool    // whether the pipe holds bytes the reader has not read yet (nil: never)
+	unread  func() bool    // whether the reader has a word, or the end, to deliver (nil: never)
 
 	msgs    <-chan readiness // words, until read
 	left    <-chan bool      // leaving, in the grace only
@@ -217,7 +222,7 @@ func (w *readyWait) run() error {
 // wordWritten returns the child's first word if it is already written,
 // read or not: a child that said ready before ctx ended serves, and a
 // cancel must not kill it (it may have accepted connections). It waits
-// only for a word the pipe already holds.
+// only for a word the pipe already holds, or the reader already took.
 func (w *readyWait) wordWritten() (readiness, bool) {
 	if w.msgs == nil {
 		return readiness{}, false
