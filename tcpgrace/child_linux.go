@@ -23,14 +23,21 @@ type process struct {
 // (real files, so that it outlives us) and h's entries follow in order
 // from fd 3. The caller still owns h's entries.
 func startProcess(path string, argv, env []string, h *handed) (*process, error) {
-	files := make([]uintptr, 0, 3+len(h.fds))
-	files = append(files, 0, 1, 2)
-	for _, e := range h.fds {
-		files = append(files, uintptr(e.fd))
-	}
-	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{Env: env, Files: files})
+	var pid int
+	err := h.pin(func(fds []int) error {
+		files := make([]uintptr, 0, 3+len(fds))
+		files = append(files, 0, 1, 2)
+		for _, fd := range fds {
+			files = append(files, uintptr(fd))
+		}
+		var err error
+		if pid, err = syscall.ForkExec(path, argv, &syscall.ProcAttr{Env: env, Files: files}); err != nil {
+			return &os.PathError{Op: "fork/exec", Path: path, Err: err}
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, &os.PathError{Op: "fork/exec", Path: path, Err: err}
+		return nil, err
 	}
 	return &process{pid: pid}, nil
 }

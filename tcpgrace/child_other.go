@@ -17,7 +17,11 @@ type process struct {
 // (real files, so that it outlives us) and h's entries follow in order
 // from fd 3. The caller still owns h's entries.
 func startProcess(path string, argv, env []string, h *handed) (*process, error) {
-	files := append([]*os.File{os.Stdin, os.Stdout, os.Stderr}, h.files()...)
+	handed, err := h.files()
+	if err != nil {
+		return nil, err
+	}
+	files := append([]*os.File{os.Stdin, os.Stdout, os.Stderr}, handed...)
 	p, err := os.StartProcess(path, argv, &os.ProcAttr{Env: env, Files: files})
 	if err != nil {
 		return nil, err

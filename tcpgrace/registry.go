@@ -1,8 +1,10 @@
 package tcpgrace
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -156,7 +158,8 @@ func (u *Upgrader) newListener(s *socket) error {
 	}
 	s.raw = rawOnce(ln.(syscall.Conn))
 	s.ln = &listener{Listener: ln, u: u, s: s}
-	if !isControl(s.name) { // the control socket says "control socket: answering" at Ready
+	// The control socket says "control socket: answering" at Ready.
+	if !isControl(s.name) && u.log.Enabled(context.Background(), slog.LevelInfo) {
 		u.log.Info("listening", "listener", s.name, "network", s.network, "addr", ln.Addr().String(), "inherited", inherited)
 	}
 	return nil
@@ -206,7 +209,9 @@ func (u *Upgrader) newPacketConn(s *socket) error {
 		return err
 	}
 	s.raw, s.pc = rawOnce(pc.(syscall.Conn)), pc
-	u.log.Info("listening", "listener", s.name, "network", s.network, "addr", pc.LocalAddr().String(), "inherited", inherited)
+	if u.log.Enabled(context.Background(), slog.LevelInfo) {
+		u.log.Info("listening", "listener", s.name, "network", s.network, "addr", pc.LocalAddr().String(), "inherited", inherited)
+	}
 	return nil
 }
 

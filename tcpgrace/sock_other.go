@@ -9,8 +9,6 @@ import (
 
 func dupSocket(c syscall.Conn, name string) (int, error) { return -1, ErrNotSupported }
 
-func closeFD(fd int) {}
-
 func isOpen(c syscall.Conn) bool {
 	rc, err := c.SyscallConn()
 	return err == nil && rc.Control(func(uintptr) {}) == nil

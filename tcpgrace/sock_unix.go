@@ -21,9 +21,6 @@ func dupSocket(c syscall.Conn, name string) (int, error) {
 	return fd, nil
 }
 
-// closeFD closes a bare fd of handed.
-func closeFD(fd int) { syscall.Close(fd) }
-
 // isOpen reports whether the socket behind c has not been closed.
 func isOpen(c syscall.Conn) bool {
 	rc, err := c.SyscallConn()

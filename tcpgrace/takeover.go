@@ -61,7 +61,14 @@ func (u *Upgrader) runTaker(ctx context.Context, conn net.Conn, peer control.Pee
 		return 0, fmt.Errorf("tcpgrace: readiness pipe: %w", err)
 	}
 	env.Pipe = fileInode(w)
-	all := append([]*os.File{w}, h.files()...)
+	files, err := h.files()
+	if err != nil {
+		h.close()
+		r.Close()
+		w.Close()
+		return 0, fmt.Errorf("%w: %w", ErrChildFailed, err)
+	}
+	all := append([]*os.File{w}, files...)
 	offer := control.TakeoverOffer{PID: os.Getpid(), Generation: env.Generation, PIDNamespace: control.PIDNamespace()}
 	if err := takeover.Give(ctx, conn, offer, env.Encode(os.Getpid()), all); err != nil {
 		closeFiles(all)

@@ -99,7 +99,7 @@ func (u *Upgrader) handOver(ctx context.Context, start starter) error {
 	return nil
 }
 
-// beginUpgrade moves serving -> upgrading and duplicates every socket.
+// beginUpgrade moves serving -> upgrading and lists every socket to hand on.
 func (u *Upgrader) beginUpgrade(ctx context.Context) (context.Context, *handed, *wire.Env, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, nil, fmt.Errorf("tcpgrace: upgrade: %w", err)
@@ -117,15 +117,10 @@ func (u *Upgrader) beginUpgrade(ctx context.Context) (context.Context, *handed, 
 	env := &wire.Env{Generation: u.Generation() + 1, ReadyFD: wire.ListenFDsStart, Older: older}
 	h := &handed{}
 	for _, s := range u.liveSocketsLocked() {
-		fd, err := dupSocket(s.raw, s.name)
-		if err != nil {
-			h.close()
-			return nil, nil, nil, err
-		}
 		env.Entries = append(env.Entries, wire.Entry{
 			Name: s.name, FD: h.next(), Network: s.network, Address: s.address,
 		})
-		h.addFD(fd, s.name)
+		h.addSocket(s.raw, s.name)
 		if s.foreign {
 			env.Keep = append(env.Keep, s.name)
 		}

@@ -108,7 +108,7 @@ func newUpgrader(opts Options, files *wire.Files) (*Upgrader, error) {
 		sd:         takeNotify(),
 		executable: opts.Executable,
 		args:       opts.Args,
-		sockets:    map[string]*socket{},
+		sockets:    make(map[string]*socket, files.Count()),
 		conns:      map[*trackedConn]struct{}{},
 		claims:     map[string]*adoptListener{},
 		exit:       make(chan struct{}),

@@ -10,23 +10,30 @@ import (
 	"sync/atomic"
 )
 
-// Do calls do(i) for every i below n, on up to GOMAXPROCS goroutines
-// with at least minEach calls each; below two goroutines' worth it calls
-// them in order on the calling goroutine. It returns when every call has.
-func Do(n, minEach int, do func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), n/max(minEach, 1))
-	if workers <= 1 {
+// Workers is how many goroutines Do uses for n calls with at least
+// minEach each: up to GOMAXPROCS, 1 below two goroutines' worth.
+func Workers(n, minEach int) int {
+	return max(1, min(runtime.GOMAXPROCS(0), n/max(minEach, 1)))
+}
+
+// Do calls do(w, i) for every i below n, on Workers(n, minEach)
+// goroutines; w is the worker's number, from 0, so that each may keep
+// something of its own between calls. With one worker it calls them in
+// order on the calling goroutine. It returns when every call has.
+func Do(n, minEach int, do func(w, i int)) {
+	workers := Workers(n, minEach)
+	if workers == 1 {
 		for i := range n {
-			do(i)
+			do(0, i)
 		}
 		return
 	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range workers {
+	for w := range workers {
 		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-				do(i)
+				do(w, i)
 			}
 		})
 	}

@@ -21,10 +21,15 @@ func TestDo(t *testing.T) {
 		var mu sync.Mutex
 		gids := map[uint64]bool{}
 		second := make(chan struct{}) // closed once a second goroutine calls
-		Do(n, 16, func(i int) {
+		workers := map[uint64]int{}   // goroutine -> its worker number
+		Do(n, 16, func(w, i int) {
 			counts[i].Add(1)
 			mu.Lock()
 			first, id := len(gids) == 0, goid()
+			if prev, seen := workers[id]; seen && prev != w {
+				t.Errorf("n=%d: a goroutine called as worker %d, then %d", n, prev, w)
+			}
+			workers[id] = w
 			if !gids[id] {
 				gids[id] = true
 				if len(gids) == 2 {
@@ -51,6 +56,12 @@ func TestDo(t *testing.T) {
 		default:
 			assert.Greater(t, len(gids), 1, "n=%d: spread over goroutines", n)
 		}
+		numbers := map[int]bool{}
+		for _, w := range workers {
+			numbers[w] = true
+			assert.Less(t, w, Workers(n, 16), "n=%d: worker numbers are below Workers", n)
+		}
+		assert.Len(t, numbers, len(workers), "n=%d: each goroutine has a worker number of its own", n)
 	}
 }
 

@@ -13,3 +13,7 @@ func readerGone(fd int) bool { return true }
 func checkMail(fd int) error { return ErrNotSupported }
 
 func checkHandoff(fd int) error { return ErrNotSupported }
+
+func quickCheck(en Entry) bool { return false }
+
+func closeInherited(fds []int) {}

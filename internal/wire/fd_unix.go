@@ -109,11 +109,17 @@ func describe(sa unix.Sockaddr, typ int) (network, addr string) {
 	return "", ""
 }
 
-func pick(stream bool, a, b string) string {
-	if stream {
-		return a
+// quickCheck reports whether en's fd is, in one system call, what a
+// hand-off's entry of its network needs: a listening socket
+// (SO_ACCEPTCONN) for a stream entry, a datagram socket (SO_TYPE) for a
+// packet one. The address family is checked on what net makes of it.
+func quickCheck(en Entry) bool {
+	opt, want := unix.SO_ACCEPTCONN, 1
+	if IsPacket(en.Network) {
+		opt, want = unix.SO_TYPE, unix.SOCK_DGRAM
 	}
-	return b
+	v, err := unix.GetsockoptInt(en.FD, unix.SOL_SOCKET, opt)
+	return err == nil && v == want
 }
 
 func describeErrno(err error) error {

@@ -107,13 +107,14 @@ type Files struct {
 	mu        sync.Mutex
 	env       Env
 	claimed   []bool
-	socks     []socket    // each entry's, made by Open
-	ready     *os.File    // nil once closed
-	readySent bool        // ReadyByte was written; ready stays open until Leave
-	mail      [2]*os.File // the mailbox's ends until Mail hands them out
-	handoff   *os.File    // the hand-off channel's end until Handoff hands it out
-	tickets   []TicketKey // the TLS session-ticket keys handed over
-	stored    *os.File    // the state systemd's fd store handed back, until StoredState (systemd.go)
+	socks     []socket       // each entry's, made by Open
+	byName    map[string]int // each entry's index by name, but systemd's (whose names may repeat)
+	ready     *os.File       // nil once closed
+	readySent bool           // ReadyByte was written; ready stays open until Leave
+	mail      [2]*os.File    // the mailbox's ends until Mail hands them out
+	handoff   *os.File       // the hand-off channel's end until Handoff hands it out
+	tickets   []TicketKey    // the TLS session-ticket keys handed over
+	stored    *os.File       // the state systemd's fd store handed back, until StoredState (systemd.go)
 }
 
 // Open checks the fds that env names and takes ownership of them. It does
@@ -137,28 +138,23 @@ func Open(env *Env) (*Files, error) {
 		}
 		f.ready = os.NewFile(uintptr(env.ReadyFD), "tcpgrace-ready")
 	}
-	errs := make([]error, len(f.env.Entries))
-	spread.Do(len(f.env.Entries), socketsEach, func(i int) {
-		errs[i] = checkSocket(&f.env.Entries[i], env.Source == EnvListenFDs)
-	})
-	for i, err := range errs {
-		if err != nil {
-			en := f.env.Entries[i]
-			derr := &DecodeError{Var: env.Source, Entry: i, Err: ErrBadFD,
-				Reason: fmt.Sprintf("name %q fd %d: %v", en.Name, en.FD, err)}
-			f.Fail(derr)
-			return nil, derr
-		}
-	}
-	for _, open := range []func(*Env) error{f.openMail, f.openHandoff, f.openTickets} {
-		if err := open(env); err != nil {
-			return nil, err
-		}
-	}
-	// Only now, with every fd checked, are they ours to close.
+	// The sockets are checked and made first, with every fd inherited
+	// left open: if one fails, Open fails having closed nothing of
+	// env's. Only once every one is made are they ours to close.
 	if err := f.makeSockets(); err != nil {
 		return nil, err
 	}
+	for _, open := range []func(*Env) error{f.openMail, f.openHandoff, f.openTickets} {
+		if err := open(env); err != nil {
+			f.closeSockets()
+			return nil, err
+		}
+	}
+	fds := make([]int, len(f.env.Entries))
+	for i, en := range f.env.Entries {
+		fds[i] = en.FD
+	}
+	closeInherited(fds)
 	return f, nil
 }
 
@@ -183,26 +179,56 @@ func (s socket) close() error {
 	return nil
 }
 
-// makeSockets makes each checked entry's fd a listener or packet conn,
-// spread over the CPUs: an inherited socket costs some ten system calls
-// before its generation is ready (NewFile, net's duplicate and its
-// checks, the poller's registrations, the close of the fd inherited), and
-// the parent is idle meanwhile. A socket that cannot be made fails the
-// start; every one made is then closed.
+// network is the network of the socket as net made it: tcp4, tcp6,
+// udp4, udp6, unix, unixpacket or unixgram.
+func (s socket) network() string {
+	var addr net.Addr
+	switch {
+	case s.ln != nil:
+		addr = s.ln.Addr()
+	case s.pc != nil:
+		addr = s.pc.LocalAddr()
+	}
+	switch a := addr.(type) {
+	case *net.TCPAddr:
+		return pick(len(a.IP) == net.IPv4len, "tcp4", "tcp6") // net keeps AF_INET's 4 bytes
+	case *net.UDPAddr:
+		return pick(len(a.IP) == net.IPv4len, "udp4", "udp6")
+	case *net.UnixAddr:
+		return a.Net
+	}
+	return ""
+}
+
+// makeSockets checks each entry's fd and makes it a listener or packet
+// conn, spread over the CPUs: an inherited socket costs some ten system
+// calls before its generation is ready (its check, net's duplicate and
+// net's own checks, the poller's registration), and the parent is idle
+// meanwhile. The fds inherited stay open. If one fails, the start fails,
+// and every socket made is closed.
 func (f *Files) makeSockets() error {
-	f.socks = make([]socket, len(f.env.Entries))
-	f.claimed = make([]bool, len(f.env.Entries))
-	errs := make([]error, len(f.env.Entries))
-	spread.Do(len(f.env.Entries), socketsEach, func(i int) {
-		f.socks[i], errs[i] = makeSocket(f.env.Entries[i])
+	n := len(f.env.Entries)
+	f.socks = make([]socket, n)
+	f.claimed = make([]bool, n)
+	if f.env.Source != EnvListenFDs { // unique names (checkUnique)
+		f.byName = make(map[string]int, n)
+		for i, en := range f.env.Entries {
+			f.byName[en.Name] = i
+		}
+	}
+	errs := make([]error, n)
+	makers := make([]maker, spread.Workers(n, socketsEach))
+	spread.Do(n, socketsEach, func(w, i int) {
+		f.socks[i], errs[i] = makeSocket(&makers[w], &f.env.Entries[i], f.env.Source == EnvListenFDs)
 	})
+	for i := range makers {
+		makers[i].close()
+	}
 	for i, err := range errs {
 		if err == nil {
 			continue
 		}
-		for _, s := range f.socks {
-			s.close()
-		}
+		f.closeSockets()
 		en := f.env.Entries[i]
 		derr := &DecodeError{Var: f.env.Source, Entry: i, Err: ErrBadFD,
 			Reason: fmt.Sprintf("name %q fd %d: %v", en.Name, en.FD, err)}
@@ -212,12 +238,50 @@ func (f *Files) makeSockets() error {
 	return nil
 }
 
-// makeSocket makes en's fd a listener or packet conn, by its network, and
-// closes the fd (net keeps a duplicate).
-func makeSocket(en Entry) (socket, error) {
-	file := os.NewFile(uintptr(en.FD), "fd "+strconv.Itoa(en.FD))
-	defer file.Close()
-	if strings.HasPrefix(en.Network, "udp") {
+// makeSocket checks en's fd and makes a listener or packet conn of it
+// with m; with fill set (systemd) it sets en.Network and en.Address from
+// the socket. A socket that passes quickCheck is made at once and its
+// address family checked on what net made; any other fd gets
+// checkSocket's full check, whose error says what the fd is.
+func makeSocket(m *maker, en *Entry, fill bool) (socket, error) {
+	if fill || !quickCheck(*en) {
+		if err := checkSocket(en, fill); err != nil {
+			return socket{}, err
+		}
+	}
+	s, err := m.make(*en)
+	if have := s.network(); err == nil && !sameFamily(have, en.Network) {
+		s.close()
+		s, err = socket{}, fmt.Errorf("is a %s socket, the entry says %s", have, en.Network)
+	}
+	if err != nil {
+		if cerr := checkSocket(en, fill); cerr != nil {
+			return socket{}, cerr // what the fd is, in checkSocket's words
+		}
+		return socket{}, err
+	}
+	return s, nil
+}
+
+func pick(first bool, a, b string) string {
+	if first {
+		return a
+	}
+	return b
+}
+
+// closeSockets closes every socket made.
+func (f *Files) closeSockets() {
+	for i, s := range f.socks {
+		s.close()
+		f.socks[i] = socket{}
+	}
+}
+
+// fileSocket makes the socket of file a listener or packet conn, by
+// network. net keeps a duplicate of file's fd.
+func fileSocket(file *os.File, network string) (socket, error) {
+	if strings.HasPrefix(network, "udp") {
 		pc, err := net.FilePacketConn(file)
 		return socket{pc: pc}, err
 	}
@@ -361,6 +425,9 @@ func (f *Files) HasParent() bool { return f.env.Source == EnvFDs && f.env.ReadyF
 // [EnvListenFDs]), or "" on a first start.
 func (f *Files) Source() string { return f.env.Source }
 
+// Count is the number of sockets inherited, claimed or not.
+func (f *Files) Count() int { return len(f.env.Entries) }
+
 // Unclaimed lists the inherited entries nobody has claimed yet.
 func (f *Files) Unclaimed() []Entry {
 	f.mu.Lock()
@@ -426,31 +493,35 @@ func (f *Files) claim(name, network, address string) (socket, int, error) {
 
 // find returns the index of the unclaimed entry for the request, or -1.
 func (f *Files) find(name, network, address string) (int, error) {
-	systemd := f.env.Source == EnvListenFDs
+	if f.env.Source == EnvListenFDs {
+		return f.findSystemd(name, network, address), nil
+	}
+	i, ok := f.byName[name]
+	if !ok || f.socks[i] == (socket{}) {
+		return -1, nil
+	}
+	if en := f.env.Entries[i]; en.Network != network || en.Address != address {
+		return -1, fmt.Errorf("%w: %q was inherited as %s %s, asked for as %s %s",
+			ErrMismatch, name, en.Network, en.Address, network, address)
+	}
+	return i, nil
+}
+
+// findSystemd is find for sockets from systemd: by name and family, then
+// by family and address, as their names may repeat or be empty.
+func (f *Files) findSystemd(name, network, address string) int {
 	for i, en := range f.env.Entries {
-		if f.socks[i] == (socket{}) || en.Name != name || (systemd && en.Name == "") {
-			continue // unnamed systemd sockets are matched by address only
-		}
-		if systemd {
-			if sameFamily(en.Network, network) {
-				return i, nil
-			}
-			continue
-		}
-		if en.Network != network || en.Address != address {
-			return -1, fmt.Errorf("%w: %q was inherited as %s %s, asked for as %s %s",
-				ErrMismatch, name, en.Network, en.Address, network, address)
-		}
-		return i, nil
-	}
-	if systemd {
-		for i, en := range f.env.Entries {
-			if f.socks[i] != (socket{}) && sameFamily(en.Network, network) && sameAddr(en, network, address) {
-				return i, nil
-			}
+		// Unnamed systemd sockets are matched by address only.
+		if f.socks[i] != (socket{}) && en.Name == name && en.Name != "" && sameFamily(en.Network, network) {
+			return i
 		}
 	}
-	return -1, nil
+	for i, en := range f.env.Entries {
+		if f.socks[i] != (socket{}) && sameFamily(en.Network, network) && sameAddr(en, network, address) {
+			return i
+		}
+	}
+	return -1
 }
 
 // CloseUnclaimed closes every inherited socket nobody claimed, so that a
