@@ -127,7 +127,10 @@ func readLeaving(r io.Reader) bool {
 func (u *Upgrader) waitReady(ctx context.Context, c *child, r *os.File) error {
 	w := newReadyWait(u, ctx, c)
 	var spoke atomic.Bool // the pipe became readable: a word, or its end, is there to read
-	w.unread = func() bool { return spoke.Load() || pipeUnread(r) }
+	// The pipe first, then spoke: a word the pipe no longer holds was
+	// read after spoke was set. (The other order misses a word read
+	// between the two.)
+	w.unread = func() bool { return pipeUnread(r) || spoke.Load() }
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
