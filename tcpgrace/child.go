@@ -56,7 +56,7 @@ func (u *Upgrader) runChild(ctx context.Context, h *handed, env *wire.Env) (int,
 	// The child honours the variable on this pipe only, so that it can
 	// tell it was meant for it even after we died (see wire.Take).
 	env.Pipe = fileInode(w)
-	ready := &handed{}
+	ready := &handed{closing: h.closing}
 	ready.addFile(w)
 	ready.fds = append(ready.fds, h.fds...)
 	p, err := startProcess(u.executable, u.args, u.childEnv(env), ready)

@@ -3,7 +3,6 @@
 package tcpgrace
 
 import (
-	"net"
 	"syscall"
 	"testing"
 	"time"
@@ -14,51 +13,64 @@ import (
 )
 
 // TestPinHoldsSockets: pin hands start each registered socket's own fd,
-// and a Close of one of those listeners meanwhile waits until start
-// returns, so that the fd number start passes on cannot name another
-// file by then. A socket closed before the pin fails it, named.
+// no duplicate, and a Close of a listener (through the registry) or of a
+// packet conn (directly, as its user may) waits until start returns, so
+// that the fd numbers start passes on cannot name other files by then. A
+// socket closed before the pin fails it, named.
 func TestPinHoldsSockets(t *testing.T) {
-	a, err := net.Listen("tcp4", loopback)
+	u := newColdUpgrader(t, Options{})
+	ln, err := u.Listen("web", "tcp4", loopback)
 	require.NoError(t, err)
-	defer a.Close()
-	b, err := net.Listen("tcp4", loopback)
+	pc, err := u.ListenPacket("dns", "udp4", loopback)
 	require.NoError(t, err)
-	defer b.Close()
-	h := &handed{}
-	h.addSocket(rawOnce(a.(syscall.Conn)), "a")
-	h.addSocket(rawOnce(b.(syscall.Conn)), "b")
-
-	closed := make(chan struct{})
-	err = h.pin(func(fds []int) error {
-		require.Len(t, fds, 2)
-		assert.Equal(t, fdOf(t, a.(syscall.Conn)), fds[0], "a's own fd, no duplicate")
-		assert.Equal(t, fdOf(t, b.(syscall.Conn)), fds[1], "b's own fd, no duplicate")
-		go func() {
-			b.Close()
-			close(closed)
-		}()
-		select {
-		case <-closed:
-			t.Error("b's Close returned while b was pinned")
-		case <-time.After(200 * time.Millisecond):
-		}
-		v, err := unix.GetsockoptInt(fds[1], unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
-		assert.NoError(t, err, "b's fd is still open while pinned")
-		assert.Equal(t, 1, v, "and still b's listening socket")
-		return nil
-	})
-	require.NoError(t, err)
-	select {
-	case <-closed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("b's Close did not return once the pin ended")
+	pinned := func() *handed {
+		h := &handed{closing: &u.closing}
+		web, dns := u.sockets["web"], u.sockets["dns"]
+		h.addSocket(web.raw, "web", true)
+		h.addSocket(dns.raw, "dns", false)
+		return h
 	}
 
-	err = h.pin(func([]int) error {
-		t.Error("start ran though b was closed")
+	first, second := pinned(), pinned()
+	closed := make(chan string, 2)
+	err = first.pin(func(fds []int) error {
+		require.Len(t, fds, 2)
+		assert.Equal(t, fdOf(t, ln.(syscall.Conn)), fds[0], "the listener's own fd, no duplicate")
+		assert.Equal(t, fdOf(t, pc.(syscall.Conn)), fds[1], "the packet conn's own fd, no duplicate")
+		go func() {
+			ln.Close()
+			closed <- "web"
+		}()
+		go func() {
+			pc.Close()
+			closed <- "dns"
+		}()
+		select {
+		case name := <-closed:
+			t.Errorf("%s's Close returned while it was pinned", name)
+		case <-time.After(200 * time.Millisecond):
+		}
+		for i, want := range []int{unix.SOCK_STREAM, unix.SOCK_DGRAM} {
+			typ, err := unix.GetsockoptInt(fds[i], unix.SOL_SOCKET, unix.SO_TYPE)
+			assert.NoError(t, err, "fd %d is still open while pinned", fds[i])
+			assert.Equal(t, want, typ, "fd %d is still its socket", fds[i])
+		}
 		return nil
 	})
-	assert.ErrorContains(t, err, `"b" was closed during the upgrade`)
+	require.NoError(t, err)
+	for range 2 {
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a Close did not return once the pin ended")
+		}
+	}
+
+	err = second.pin(func([]int) error {
+		t.Error("start ran though the sockets were closed")
+		return nil
+	})
+	assert.ErrorContains(t, err, `"web" was closed during the upgrade`)
 }
 
 func fdOf(t *testing.T, c syscall.Conn) int {

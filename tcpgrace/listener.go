@@ -32,7 +32,9 @@ func (l *listener) Accept() (net.Conn, error) {
 // in Shutdown) returns nil, so servers such as http.Server that close
 // their listeners on shutdown see no spurious error.
 func (l *listener) Close() error {
+	l.u.closing.RLock()
 	err := l.Listener.Close()
+	l.u.closing.RUnlock()
 	l.once.Do(func() { l.u.release(l.s) })
 	if l.s.closedByUpgrader.Load() {
 		return nil

@@ -52,6 +52,8 @@ func (s *socket) closeRaw() error {
 	if s.pc != nil {
 		return s.pc.Close()
 	}
+	s.ln.u.closing.RLock()
+	defer s.ln.u.closing.RUnlock()
 	return s.ln.Listener.Close()
 }
 

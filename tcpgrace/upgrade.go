@@ -115,12 +115,14 @@ func (u *Upgrader) beginUpgrade(ctx context.Context) (context.Context, *handed, 
 			ErrTooManyGenerations, n, max, older)
 	}
 	env := &wire.Env{Generation: u.Generation() + 1, ReadyFD: wire.ListenFDsStart, Older: older}
-	h := &handed{}
-	for _, s := range u.liveSocketsLocked() {
+	live := u.liveSocketsLocked()
+	env.Entries = make([]wire.Entry, 0, len(live))
+	h := &handed{closing: &u.closing, fds: make([]handedFD, 0, len(live)+5)}
+	for _, s := range live {
 		env.Entries = append(env.Entries, wire.Entry{
 			Name: s.name, FD: h.next(), Network: s.network, Address: s.address,
 		})
-		h.addSocket(s.raw, s.name)
+		h.addSocket(s.raw, s.name, s.ln != nil)
 		if s.foreign {
 			env.Keep = append(env.Keep, s.name)
 		}

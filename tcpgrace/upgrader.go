@@ -44,6 +44,13 @@ type Upgrader struct {
 	counters   counters                   // added with AddCounter (counters.go)
 	fds        fdStore                    // what this generation does with systemd's fd store (fdstore.go)
 
+	// closing is held shared by each close of a registered socket that
+	// this package makes (a listener's Close, closeRaw), and exclusively
+	// while a next generation starts with those sockets' own fds (see
+	// handed.pin), so that none of those fd numbers can name another
+	// file by then.
+	closing sync.RWMutex
+
 	mu            sync.Mutex
 	state         state // see lifecycle.go
 	sockets       map[string]*socket
