@@ -32,6 +32,7 @@ func (l *listener) Accept() (net.Conn, error) {
 // in Shutdown) returns nil, so servers such as http.Server that close
 // their listeners on shutdown see no spurious error.
 func (l *listener) Close() error {
+	l.s.closedByUser.Store(true)
 	l.u.closing.RLock()
 	err := l.Listener.Close()
 	l.u.closing.RUnlock()

@@ -24,6 +24,7 @@ type socket struct {
 	pc                     net.PacketConn // what ListenPacket handed out (packet)
 	unix                   *bind.File     // for unix sockets: the file to unlink on release
 	closedByUpgrader       atomic.Bool    // closed by a hand-off or Shutdown, not by the user
+	closedByUser           atomic.Bool    // a listener's Close began
 	inherited              bool           // came from the parent, which may still serve it
 	foreign                bool           // its file belongs to someone else (systemd): never removed
 }
@@ -123,7 +124,7 @@ func (u *Upgrader) register(name, network, address string, create func(*socket) 
 	if err := u.checkLocked(opListen); err != nil {
 		return nil, fmt.Errorf("%w: cannot register %q", err, name)
 	}
-	if s := u.sockets[name]; s != nil && isOpen(s.raw) {
+	if s := u.sockets[name]; s != nil && s.open() {
 		if s.network != network || s.address != address {
 			return nil, fmt.Errorf("%w: %q is %s %s, asked for as %s %s",
 				ErrNameConflict, name, s.network, s.address, network, address)
@@ -217,12 +218,22 @@ func (u *Upgrader) newPacketConn(s *socket) error {
 	return nil
 }
 
+// open reports whether s is not closed: a listener's own flags say (all
+// its closes go through this package), a packet conn's fd is asked (its
+// user may close it directly).
+func (s *socket) open() bool {
+	if s.ln != nil {
+		return !s.closedByUser.Load() && !s.closedByUpgrader.Load()
+	}
+	return isOpen(s.raw)
+}
+
 // liveSocketsLocked returns the open sockets in name order, dropping the
 // ones the user closed. u.mu must be held.
 func (u *Upgrader) liveSocketsLocked() []*socket {
 	var out []*socket
 	for name, s := range u.sockets {
-		if !isOpen(s.raw) {
+		if !s.open() {
 			delete(u.sockets, name)
 			continue
 		}

@@ -151,6 +151,8 @@ type Env struct {
 	Handoff    int        // the child's end of the hand-off channel; zero or -1 if none
 	Tickets    int        // the pipe that holds the TLS session-ticket keys; zero or -1 if none
 	Entries    []Entry    // in fd order
+
+	names map[string]int // each entry's index by name, once checkFDs passed (nil for systemd's)
 }
 
 // HasMail reports whether e names a mailbox.
@@ -255,7 +257,11 @@ type Lookup func(key string) (string, bool)
 // is not an error. A present but malformed value returns a
 // [*DecodeError].
 func Decode(lookup Lookup, pid, ppid int) (*Env, error) {
-	return decode(lookup, pid, ppid, nil)
+	e, err := decode(lookup, pid, ppid, nil)
+	if e != nil {
+		e.names = nil // Take's alone: Open builds its own
+	}
+	return e, err
 }
 
 // pipeProbe looks at the fd that a value names as its readiness pipe:
@@ -437,9 +443,11 @@ func parseEntry(val string, i int) (Entry, error) {
 // only in systemd's variables), an entry on the ready fd, and an owned
 // file that is no Unix entry's.
 func (e *Env) checkFDs() error {
-	if err := checkUnique(e.Entries, e.Source, e.Source != EnvListenFDs); err != nil {
+	names, err := checkUnique(e.Entries, e.Source, e.Source != EnvListenFDs)
+	if err != nil {
 		return err
 	}
+	e.names = names
 	for i, en := range e.Entries {
 		if en.FD == e.ReadyFD {
 			return &DecodeError{Var: e.Source, Entry: i, Err: ErrDuplicate,
@@ -495,13 +503,16 @@ func (e *Env) checkOwned() error {
 }
 
 // checkUnique rejects two entries with one fd and (when names is set) two
-// entries with one name.
-func checkUnique(entries []Entry, variable string, names bool) error {
+// entries with one name; then it returns each entry's index by name.
+func checkUnique(entries []Entry, variable string, names bool) (map[string]int, error) {
 	fds := make(map[int]int, len(entries))
-	byName := make(map[string]int, len(entries))
+	var byName map[string]int
+	if names {
+		byName = make(map[string]int, len(entries))
+	}
 	for i, en := range entries {
 		if j, dup := fds[en.FD]; dup {
-			return &DecodeError{Var: variable, Entry: i, Err: ErrDuplicate,
+			return nil, &DecodeError{Var: variable, Entry: i, Err: ErrDuplicate,
 				Reason: fmt.Sprintf("fd %d already named by entry %d", en.FD, j)}
 		}
 		fds[en.FD] = i
@@ -509,12 +520,12 @@ func checkUnique(entries []Entry, variable string, names bool) error {
 			continue
 		}
 		if j, dup := byName[en.Name]; dup {
-			return &DecodeError{Var: variable, Entry: i, Err: ErrDuplicate,
+			return nil, &DecodeError{Var: variable, Entry: i, Err: ErrDuplicate,
 				Reason: fmt.Sprintf("name %q already used by entry %d", en.Name, j)}
 		}
 		byName[en.Name] = i
 	}
-	return nil
+	return byName, nil
 }
 
 // CheckName reports whether name may name a socket: 1 to [MaxNameLen]

@@ -75,7 +75,7 @@ func Take() (*Files, error) {
 		reportMalformed(raw, os.Getppid(), err)
 		return nil, err
 	}
-	return Open(env)
+	return open(env, true)
 }
 
 // reportMalformed sends a decoding error to the parent when the malformed
@@ -107,30 +107,41 @@ type Files struct {
 	mu        sync.Mutex
 	env       Env
 	claimed   []bool
-	socks     []socket       // each entry's, made by Open
-	byName    map[string]int // each entry's index by name, but systemd's (whose names may repeat)
-	ready     *os.File       // nil once closed
-	readySent bool           // ReadyByte was written; ready stays open until Leave
-	mail      [2]*os.File    // the mailbox's ends until Mail hands them out
-	handoff   *os.File       // the hand-off channel's end until Handoff hands it out
-	tickets   []TicketKey    // the TLS session-ticket keys handed over
-	stored    *os.File       // the state systemd's fd store handed back, until StoredState (systemd.go)
+	socks     []socket    // each entry's, made by Open
+	ready     *os.File    // nil once closed
+	readySent bool        // ReadyByte was written; ready stays open until Leave
+	mail      [2]*os.File // the mailbox's ends until Mail hands them out
+	handoff   *os.File    // the hand-off channel's end until Handoff hands it out
+	tickets   []TicketKey // the TLS session-ticket keys handed over
+	stored    *os.File    // the state systemd's fd store handed back, until StoredState (systemd.go)
 }
 
 // Open checks the fds that env names and takes ownership of them. It does
 // not read or change the environment; [Take] is the usual way in. A nil env
 // gives an empty *Files, as on a first start.
-func Open(env *Env) (*Files, error) {
+func Open(env *Env) (*Files, error) { return open(env, false) }
+
+// open is Open; decoded says that env was just decoded (checked, if it
+// is TCPGRACE_FDS's) and is used nowhere else, so that it is taken as it
+// is, not copied.
+func open(env *Env, decoded bool) (*Files, error) {
 	f := &Files{env: Env{Generation: 1, ReadyFD: -1}}
 	if env == nil {
 		return f, nil
 	}
-	// A hand-built env gets the checks Decode makes: two *os.File on one
-	// fd would close an fd that is not ours.
-	if err := env.checkFDs(); err != nil {
-		return nil, err
+	if decoded {
+		f.env = *env
+	} else {
+		f.env = env.clone()
 	}
-	f.env = env.clone()
+	// A hand-built env, and systemd's, get the checks that decoding
+	// TCPGRACE_FDS makes: two *os.File on one fd would close an fd that
+	// is not ours.
+	if !decoded || f.env.Source != EnvFDs {
+		if err := f.env.checkFDs(); err != nil {
+			return nil, err
+		}
+	}
 	f.stored = f.env.splitStoredState() // a memfd, not a socket
 	if env.ReadyFD >= 0 {
 		if err := checkReadyPipe(env); err != nil {
@@ -210,12 +221,6 @@ func (f *Files) makeSockets() error {
 	n := len(f.env.Entries)
 	f.socks = make([]socket, n)
 	f.claimed = make([]bool, n)
-	if f.env.Source != EnvListenFDs { // unique names (checkUnique)
-		f.byName = make(map[string]int, n)
-		for i, en := range f.env.Entries {
-			f.byName[en.Name] = i
-		}
-	}
 	errs := make([]error, n)
 	makers := make([]maker, spread.Workers(n, socketsEach))
 	spread.Do(n, socketsEach, func(w, i int) {
@@ -496,7 +501,7 @@ func (f *Files) find(name, network, address string) (int, error) {
 	if f.env.Source == EnvListenFDs {
 		return f.findSystemd(name, network, address), nil
 	}
-	i, ok := f.byName[name]
+	i, ok := f.env.names[name]
 	if !ok || f.socks[i] == (socket{}) {
 		return -1, nil
 	}
