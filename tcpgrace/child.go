@@ -358,7 +358,9 @@ func (u *Upgrader) reclaimPIDFile(child int) {
 	if u.opts.PIDFile == "" || pidfile.Read(u.opts.PIDFile) != child {
 		return
 	}
-	if err := pidfile.Write(u.opts.PIDFile, os.Getpid()); err != nil {
+	h, err := pidfile.WriteHeld(u.opts.PIDFile, os.Getpid())
+	if err != nil {
 		u.log.Error("taking the pid file back from the failed next generation", "err", err)
 	}
+	u.holdPIDFile(h)
 }

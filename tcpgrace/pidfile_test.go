@@ -40,9 +40,21 @@ func TestReadyWritesPIDFileAtomically(t *testing.T) {
 	}
 	assert.Equal(t, []string{"app.pid"}, names, "no temporary file should be left next to the pid file")
 
+	held := func() (n int) {
+		fds, _ := os.ReadDir("/proc/self/fd")
+		for _, e := range fds {
+			if link, _ := os.Readlink("/proc/self/fd/" + e.Name()); link == path || link == path+" (deleted)" {
+				n++
+			}
+		}
+		return n
+	}
+	assert.Equal(t, 1, held(), "the generation holds its pid file open, for the next one's rename")
+
 	require.NoError(t, u.Shutdown(context.Background()))
 	_, err = os.Stat(path)
 	assert.ErrorIs(t, err, os.ErrNotExist, "Shutdown should remove a pid file that holds our pid")
+	assert.Zero(t, held(), "Shutdown lets the pid file go")
 }
 
 func TestShutdownLeavesForeignPIDFile(t *testing.T) {

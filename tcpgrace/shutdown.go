@@ -94,6 +94,7 @@ func (u *Upgrader) shutdown(ctx context.Context, begin time.Time, open int) erro
 	u.in.close()
 	u.tickets.stop()
 	u.mail.close()
+	u.pidHeld.Swap(nil).Close()
 	return err
 }
 
@@ -112,6 +113,7 @@ func (u *Upgrader) Close() error {
 	u.in.close()
 	u.tickets.stop()
 	u.mail.close()
+	u.pidHeld.Swap(nil).Close()
 	return errjoin.Join(st.err, closeSockets(st.packets))
 }
 

@@ -51,6 +51,8 @@ type Upgrader struct {
 	// file by then.
 	closing sync.RWMutex
 
+	pidHeld atomic.Pointer[pidfile.Held] // the PID file this generation wrote, kept open until Shutdown or Close
+
 	mu            sync.Mutex
 	state         state // see lifecycle.go
 	sockets       map[string]*socket
@@ -250,11 +252,17 @@ func (u *Upgrader) writePIDFile() error {
 	if u.opts.PIDFile == "" {
 		return nil
 	}
-	if err := pidfile.Write(u.opts.PIDFile, os.Getpid()); err != nil {
+	h, err := pidfile.WriteHeld(u.opts.PIDFile, os.Getpid())
+	if err != nil {
 		return fmt.Errorf("tcpgrace: %w", err)
 	}
+	u.holdPIDFile(h)
 	return nil
 }
+
+// holdPIDFile keeps h, the PID file just written, open (see
+// pidfile.Held) and lets the one before go.
+func (u *Upgrader) holdPIDFile(h *pidfile.Held) { u.pidHeld.Swap(h).Close() }
 
 // closeUnclaimed closes the inherited sockets nobody claimed and removes
 // the files of the Unix sockets among them that the chain created, if the

@@ -228,3 +228,73 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// heldFDs lists this process's fds open on the file at path, or on it
+// once unlinked ("path (deleted)").
+func heldFDs(t *testing.T, path string) (open, deleted []int) {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	for _, e := range entries {
+		link, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil {
+			continue
+		}
+		fd, _ := strconv.Atoi(e.Name())
+		switch link {
+		case path:
+			open = append(open, fd)
+		case path + " (deleted)":
+			deleted = append(deleted, fd)
+		}
+	}
+	return open, deleted
+}
+
+// TestWriteHeld: WriteHeld keeps the file it renamed into place open,
+// so that the next writer's rename only unlinks it; Close lets it go.
+// Write keeps nothing open. A temp name taken (a crashed process's with
+// this pid) is left alone, and the file is written all the same.
+func TestWriteHeld(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.pid")
+	first, err := WriteHeld(path, 4242)
+	require.NoError(t, err)
+	open, _ := heldFDs(t, path)
+	assert.Len(t, open, 1, "the file written is held open")
+
+	second, err := WriteHeld(path, 4343)
+	require.NoError(t, err)
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, "4343\n", string(b), "the second writer's pid is in place")
+	open, deleted := heldFDs(t, path)
+	assert.Len(t, open, 1, "the second file is held open")
+	assert.Len(t, deleted, 1, "the first, renamed over, is still held by its writer")
+	require.NoError(t, first.Close())
+	_, deleted = heldFDs(t, path)
+	assert.Empty(t, deleted, "Close lets the first file go")
+	require.NoError(t, second.Close())
+	require.NoError(t, second.Close(), "a second Close does nothing")
+	open, _ = heldFDs(t, path)
+	assert.Empty(t, open)
+
+	require.NoError(t, Write(path, 4444))
+	open, _ = heldFDs(t, path)
+	assert.Empty(t, open, "Write holds nothing")
+	assert.Equal(t, []string{"app.pid"}, names(t, dir), "no temporary file is left")
+
+	stale := filepath.Join(dir, ".app.pid.4545.tmp")
+	require.NoError(t, os.WriteFile(stale, []byte("a crashed writer's"), 0o600))
+	h, err := WriteHeld(path, 4545)
+	require.NoError(t, err, "a taken temp name is no error")
+	assert.Nil(t, h, "the file was written another way, and nothing is held")
+	b, err = os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, "4545\n", string(b))
+	b, err = os.ReadFile(stale)
+	require.NoError(t, err, "the taken temp file is left alone")
+	assert.Equal(t, "a crashed writer's", string(b))
+}
