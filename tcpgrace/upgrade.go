@@ -25,7 +25,8 @@ import (
 // replies to datagrams already read can still be written.
 //
 // On failure nothing changes. This generation keeps every socket and keeps
-// serving. The child has been killed and reaped, and no fd is left behind.
+// serving. (A listener closed while the next generation is being started
+// fails the upgrade, with its name: its fd is the one handed on.) The child has been killed and reaped, and no fd is left behind.
 // A later Upgrade may try again. The error wraps [ErrChildFailed], with
 // the child's reason or exit status, [ErrReadyTimeout], or ctx's error.
 //
