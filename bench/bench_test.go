@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -235,7 +236,9 @@ func benchAcceptQueued(b *testing.B, ln net.Listener) {
 
 // BenchmarkUpgrade times Upgrade, from the call until the next generation
 // is ready, with 1, 16 and 256 registered listeners. The child is this
-// benchmark binary, which takes every listener, says ready and exits.
+// benchmark binary, which takes every listener and says ready; once the
+// call is timed, the upgrader kills it and waits until it is gone, so
+// that no iteration pays for an earlier one's teardown of its sockets.
 //
 // Each iteration starts a fresh upgrader process (this binary again),
 // which registers the listeners, measures its one Upgrade call as the
@@ -303,7 +306,13 @@ func upgrader(count string) int {
 		fmt.Fprintln(os.Stderr, "bench upgrader:", err)
 		return 1
 	}
-	u, err := tcpgrace.New(tcpgrace.Options{Executable: self, Args: []string{self}, ReadyTimeout: 30 * time.Second})
+	var next atomic.Int64 // the next generation's pid
+	u, err := tcpgrace.New(tcpgrace.Options{Executable: self, Args: []string{self}, ReadyTimeout: 30 * time.Second,
+		OnEvent: func(e tcpgrace.Event) {
+			if e.Kind == tcpgrace.EventUpgradeStarted {
+				next.Store(int64(e.PID))
+			}
+		}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench upgrader:", err)
 		return 1
@@ -324,11 +333,27 @@ func upgrader(count string) int {
 		fmt.Fprintln(os.Stderr, "bench upgrader:", err)
 		return 1
 	}
+	endChild(int(next.Load()))
 	if err := os.WriteFile(result, fmt.Appendf(nil, "%d %d %d\n", c.ns, c.bytes, c.allocs), 0o600); err != nil {
 		fmt.Fprintln(os.Stderr, "bench upgrader:", err)
 		return 1
 	}
 	return 0
+}
+
+// endChild kills the next generation, once timed, and waits until it is
+// gone (this process's Upgrader reaps it), so that its exit, which tears
+// down every socket it holds, falls in no later iteration's time.
+func endChild(pid int) {
+	if pid <= 0 {
+		return
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if syscall.Kill(pid, 0) == syscall.ESRCH {
+			return
+		}
+	}
 }
 
 // timeUpgrade calls u.Upgrade and measures it as testing.B measures an
