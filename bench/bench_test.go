@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -266,6 +267,48 @@ func BenchmarkUpgrade(b *testing.B) {
 			b.ReportMetric(float64(sum.allocs)/float64(b.N), "allocs/op")
 		})
 	}
+}
+
+// BenchmarkUpgradeManyAgainstOne alternates an Upgrade with 256 listeners
+// and one with 1, as BenchmarkUpgrade runs each, so that both sides of the
+// ratio are measured in the same minutes: on a machine whose speed drifts
+// over minutes, BenchmarkUpgrade's sub-benchmarks, run one after the
+// other, compare different moments. It reports the median time of each
+// and ratio-to-1, the 256 median over the 1 median.
+func BenchmarkUpgradeManyAgainstOne(b *testing.B) {
+	self, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	result := filepath.Join(b.TempDir(), "result")
+	var one, many []float64
+	for i := 0; b.Loop(); i++ {
+		order := []int{1, 256}
+		if i%2 == 1 {
+			order = []int{256, 1}
+		}
+		for _, n := range order {
+			c := upgradeOnce(b, self, n, result)
+			if n == 1 {
+				one = append(one, float64(c.ns))
+			} else {
+				many = append(many, float64(c.ns))
+			}
+		}
+	}
+	m1, m256 := medianOf(one), medianOf(many)
+	b.ReportMetric(m256, "ns/op")
+	b.ReportMetric(m1, "one-ns/op")
+	b.ReportMetric(m256/m1, "ratio-to-1")
+}
+
+// medianOf is the median of vs, which it sorts.
+func medianOf(vs []float64) float64 {
+	slices.Sort(vs)
+	if len(vs)%2 == 1 {
+		return vs[len(vs)/2]
+	}
+	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2
 }
 
 // upgradeCost is what one Upgrade call cost its process.
