@@ -256,7 +256,7 @@ func makeSocket(m *maker, en *Entry, fill bool) (socket, error) {
 	}
 	s, err := m.make(*en)
 	if have := s.network(); err == nil && !sameFamily(have, en.Network) {
-		s.close()
+		s.close() // net's duplicate: the fd inherited stays open
 		s, err = socket{}, fmt.Errorf("is a %s socket, the entry says %s", have, en.Network)
 	}
 	if err != nil {
@@ -268,6 +268,7 @@ func makeSocket(m *maker, en *Entry, fill bool) (socket, error) {
 	return s, nil
 }
 
+// pick is a if first, else b.
 func pick(first bool, a, b string) string {
 	if first {
 		return a
