@@ -187,9 +187,12 @@ func TestServerSlowClient(t *testing.T) {
 }
 
 // TestServerWriteTimeout: a client that does not take its reply holds
-// its handler no longer than the write timeout.
+// its handler no longer than the write timeout. The reply, 1 MiB, is
+// five times a Unix socket's default send buffer, so that its write
+// blocks; a larger one took seconds to encode under the race detector on
+// a busy machine, before the write and its deadline began.
 func TestServerWriteTimeout(t *testing.T) {
-	big := &Reply{V: Version, OK: true, Status: &Status{State: strings.Repeat("x", 8<<20)}}
+	big := &Reply{V: Version, OK: true, Status: &Status{State: strings.Repeat("x", 1<<20)}}
 	s, path := testServer(t, ServerOptions{WriteTimeout: 200 * time.Millisecond,
 		Handler: func(Request, Peer, net.Conn) *Reply { return big }})
 	c := dial(t, path)
