@@ -540,6 +540,16 @@ func naiveRestarts(t *testing.T, bin string, restarts int, pace time.Duration, f
 // client connection of a test running beside, and a server that binds it
 // then fails with "address already in use" (a clean-clone run did).
 func freeAddr(t *testing.T) string {
+	ln := lowListener(t)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// lowListener listens on a loopback port below the kernel's ephemeral
+// range, picked at random, or on port 0 when the range starts too low
+// or 50 picks were taken.
+func lowListener(t *testing.T) net.Listener {
+	t.Helper()
 	low := 32768
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
 		if f := strings.Fields(string(b)); len(f) == 2 {
@@ -551,17 +561,14 @@ func freeAddr(t *testing.T) string {
 	if low > 12000 {
 		for range 50 {
 			port := 10000 + int(rand.Int64N(int64(low-10000)))
-			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-			if err == nil {
-				ln.Close()
-				return fmt.Sprintf("127.0.0.1:%d", port)
+			if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+				return ln
 			}
 		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
+	return ln
 }
 
 // runGoGRPC makes unary Echo calls from 4 goroutines over one grpc-go

@@ -2,7 +2,6 @@ package tests
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -225,14 +224,15 @@ func TestTakeover256Listeners(t *testing.T) {
 // uniqueTCP replaces each "-tcp 127.0.0.1:0" in args with a port of its
 // own, bound here until all are picked and then released: lineserver
 // names a listener by its address, and 128 listeners of one name would
-// be one.
+// be one. The ports come from below the ephemeral range (lowListener),
+// where a client connection of a test running beside cannot take one
+// before the server binds it (a clean-clone run saw that).
 func uniqueTCP(t *testing.T, args []string) []string {
 	t.Helper()
 	out := append([]string(nil), args...)
 	for i := 0; i+1 < len(out); i++ {
 		if out[i] == "-tcp" {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			require.NoError(t, err)
+			ln := lowListener(t)
 			defer ln.Close()
 			out[i+1] = ln.Addr().String()
 		}
