@@ -106,8 +106,10 @@ var grpcClients = []interopClient{
 // TestInteropHTTP: every HTTP client above sees zero failed requests
 // through live upgrades of examples/http.
 func TestInteropHTTP(t *testing.T) {
+	lanes := make(chan struct{}, interopLanes)
 	for _, c := range httpClients {
 		t.Run(c.name, func(t *testing.T) {
+			inLane(t, lanes)
 			interop(t, c, exampleBin("http"), "http", "-http", "127.0.0.1:0")
 		})
 	}
@@ -116,11 +118,28 @@ func TestInteropHTTP(t *testing.T) {
 // TestInteropGRPC: ghz sees zero failed unary calls through live upgrades
 // of examples/grpc, over one connection and over sixteen.
 func TestInteropGRPC(t *testing.T) {
+	lanes := make(chan struct{}, interopLanes)
 	for _, c := range grpcClients {
 		t.Run(c.name, func(t *testing.T) {
+			inLane(t, lanes)
 			interop(t, c, exampleBin("grpc"), "grpc", "-grpc", "127.0.0.1:0")
 		})
 	}
+}
+
+// interopLanes is how many cases of one interop test run at once: two,
+// each a client and a server under load through upgrades, share the
+// machine (their failures are counted, never their speed), and the
+// suite takes half the time. The other tests wait: the top-level test
+// is not parallel.
+const interopLanes = 2
+
+// inLane makes t a parallel subtest that runs once one of lanes is free,
+// and frees it when t ends.
+func inLane(t *testing.T, lanes chan struct{}) {
+	t.Parallel()
+	lanes <- struct{}{}
+	t.Cleanup(func() { <-lanes })
 }
 
 func interop(t *testing.T, c interopClient, bin, listener string, args ...string) {
