@@ -48,6 +48,7 @@ func (c *container) waitExited(t *testing.T) string {
 // TCP, not one request fails; green then serves, answers on the same
 // control socket path, and stops cleanly.
 func TestContainerBlueGreen(t *testing.T) {
+	t.Parallel() // its own dockerd; with the light tests, not the serial load tests
 	d := needDocker(t)
 	ctx, next := t.TempDir(), t.TempDir()
 	staticBuilds(t, map[string]string{versions[0]: ctx, versions[1]: next})

@@ -288,6 +288,7 @@ func (c *container) inspect(field string) string {
 // fails. docker stop then refuses new clients, lets a held connection
 // finish, and the container exits 0.
 func TestContainer(t *testing.T) {
+	t.Parallel() // its own dockerd; with the light tests, not the serial load tests
 	d := needDocker(t)
 	begin := time.Now()
 	ctx, next := t.TempDir(), t.TempDir() // the first version, the image's; the next one
