@@ -3,6 +3,7 @@ package wire
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"net/url"
 	"slices"
 	"strconv"
@@ -308,23 +309,16 @@ func malformed(entry int, format string, args ...any) *DecodeError {
 }
 
 func decodeFDs(v string, ppid int, probe pipeProbe) (*Env, error) {
-	if len(v) > MaxValueLen {
-		return nil, malformed(-1, "value is %d bytes, more than %d", len(v), MaxValueLen)
+	fields, err := afterVersion(v)
+	if err != nil {
+		return nil, err
 	}
-	fields := strings.Split(v, ";")
-	if fields[0] != Version {
-		return nil, malformed(-1, "version %q is not %q", trunc(fields[0]), Version)
-	}
-	n := 0
-	for _, f := range fields {
-		if strings.HasPrefix(f, "fd=") {
-			n++
-		}
-	}
+	// The fields that begin with fd=: the version's is not one.
+	n := strings.Count(v, ";fd=")
 	if n > MaxEntries {
 		return nil, malformed(-1, "%d entries, more than %d", n, MaxEntries)
 	}
-	e, err := decodeFields(fields[1:], n)
+	e, err := decodeFields(fields, n)
 	if err != nil {
 		return nil, err
 	}
@@ -337,15 +331,32 @@ func decodeFDs(v string, ppid int, probe pipeProbe) (*Env, error) {
 	return e, nil
 }
 
+// afterVersion checks v's length and version, and returns the fields
+// after the version, split at ";" as they are iterated (no slice of
+// them is made).
+func afterVersion(v string) (iter.Seq[string], error) {
+	if len(v) > MaxValueLen {
+		return nil, malformed(-1, "value is %d bytes, more than %d", len(v), MaxValueLen)
+	}
+	version, rest, more := strings.Cut(v, ";")
+	if version != Version {
+		return nil, malformed(-1, "version %q is not %q", trunc(version), Version)
+	}
+	if !more {
+		return func(func(string) bool) {}, nil // no field at all
+	}
+	return strings.SplitSeq(rest, ";"), nil
+}
+
 // decodeFields decodes the key=value fields after the version: each
 // once (fd= as often as there are entries), pid, gen and ready required.
-func decodeFields(fields []string, entries int) (*Env, error) {
+func decodeFields(fields iter.Seq[string], entries int) (*Env, error) {
 	e := &Env{Source: EnvFDs, ReadyFD: -1}
 	if entries > 0 {
 		e.Entries = make([]Entry, 0, entries)
 	}
 	seen := map[string]bool{}
-	for _, f := range fields {
+	for f := range fields {
 		key, val, ok := strings.Cut(f, "=")
 		if !ok {
 			return nil, malformed(-1, "field %q is not key=value", trunc(f))
@@ -505,7 +516,15 @@ func (e *Env) checkOwned() error {
 // checkUnique rejects two entries with one fd and (when names is set) two
 // entries with one name; then it returns each entry's index by name.
 func checkUnique(entries []Entry, variable string, names bool) (map[string]int, error) {
-	fds := make(map[int]int, len(entries))
+	// Fds that increase from entry to entry, as an exec'd hand-off and
+	// systemd give them, are unique without a map of them.
+	var fds map[int]int
+	for i := 1; i < len(entries); i++ {
+		if entries[i].FD <= entries[i-1].FD {
+			fds = make(map[int]int, len(entries))
+			break
+		}
+	}
 	var byName map[string]int
 	if names {
 		byName = make(map[string]int, len(entries))
@@ -515,7 +534,9 @@ func checkUnique(entries []Entry, variable string, names bool) (map[string]int, 
 			return nil, &DecodeError{Var: variable, Entry: i, Err: ErrDuplicate,
 				Reason: fmt.Sprintf("fd %d already named by entry %d", en.FD, j)}
 		}
-		fds[en.FD] = i
+		if fds != nil {
+			fds[en.FD] = i
+		}
 		if !names {
 			continue
 		}

@@ -249,6 +249,10 @@ func TestDecodeFDs(t *testing.T) {
 
 		{name: "duplicate fd", env: fdsOnly(fdsValue("a,4,tcp,%3A80", "b,5,tcp,%3A81", "c,4,tcp,%3A82")),
 			wantErr: ErrDuplicate, wantVar: EnvFDs, wantEntry: 2, wantMsg: "fd 4 already named by entry 0"},
+		// Fds that only increase are checked without a map: one that
+		// repeats the fd before it does not increase.
+		{name: "duplicate fd, one after the other", env: fdsOnly(fdsValue("a,4,tcp,%3A80", "b,5,tcp,%3A81", "c,5,tcp,%3A82")),
+			wantErr: ErrDuplicate, wantVar: EnvFDs, wantEntry: 2, wantMsg: "fd 5 already named by entry 1"},
 		{name: "duplicate name", env: fdsOnly(fdsValue("a,4,tcp,%3A80", "a,5,tcp,%3A81")),
 			wantErr: ErrDuplicate, wantVar: EnvFDs, wantEntry: 1, wantMsg: `name "a" already used by entry 0`},
 		{name: "duplicate name after unescaping", env: fdsOnly(fdsValue("a+b,4,tcp,%3A80", "a%20b,5,tcp,%3A81")),

@@ -2,7 +2,6 @@ package wire
 
 import (
 	"fmt"
-	"strings"
 )
 
 // DecodeTaken decodes a value of [EnvFDs] that a serving generation sent,
@@ -18,14 +17,11 @@ import (
 // DecodeTaken touches no fd. The caller owns received and closes them on
 // error.
 func DecodeTaken(v string, received []int) (*Env, error) {
-	if len(v) > MaxValueLen {
-		return nil, malformed(-1, "value is %d bytes, more than %d", len(v), MaxValueLen)
+	fields, err := afterVersion(v)
+	if err != nil {
+		return nil, err
 	}
-	fields := strings.Split(v, ";")
-	if fields[0] != Version {
-		return nil, malformed(-1, "version %q is not %q", trunc(fields[0]), Version)
-	}
-	e, err := decodeFields(fields[1:], min(len(received), MaxEntries))
+	e, err := decodeFields(fields, min(len(received), MaxEntries))
 	if err != nil {
 		return nil, err
 	}
