@@ -26,8 +26,9 @@ import (
 //
 // On failure nothing changes. This generation keeps every socket and keeps
 // serving. (A listener closed while the next generation is being started
-// fails the upgrade, with its name: its fd is the one handed on.) The child has been killed and reaped, and no fd is left behind.
-// A later Upgrade may try again. The error wraps [ErrChildFailed], with
+// fails the upgrade, with its name: its fd is the one handed on.) The
+// child has been killed and reaped, and no fd is left behind. A later
+// Upgrade may try again. The error wraps [ErrChildFailed], with
 // the child's reason or exit status, [ErrReadyTimeout], or ctx's error.
 //
 // Upgrade refuses to start, and changes nothing, in these cases:
