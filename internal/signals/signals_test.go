@@ -62,8 +62,9 @@ func recvSignals(t *testing.T, c <-chan os.Signal, want os.Signal) []os.Signal {
 }
 
 // TestNotifySignalsLosesNoStop: real signals, nobody reading while they
-// arrive: 50 SIGHUP then SIGTERM, and the SIGTERM is delivered; a signal given as extra (SIGUSR2, which would kill the process
-// otherwise) is delivered too.
+// arrive: 50 SIGHUP then SIGTERM, and the SIGTERM is delivered; a signal
+// given as extra (SIGUSR2, which would kill the process otherwise) is
+// delivered too.
 func TestNotifySignalsLosesNoStop(t *testing.T) {
 	done := make(chan struct{})
 	defer close(done)

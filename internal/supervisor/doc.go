@@ -78,9 +78,9 @@
 // then gets SIGTERM and drains; after Config.StopTimeout its process
 // group is killed. A new instance that cannot start, exits, or is not
 // ready within Config.ReadyTimeout (its MAINPID= included) is killed with
-// every process of it, and the serving one serves on; the reason is logged, kept as the last failure and returned by
-// Upgrade. At most Config.MaxInstances are alive at once, draining ones
-// included.
+// every process of it, and the serving one serves on; the reason is
+// logged, kept as the last failure and returned by Upgrade. At most
+// Config.MaxInstances are alive at once, draining ones included.
 //
 // With Config.Control (-control PATH) the supervisor answers the control
 // protocol of package internal/control on a Unix socket (mode 0600; root
