@@ -55,10 +55,14 @@ const roleVersion = "e2e-role"
 // while other tests compete for the CPU. Tests that measure loss under
 // load, with each request held to requestBudget, and tests that time a
 // short window (a sub-second drain, grace or reload, a sweep of fault
-// timings) run alone, one after the other, as do the interop, container
-// and build tests, which are busy on the CPU. Executables are put in
-// place with copyExecutable or writeExecutable, so that a parallel test's
-// fork cannot make them "text file busy".
+// timings) run alone, one after the other, as do the build tests, which
+// are busy on the CPU. Two exceptions, for the suite's time: the interop
+// cases run two at a time (inLane), as their clients count failures, not
+// speed; and the two container tests run with the waiting tests, each
+// with a dockerd of its own, their load's requestBudget (a second) far
+// above a hand-off even on a busy machine. Executables are put in place
+// with copyExecutable or writeExecutable, so that a parallel test's fork
+// cannot make them "text file busy".
 
 // exampleBin is the built example examples/name, in the first version.
 func exampleBin(name string) string { return filepath.Join(binDir, versions[0], name) }
