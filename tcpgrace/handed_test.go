@@ -73,6 +73,7 @@ func TestPinHoldsSockets(t *testing.T) {
 	assert.ErrorContains(t, err, `"web" was closed during the upgrade`)
 }
 
+// fdOf is the fd of c, to compare with the fds an upgrade hands on.
 func fdOf(t *testing.T, c syscall.Conn) int {
 	t.Helper()
 	rc, err := c.SyscallConn()
