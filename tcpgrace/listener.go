@@ -19,9 +19,15 @@ type listener struct {
 }
 
 // Accept waits for the next connection and tracks it until it is closed.
+// Once a hand-off or Shutdown closed the listener it fails with
+// net.ErrClosed, also while its fd is still being closed (a hand-off
+// stops it with a past deadline first: see Upgrader.endUpgrade).
 func (l *listener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
+		if l.s.closedByUpgrader.Load() {
+			return nil, l.closedError("accept")
+		}
 		return nil, err
 	}
 	return l.u.track(c, l.s.name), nil
@@ -44,11 +50,23 @@ func (l *listener) Close() error {
 }
 
 // SetDeadline sets the deadline of the underlying TCP or Unix listener.
+// Once a hand-off or Shutdown closed the listener it fails with
+// net.ErrClosed: a new deadline would let Accept wait again on a socket
+// that the next generation serves.
 func (l *listener) SetDeadline(t time.Time) error {
+	if l.s.closedByUpgrader.Load() {
+		return l.closedError("set")
+	}
 	if d, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); ok {
 		return d.SetDeadline(t)
 	}
 	return syscall.EINVAL
+}
+
+// closedError is what op on a closed listener returns, in net's words.
+func (l *listener) closedError(op string) error {
+	addr := l.Addr()
+	return &net.OpError{Op: op, Net: addr.Network(), Addr: addr, Err: net.ErrClosed}
 }
 
 // SyscallConn gives access to the underlying socket.

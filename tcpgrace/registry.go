@@ -50,6 +50,11 @@ func (s *socket) closeRaw() error {
 	if !s.closedByUpgrader.CompareAndSwap(false, true) {
 		return nil // a hand-off and a Shutdown may both get here
 	}
+	return s.closeFD()
+}
+
+// closeFD is closeRaw once closedByUpgrader is set, by this caller.
+func (s *socket) closeFD() error {
 	if s.pc != nil {
 		return s.pc.Close()
 	}

@@ -18,7 +18,8 @@ import (
 // leaves on purpose (so that its exit, whatever the status, makes no
 // rollback), cancels a running Upgrade (the child is killed), closes
 // every registered listener (releasing sockets and Unix socket files
-// unless a next generation took them over), removes the PID file if it
+// unless a next generation took them over; after a hand-off, it waits
+// until their fds are closed), removes the PID file if it
 // still holds this pid, closes [Upgrader.Exit], stops reading on every
 // packet conn, then waits until every connection accepted through the
 // registry's listeners is closed, or ctx ends, and last closes the packet
@@ -136,6 +137,7 @@ func (u *Upgrader) stop(caller string) stopped {
 	first, handedOff := prev != closed, prev == handedOff
 	stream, packets := splitSockets(sockets)
 	errs := []error{closeSockets(stream)}
+	u.waitHandedClosed() // a hand-off's listeners, stopped and still being closed
 	for _, p := range paths {
 		p.Remove()
 	}

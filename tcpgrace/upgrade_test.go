@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -316,6 +317,112 @@ func TestUpgradeHandsSocketsToNextGeneration(t *testing.T) {
 	assert.ErrorIs(t, err, fs.ErrNotExist, "the last generation's Shutdown should remove the unix socket file")
 	_, err = os.Lstat(h.pidFile)
 	assert.ErrorIs(t, err, fs.ErrNotExist, "the last generation's Shutdown should remove its pid file")
+}
+
+// TestHandOffStopsListenersBeforeClosingThem: a successful Upgrade stops
+// every listener at once, before their fds are closed. A waiting Accept
+// fails with net.ErrClosed (not the deadline that woke it), a new
+// deadline cannot make Accept wait again, and Shutdown returns only once
+// the fds are closed.
+func TestHandOffStopsListenersBeforeClosingThem(t *testing.T) {
+	h := newHarness(t, 10*time.Second)
+	gate := make(chan struct{})
+	h.u.beforeHandedClose = func() { <-gate }
+	var opened sync.Once
+	open := func() { opened.Do(func() { close(gate) }) }
+	defer open()
+	lns := []net.Listener{h.web, h.ctl}
+	links := make([]string, len(lns))
+	waiting := make(chan error, len(lns))
+	for i, ln := range lns {
+		links[i] = socketLink(t, ln)
+		go func() {
+			_, err := ln.Accept()
+			waiting <- err
+		}()
+	}
+	require.NoError(t, h.u.Upgrade(context.Background()), "the upgrade should succeed")
+	pid := h.startedChild()
+	for range lns {
+		select {
+		case err := <-waiting:
+			assert.ErrorIs(t, err, net.ErrClosed, "a waiting Accept should fail as closed")
+			assert.NotErrorIs(t, err, os.ErrDeadlineExceeded, "a waiting Accept should not see the deadline that woke it")
+		case <-time.After(ioTimeout):
+			t.Fatal("a waiting Accept should return once the hand-off stands, before the fds are closed")
+		}
+	}
+	for i, ln := range lns {
+		assert.Equal(t, 1, fdsShowing(t, links[i]), "%s %s: its fd should still be open (its close waits)", ln.Addr().Network(), ln.Addr())
+		err := ln.(interface{ SetDeadline(time.Time) error }).SetDeadline(time.Time{})
+		assert.ErrorIs(t, err, net.ErrClosed, "%s: a new deadline on a stopped listener should fail as closed", ln.Addr())
+		assert.ErrorIs(t, acceptWithin(t, ln), net.ErrClosed, "%s: Accept after the new deadline should still fail as closed", ln.Addr())
+	}
+
+	shut := make(chan error, 1)
+	go func() { shut <- h.u.Shutdown(context.Background()) }()
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) while the hand-off's listeners were still being closed", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	open()
+	select {
+	case err := <-shut:
+		require.NoError(t, err, "the parent's Shutdown should succeed")
+	case <-time.After(ioTimeout):
+		t.Fatal("Shutdown should return once the listeners' fds are closed")
+	}
+	for i, ln := range lns {
+		assert.Zero(t, fdsShowing(t, links[i]), "%s %s: its fd should be closed when Shutdown returns", ln.Addr().Network(), ln.Addr())
+	}
+	h.assertChildServes(pid, "after the parent's Shutdown")
+	h.stopChild(pid)
+}
+
+// socketLink is what /proc/self/fd shows for ln's socket: socket:[inode].
+func socketLink(t *testing.T, ln net.Listener) string {
+	t.Helper()
+	rc, err := ln.(syscall.Conn).SyscallConn()
+	require.NoError(t, err)
+	var st syscall.Stat_t
+	var serr error
+	require.NoError(t, rc.Control(func(fd uintptr) { serr = syscall.Fstat(int(fd), &st) }))
+	require.NoError(t, serr, "fstat of %s's socket", ln.Addr())
+	return "socket:[" + strconv.FormatUint(st.Ino, 10) + "]"
+}
+
+// fdsShowing counts this process's fds that /proc/self/fd shows as link.
+func fdsShowing(t *testing.T, link string) int {
+	t.Helper()
+	n := 0
+	for _, target := range openFDs(t) {
+		if target == link {
+			n++
+		}
+	}
+	return n
+}
+
+// acceptWithin is ln.Accept's error, or a failure of the test if Accept
+// waits longer than ioTimeout.
+func acceptWithin(t *testing.T, ln net.Listener) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if c != nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(ioTimeout):
+		t.Fatalf("Accept on %s should not wait", ln.Addr())
+		return nil
+	}
 }
 
 func TestUpgradeRollback(t *testing.T) {

@@ -72,6 +72,12 @@ type Upgrader struct {
 	drainCtx context.Context
 	cutLate  int
 	reports  *reporter // a handed-off generation's drain reports, once begun
+	// handedClosed is closed once the fds of the listeners a successful
+	// Upgrade stopped are closed (see endUpgrade); nil before.
+	handedClosed chan struct{}
+	// beforeHandedClose, if set (by tests), runs before those fds are
+	// closed.
+	beforeHandedClose func()
 
 	exitOnce sync.Once
 	exit     chan struct{}
@@ -165,7 +171,7 @@ func (u *Upgrader) Generation() int { return u.inh.Generation() }
 
 // Exit returns a channel that is closed when this generation should go
 // away: after a successful Upgrade (the next generation serves; this one's
-// listeners are already closed) or after Shutdown or Close. It never
+// listeners no longer accept) or after Shutdown or Close. It never
 // blocks.
 func (u *Upgrader) Exit() <-chan struct{} { return u.exit }
 
