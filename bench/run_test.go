@@ -79,7 +79,7 @@ func BenchmarkHandOff(b *testing.B) {
 	self := startLogged(b, filepath.Join(dir, "self.log"), ls, "-tcp", "127.0.0.1:0", "-pidfile", filepath.Join(dir, "pid"))
 	self.ready = regexp.MustCompile(`msg=ready pid=(\d+) `)
 	self.target = func(serving int) int { return serving }
-	self.gone = func(old int) string { return fmt.Sprintf(`msg=exit pid=%d\n`, old) }
+	self.gone = func(old int) string { return fmt.Sprintf(`msg=exit pid=%d[ \n]`, old) }
 	addr := freeAddr(b)
 	sup := startLogged(b, filepath.Join(dir, "run.log"), tg, "run", "-listen", "tcp://"+addr, "--", ls, "-tcp", addr)
 	sup.ready = regexp.MustCompile(`msg="instance ready" pid=\d+ instance=(\d+) `)
