@@ -199,40 +199,78 @@ const acceptBatch = 256
 // benchAcceptQueued accepts and closes b.N connections, dialed in
 // batches with the timer stopped.
 func benchAcceptQueued(b *testing.B, ln net.Listener) {
-	clients := make([]net.Conn, 0, acceptBatch)
 	b.ReportAllocs()
 	b.ResetTimer()
 	var timed time.Duration
-	for done := 0; done < b.N; {
-		b.StopTimer()
-		for _, c := range clients {
-			c.Close()
-		}
-		clients = clients[:0]
-		for range min(acceptBatch, b.N-done) {
-			c, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				b.Fatal(err)
-			}
-			clients = append(clients, c)
-		}
-		b.StartTimer()
-		start := time.Now()
-		for range clients {
-			c, err := ln.Accept()
-			if err != nil {
-				b.Fatal(err)
-			}
-			c.Close()
-		}
-		timed += time.Since(start)
-		done += len(clients)
+	for done := 0; done < b.N; done += acceptBatch {
+		timed += acceptRound(b, ln, min(acceptBatch, b.N-done))
 	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/timed.Seconds(), "conns/s")
+}
+
+// acceptRound dials n connections to ln with b's timer stopped, so that
+// they wait established in its accept queue, then accepts and closes
+// them with the timer running, and returns the time that took. The
+// clients are closed with the timer stopped.
+func acceptRound(b *testing.B, ln net.Listener, n int) time.Duration {
+	b.StopTimer()
+	clients := make([]net.Conn, 0, n)
+	for range n {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	b.StartTimer()
+	start := time.Now()
+	for range clients {
+		c, err := ln.Accept()
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+	took := time.Since(start)
 	b.StopTimer()
 	for _, c := range clients {
 		c.Close()
 	}
-	b.ReportMetric(float64(b.N)/timed.Seconds(), "conns/s")
+	b.StartTimer()
+	return took
+}
+
+// BenchmarkAcceptTrackedAgainstPlain is BenchmarkAcceptQueued's two
+// listeners alternated in one loop: each iteration accepts a round of
+// acceptBatch queued connections on each, in turns first, so that both
+// see the same moments of a machine whose speed drifts (the
+// sub-benchmarks run one after the other). It reports the median rate of
+// each, over the rounds, and their ratio.
+func BenchmarkAcceptTrackedAgainstPlain(b *testing.B) {
+	plain, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer plain.Close()
+	tracked := trackedListener(b)
+	defer tracked.Close()
+	rate := func(ln net.Listener) float64 { return acceptBatch / acceptRound(b, ln, acceptBatch).Seconds() }
+	var plainRates, trackedRates []float64
+	for i := 0; b.Loop(); i++ {
+		if i%2 == 0 {
+			plainRates = append(plainRates, rate(plain))
+			trackedRates = append(trackedRates, rate(tracked))
+		} else {
+			trackedRates = append(trackedRates, rate(tracked))
+			plainRates = append(plainRates, rate(plain))
+		}
+	}
+	mp, mt := medianOf(plainRates), medianOf(trackedRates)
+	b.ReportMetric(1e9/mt, "ns/op") // a tracked accept
+	b.ReportMetric(mt, "conns/s")
+	b.ReportMetric(mp, "plain-conns/s")
+	b.ReportMetric(mt/mp, "ratio-to-plain")
 }
 
 // BenchmarkUpgrade times Upgrade, from the call until the next generation

@@ -263,7 +263,7 @@ func (c *controlServer) status(withOlder bool) *control.Status {
 			st.Listeners = append(st.Listeners, control.Listener{Name: s.name, Network: s.network, Address: s.boundAddr()})
 		}
 	}
-	st.Connections = len(u.conns)
+	st.Connections = u.conns.len()
 	u.mu.Unlock()
 	t := u.totalsNow()
 	st.Totals = &control.Totals{FirstStart: t.FirstStart, Upgrades: t.Upgrades, UpgradesFailed: t.UpgradesFailed,

@@ -165,7 +165,7 @@ func (u *Upgrader) sdDraining(deadline time.Time) (done func()) {
 
 func (u *Upgrader) sdDrainStatus() string {
 	u.mu.Lock()
-	n := len(u.conns)
+	n := u.conns.len()
 	u.mu.Unlock()
 	return fmt.Sprintf("STATUS=draining %s, generation %d", text.Count(n, "connection", "connections"), u.Generation())
 }

@@ -203,7 +203,7 @@ func (u *Upgrader) cancelUpgradeLocked() {
 // closes the rest and returns how many, and ctx's error.
 func (u *Upgrader) waitConns(ctx context.Context) (forced int, err error) {
 	u.mu.Lock()
-	if len(u.conns) == 0 {
+	if u.conns.len() == 0 {
 		u.mu.Unlock()
 		return 0, nil
 	}
@@ -218,10 +218,7 @@ func (u *Upgrader) waitConns(ctx context.Context) (forced int, err error) {
 	case <-ctx.Done():
 	}
 	u.mu.Lock()
-	var open []*trackedConn
-	for c := range u.conns {
-		open = append(open, c)
-	}
+	open := u.conns.all()
 	u.mu.Unlock()
 	closed := 0
 	for _, c := range open {

@@ -97,7 +97,7 @@ func (u *Upgrader) Status() Status {
 			st.Listeners = append(st.Listeners, ListenerStatus{Name: s.name, Network: s.network, Address: s.boundAddr()})
 		}
 	}
-	st.Connections = len(u.conns)
+	st.Connections = u.conns.len()
 	u.mu.Unlock()
 	st.Totals = u.totalsNow()
 	st.Older = u.totals.older()

@@ -56,7 +56,7 @@ type Upgrader struct {
 	mu            sync.Mutex
 	state         state // see lifecycle.go
 	sockets       map[string]*socket
-	conns         map[*trackedConn]struct{}
+	conns         connSet
 	claims        map[string]*adoptListener // listener name -> the server that takes its connections handed over
 	cancelUpgrade context.CancelFunc
 	upgradeDone   chan struct{} // closed when the running Upgrade returns
@@ -124,7 +124,6 @@ func newUpgrader(opts Options, files *wire.Files) (*Upgrader, error) {
 		executable: opts.Executable,
 		args:       opts.Args,
 		sockets:    make(map[string]*socket, files.Count()),
-		conns:      map[*trackedConn]struct{}{},
 		claims:     map[string]*adoptListener{},
 		exit:       make(chan struct{}),
 		started:    time.Now(),
