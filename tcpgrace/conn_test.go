@@ -175,3 +175,44 @@ func threadSyscr(t *testing.T) int64 {
 	t.Fatal("no syscr in /proc/thread-self/io")
 	return 0
 }
+
+// TestConnSet: connections leave the registry's set in any order (the
+// newest, the oldest, one between), each once, and what is left is
+// listed whole; a connection removed can be added again.
+func TestConnSet(t *testing.T) {
+	var s connSet
+	conns := make([]*trackedConn, 6)
+	for i := range conns {
+		conns[i] = &trackedConn{name: strconv.Itoa(i)}
+		s.add(conns[i])
+	}
+	listed := func() []string {
+		var names []string
+		for _, c := range s.all() {
+			names = append(names, c.name)
+		}
+		return names
+	}
+	require.ElementsMatch(t, []string{"0", "1", "2", "3", "4", "5"}, listed())
+	for _, step := range []struct {
+		remove int
+		left   []string
+	}{
+		{3, []string{"0", "1", "2", "4", "5"}}, // between
+		{5, []string{"0", "1", "2", "4"}},      // the newest: the list's first
+		{0, []string{"1", "2", "4"}},           // the oldest: the list's last
+		{2, []string{"1", "4"}},
+		{4, []string{"1"}},
+		{1, nil},
+	} {
+		assert.True(t, s.remove(conns[step.remove]), "removing %d should find it", step.remove)
+		assert.False(t, s.remove(conns[step.remove]), "removing %d twice should not find it", step.remove)
+		assert.Equal(t, len(step.left), s.len(), "after removing %d", step.remove)
+		assert.ElementsMatch(t, step.left, listed(), "after removing %d", step.remove)
+	}
+	s.add(conns[2])
+	s.add(conns[4])
+	assert.ElementsMatch(t, []string{"2", "4"}, listed(), "connections removed can be added again")
+	assert.True(t, s.remove(conns[2]))
+	assert.ElementsMatch(t, []string{"4"}, listed())
+}
