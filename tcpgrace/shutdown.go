@@ -16,14 +16,14 @@ import (
 // Shutdown ends this generation gracefully. In order it: tells its parent
 // generation, if that still watches it ([Options.ReadyGrace]), that it
 // leaves on purpose (so that its exit, whatever the status, makes no
-// rollback), cancels a running Upgrade (the child is killed), closes
-// every registered listener (releasing sockets and Unix socket files
-// unless a next generation took them over; after a hand-off, it waits
-// until their fds are closed), removes the PID file if it
-// still holds this pid, closes [Upgrader.Exit], stops reading on every
-// packet conn, then waits until every connection accepted through the
-// registry's listeners is closed, or ctx ends, and last closes the packet
-// conns: replies to datagrams already read can be written until then.
+// rollback), cancels a running Upgrade (the child is killed), closes every
+// registered listener (releasing sockets and Unix socket files unless a
+// next generation took them over; after a hand-off, it waits until their
+// fds are closed), removes the PID file if it still holds this pid, closes
+// [Upgrader.Exit], stops reading on every packet conn, then waits until
+// every connection accepted through the registry's listeners is closed, or
+// ctx ends, and last closes the packet conns: replies to datagrams already
+// read can be written until then.
 //
 // At ctx's end it closes the remaining connections and returns ctx's error
 // (joined with any close errors). It blocks until then. Calling it twice,
