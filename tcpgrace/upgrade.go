@@ -208,9 +208,6 @@ func stopAccepting(stream []*socket) []*socket {
 // then closed.
 func (u *Upgrader) closeStopped(stopped []*socket, closed chan struct{}) {
 	defer close(closed)
-	if u.beforeHandedClose != nil {
-		u.beforeHandedClose()
-	}
 	for _, s := range stopped {
 		s.closeFD()
 	}

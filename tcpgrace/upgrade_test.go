@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -324,12 +325,29 @@ func TestUpgradeHandsSocketsToNextGeneration(t *testing.T) {
 // fails with net.ErrClosed (not the deadline that woke it), a new
 // deadline cannot make Accept wait again, and Shutdown returns only once
 // the fds are closed.
+//
+// The closes are held back with the Upgrader's closing lock, which each
+// close of a listener takes shared: the test takes it alone when the
+// upgrade has stood, before the listeners stop.
 func TestHandOffStopsListenersBeforeClosingThem(t *testing.T) {
-	h := newHarness(t, 10*time.Second)
-	gate := make(chan struct{})
-	h.u.beforeHandedClose = func() { <-gate }
+	var h *harness
+	var held atomic.Bool
+	h = newHarness(t, 10*time.Second, func(o *Options) {
+		o.OnEvent = func(e Event) {
+			if e.Kind == EventUpgraded {
+				h.u.closing.Lock()
+				held.Store(true)
+			}
+		}
+	})
 	var opened sync.Once
-	open := func() { opened.Do(func() { close(gate) }) }
+	open := func() {
+		opened.Do(func() {
+			if held.Load() {
+				h.u.closing.Unlock()
+			}
+		})
+	}
 	defer open()
 	lns := []net.Listener{h.web, h.ctl}
 	links := make([]string, len(lns))

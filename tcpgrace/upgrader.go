@@ -75,9 +75,6 @@ type Upgrader struct {
 	// handedClosed is closed once the fds of the listeners a successful
 	// Upgrade stopped are closed (see endUpgrade); nil before.
 	handedClosed chan struct{}
-	// beforeHandedClose, if set (by tests), runs before those fds are
-	// closed.
-	beforeHandedClose func()
 
 	exitOnce sync.Once
 	exit     chan struct{}
