@@ -399,12 +399,14 @@ func TestSystemdStopAfterUpgradeDrains(t *testing.T) {
 }
 
 // exampleUnit is a unit file of examples/systemd with the binary and the
-// addresses moved to the test's own, and without default dependencies
-// (which would pull in a real boot).
+// addresses moved to the test's own, without default dependencies (which
+// would pull in a real boot), and with a service's output in
+// service.log, which a failing test prints (there is no journal).
 func exampleUnit(t *testing.T, name string, replace ...string) string {
 	t.Helper()
 	text := string(readFile(t, "../examples/systemd/"+name))
-	replace = append(replace, "[Unit]\n", "[Unit]\nDefaultDependencies=no\n")
+	replace = append(replace, "[Unit]\n", "[Unit]\nDefaultDependencies=no\n",
+		"[Service]\n", "[Service]\nStandardOutput=append:@DIR@/service.log\nStandardError=append:@DIR@/service.log\n")
 	return strings.NewReplacer(replace...).Replace(text)
 }
 
